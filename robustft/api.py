@@ -1,0 +1,89 @@
+"""The public entry points: fine-tune a configured run and evaluate a run directory.
+
+The CLI calls exactly these; they are also the Python API::
+
+    from robustft import load_config, fine_tune
+    run = fine_tune(load_config("configs/fmnist_scheduled.yaml", ["train.epochs=2"]))
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from robustft.attacks import build_eval_attack
+from robustft.config import Config, apply_overrides, config_from_dict, config_to_dict
+from robustft.data import build_data, stratified_subset
+from robustft.eval import RobustnessResult, default_eps_grid, evaluate
+from robustft.models import build_model
+from robustft.runs import RunDir
+from robustft.train import fit, load_model_weights, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+class RunExistsError(FileExistsError):
+    """A run directory is already there and no resume was asked for."""
+
+
+def run_dir_for(cfg: Config, name: str | None = None) -> RunDir:
+    """The run directory of a config: ``train.out_dir / (train.run_name or name)``."""
+    run_name = cfg.train.run_name or name
+    if not run_name:
+        raise ValueError("train.run_name: give the run a name (or train from a config file, whose name is used)")
+    return RunDir(Path(cfg.train.out_dir).expanduser() / run_name)
+
+
+def fine_tune(cfg: Config, name: str | None = None, resume: bool = False) -> RunDir:
+    """Train (or resume) a run, evaluate it if ``train.evaluate``, and mark it DONE.
+
+    Raises:
+        RunExistsError: the run directory exists and ``resume`` is false.
+        ValueError: resuming with a config that differs from the run's.
+    """
+    run = run_dir_for(cfg, name)
+    if run.path.exists() and not resume:
+        raise RunExistsError(f"{run.path} already exists; continue it with --resume, or choose another "
+                             "train.run_name / train.out_dir")
+    if resume and run.config_path.exists():
+        diff = run.differences(cfg)
+        if diff:
+            raise ValueError(f"cannot resume {run.path} with a different config: " + "; ".join(diff))
+    if run.done:
+        log.info("%s is already DONE; nothing to do", run.path)
+        return run
+    resume = resume and run.checkpoint_path.exists()
+    if not resume:
+        run.create(cfg)
+    fit(cfg, run, resume=resume)
+    if cfg.train.evaluate:
+        evaluate_run(run.path)
+    run.mark_done()
+    return run
+
+
+def evaluate_run(path: str | Path, overrides: list[str] | None = None) -> RobustnessResult:
+    """Evaluate a run's last checkpoint on its test split under the eval section (with ``overrides``,
+    e.g. ``eval.n=500``); writes ``eval/robustness.json`` and ``eval/correct.npz``."""
+    run = RunDir(Path(path))
+    cfg = run.config()
+    if overrides:
+        cfg = config_from_dict(apply_overrides(config_to_dict(cfg), overrides))
+    device = resolve_device(cfg.train.device)
+    data = build_data(cfg.data)
+    model = build_model(cfg.model, cfg.model.num_classes or data.num_classes).to(device)
+    progress = load_model_weights(run.checkpoint_path, model)
+    test = data.test.subset(stratified_subset(data.test.labels, cfg.eval.n, cfg.data.split_seed))
+    result = evaluate(model, test, eval_grid(cfg), build_eval_attack(cfg.eval, cfg.attack.norm),
+                      device=device, image_size=cfg.data.image_size, batch_size=cfg.data.eval_batch_size,
+                      mode=cfg.eval.mode, seed=cfg.eval.seed,
+                      protocol={"attack": cfg.eval.attack, "num_steps": cfg.eval.num_steps,
+                                "restarts": cfg.eval.restarts, "norm": cfg.attack.norm, "split": "test",
+                                "checkpoint_epochs": progress["epochs_done"]})
+    result.save(run.eval_dir)
+    return result
+
+
+def eval_grid(cfg: Config) -> list[float]:
+    """The configured ε grid, or 0, eps_step, …, ε_g."""
+    return list(cfg.eval.eps_grid) if cfg.eval.eps_grid else default_eps_grid(cfg.attack.eps, cfg.eval.eps_step)

@@ -1,0 +1,53 @@
+"""What every attack shares: the calling contract and a crafting context that leaves the model as it was."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attack(Protocol):
+    """``attack(model, x, y, eps) -> x_adv`` in pixel space.
+
+    ``x_adv`` lies in the ε-ball around ``x`` intersected with [0, 1]; gradients are taken w.r.t. the
+    input only; ``model.training`` and every parameter's ``.grad`` are left as they were; ``eps == 0``
+    returns ``x`` without running the model.
+    """
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor: ...
+
+
+@contextlib.contextmanager
+def crafting(model: nn.Module) -> Iterator[None]:
+    """Eval mode and frozen parameters while crafting; both restored on exit, even on error.
+
+    Freezing the parameters means autograd neither computes nor stores anything for weight gradients,
+    so an attack step costs about half a training step, and ``.grad`` is never touched.
+    """
+    was_training = model.training
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    model.eval()
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+        model.train(was_training)
+
+
+def loss_and_grad(
+    model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, need_grad: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Per-example cross-entropy at ``x_adv``, its gradient w.r.t. ``x_adv`` (or None), and the logits."""
+    x_adv = x_adv.detach().requires_grad_(need_grad)
+    logits = model(x_adv)
+    loss = F.cross_entropy(logits, y, reduction="none")
+    grad = torch.autograd.grad(loss.sum(), x_adv)[0] if need_grad else None
+    return loss.detach(), grad, logits.detach()

@@ -1,0 +1,437 @@
+"""Run configuration: frozen dataclasses per section, YAML load/save, ``--set`` overrides, validation.
+
+A config file is YAML with one mapping per section (``data``, ``model``, ``attack``, ``objective``,
+``schedule``, ``optim``, ``train``, ``eval``); every key is optional and falls back to the defaults
+below. ε values are in pixel units (images live in [0, 1]) and may be written ``8/255`` or ``0.0314``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+EPS_KEYS = {("attack", "eps"), ("eval", "eps_step"), ("eval", "eps_grid")}
+
+
+class ConfigError(ValueError):
+    """One or more configuration problems; the message lists every one of them."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("invalid configuration:\n  - " + "\n  - ".join(self.problems))
+
+
+def parse_eps(value: Any) -> float:
+    """Parse an ε in pixel units from ``8/255``, ``"0.03"`` or a number, without ``eval``.
+
+    Raises:
+        ValueError: the value is not a number or fraction, is negative, or exceeds 1 (pixel units).
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"ε must be a number like 8/255 or 0.031, got {value!r}")
+    if isinstance(value, (int, float)):
+        eps = float(value)
+    elif isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(?:/\s*([0-9]*\.?[0-9]+)\s*)?", value)
+        if not m:
+            raise ValueError(f"ε must be a number like 8/255 or 0.031, got {value!r}")
+        num, den = float(m.group(1)), float(m.group(2)) if m.group(2) else 1.0
+        if den == 0:
+            raise ValueError(f"ε {value!r} divides by zero")
+        eps = num / den
+    else:
+        raise ValueError(f"ε must be a number like 8/255 or 0.031, got {value!r}")
+    if eps < 0:
+        raise ValueError(f"ε must be >= 0, got {value!r}")
+    if eps > 1:
+        raise ValueError(
+            f"ε = {value!r} is larger than 1, but ε is in pixel units (images in [0, 1]); "
+            f"did you mean {value}/255?"
+        )
+    return eps
+
+
+def format_eps(eps: float) -> str | float:
+    """Write ε as ``k/255`` when it is one exactly (round-trips through :func:`parse_eps`)."""
+    k = round(eps * 255, 6)
+    if k == int(k) and int(k) / 255 == eps:
+        return f"{int(k)}/255"
+    return eps
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "fashion_mnist"
+    """Dataset: ``fashion_mnist``, ``digits`` or ``imagefolder``."""
+    root: str | None = None
+    """Folder of the data: for ``imagefolder`` it holds ``train/`` and ``test/`` (and optionally ``val/``)
+    with one sub-folder per class; for ``fashion_mnist`` it overrides where the idx files are looked for."""
+    image_size: int = 32
+    """Side of the square images fed to the model, in pixels."""
+    n_train: int | None = None
+    """Training examples kept (stratified, seeded); null keeps all."""
+    n_val: int = 1000
+    """Validation examples, split off the training set (stratified, seeded) unless the data has its own."""
+    n_test: int | None = None
+    """Test examples kept (stratified, seeded); null keeps all."""
+    split_seed: int = 42
+    """Seed of the validation split and of the subsets."""
+    batch_size: int = 64
+    """Training batch size, in examples."""
+    eval_batch_size: int = 256
+    """Batch size for validation and evaluation, in examples."""
+    flip: bool = True
+    """Random horizontal flip during training."""
+    pad_crop: int = 0
+    """Pad by this many pixels and randomly crop back during training; 0 turns it off."""
+    cache_dir: str = "~/.cache/robustft"
+    """Where downloaded datasets are kept."""
+    download: bool = True
+    """Allow downloading a dataset that is not found locally."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "efficientnet_lite0"
+    """Backbone: ``efficientnet_lite0`` (embedded ImageNet weights, works offline) or any timm model id."""
+    pretrained: bool = True
+    """Load pretrained weights (embedded ones, or timm's hub for other backbones)."""
+    checkpoint: str | None = None
+    """Local backbone weights (.safetensors, or a torch file loaded with weights_only); overrides the hub."""
+    num_classes: int | None = None
+    """Classes of the new linear head; null takes them from the dataset."""
+    drop_rate: float = 0.0
+    """Dropout before the head, probability."""
+    bn_momentum: float | None = 0.1
+    """BatchNorm momentum set on every BatchNorm layer (PyTorch convention); null keeps the backbone's."""
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    eps: float = 8 / 255
+    """Target radius ε_g of the threat model, pixel units (e.g. 8/255)."""
+    norm: str = "linf"
+    """Threat model: ``linf`` or ``l2``."""
+    name: str = "apgd"
+    """Training attack: ``apgd`` (APGD-CE, step-size free) or ``pgd``."""
+    num_steps: int = 7
+    """Attack iterations (gradient evaluations) per restart."""
+    rel_step_size: float = 0.25
+    """PGD step size as a fraction of the current ε (APGD starts at 2ε and needs none)."""
+    random_start: bool = True
+    """Start from a uniformly random point of the ε-ball."""
+    restarts: int = 1
+    """Random restarts; the highest-loss result per example is kept."""
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    name: str = "adversarial"
+    """``standard`` (cross-entropy on clean inputs) or ``adversarial`` (Madry: cross-entropy on attacked inputs)."""
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    kind: str = "hinge"
+    """ε schedule: ``fix`` (ε_g throughout), ``hinge`` (Epsilon-Scheduling: 0 until t1, linear to ε_g at t2),
+    ``warmup`` (linear from 0 at the start to ε_g at t2) or ``switch`` (0 until t1, then ε_g)."""
+    t1: int | float | None = None
+    """First hinge: an integer number of epochs, or a float fraction of training in [0, 1]
+    (default 0.25 for hinge, 0.5 for switch)."""
+    t2: int | float | None = None
+    """Second hinge, same units as t1 (default 0.75)."""
+    granularity: str = "epoch"
+    """``epoch`` (ε constant within an epoch, as in the paper) or ``step`` (updated every optimiser step)."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-3
+    """AdamW learning rate of the backbone, per optimiser step (peak of the cosine schedule)."""
+    head_lr: float | None = None
+    """Learning rate of the new head; null uses ``lr``."""
+    weight_decay: float = 0.05
+    """Decoupled weight decay of the backbone (never applied to norms and biases)."""
+    head_weight_decay: float | None = None
+    """Weight decay of the head; null uses ``weight_decay``."""
+    beta1: float = 0.9
+    """AdamW β1."""
+    beta2: float = 0.999
+    """AdamW β2."""
+    warmup_epochs: float = 1.0
+    """Linear LR warm-up length, in epochs (may be fractional)."""
+    min_lr_ratio: float = 0.0
+    """Final learning rate of the cosine decay, as a fraction of the peak."""
+    grad_clip: float | None = None
+    """Clip the global gradient norm to this value; null turns clipping off."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 8
+    """Training length, in epochs."""
+    seed: int = 0
+    """Seed of initialisation, data order, augmentation and attacks."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
+    out_dir: str = "runs"
+    """Parent folder of run directories."""
+    run_name: str | None = None
+    """Run directory name; null uses the config file's name."""
+    val_adv_n: int = 256
+    """Validation examples attacked (at ε_g, with the training attack) after every epoch; 0 turns it off."""
+    log_every: int = 50
+    """Write a step row to metrics.jsonl every this many optimiser steps."""
+    evaluate: bool = True
+    """Run the final evaluation (eval section) on the test split after training."""
+    delay_threshold: float = 0.05
+    """Validation clean accuracy (fraction) whose first crossing defines the delay time; the paper's 0.05
+    suits 100–200 classes, raise it above chance (1/classes) for fewer."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    eps_grid: list[float] | None = None
+    """ε values to evaluate, pixel units; null uses 0, eps_step, ..., ε_g."""
+    eps_step: float = 1 / 255
+    """Spacing of the default grid, pixel units."""
+    attack: str = "apgd-ce"
+    """Evaluation attack: ``apgd-ce`` or ``pgd``."""
+    num_steps: int = 10
+    """Iterations of the evaluation attack."""
+    restarts: int = 1
+    """Random restarts of the evaluation attack."""
+    mode: str = "incremental"
+    """``incremental`` (attack at each ε only the examples still correct at the previous ε; monotone)
+    or ``independent`` (attack every example at every ε)."""
+    n: int | None = 1000
+    """Test examples evaluated (stratified subset of the test split); null uses all."""
+    seed: int = 0
+    """Seed of the evaluation attack's random starts."""
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def replace(self, section: str, **changes: Any) -> "Config":
+        """A copy with ``changes`` applied to one section (values are not re-validated)."""
+        return dataclasses.replace(self, **{section: dataclasses.replace(getattr(self, section), **changes)})
+
+
+SECTIONS: dict[str, type] = {f.name: f.default_factory().__class__ for f in dataclasses.fields(Config)}
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+def _allowed_types(annotation: Any) -> tuple[Any, ...]:
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def _coerce(value: Any, annotation: Any, key: str, is_eps: bool) -> Any:
+    """Check ``value`` against a field's annotation, converting where it is lossless."""
+    allowed = _allowed_types(annotation)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise ValueError(f"{key}: null is not allowed here")
+    for t in allowed:
+        if typing.get_origin(t) is list:
+            if not isinstance(value, (list, tuple)):
+                continue
+            return [parse_eps(v) if is_eps else v for v in value]
+    if is_eps:
+        return parse_eps(value)
+    if bool in allowed and isinstance(value, bool):
+        return value
+    if int in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if float in allowed and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if str in allowed and isinstance(value, str):
+        return value
+    names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed if t is not type(None))
+    raise ValueError(f"{key}: expected {names}, got {value!r}")
+
+
+def _unknown_key(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key.split(".")[-1], known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown key {key!r}{hint}"
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Build and validate a :class:`Config` from nested dicts; raises :class:`ConfigError` listing every problem."""
+    problems: list[str] = []
+    if not isinstance(raw, dict):
+        raise ConfigError([f"the config must be a mapping of sections, got {type(raw).__name__}"])
+    sections: dict[str, Any] = {}
+    for name, values in raw.items():
+        if name not in SECTIONS:
+            problems.append(_unknown_key(name, list(SECTIONS)))
+            continue
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            problems.append(f"{name}: expected a mapping of keys, got {values!r}")
+            continue
+        cls = SECTIONS[name]
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for key, value in values.items():
+            if key not in hints:
+                problems.append(_unknown_key(f"{name}.{key}", list(hints)))
+                continue
+            try:
+                kwargs[key] = _coerce(value, hints[key], f"{name}.{key}", (name, key) in EPS_KEYS)
+            except ValueError as err:
+                msg = str(err)
+                problems.append(msg if msg.startswith(f"{name}.{key}") else f"{name}.{key}: {msg}")
+        sections[name] = cls(**kwargs)
+    if problems:
+        raise ConfigError(problems)
+    cfg = Config(**sections)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Check values and their combinations; raises :class:`ConfigError` naming every bad key."""
+    p: list[str] = []
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            p.append(msg)
+
+    d, m, a, s, o, t, e = cfg.data, cfg.model, cfg.attack, cfg.schedule, cfg.optim, cfg.train, cfg.eval
+    need(d.name in ("fashion_mnist", "digits", "imagefolder"),
+         f"data.name: unknown dataset {d.name!r}; choose fashion_mnist, digits or imagefolder")
+    need(d.name != "imagefolder" or bool(d.root), "data.root: imagefolder needs data.root (a folder with train/ and test/)")
+    need(d.image_size >= 8, f"data.image_size: must be >= 8 pixels, got {d.image_size}")
+    for key in ("n_train", "n_test"):
+        v = getattr(d, key)
+        need(v is None or v > 0, f"data.{key}: must be positive or null, got {v}")
+    need(d.n_val >= 0, f"data.n_val: must be >= 0, got {d.n_val}")
+    need(d.batch_size > 0, f"data.batch_size: must be positive, got {d.batch_size}")
+    need(d.eval_batch_size > 0, f"data.eval_batch_size: must be positive, got {d.eval_batch_size}")
+    need(d.pad_crop >= 0, f"data.pad_crop: must be >= 0 pixels, got {d.pad_crop}")
+    need(m.num_classes is None or m.num_classes >= 2, f"model.num_classes: must be >= 2 or null, got {m.num_classes}")
+    need(0 <= m.drop_rate < 1, f"model.drop_rate: must be in [0, 1), got {m.drop_rate}")
+    need(m.bn_momentum is None or 0 < m.bn_momentum <= 1, f"model.bn_momentum: must be in (0, 1] or null, got {m.bn_momentum}")
+    need(a.norm in ("linf", "l2"), f"attack.norm: unknown norm {a.norm!r}; choose linf or l2")
+    need(a.name in ("apgd", "pgd"), f"attack.name: unknown attack {a.name!r}; choose apgd or pgd")
+    need(a.num_steps >= 1, f"attack.num_steps: must be >= 1, got {a.num_steps}")
+    need(a.restarts >= 1, f"attack.restarts: must be >= 1, got {a.restarts}")
+    need(a.rel_step_size > 0, f"attack.rel_step_size: must be positive, got {a.rel_step_size}")
+    need(cfg.objective.name in ("standard", "adversarial"),
+         f"objective.name: unknown objective {cfg.objective.name!r}; choose standard or adversarial")
+    _validate_schedule(s, t.epochs, need)
+    for key in ("lr", "weight_decay", "head_lr", "head_weight_decay"):
+        v = getattr(o, key)
+        need(v is None or v >= 0, f"optim.{key}: must be >= 0, got {v}")
+    need(o.lr > 0, f"optim.lr: must be positive, got {o.lr}")
+    need(0 <= o.beta1 < 1 and 0 <= o.beta2 < 1, f"optim.beta1/beta2: must be in [0, 1), got {o.beta1}, {o.beta2}")
+    need(0 <= o.warmup_epochs <= t.epochs, f"optim.warmup_epochs: must be in [0, train.epochs], got {o.warmup_epochs}")
+    need(0 <= o.min_lr_ratio <= 1, f"optim.min_lr_ratio: must be in [0, 1], got {o.min_lr_ratio}")
+    need(o.grad_clip is None or o.grad_clip > 0, f"optim.grad_clip: must be positive or null, got {o.grad_clip}")
+    need(t.epochs >= 1, f"train.epochs: must be >= 1, got {t.epochs}")
+    need(t.val_adv_n >= 0, f"train.val_adv_n: must be >= 0, got {t.val_adv_n}")
+    need(0 <= t.delay_threshold < 1, f"train.delay_threshold: must be in [0, 1), got {t.delay_threshold}")
+    need(t.log_every >= 1, f"train.log_every: must be >= 1, got {t.log_every}")
+    need(re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", t.device) is not None,
+         f"train.device: {t.device!r} is not auto, cpu, cuda, cuda:N or mps")
+    need(e.attack in ("apgd-ce", "pgd"), f"eval.attack: unknown attack {e.attack!r}; choose apgd-ce or pgd")
+    need(e.num_steps >= 1, f"eval.num_steps: must be >= 1, got {e.num_steps}")
+    need(e.restarts >= 1, f"eval.restarts: must be >= 1, got {e.restarts}")
+    need(e.mode in ("incremental", "independent"), f"eval.mode: {e.mode!r} is not incremental or independent")
+    need(e.eps_step > 0, f"eval.eps_step: must be positive, got {e.eps_step}")
+    need(e.n is None or e.n > 0, f"eval.n: must be positive or null, got {e.n}")
+    if p:
+        raise ConfigError(p)
+
+
+def _validate_schedule(s: ScheduleConfig, epochs: int, need: Any) -> None:
+    need(s.kind in ("fix", "hinge", "warmup", "switch"),
+         f"schedule.kind: unknown schedule {s.kind!r}; choose fix, hinge, warmup or switch")
+    need(s.granularity in ("epoch", "step"), f"schedule.granularity: {s.granularity!r} is not epoch or step")
+    for key in ("t1", "t2"):
+        v = getattr(s, key)
+        if v is None:
+            continue
+        if isinstance(v, float):
+            need(0.0 <= v <= 1.0, f"schedule.{key}: a float is a fraction of training and must be in [0, 1]; "
+                                  f"got {v} (write whole epochs as an integer)")
+        else:
+            need(0 <= v <= epochs, f"schedule.{key}: {v} epochs is outside [0, train.epochs={epochs}]")
+    need(s.kind != "fix" or (s.t1 is None and s.t2 is None), "schedule.t1/t2: the fix schedule takes no hinges")
+    need(s.kind != "warmup" or s.t1 in (None, 0, 0.0), "schedule.t1: warmup starts at 0; set t2 only")
+    need(s.kind != "switch" or s.t2 is None, "schedule.t2: switch has one hinge; set t1 only")
+
+
+# ---------------------------------------------------------------------------------------------- files
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings (values parsed as YAML scalars) to a nested dict copy."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    problems = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) != 2 or not all(parts):
+            problems.append(f"--set {item!r}: expected section.key=value, e.g. attack.eps=8/255")
+            continue
+        section, name = parts
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            parsed = value
+        out.setdefault(section, {})
+        if isinstance(out[section], dict):
+            out[section][name] = parsed
+        else:
+            out[section] = {name: parsed}
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        with open(path) as f:
+            raw = yaml.safe_load(f) or {}
+    return config_from_dict(apply_overrides(raw, overrides or []))
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Nested plain dict of a config; ε values written as ``k/255`` where exact."""
+    out = dataclasses.asdict(cfg)
+    for section, key in EPS_KEYS:
+        v = out[section][key]
+        out[section][key] = [format_eps(x) for x in v] if isinstance(v, list) else (
+            None if v is None else format_eps(v))
+    return out
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML; :func:`load_config` on it gives an equal config."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

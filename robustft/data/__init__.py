@@ -1,0 +1,52 @@
+"""Data: a registry of datasets, split into train / validation / test sources, and batch iterators."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from robustft.config import DataConfig
+from robustft.data.datasets import DATASETS
+from robustft.data.loader import eval_batches, num_train_batches, to_float, train_batches
+from robustft.data.sources import ImageArray, ImageFiles, ImageSource
+from robustft.data.splits import stratified_split, stratified_subset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataSplits:
+    """Train, validation and test sources of one dataset, with its class names."""
+
+    train: ImageSource
+    val: ImageSource
+    test: ImageSource
+    classes: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def build_data(cfg: DataConfig) -> DataSplits:
+    """Load a dataset and cut the configured validation split and subsets (stratified, seeded).
+
+    The validation set comes from the dataset's own ``val`` split when it has one, else from train.
+    """
+    if cfg.name not in DATASETS:
+        raise ValueError(f"data.name: unknown dataset {cfg.name!r}; choose one of {sorted(DATASETS)}")
+    splits, classes = DATASETS[cfg.name](cfg)
+    train = splits["train"]
+    if "val" in splits:
+        val = splits["val"].subset(stratified_subset(splits["val"].labels, cfg.n_val, cfg.split_seed))
+    else:
+        train_idx, val_idx = stratified_split(train.labels, cfg.n_val, cfg.split_seed)
+        train, val = train.subset(train_idx), train.subset(val_idx)
+    train = train.subset(stratified_subset(train.labels, cfg.n_train, cfg.split_seed))
+    test = splits["test"].subset(stratified_subset(splits["test"].labels, cfg.n_test, cfg.split_seed))
+    log.info("%s: %d train / %d val / %d test, %d classes", cfg.name, len(train), len(val), len(test), len(classes))
+    return DataSplits(train, val, test, classes)
+
+
+__all__ = ["DATASETS", "DataSplits", "ImageArray", "ImageFiles", "ImageSource", "build_data", "eval_batches",
+           "num_train_batches", "stratified_split", "stratified_subset", "to_float", "train_batches"]

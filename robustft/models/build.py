@@ -1,0 +1,136 @@
+"""``build_model``: input normalisation ∘ pretrained backbone ∘ new linear head, on pixels in [0, 1]."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from robustft.config import ModelConfig
+from robustft.models.embedded import EMBEDDED, build_embedded
+
+log = logging.getLogger(__name__)
+
+
+class InputNormalization(nn.Module):
+    """(x − mean) / std per channel, so attacks and ε live in [0, 1] pixel space."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class RobustClassifier(nn.Module):
+    """A classifier on [0, 1] pixels: ``head(backbone(normalize(x)))``, returning logits.
+
+    ``backbone`` returns pooled features (a timm model built with ``num_classes=0``); ``head`` is new.
+    """
+
+    def __init__(self, normalize: InputNormalization, backbone: nn.Module, num_features: int, num_classes: int):
+        super().__init__()
+        self.normalize = normalize
+        self.backbone = backbone
+        self.head = nn.Linear(num_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(self.normalize(x)))
+
+
+def build_model(cfg: ModelConfig, num_classes: int) -> RobustClassifier:
+    """Build the classifier of a model config with a new randomly initialised head of ``num_classes``.
+
+    Raises:
+        ValueError: unknown backbone name.
+        RuntimeError: pretrained weights could not be fetched (offline) — the message says how to use a
+            local checkpoint instead.
+        FileNotFoundError: ``cfg.checkpoint`` does not exist.
+    """
+    if cfg.name in EMBEDDED:
+        backbone, spec = build_embedded(cfg.name, cfg.pretrained and cfg.checkpoint is None, cfg.drop_rate)
+        mean, std = spec.mean, spec.std
+    else:
+        backbone = _build_timm(cfg)
+        mean, std = backbone.pretrained_cfg["mean"], backbone.pretrained_cfg["std"]
+    if cfg.checkpoint is not None:
+        load_backbone_checkpoint(backbone, cfg.checkpoint)
+    if cfg.bn_momentum is not None:
+        set_bn_momentum(backbone, cfg.bn_momentum)
+    return RobustClassifier(InputNormalization(tuple(mean), tuple(std)), backbone, backbone.num_features, num_classes)
+
+
+def _build_timm(cfg: ModelConfig) -> nn.Module:
+    if not timm.is_model(cfg.name):
+        close = difflib.get_close_matches(cfg.name, timm.list_models() + list(EMBEDDED), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"model.name: unknown backbone {cfg.name!r}{hint}")
+    hub = cfg.pretrained and cfg.checkpoint is None
+    try:
+        return timm.create_model(cfg.name, pretrained=hub, num_classes=0, drop_rate=cfg.drop_rate)
+    except Exception as err:  # hub errors come in many types (HTTP, OS, HF offline mode)
+        if not hub:
+            raise
+        raise RuntimeError(
+            f"could not download the pretrained weights of {cfg.name!r} ({type(err).__name__}: {err}). "
+            "If this machine is offline, download the weights elsewhere and pass them as a local file: "
+            "--set model.checkpoint=PATH (a .safetensors or torch state dict of the timm backbone); "
+            "or use the embedded offline backbone: --set model.name=efficientnet_lite0"
+        ) from err
+
+
+def set_bn_momentum(module: nn.Module, momentum: float) -> None:
+    """Set the running-statistics momentum of every BatchNorm layer (PyTorch convention)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = momentum
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors file, or of a torch file loaded with ``weights_only=True``.
+
+    A ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper and a DataParallel ``module.`` prefix are removed.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"model.checkpoint: no such file {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ValueError(f"model.checkpoint: {path} does not hold a state dict")
+    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def load_backbone_checkpoint(backbone: nn.Module, path: str | Path) -> None:
+    """Load local backbone weights; keys the backbone lacks (an old classifier) are ignored and logged.
+
+    Raises:
+        ValueError: backbone tensors are missing from the file or have other shapes.
+    """
+    state = read_state_dict(path)
+    own = backbone.state_dict()
+    extra = sorted(k for k in state if k not in own)
+    missing = sorted(k for k in own if k not in state)
+    wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or wrong:
+        raise ValueError(
+            f"model.checkpoint: {path} does not fit the backbone: {len(missing)} missing tensors "
+            f"(e.g. {missing[:3]}), {len(wrong)} with other shapes (e.g. {wrong[:3]}); "
+            "is it a state dict of the same timm architecture?"
+        )
+    backbone.load_state_dict({k: state[k] for k in own}, strict=True)
+    if extra:
+        log.info("ignored %d tensors of %s not in the backbone (e.g. %s)", len(extra), path, extra[:3])

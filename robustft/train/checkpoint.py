@@ -1,0 +1,69 @@
+"""Checkpoints: everything needed to continue a run exactly, written atomically."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def rng_state() -> dict[str, Any]:
+    """The state of every random generator training draws from."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached)}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, epochs_done: int,
+                    step: int, extra: dict[str, Any]) -> None:
+    """Save model, optimiser, progress (epochs done, global step: the LR and ε schedule positions) and RNG."""
+    atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epochs_done": epochs_done,
+                       "step": step, "rng": rng_state(), **extra}, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (safely: ``weights_only=True``)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; nothing to resume (start without --resume)")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_model_weights(path: Path, model: nn.Module) -> dict[str, Any]:
+    """Load the model weights of a checkpoint; returns the checkpoint's progress."""
+    ckpt = load_checkpoint(path)
+    model.load_state_dict(ckpt["model"])
+    return {"epochs_done": ckpt["epochs_done"], "step": ckpt["step"]}
