@@ -96,7 +96,8 @@ def fit(cfg: Config, run: RunDir, resume: bool = False) -> dict:
     objective, optimizer = build_objective(cfg), build_optimizer(model, cfg.optim)
     epochs, steps_per_epoch = cfg.train.epochs, num_train_batches(len(data.train), cfg.data.batch_size)
     lr_at = build_lr_schedule(cfg.optim, epochs, steps_per_epoch)
-    eps_schedule = build_eps_schedule(cfg.schedule, cfg.attack.eps, epochs)
+    eps_target = 0.0 if cfg.objective.name == "standard" else cfg.attack.eps  # the ε the objective trains at
+    eps_schedule = build_eps_schedule(cfg.schedule, eps_target, epochs)
     start_epoch, step, elapsed = 0, 0, 0.0
     # --- resume: weights, optimiser, progress and random state from the last checkpoint
     if resume:

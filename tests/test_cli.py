@@ -1,0 +1,61 @@
+"""The command line end to end on a tiny run: train, resume, eval, table, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from robustft.cli import main
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text("objective:\n  name: adversarial\nattack:\n  eps: 8/255\n")
+    return path
+
+
+def _sets(overrides):
+    return [a for o in overrides for a in ("--set", o)]
+
+
+def test_train_eval_table(config_file, tiny_overrides, tmp_path, capsys):
+    assert main(["train", str(config_file), *_sets(tiny_overrides)]) == 0
+    out = capsys.readouterr().out
+    assert "| tiny | hinge | 8/255 |" in out and "run directory:" in out
+    run = tmp_path / "runs" / "tiny"
+    assert (run / "DONE").exists()
+
+    assert main(["eval", str(run), "--set", "eval.eps_grid=[0, 2/255]", "--set", "eval.n=16"]) == 0
+    rob = json.loads((run / "eval" / "robustness.json").read_text())
+    assert rob["n"] == 16 and [c["eps"] for c in rob["curve"]] == ["0/255", "2/255"]
+    assert main(["table", str(run)]) == 0
+    assert "E.adv" in capsys.readouterr().out
+
+    # a finished run: --resume is a no-op that prints the table again
+    assert main(["train", str(config_file), *_sets(tiny_overrides), "--resume"]) == 0
+    # without --resume an existing run is refused with a clear message
+    assert main(["train", str(config_file), *_sets(tiny_overrides)]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_bad_config_lists_every_problem(config_file, tiny_overrides, capsys):
+    code = main(["train", str(config_file), *_sets(tiny_overrides), "--set", "attack.eps=8",
+                 "--set", "train.epochs=0", "--set", "optim.lrr=1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "8/255" in err and "optim.lrr" in err and "'lr'" in err
+
+
+def test_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert all(cmd in out for cmd in ("train", "eval", "table"))
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "nope.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err

@@ -1,0 +1,107 @@
+"""The training loop end to end on a tiny model: run directory, metrics, resume, non-finite loss."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import robustft.train.trainer as trainer
+from robustft.api import RunExistsError, fine_tune
+from robustft.runs import RunDir
+from robustft.train import NonFiniteLossError, load_checkpoint
+
+
+def _tree(path) -> set[str]:
+    return {str(p.relative_to(path)) for p in path.rglob("*") if not p.name.startswith(".")}
+
+
+def test_fine_tune_writes_the_run_directory(tiny_config):
+    run = fine_tune(tiny_config, name="tiny")
+    assert _tree(run.path) == {"config.yaml", "env.json", "metrics.jsonl", "summary.json", "checkpoints",
+                               "checkpoints/last.pt", "eval", "eval/robustness.json", "eval/correct.npz", "DONE"}
+    epochs = run.rows("epoch")
+    assert [r["epoch"] for r in epochs] == [0, 1, 2]
+    # the hinge schedule t1=1, t2=2 (epochs): ε = 0, 0, ε_g
+    assert [r["eps"] for r in epochs] == [0.0, 0.0, pytest.approx(8 / 255)]
+    for key in ("step", "lr", "train_loss", "train_acc", "val_clean_acc", "val_clean_loss", "val_adv_acc"):
+        assert all(key in r for r in epochs)
+    assert run.rows("step"), "step rows are logged every train.log_every steps"
+    rob = json.loads((run.eval_dir / "robustness.json").read_text())
+    assert rob["n"] == 32 and len(rob["curve"]) == 3 and rob["protocol"]["attack"] == "apgd-ce"
+    summary = json.loads((run.path / "summary.json").read_text())
+    assert summary["epochs"] == 3 and "delay_epochs" in summary
+    assert RunDir(run.path).config() == tiny_config
+
+
+def test_existing_run_needs_resume(tiny_config):
+    fine_tune(tiny_config.replace("train", evaluate=False), name="tiny")
+    with pytest.raises(RunExistsError, match="--resume"):
+        fine_tune(tiny_config.replace("train", evaluate=False), name="tiny")
+
+
+def test_resume_with_other_config_is_refused(tiny_config):
+    cfg = tiny_config.replace("train", evaluate=False)
+    fine_tune(cfg, name="tiny")
+    (Path(cfg.train.out_dir) / "tiny" / "DONE").unlink(missing_ok=True)
+    with pytest.raises(ValueError, match="optim.lr"):
+        fine_tune(cfg.replace("optim", lr=0.1), name="tiny", resume=True)
+
+
+def test_killed_run_resumes_to_the_same_weights(tiny_config, monkeypatch):
+    cfg = tiny_config.replace("train", evaluate=False)
+    straight = fine_tune(cfg, name="straight")
+
+    saves = {"n": 0}
+    real_save = trainer.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        saves["n"] += 1
+        if saves["n"] == 2:  # killed right after the checkpoint of epoch 2, mid-ramp
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        fine_tune(cfg, name="killed")
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    killed_dir = straight.path.parent / "killed"
+    assert load_checkpoint(killed_dir / "checkpoints" / "last.pt")["epochs_done"] == 2
+    assert not (killed_dir / "DONE").exists()
+    resumed = fine_tune(cfg, name="killed", resume=True)
+
+    a = load_checkpoint(straight.checkpoint_path)
+    b = load_checkpoint(resumed.checkpoint_path)
+    assert a["step"] == b["step"] and a["epochs_done"] == b["epochs_done"] == 3
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0, msg=k)
+    drop = ("elapsed_s",)
+    rows_a = [{k: v for k, v in r.items() if k not in drop} for r in straight.rows()]
+    rows_b = [{k: v for k, v in r.items() if k not in drop} for r in resumed.rows()]
+    assert rows_a == rows_b
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tiny_config, monkeypatch):
+    cfg = tiny_config.replace("train", evaluate=False)
+    real = trainer.build_objective
+
+    def poisoned(c):
+        objective = real(c)
+        calls = {"n": 0}
+
+        def call(model, x, y, eps):
+            out = objective(model, x, y, eps)
+            calls["n"] += 1
+            if calls["n"] > 4:  # epoch 1 has 4 steps; poison epoch 2
+                out.loss = out.loss * float("nan")
+            return out
+        return call
+
+    monkeypatch.setattr(trainer, "build_objective", poisoned)
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+        fine_tune(cfg, name="nan")
+    ckpt = load_checkpoint(Path(tiny_config.train.out_dir) / "nan" / "checkpoints" / "last.pt")
+    assert ckpt["epochs_done"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
