@@ -21,8 +21,10 @@ def stratified_split(labels: torch.Tensor, n_second: int, seed: int) -> tuple[to
 
     y = labels.numpy()
     counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 and n_second >= len(counts[counts > 0]) and \
-        n - n_second >= len(counts[counts > 0]) else None
+    counts = counts[counts > 0]
+    # stratification needs two examples per class and room for every class on both sides
+    can_stratify = counts.min() >= 2 and min(n_second, n - n_second) >= len(counts)
+    stratify = y if can_stratify else None
     first, second = train_test_split(np.arange(n), test_size=n_second, random_state=seed, stratify=stratify)
     return torch.from_numpy(np.sort(first)), torch.from_numpy(np.sort(second))
 
