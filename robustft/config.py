@@ -251,11 +251,10 @@ def _coerce(value: Any, annotation: Any, key: str, is_eps: bool) -> Any:
         if type(None) in allowed:
             return None
         raise ValueError(f"{key}: null is not allowed here")
-    for t in allowed:
-        if typing.get_origin(t) is list:
-            if not isinstance(value, (list, tuple)):
-                continue
-            return [parse_eps(v) if is_eps else v for v in value]
+    if any(typing.get_origin(t) is list for t in allowed):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key}: expected a list such as [0, 4/255, 8/255], got {value!r}")
+        return [parse_eps(v) if is_eps else v for v in value]
     if is_eps:
         return parse_eps(value)
     if bool in allowed and isinstance(value, bool):
@@ -304,11 +303,13 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
                 msg = str(err)
                 problems.append(msg if msg.startswith(f"{name}.{key}") else f"{name}.{key}: {msg}")
         sections[name] = cls(**kwargs)
+    try:  # values that parsed are validated too, so one error message lists every problem
+        validate(Config(**sections))
+    except ConfigError as err:
+        problems += err.problems
     if problems:
         raise ConfigError(problems)
-    cfg = Config(**sections)
-    validate(cfg)
-    return cfg
+    return Config(**sections)
 
 
 def validate(cfg: Config) -> None:

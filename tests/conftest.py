@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from robustft.config import load_config
 
@@ -24,3 +25,12 @@ def tiny_overrides(tmp_path) -> list[str]:
 @pytest.fixture
 def tiny_config(tiny_overrides):
     return load_config(None, tiny_overrides)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_thread():
+    """One intra-op thread: tiny models gain nothing from two, and a busy 2-core machine loses a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

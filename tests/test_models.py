@@ -23,14 +23,6 @@ from robustft.models import EMBEDDED, InputNormalization, RobustClassifier, buil
 from robustft.models.embedded import build_embedded
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a busy 2-core machine this is many times faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # ============================================================================ reference EfficientNet-Lite0
 def _same_padding(in_size: int, kernel: int, stride: int) -> tuple[int, int, int]:

@@ -60,7 +60,7 @@ def evaluate(model: nn.Module, source: ImageSource, eps_grid: list[float], attac
     model.eval()
     n = len(source)
     correct = np.zeros((len(grid), n), dtype=bool)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng():
         for e, eps in enumerate(grid):
             torch.manual_seed(seed + e)
             todo = np.flatnonzero(correct[e - 1]) if (mode == "incremental" and e > 0) else np.arange(n)

@@ -68,7 +68,7 @@ def build_model(cfg: ModelConfig, num_classes: int) -> RobustClassifier:
 
 def _build_timm(cfg: ModelConfig) -> nn.Module:
     if not timm.is_model(cfg.name):
-        close = difflib.get_close_matches(cfg.name, timm.list_models() + list(EMBEDDED), n=3)
+        close = [e for e in EMBEDDED if cfg.name in e] + difflib.get_close_matches(cfg.name, timm.list_models(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"model.name: unknown backbone {cfg.name!r}{hint}")
     hub = cfg.pretrained and cfg.checkpoint is None

@@ -67,7 +67,7 @@ def validate(model: nn.Module, data: DataSplits, cfg: Config, device: torch.devi
     n_adv = min(cfg.train.val_adv_n, len(data.val))
     if n_adv > 0 and cfg.attack.eps > 0:
         subset = data.val.subset(torch.arange(n_adv))
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng():
             torch.manual_seed(cfg.train.seed)
             acc, loss = accuracy(model, eval_batches(subset, size, bs), device, build_attack(cfg.attack), cfg.attack.eps)
         out.update(val_adv_acc=acc, val_adv_loss=loss)

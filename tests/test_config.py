@@ -1,0 +1,289 @@
+"""Tests of robustft.config: ε parsing, YAML load/save, ``--set`` overrides and validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from robustft.config import (
+    AttackConfig,
+    Config,
+    ConfigError,
+    DataConfig,
+    EvalConfig,
+    ScheduleConfig,
+    TrainConfig,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    format_eps,
+    load_config,
+    parse_eps,
+    save_config,
+)
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_FILES = sorted(CONFIG_DIR.glob("*.yaml"))
+
+
+# ------------------------------------------------------------------------------------ parse_eps
+@pytest.mark.parametrize("value,expected", [
+    ("8/255", 8 / 255), ("0.031", 0.031), (0.5, 0.5), (0, 0.0), (1, 1.0), ("4 / 255", 4 / 255),
+    ("1e-2", 0.01), (" 2/255 ", 2 / 255), ("0", 0.0),
+])
+def test_parse_eps_valid(value, expected):
+    eps = parse_eps(value)
+    assert isinstance(eps, float)
+    assert eps == expected
+
+
+@pytest.mark.parametrize("value", ["abc", "8/", "/255", "8/255/2", "", None, [8], "2**3"])
+def test_parse_eps_rejects_non_numbers(value):
+    with pytest.raises(ValueError, match="number like 8/255"):
+        parse_eps(value)
+
+
+def test_parse_eps_rejects_negative():
+    with pytest.raises(ValueError, match=">= 0"):
+        parse_eps(-1)
+    with pytest.raises(ValueError, match=">= 0"):
+        parse_eps(-0.01)
+    with pytest.raises(ValueError):
+        parse_eps("-1/255")
+
+
+@pytest.mark.parametrize("value", [8, "8", 8.0, "16/2"])
+def test_parse_eps_larger_than_one_suggests_255(value):
+    with pytest.raises(ValueError) as info:
+        parse_eps(value)
+    assert "/255" in str(info.value) and "pixel units" in str(info.value)
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_parse_eps_rejects_bool(value):
+    with pytest.raises(ValueError):
+        parse_eps(value)
+
+
+def test_parse_eps_rejects_division_by_zero():
+    with pytest.raises(ValueError, match="zero"):
+        parse_eps("1/0")
+
+
+@pytest.mark.parametrize("eps", [0.0, 1 / 255, 8 / 255, 16 / 255, 1.0, 0.031, 0.5])
+def test_format_eps_round_trips(eps):
+    text = format_eps(eps)
+    assert parse_eps(text) == eps
+    if eps in (1 / 255, 8 / 255, 16 / 255):
+        assert text == f"{round(eps * 255)}/255"
+
+
+# ------------------------------------------------------------------------------------ files
+def test_configs_directory_is_not_empty():
+    assert len(CONFIG_FILES) >= 3
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, Config)
+    assert cfg.attack.eps == 8 / 255
+    raw = yaml.safe_load(path.read_text())
+    # every key written in the file made it into the config
+    for section, values in raw.items():
+        for key, value in (values or {}).items():
+            got = getattr(getattr(cfg, section), key)
+            if (section, key) == ("attack", "eps"):
+                assert got == parse_eps(value)
+            else:
+                assert got == value, f"{section}.{key}"
+
+
+def test_defaults_without_a_file():
+    cfg = load_config()
+    assert cfg == Config()
+    assert cfg.attack.eps == 8 / 255 and cfg.schedule.kind == "hinge"
+
+
+def test_missing_file():
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_config("/nonexistent/nope.yaml")
+
+
+def test_save_load_round_trip(tmp_path):
+    cfg = Config(
+        data=DataConfig(name="digits", n_train=300, n_val=100, batch_size=32, pad_crop=2),
+        attack=AttackConfig(eps=8 / 255, norm="linf", name="pgd", num_steps=3),
+        schedule=ScheduleConfig(kind="hinge", t1=2, t2=0.75, granularity="step"),
+        train=TrainConfig(epochs=8, seed=3, run_name="x"),
+        eval=EvalConfig(eps_grid=[0.0, 1 / 255, 4 / 255, 8 / 255, 0.04], mode="independent", n=None),
+    )
+    path = tmp_path / "cfg.yaml"
+    save_config(cfg, path)
+    text = path.read_text()
+    assert "8/255" in text  # ε written exactly
+    loaded = load_config(path)
+    assert loaded == cfg
+    assert loaded.attack.eps == 8 / 255
+    assert loaded.eval.eps_grid == [0.0, 1 / 255, 4 / 255, 8 / 255, 0.04]
+    assert isinstance(loaded.schedule.t1, int) and isinstance(loaded.schedule.t2, float)
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
+def test_shipped_configs_round_trip(tmp_path, path):
+    cfg = load_config(path)
+    save_config(cfg, tmp_path / "again.yaml")
+    assert load_config(tmp_path / "again.yaml") == cfg
+
+
+def test_config_to_dict_writes_eps_as_fractions():
+    d = config_to_dict(Config(eval=EvalConfig(eps_grid=[0.0, 2 / 255])))
+    assert d["attack"]["eps"] == "8/255"
+    assert d["eval"]["eps_step"] == "1/255"
+    assert d["eval"]["eps_grid"] == ["0/255", "2/255"]
+
+
+# ------------------------------------------------------------------------------------ overrides
+def test_overrides_on_a_file():
+    path = CONFIG_DIR / "fmnist_scheduled.yaml"
+    cfg = load_config(path, ["attack.eps=4/255", "train.epochs=3"])
+    base = load_config(path)
+    assert cfg.attack.eps == 4 / 255 and cfg.train.epochs == 3
+    assert cfg.replace("attack", eps=base.attack.eps).replace("train", epochs=8) == base
+
+
+def test_apply_overrides_parses_yaml_scalars_and_copies():
+    raw = {"train": {"epochs": 8}}
+    out = apply_overrides(raw, ["train.epochs=3", "data.flip=false", "model.checkpoint=null",
+                                "eval.eps_grid=[0, 1/255]", "train.run_name=my run"])
+    assert raw == {"train": {"epochs": 8}}  # the input is not modified
+    assert out["train"]["epochs"] == 3
+    assert out["data"]["flip"] is False
+    assert out["model"]["checkpoint"] is None
+    assert out["eval"]["eps_grid"] == [0, "1/255"]
+    assert out["train"]["run_name"] == "my run"
+    cfg = config_from_dict(out)
+    assert cfg.eval.eps_grid == [0.0, 1 / 255] and cfg.data.flip is False
+
+
+@pytest.mark.parametrize("item", ["attack.eps", "eps=8/255", "a.b.c=1", ".eps=1"])
+def test_malformed_override(item):
+    with pytest.raises(ConfigError, match="section.key=value"):
+        apply_overrides({}, [item])
+
+
+def test_int_coerced_to_float_but_bool_not_to_int():
+    assert load_config(None, ["optim.lr=1"]).optim.lr == 1.0
+    assert isinstance(load_config(None, ["optim.lr=1"]).optim.lr, float)
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_config(None, ["train.epochs=true"])
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_config(None, ["train.epochs=2.5"])
+
+
+# ------------------------------------------------------------------------------------ errors
+def test_unknown_section_names_it_and_suggests():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["trian.epochs=3"])
+    (problem,) = info.value.problems
+    assert "trian" in problem and "'train'" in problem and "did you mean" in problem
+
+
+def test_unknown_key_names_it_and_suggests():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["train.epoch=3"])
+    (problem,) = info.value.problems
+    assert "train.epoch" in problem and "'epochs'" in problem
+    with pytest.raises(ConfigError, match="num_steps"):
+        load_config(None, ["attack.num_step=3"])
+
+
+def test_unknown_key_in_a_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("attack:\n  epss: 8/255\n")
+    with pytest.raises(ConfigError, match=r"attack\.epss.*'eps'"):
+        load_config(path)
+
+
+def test_several_bad_values_reported_together():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["train.epochs=0", "data.batch_size=-1", "attack.norm=l3"])
+    problems = info.value.problems
+    assert isinstance(info.value, ValueError)
+    for key in ("train.epochs", "data.batch_size", "attack.norm"):
+        assert sum(p.startswith(key) for p in problems) == 1, (key, problems)
+    assert any("l3" in p for p in problems)
+    for p in problems:  # the message lists every problem
+        assert p in str(info.value)
+
+
+def test_schedule_float_t1_is_a_fraction_not_epochs():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["train.epochs=50", "schedule.t1=12.0", "schedule.t2=37"])
+    (problem,) = info.value.problems
+    assert problem.startswith("schedule.t1") and "fraction" in problem and "integer" in problem
+    ok = load_config(None, ["train.epochs=50", "schedule.t1=12", "schedule.t2=37"])
+    assert (ok.schedule.t1, ok.schedule.t2) == (12, 37)
+
+
+def test_schedule_integer_hinge_beyond_training_rejected():
+    with pytest.raises(ConfigError, match="schedule.t2"):
+        load_config(None, ["train.epochs=8", "schedule.t2=9"])
+
+
+def test_fix_with_hinges_rejected():
+    with pytest.raises(ConfigError, match="fix schedule takes no hinges"):
+        load_config(None, ["schedule.kind=fix", "schedule.t1=2"])
+    with pytest.raises(ConfigError, match="fix schedule takes no hinges"):
+        load_config(None, ["schedule.kind=fix", "schedule.t2=0.5"])
+
+
+def test_other_schedule_combinations():
+    with pytest.raises(ConfigError, match="warmup starts at 0"):
+        load_config(None, ["schedule.kind=warmup", "schedule.t1=2"])
+    with pytest.raises(ConfigError, match="switch has one hinge"):
+        load_config(None, ["schedule.kind=switch", "schedule.t2=2"])
+    assert load_config(None, ["schedule.kind=switch", "schedule.t1=3"]).schedule.t1 == 3
+
+
+def test_bad_eps_in_config_mentions_key():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["attack.eps=8"])
+    (problem,) = info.value.problems
+    assert problem.startswith("attack.eps") and "8/255" in problem
+
+
+def test_imagefolder_needs_root():
+    with pytest.raises(ConfigError, match="data.root"):
+        load_config(None, ["data.name=imagefolder"])
+
+
+def test_non_mapping_config():
+    with pytest.raises(ConfigError):
+        config_from_dict([1, 2])
+    with pytest.raises(ConfigError, match="train"):
+        config_from_dict({"train": 3})
+
+
+def test_list_field_rejects_or_wraps_a_scalar():
+    """``eval.eps_grid`` is a list of ε. ``--set eval.eps_grid=8/255`` must either be rejected naming the key
+    or become a list; storing the bare float makes the evaluation crash after training (``eval_grid`` calls
+    ``list(float)``)."""
+    from robustft.api import eval_grid
+
+    try:
+        cfg = load_config(None, ["eval.eps_grid=8/255"])
+    except ConfigError as err:
+        assert any(p.startswith("eval.eps_grid") for p in err.problems)
+    else:
+        assert isinstance(cfg.eval.eps_grid, list), f"eval.eps_grid stored as {cfg.eval.eps_grid!r}"
+        assert eval_grid(cfg)[-1] == 8 / 255
+
+
+def test_list_given_to_scalar_field_rejected():
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_config(None, ["train.epochs=[3]"])
+    with pytest.raises(ConfigError, match="attack.eps"):
+        load_config(None, ["attack.eps=[8/255]"])
