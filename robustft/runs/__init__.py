@@ -1,0 +1,5 @@
+"""Run directories: a folder that describes one run and everything it produced."""
+
+from robustft.runs.rundir import RunDir, atomic_write_text, write_json
+
+__all__ = ["RunDir", "atomic_write_text", "write_json"]
