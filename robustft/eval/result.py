@@ -53,12 +53,10 @@ class RobustnessResult:
 
     def save(self, folder: Path) -> None:
         """Write ``correct.npz`` (the evidence) and ``robustness.json`` (the numbers) into ``folder``."""
-        from robustft.runs import write_json
+        from robustft.runs import atomic_write, write_json
 
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / ".correct.tmp.npz"
-        np.savez_compressed(tmp, eps=np.asarray(self.eps), correct=self.correct, labels=self.labels)
-        tmp.replace(folder / "correct.npz")
+        atomic_write(folder / "correct.npz", lambda f: np.savez_compressed(
+            f, eps=np.asarray(self.eps), correct=self.correct, labels=self.labels))
         write_json(folder / "robustness.json", self.summary())
 
     @classmethod
