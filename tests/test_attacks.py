@@ -8,6 +8,7 @@ were (also on error); ``eps == 0`` returns ``x`` without running the model.
 from __future__ import annotations
 
 import pytest
+from helpers import fit_briefly
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,18 +52,8 @@ def toy_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.fixture(scope="module")
 def trained() -> nn.Sequential:
     """A tiny net trained for a few steps on the toy problem, so the attack has something to break."""
-    model = tiny_net(0)
     x, y = toy_data(64, seed=1)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    g = torch.Generator().manual_seed(2)
-    for _ in range(60):
-        idx = torch.randint(0, len(x), (32,), generator=g)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.zero_grad(set_to_none=True)
-    return model.eval()
+    return fit_briefly(tiny_net(0), x, y, steps=60)
 
 
 @pytest.fixture(scope="module")

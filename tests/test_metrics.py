@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from helpers import fit_briefly
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from robustft.attacks import APGD, PGD
@@ -124,16 +124,7 @@ def toy_model() -> nn.Module:
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Dropout(0.3), nn.Linear(8, 3))
     train = _toy_images(128, seed=1)
-    x, y = to_float(train.images, 8), train.labels
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    g = torch.Generator().manual_seed(2)
-    for _ in range(80):
-        idx = torch.randint(0, len(y), (32,), generator=g)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return fit_briefly(model, to_float(train.images, 8), train.labels, steps=80)
 
 
 @pytest.fixture(scope="module")
