@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from robustft.attacks import build_eval_attack
-from robustft.config import Config, apply_overrides, config_from_dict, config_to_dict
+from robustft.attacks import build_eval_attacks, describe_attack
+from robustft.config import Config, apply_overrides, config_from_dict, config_to_dict, evaluation_name
 from robustft.data import build_data, stratified_subset
-from robustft.eval import RobustnessResult, default_eps_grid, evaluate
+from robustft.eval import RobustnessResult, SanityChecks, default_eps_grid, evaluate
 from robustft.models import build_model
-from robustft.runs import RunDir
+from robustft.runs import RunDir, versions
 from robustft.train import fit, load_model_weights, resolve_device
 
 log = logging.getLogger(__name__)
@@ -62,25 +62,54 @@ def fine_tune(cfg: Config, name: str | None = None, resume: bool = False) -> Run
     return run
 
 
-def evaluate_run(path: str | Path, overrides: list[str] | None = None) -> RobustnessResult:
-    """Evaluate a run's last checkpoint on its test split under the eval section (with ``overrides``,
-    e.g. ``eval.n=500``); writes ``eval/robustness.json`` and ``eval/correct.npz``."""
-    run = RunDir(Path(path))
+def resolve_target(target: str | Path) -> tuple[RunDir, Path]:
+    """(run directory, checkpoint) of a run directory or of a checkpoint file inside one.
+
+    Raises:
+        FileNotFoundError: neither exists, or a checkpoint has no run config beside it.
+    """
+    p = Path(target)
+    if p.is_dir():
+        return RunDir(p), RunDir(p).checkpoint_path
+    if p.is_file():
+        run = RunDir(p.parent.parent if p.parent.name == "checkpoints" else p.parent)
+        if not run.config_path.is_file():
+            raise FileNotFoundError(f"{p}: a checkpoint is evaluated with its run's config, but there is no "
+                                    f"{run.config_path}; keep checkpoints inside their run directory")
+        return run, p
+    raise FileNotFoundError(f"{p}: no such run directory or checkpoint file")
+
+
+def evaluate_run(target: str | Path, overrides: list[str] | None = None, name: str | None = None) -> RobustnessResult:
+    """Evaluate a run's checkpoint (``target``: the run directory or a checkpoint file in it) on its test
+    split under the eval section (with ``overrides``, e.g. ``eval.n=500``).
+
+    Writes ``RUN/eval/NAME/robustness.json`` and ``correct.npz`` (NAME: ``name``, else the attacks);
+    an interrupted evaluation with the same protocol resumes from ``partial.npz`` there.
+    """
+    run, checkpoint = resolve_target(target)
     cfg = run.config()
     if overrides:
         cfg = config_from_dict(apply_overrides(config_to_dict(cfg), overrides))
+    grid = eval_grid(cfg)
     device = resolve_device(cfg.train.device)
     data = build_data(cfg.data)
     model = build_model(cfg.model, cfg.model.num_classes or data.num_classes).to(device)
-    progress = load_model_weights(run.checkpoint_path, model)
+    progress = load_model_weights(checkpoint, model)
     test = data.test.subset(stratified_subset(data.test.labels, cfg.eval.n, cfg.data.split_seed))
-    result = evaluate(model, test, eval_grid(cfg), build_eval_attack(cfg.eval, cfg.attack.norm),
-                      device=device, image_size=cfg.data.image_size, batch_size=cfg.data.eval_batch_size,
-                      mode=cfg.eval.mode, seed=cfg.eval.seed,
-                      protocol={"attack": cfg.eval.attack, "num_steps": cfg.eval.num_steps,
-                                "restarts": cfg.eval.restarts, "norm": cfg.attack.norm, "split": "test",
-                                "checkpoint_epochs": progress["epochs_done"]})
-    result.save(run.eval_dir)
+    attacks = build_eval_attacks(cfg.eval, cfg.attack.norm)
+    out = run.evaluation_dir(name or evaluation_name(cfg.eval))
+    checks = SanityChecks(n=cfg.eval.check_n, square_queries=cfg.eval.check_queries,
+                          norm=cfg.attack.norm) if cfg.eval.checks else None
+    protocol = {"attacks": [describe_attack(k, a) for k, a in attacks.items()], "norm": cfg.attack.norm,
+                "split": "test", "n": len(test), "checkpoint": checkpoint.name,
+                "checkpoint_epochs": progress["epochs_done"], "versions": versions()}
+    result = evaluate(model, test, grid, attacks, device=device, image_size=cfg.data.image_size,
+                      batch_size=cfg.data.eval_batch_size, mode=cfg.eval.mode, seed=cfg.eval.seed,
+                      protocol=protocol, state_path=out / "partial.npz", checks=checks,
+                      weights=cfg.eval.eps_weights, bootstrap=cfg.eval.bootstrap)
+    result.save(out)
+    (out / "partial.npz").unlink(missing_ok=True)
     return result
 
 

@@ -8,14 +8,15 @@ import sys
 from pathlib import Path
 
 from robustft.api import RunExistsError, evaluate_run, fine_tune
-from robustft.config import ConfigError, load_config
-from robustft.report import results_table
+from robustft.config import ConfigError, load_config, parse_eps_grid
+from robustft.report import evaluation_report, results_table
 from robustft.train import NonFiniteLossError
 
 EXAMPLES = """examples:
   robustft train configs/fmnist_scheduled.yaml --set data.n_train=3000 --set attack.eps=8/255
   robustft train configs/fmnist_scheduled.yaml --resume        # continue a killed run
-  robustft eval runs/fmnist_scheduled --set eval.n=500 --set eval.num_steps=20
+  robustft eval runs/fmnist_scheduled --eps-grid 0:8/255:1/255 --attacks apgd-ce,apgd-t --n 1000
+  robustft eval runs/fmnist_scheduled/checkpoints/last.pt --attacks strong --n 200   # AutoAttack
   robustft table runs/fmnist_standard runs/fmnist_fix runs/fmnist_scheduled
 """
 
@@ -31,12 +32,24 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value, e.g. --set attack.eps=8/255 (repeatable)")
     t.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
-    e = sub.add_parser("eval", help="evaluate a run directory's checkpoint over its ε grid")
-    e.add_argument("run_dir", type=Path)
+    e = sub.add_parser("eval", help="evaluate a run's checkpoint over an ε grid with one or more attacks",
+                       description="Worst case over the attacks at each ε, incremental over the grid; results "
+                       "in RUN/eval/NAME/ (resumed if interrupted); sanity checks against false robustness.")
+    e.add_argument("target", type=Path, metavar="RUN_DIR|CHECKPOINT")
+    e.add_argument("--eps-grid", metavar="SPEC", help="START:STOP:STEP (e.g. 0:8/255:1/255) or a comma list; "
+                   "default 0 … ε_g by eval.eps_step")
+    e.add_argument("--attacks", metavar="A,B", help="comma list of apgd-ce, apgd-dlr, apgd-t, pgd, square, "
+                   "autoattack, aa-apgd-ce, or a preset: cheap (apgd-ce), strong (autoattack)")
+    e.add_argument("--n", type=int, help="test examples (stratified subset)")
+    e.add_argument("--mode", choices=["incremental", "independent"])
+    e.add_argument("--name", help="folder under RUN/eval/ (default: the attacks)")
+    e.add_argument("--no-checks", action="store_true", help="skip the sanity checks")
     e.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override an eval value, e.g. --set eval.n=500 --set eval.num_steps=20")
+                   help="override an eval value, e.g. --set eval.num_steps=20 (repeatable)")
     s = sub.add_parser("table", help="print the results table of run directories")
     s.add_argument("run_dirs", type=Path, nargs="+")
+    s.add_argument("--eval", dest="evaluation", metavar="NAME", help="which evaluation (folder under RUN/eval/); "
+                   "default: each run's configured one")
     return p
 
 
@@ -48,15 +61,22 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    result = evaluate_run(args.run_dir, args.overrides)
-    print("  ".join(f"{e * 255:.2f}/255: {100 * a:.1f}%" for e, a in zip(result.eps, result.accuracy)))
-    print(results_table([args.run_dir]))
+    overrides = list(args.overrides)
+    if args.eps_grid:
+        overrides.append(f"eval.eps_grid=[{', '.join(repr(e) for e in parse_eps_grid(args.eps_grid))}]")
+    for key, value in (("attacks", args.attacks), ("n", args.n), ("mode", args.mode)):
+        if value is not None:
+            overrides.append(f"eval.{key}={value}")
+    if args.no_checks:
+        overrides.append("eval.checks=false")
+    result = evaluate_run(args.target, overrides, name=args.name)
+    print(evaluation_report(result))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
-    commands = {"train": _train, "eval": _eval, "table": lambda a: print(results_table(a.run_dirs))}
+    commands = {"train": _train, "eval": _eval, "table": lambda a: print(results_table(a.run_dirs, a.evaluation))}
     try:
         commands[args.command](args)
     except (ConfigError, RunExistsError, FileNotFoundError, NonFiniteLossError, ValueError) as err:

@@ -203,19 +203,73 @@ class EvalConfig:
     """ε values to evaluate, pixel units; null uses 0, eps_step, ..., ε_g."""
     eps_step: float = 1 / 255
     """Spacing of the default grid, pixel units."""
-    attack: str = "apgd-ce"
-    """Evaluation attack: ``apgd-ce`` or ``pgd``."""
+    eps_weights: list[float] | None = None
+    """Relative weight (density) of each grid ε in the expected robustness, one per grid point including
+    ε = 0; null weighs ε uniformly on [0, ε_g], the paper's metric."""
+    attacks: list[str] = field(default_factory=lambda: ["apgd-ce"])
+    """Evaluation attacks, run in order; an example counts as robust at ε only if it survives all of them.
+    Names: apgd-ce, apgd-dlr, apgd-t, pgd, square, autoattack, aa-apgd-ce; presets: cheap (= apgd-ce,
+    for monitoring), strong (= autoattack, for final numbers)."""
     num_steps: int = 10
-    """Iterations of the evaluation attack."""
+    """Iterations of robustft's own attacks (apgd-ce, apgd-dlr, apgd-t, pgd) and of aa-apgd-ce."""
     restarts: int = 1
-    """Random restarts of the evaluation attack."""
+    """Random restarts of robustft's own attacks (apgd-t: per target class)."""
+    square_queries: int = 5000
+    """Queries of the square attack (model evaluations per example)."""
     mode: str = "incremental"
     """``incremental`` (attack at each ε only the examples still correct at the previous ε; monotone)
     or ``independent`` (attack every example at every ε)."""
     n: int | None = 1000
     """Test examples evaluated (stratified subset of the test split); null uses all."""
     seed: int = 0
-    """Seed of the evaluation attack's random starts."""
+    """Seed of the evaluation attacks' random starts."""
+    checks: bool = True
+    """Run the sanity checks against false robustness (see robustft/eval/checks.py)."""
+    check_n: int = 100
+    """Examples used by the costlier checks (black-box attack, very large ε)."""
+    check_queries: int = 1000
+    """Queries of the black-box (Square) attack in the gradient-masking check."""
+    bootstrap: int = 1000
+    """Bootstrap resamples of the test examples for the 95 % confidence intervals; 0 turns them off."""
+
+
+EVAL_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "pgd", "square", "autoattack", "aa-apgd-ce")
+"""Names of the evaluation attacks (built by ``robustft.attacks.build_eval_attacks``)."""
+EVAL_PRESETS = {"cheap": ["apgd-ce"], "strong": ["autoattack"]}
+
+
+def evaluation_name(e: EvalConfig) -> str:
+    """The folder name of an evaluation under ``RUN/eval/``: its attacks, and the mode if independent."""
+    return "+".join(expand_attacks(list(e.attacks))) + ("-independent" if e.mode == "independent" else "")
+
+
+def parse_eps_grid(spec: str) -> list[float]:
+    """``START:STOP:STEP`` (STOP included), e.g. ``0:8/255:1/255``, or a comma list ``0,4/255,8/255``.
+
+    Raises:
+        ValueError: the spec is malformed or the step is not positive.
+    """
+    if ":" not in spec:
+        return [parse_eps(v) for v in spec.split(",") if v.strip()]
+    parts = spec.split(":")
+    if len(parts) != 3:
+        raise ValueError(f"ε grid {spec!r}: expected START:STOP:STEP such as 0:8/255:1/255, or a comma list")
+    start, stop, step = (parse_eps(v) for v in parts)
+    if step <= 0 or stop < start:
+        raise ValueError(f"ε grid {spec!r}: need STEP > 0 and STOP >= START")
+    k = int((stop - start) / step + 1e-9)
+    grid = [start + i * step for i in range(k + 1)]
+    return grid if stop - grid[-1] <= 1e-12 else grid + [stop]
+
+
+def expand_attacks(names: list[str]) -> list[str]:
+    """Attack names with presets expanded and duplicates dropped, order kept."""
+    out: list[str] = []
+    for name in names:
+        for n in EVAL_PRESETS.get(name, [name]):
+            if n not in out:
+                out.append(n)
+    return out
 
 
 @dataclass(frozen=True)
@@ -252,6 +306,8 @@ def _coerce(value: Any, annotation: Any, key: str, is_eps: bool) -> Any:
             return None
         raise ValueError(f"{key}: null is not allowed here")
     if any(typing.get_origin(t) is list for t in allowed):
+        if isinstance(value, str) and list[str] in allowed:  # "apgd-ce,autoattack"
+            return [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{key}: expected a list such as [0, 4/255, 8/255], got {value!r}")
         return [parse_eps(v) if is_eps else v for v in value]
@@ -275,13 +331,22 @@ def _unknown_key(key: str, known: list[str]) -> str:
     return f"unknown key {key!r}{hint}"
 
 
+def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
+    """Read configs written by earlier versions: ``eval.attack: NAME`` became ``eval.attacks: [NAME]``."""
+    ev = raw.get("eval")
+    if isinstance(ev, dict) and "attack" in ev and "attacks" not in ev:
+        ev = {k: v for k, v in ev.items() if k != "attack"} | {"attacks": [ev["attack"]]}
+        raw = {**raw, "eval": ev}
+    return raw
+
+
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Build and validate a :class:`Config` from nested dicts; raises :class:`ConfigError` listing every problem."""
     problems: list[str] = []
     if not isinstance(raw, dict):
         raise ConfigError([f"the config must be a mapping of sections, got {type(raw).__name__}"])
     sections: dict[str, Any] = {}
-    for name, values in raw.items():
+    for name, values in _migrate(raw).items():
         if name not in SECTIONS:
             problems.append(_unknown_key(name, list(SECTIONS)))
             continue
@@ -357,7 +422,14 @@ def validate(cfg: Config) -> None:
     need(t.log_every >= 1, f"train.log_every: must be >= 1, got {t.log_every}")
     need(re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", t.device) is not None,
          f"train.device: {t.device!r} is not auto, cpu, cuda, cuda:N or mps")
-    need(e.attack in ("apgd-ce", "pgd"), f"eval.attack: unknown attack {e.attack!r}; choose apgd-ce or pgd")
+    unknown = [a for a in expand_attacks(list(e.attacks)) if a not in EVAL_ATTACKS]
+    need(not unknown and len(e.attacks) > 0, f"eval.attacks: unknown attack(s) {unknown or '(none given)'}; "
+         f"choose from {', '.join(EVAL_ATTACKS)} or a preset ({', '.join(EVAL_PRESETS)})")
+    for key in ("square_queries", "check_n", "check_queries"):
+        need(getattr(e, key) >= 1, f"eval.{key}: must be >= 1, got {getattr(e, key)}")
+    need(e.bootstrap >= 0, f"eval.bootstrap: must be >= 0 (0 turns the intervals off), got {e.bootstrap}")
+    need(e.eps_weights is None or all(w >= 0 for w in e.eps_weights) and sum(e.eps_weights) > 0,
+         f"eval.eps_weights: must be non-negative with a positive sum, got {e.eps_weights}")
     need(e.num_steps >= 1, f"eval.num_steps: must be >= 1, got {e.num_steps}")
     need(e.restarts >= 1, f"eval.restarts: must be >= 1, got {e.restarts}")
     need(e.mode in ("incremental", "independent"), f"eval.mode: {e.mode!r} is not incremental or independent")

@@ -27,11 +27,26 @@ def test_train_eval_table(config_file, tiny_overrides, tmp_path, capsys):
     run = tmp_path / "runs" / "tiny"
     assert (run / "DONE").exists()
 
-    assert main(["eval", str(run), "--set", "eval.eps_grid=[0, 2/255]", "--set", "eval.n=16"]) == 0
-    rob = json.loads((run / "eval" / "robustness.json").read_text())
-    assert rob["n"] == 16 and [c["eps"] for c in rob["curve"]] == ["0/255", "2/255"]
+    capsys.readouterr()
+    assert main(["eval", str(run / "checkpoints" / "last.pt"), "--eps-grid", "0:4/255:2/255", "--n", "16",
+                 "--attacks", "apgd-ce,apgd-t", "--set", "eval.check_queries=20"]) == 0
+    out = capsys.readouterr().out
+    assert "broken by apgd-t" in out and "E.adv" in out and "95 % CI" in out and "Sanity checks" in out
+    rob = json.loads((run / "eval" / "apgd-ce+apgd-t" / "robustness.json").read_text())
+    assert rob["n"] == 16 and [c["eps"] for c in rob["curve"]] == ["0/255", "2/255", "4/255"]
+    assert [a["name"] for a in rob["protocol"]["attacks"]] == ["apgd-ce", "apgd-t"]
+    assert not (run / "eval" / "apgd-ce+apgd-t" / "partial.npz").exists()
+    assert main(["eval", str(run), "--eps-grid", "0,2/255", "--n", "8", "--mode", "independent", "--no-checks",
+                 "--name", "quick"]) == 0
+    rob = json.loads((run / "eval" / "quick" / "robustness.json").read_text())
+    assert rob["n"] == 8 and rob["flags"] == [] and rob["protocol"]["mode"] == "independent"
+    capsys.readouterr()
     assert main(["table", str(run)]) == 0
-    assert "E.adv" in capsys.readouterr().out
+    assert "| apgd-ce |" in capsys.readouterr().out  # the run's own evaluation
+    assert main(["table", str(run), "--eval", "apgd-ce+apgd-t"]) == 0
+    assert "| apgd-ce+apgd-t |" in capsys.readouterr().out
+    assert main(["eval", str(tmp_path / "nowhere")]) == 2
+    assert "no such run directory" in capsys.readouterr().err
 
     # a finished run: --resume is a no-op that prints the table again
     assert main(["train", str(config_file), *_sets(tiny_overrides), "--resume"]) == 0

@@ -145,7 +145,7 @@ def test_evaluate_matrix(toy_model, holdout, mode):
     toy_model.train()  # evaluate must put the model in eval mode
     torch.manual_seed(123)
     rng_before = torch.get_rng_state()
-    res = evaluate(toy_model, holdout, grid, attack, device=CPU, image_size=8, batch_size=10, mode=mode,
+    res = evaluate(toy_model, holdout, grid, {"apgd-ce": attack}, device=CPU, image_size=8, batch_size=10, mode=mode,
                    seed=7, protocol={"attack": "apgd-ce"})
     assert torch.equal(torch.get_rng_state(), rng_before)  # caller's random state untouched
     assert not toy_model.training
@@ -174,16 +174,16 @@ def test_evaluate_incremental_only_attacks_survivors(toy_model, holdout):
             seen.append(len(y))
             return super().__call__(model, x, y, eps)
 
-    res = evaluate(toy_model, holdout, [4 / 255, 8 / 255], Counting(num_steps=3), device=CPU, image_size=8,
+    res = evaluate(toy_model, holdout, [4 / 255, 8 / 255], {"counting": Counting(num_steps=3)}, device=CPU, image_size=8,
                    batch_size=100, mode="incremental")
-    assert seen == [len(holdout), int(res.correct[0].sum()), int(res.correct[1].sum())]
+    assert seen == [int(res.correct[0].sum()), int(res.correct[1].sum())]  # ε = 0 needs no attack
 
 
 def test_evaluate_is_reproducible_and_keeps_zero_once(toy_model, holdout):
     attack = APGD(num_steps=4, select="misclassified")
     kw = dict(device=CPU, image_size=8, batch_size=8, seed=3)
-    a = evaluate(toy_model, holdout, [0.0, 4 / 255], attack, **kw)
-    b = evaluate(toy_model, holdout, [4 / 255, 0.0], attack, **kw)
+    a = evaluate(toy_model, holdout, [0.0, 4 / 255], {"apgd-ce": attack}, **kw)
+    b = evaluate(toy_model, holdout, [4 / 255, 0.0], {"apgd-ce": attack}, **kw)
     assert a.eps == b.eps == [0.0, 4 / 255]
     assert np.array_equal(a.correct, b.correct)
 
@@ -200,7 +200,7 @@ def test_evaluate_with_no_survivors(holdout):
             assert len(y) == 0 or eps == 0, "attacked examples that were already wrong"
             return x
 
-    res = evaluate(AlwaysWrong(), holdout, [1 / 255, 2 / 255], MustNotRun(), device=CPU, image_size=8)
+    res = evaluate(AlwaysWrong(), holdout, [1 / 255, 2 / 255], {"never": MustNotRun()}, device=CPU, image_size=8)
     assert res.correct.shape == (3, len(holdout)) and not res.correct.any()
     assert res.clean == 0.0 and res.expected == 0.0
 
@@ -216,14 +216,14 @@ def test_evaluate_keeps_callers_cuda_rng_state(toy_model, holdout):
     model = copy.deepcopy(toy_model).to(device)
     torch.manual_seed(1234)
     cpu_before, cuda_before = torch.get_rng_state(), torch.cuda.get_rng_state(device)
-    evaluate(model, holdout, [4 / 255], APGD(num_steps=2, select="misclassified"), device=device, image_size=8)
+    evaluate(model, holdout, [4 / 255], {"apgd-ce": APGD(num_steps=2, select="misclassified")}, device=device, image_size=8)
     assert torch.equal(torch.get_rng_state(), cpu_before)
     assert torch.equal(torch.cuda.get_rng_state(device), cuda_before)
 
 
 def test_evaluate_rejects_unknown_mode(toy_model, holdout):
     with pytest.raises(ValueError, match="mode"):
-        evaluate(toy_model, holdout, [1 / 255], PGD(), device=CPU, image_size=8, mode="both")
+        evaluate(toy_model, holdout, [1 / 255], {"pgd": PGD()}, device=CPU, image_size=8, mode="both")
 
 
 def test_accuracy_helper(toy_model, holdout):

@@ -21,7 +21,8 @@ def _tree(path) -> set[str]:
 def test_fine_tune_writes_the_run_directory(tiny_config):
     run = fine_tune(tiny_config, name="tiny")
     assert _tree(run.path) == {"config.yaml", "env.json", "metrics.jsonl", "summary.json", "checkpoints",
-                               "checkpoints/last.pt", "eval", "eval/robustness.json", "eval/correct.npz", "DONE"}
+                               "checkpoints/last.pt", "eval", "eval/apgd-ce", "eval/apgd-ce/robustness.json",
+                               "eval/apgd-ce/correct.npz", "DONE"}
     epochs = run.rows("epoch")
     assert [r["epoch"] for r in epochs] == [0, 1, 2]
     # the hinge schedule t1=1, t2=2 (epochs): ε = 0, 0, ε_g
@@ -29,8 +30,11 @@ def test_fine_tune_writes_the_run_directory(tiny_config):
     for key in ("step", "lr", "train_loss", "train_acc", "val_clean_acc", "val_clean_loss", "val_adv_acc"):
         assert all(key in r for r in epochs)
     assert run.rows("step"), "step rows are logged every train.log_every steps"
-    rob = json.loads((run.eval_dir / "robustness.json").read_text())
-    assert rob["n"] == 32 and len(rob["curve"]) == 3 and rob["protocol"]["attack"] == "apgd-ce"
+    rob = json.loads((run.evaluation_dir("apgd-ce") / "robustness.json").read_text())
+    assert rob["n"] == 32 and len(rob["curve"]) == 3 and rob["protocol"]["attack_order"] == ["apgd-ce"]
+    assert {f["name"] for f in rob["flags"]} >= {"eps0_is_clean", "input_gradients", "black_box", "large_eps"}
+    assert set(rob["ci95"]) == {"clean", "adv", "expected_robustness"}
+    assert rob["protocol"]["versions"]["pyautoattack"] and rob["protocol"]["checkpoint_epochs"] == 3
     summary = json.loads((run.path / "summary.json").read_text())
     assert summary["epochs"] == 3 and "delay_epochs" in summary
     assert RunDir(run.path).config() == tiny_config

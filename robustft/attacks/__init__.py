@@ -1,12 +1,17 @@
-"""Attacks: the threat-model algebra, PGD, APGD-CE, and a factory from config."""
+"""Attacks: the threat-model algebra, PGD, APGD (CE, DLR, targeted DLR), the reference AutoAttack, and
+factories from config."""
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, Callable
+
 from robustft.attacks.apgd import APGD
+from robustft.attacks.autoattack import AutoAttack
 from robustft.attacks.base import Attack, crafting
 from robustft.attacks.pgd import PGD
 from robustft.attacks.threat import L2, Linf, ThreatModel, build_threat_model
-from robustft.config import AttackConfig, EvalConfig
+from robustft.config import EVAL_ATTACKS, AttackConfig, EvalConfig, expand_attacks
 
 
 def build_attack(cfg: AttackConfig) -> Attack:
@@ -20,15 +25,46 @@ def build_attack(cfg: AttackConfig) -> Attack:
     raise ValueError(f"unknown attack {cfg.name!r}; choose apgd or pgd")
 
 
-def build_eval_attack(cfg: EvalConfig, norm: str, rel_step_size: float = 0.25) -> Attack:
-    """The evaluation attack of a config; any misclassified iterate counts as a success."""
-    threat = build_threat_model(norm)
-    if cfg.attack == "apgd-ce":
-        return APGD(num_steps=cfg.num_steps, restarts=cfg.restarts, select="misclassified", threat=threat)
-    if cfg.attack == "pgd":
-        return PGD(num_steps=cfg.num_steps, rel_step_size=rel_step_size, restarts=cfg.restarts, threat=threat)
-    raise ValueError(f"unknown evaluation attack {cfg.attack!r}; choose apgd-ce or pgd")
+def _apgd(**kw: Any) -> Callable[[EvalConfig, str], Attack]:
+    """Builder of robustft's APGD in evaluation mode (any misclassified iterate counts)."""
+    return lambda cfg, norm: APGD(num_steps=cfg.num_steps, restarts=cfg.restarts, select="misclassified",
+                                  threat=build_threat_model(norm), **kw)
 
 
-__all__ = ["APGD", "PGD", "Attack", "L2", "Linf", "ThreatModel", "build_attack", "build_eval_attack",
-           "build_threat_model", "crafting"]
+EVAL_BUILDERS: dict[str, Callable[[EvalConfig, str], Attack]] = {
+    "apgd-ce": _apgd(loss="ce"),
+    "apgd-dlr": _apgd(loss="dlr"),
+    "apgd-t": _apgd(loss="dlr-targeted", targets=9),
+    "pgd": lambda cfg, norm: PGD(num_steps=cfg.num_steps, rel_step_size=0.25, restarts=cfg.restarts,
+                                 select="misclassified", threat=build_threat_model(norm)),
+    "square": lambda cfg, norm: AutoAttack(components=("square",), square_queries=cfg.square_queries, norm=norm),
+    "autoattack": lambda cfg, norm: AutoAttack(norm=norm),
+    "aa-apgd-ce": lambda cfg, norm: AutoAttack(components=("apgd-ce",), num_steps=cfg.num_steps, norm=norm),
+}
+assert set(EVAL_BUILDERS) == set(EVAL_ATTACKS)
+
+
+def build_eval_attacks(cfg: EvalConfig, norm: str) -> dict[str, Attack]:
+    """The evaluation attacks of a config, by name, in the order they run (presets expanded)."""
+    unknown = [n for n in expand_attacks(list(cfg.attacks)) if n not in EVAL_BUILDERS]
+    if unknown:
+        raise ValueError(f"unknown evaluation attack(s) {unknown}; choose from {', '.join(EVAL_BUILDERS)}")
+    return {name: EVAL_BUILDERS[name](cfg, norm) for name in expand_attacks(list(cfg.attacks))}
+
+
+def describe_attack(name: str, attack: Attack) -> dict[str, Any]:
+    """A JSON-ready description of an attack for the evaluation protocol."""
+    out: dict[str, Any] = {"name": name}
+    if isinstance(attack, AutoAttack):
+        out["implementation"] = "pyautoattack " + ("standard" if not attack.components else "custom")
+    elif dataclasses.is_dataclass(attack):
+        out["implementation"] = "robustft " + type(attack).__name__
+    if dataclasses.is_dataclass(attack):
+        for f in dataclasses.fields(attack):
+            value = getattr(attack, f.name)
+            out[f.name] = getattr(value, "name", value) if f.name == "threat" else value
+    return out
+
+
+__all__ = ["APGD", "EVAL_BUILDERS", "PGD", "Attack", "AutoAttack", "L2", "Linf", "ThreatModel", "build_attack",
+           "build_eval_attacks", "build_threat_model", "crafting", "describe_attack"]

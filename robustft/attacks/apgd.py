@@ -1,21 +1,28 @@
-"""APGD-CE (Croce & Hein, 2020): step-size-free PGD with momentum and step halving at checkpoints.
+"""APGD (Croce & Hein, 2020): step-size-free PGD with momentum and step halving at checkpoints.
 
 The step starts at 2ε and is halved, per example, at checkpoints where the loss rose in fewer than
 ρ = 75 % of the steps since the last checkpoint, or where the best loss did not improve and the step was
-not already halved at the previous checkpoint; a halving restarts from the best point found. Momentum
-is 0.75. Checkpoints fall at 22 % of the budget, then at intervals shrinking by 3 % to at least 6 %.
-The highest-loss point is returned (``select="max_loss"``, the paper's training attack) or, for
-evaluation, any point that was misclassified (``select="misclassified"``, AutoAttack's rule).
+not already halved at the previous checkpoint (this second rule is off at the first checkpoint, as in
+the reference implementation); a halving restarts from the best point found. Momentum is 0.75.
+Checkpoints fall at 22 % of the budget, then at intervals shrinking by 3 % to at least 6 %.
+
+The loss is cross-entropy (APGD-CE), DLR (APGD-DLR) or targeted DLR (APGD-T: one run per target class,
+the ``targets`` most likely wrong classes in turn). The highest-loss point is returned
+(``select="max_loss"``, the paper's training attack) or, for evaluation, any point that was
+misclassified (``select="misclassified"``, AutoAttack's rule); in that mode an example stops costing
+forward and backward passes as soon as it is misclassified, and restarts and further targets attack only
+the examples not yet broken.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from robustft.attacks.base import crafting, loss_and_grad
+from robustft.attacks.losses import LOSSES, MIN_CLASSES
 from robustft.attacks.threat import Linf, ThreatModel
 
 
@@ -37,9 +44,8 @@ class _State:
     step: torch.Tensor
 
     def record(self, x_adv: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor | None,
-               logits: torch.Tensor, y: torch.Tensor) -> None:
+               wrong: torch.Tensor) -> None:
         """Keep the best-loss point (and its gradient) and the first misclassified point per example."""
-        wrong = logits.argmax(1) != y
         self.x_fooled = torch.where(_bcast(wrong & ~self.fooled, x_adv), x_adv, self.x_fooled)
         self.fooled |= wrong
         better = loss > self.loss_best
@@ -51,13 +57,16 @@ class _State:
 
 @dataclass
 class APGD:
-    """APGD with the cross-entropy loss.
+    """APGD with the cross-entropy, DLR or targeted DLR loss.
 
     Args:
-        num_steps: iterations (the paper trains with 7 and evaluates with 10).
+        num_steps: iterations per run (the paper trains with 7 and evaluates with 10; AutoAttack uses 100).
         random_start: start from a uniform point of the ball (as the reference implementation does).
-        restarts: independent runs; per example the best (fooling, else highest-loss) result is kept.
+        restarts: runs per target; per example the best (fooling, else highest-loss) result is kept.
         select: ``max_loss`` or ``misclassified`` (see the module docstring).
+        loss: ``ce``, ``dlr`` or ``dlr-targeted``.
+        targets: with ``dlr-targeted``, how many of the most likely wrong classes are tried (at most
+            classes − 1; AutoAttack uses 9).
         rho: fraction of loss increases below which the step is halved.
         momentum: weight of the new step against the previous displacement.
         threat: the norm ball.
@@ -67,6 +76,8 @@ class APGD:
     random_start: bool = True
     restarts: int = 1
     select: str = "max_loss"
+    loss: str = "ce"
+    targets: int = 9
     rho: float = 0.75
     momentum: float = 0.75
     threat: ThreatModel = field(default_factory=Linf)
@@ -74,16 +85,42 @@ class APGD:
     def __post_init__(self) -> None:
         if self.select not in ("max_loss", "misclassified"):
             raise ValueError(f"APGD select must be max_loss or misclassified, got {self.select!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"APGD loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
-        if eps == 0:
+        if eps == 0 or len(x) == 0:
             return x
         with crafting(model):
             best: _State | None = None
-            for _ in range(self.restarts):
-                state = self._run(model, x, y, eps)
-                best = state if best is None else _merge(best, state)
+            for target in self._target_classes(model, x):
+                for _ in range(self.restarts):
+                    rows = self._rows_to_attack(best, len(x), x.device)
+                    if len(rows) == 0:
+                        break
+                    t = None if target is None else target[rows]
+                    state = self._run(model, x[rows], y[rows], eps, t)
+                    best = state if best is None else _merge(best, state, rows)
         return self.threat.project(self._pick(best), x, eps)
+
+    def _target_classes(self, model: nn.Module, x: torch.Tensor) -> list[torch.Tensor | None]:
+        """[None] for untargeted losses; else the k-th most likely class on clean inputs, k = 2, 3, …"""
+        with torch.no_grad():
+            logits = model(x[:1]) if self.loss != "dlr-targeted" else model(x)
+        classes = logits.shape[1]
+        if classes < MIN_CLASSES[self.loss]:
+            raise ValueError(f"APGD with the {self.loss} loss needs at least {MIN_CLASSES[self.loss]} classes; "
+                             f"the model has {classes}. Use the ce loss (apgd-ce) instead")
+        if self.loss != "dlr-targeted":
+            return [None]
+        order = logits.argsort(dim=1, descending=True)
+        return [order[:, k] for k in range(1, min(self.targets, classes - 1) + 1)]
+
+    def _rows_to_attack(self, best: "_State | None", n: int, device: torch.device) -> torch.Tensor:
+        """Every row at first; afterwards, in ``misclassified`` mode, only rows not yet broken."""
+        if best is None or self.select == "max_loss":
+            return torch.arange(n, device=device)
+        return (~best.fooled).nonzero()[:, 0]
 
     def _pick(self, s: _State) -> torch.Tensor:
         if self.select == "misclassified":
@@ -101,23 +138,47 @@ class APGD:
             at += k
         return marks
 
-    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> _State:
+    def _probe(self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+               need_grad: bool, fooled: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(loss, input gradient, misclassified) at ``x_adv``; rows already ``fooled`` are skipped in
+        ``misclassified`` mode (their loss is −∞, their gradient 0)."""
+        loss_fn = LOSSES[self.loss]
+        if fooled is None or self.select == "max_loss" or not fooled.any():
+            loss, grad, logits = loss_and_grad(model, x_adv, y, need_grad, loss_fn, target)
+            return loss, grad, logits.argmax(1) != y
+        live = (~fooled).nonzero()[:, 0]
+        loss = torch.full(fooled.shape, float("-inf"), device=x_adv.device)
+        wrong = torch.zeros_like(fooled)
+        grad = torch.zeros_like(x_adv) if need_grad else None
+        if len(live):
+            t = None if target is None else target[live]
+            loss[live], g, logits = loss_and_grad(model, x_adv[live], y[live], need_grad, loss_fn, t)
+            wrong[live] = logits.argmax(1) != y[live]
+            if need_grad:
+                grad[live] = g
+        return loss, grad, wrong
+
+    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+             target: torch.Tensor | None) -> _State:
         x0 = self.threat.random_init(x, eps) if self.random_start else x.clone()
-        loss, grad, logits = loss_and_grad(model, x0, y)
+        loss, grad, wrong = self._probe(model, x0, y, target, need_grad=True)
         s = _State(x_adv=x0, grad=grad, x_best=x0, grad_best=grad, loss_best=loss.clone(), x_fooled=x0,
                    fooled=torch.zeros_like(y, dtype=torch.bool), step=torch.full_like(loss, 2.0 * eps))
-        s.record(x0, loss, grad, logits, y)
+        s.record(x0, loss, grad, wrong)
         history, x_prev = [loss], x0
         last_check, best_at_check = 0, s.loss_best.clone()
-        halved_at_check = torch.zeros_like(s.fooled)
+        halved_at_check = torch.ones_like(s.fooled)
         marks = self._checkpoints()
         for i in range(1, self.num_steps + 1):
+            if self.select == "misclassified" and bool(s.fooled.all()):
+                break
             x_next = self._step(s, x, x_prev, eps, first=i == 1)
             x_prev = s.x_adv
             last = i == self.num_steps
-            loss, grad, logits = loss_and_grad(model, x_next, y, need_grad=not last)
+            loss, grad, wrong = self._probe(model, x_next, y, target, need_grad=not last, fooled=s.fooled)
             s.x_adv, s.grad = x_next, grad
-            s.record(x_next, loss, grad, logits, y)
+            s.record(x_next, loss, grad, wrong)
             history.append(loss)
             if i in marks and not last:
                 halve = self._should_halve(history, last_check, i, best_at_check, s.loss_best, halved_at_check)
@@ -145,9 +206,16 @@ class APGD:
         return oscillating | stalled
 
 
-def _merge(a: _State, b: _State) -> _State:
-    """Per example, keep a's result unless b fooled where a did not, or b reached a higher loss."""
-    take_b = (b.fooled & ~a.fooled) | ((b.fooled == a.fooled) & (b.loss_best > a.loss_best))
-    m = _bcast(take_b, a.x_best)
-    return replace(a, x_best=torch.where(m, b.x_best, a.x_best), x_fooled=torch.where(m, b.x_fooled, a.x_fooled),
-                   loss_best=torch.where(take_b, b.loss_best, a.loss_best), fooled=a.fooled | b.fooled)
+def _merge(a: _State, b: _State, rows: torch.Tensor) -> _State:
+    """Fold run ``b`` (on ``a``'s rows ``rows``) into ``a``: per row, keep a's result unless b fooled where
+    a did not, or neither or both fooled and b reached a higher loss."""
+    a_fooled, a_loss = a.fooled[rows], a.loss_best[rows]
+    take_b = (b.fooled & ~a_fooled) | ((b.fooled == a_fooled) & (b.loss_best > a_loss))
+    m = _bcast(take_b, b.x_best)
+    x_best, x_fooled, loss_best, fooled = a.x_best.clone(), a.x_fooled.clone(), a.loss_best.clone(), a.fooled.clone()
+    x_best[rows] = torch.where(m, b.x_best, a.x_best[rows])
+    x_fooled[rows] = torch.where(m, b.x_fooled, a.x_fooled[rows])
+    loss_best[rows] = torch.where(take_b, b.loss_best, a_loss)
+    fooled[rows] = a_fooled | b.fooled
+    return _State(x_adv=a.x_adv, grad=a.grad, x_best=x_best, grad_best=a.grad_best, loss_best=loss_best,
+                  x_fooled=x_fooled, fooled=fooled, step=a.step)

@@ -6,8 +6,9 @@ import contextlib
 from typing import Iterator, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from robustft.attacks.losses import Loss, ce
 
 
 class Attack(Protocol):
@@ -43,11 +44,13 @@ def crafting(model: nn.Module) -> Iterator[None]:
 
 
 def loss_and_grad(
-    model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, need_grad: bool = True
+    model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, need_grad: bool = True, loss_fn: Loss = ce,
+    target: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """Per-example cross-entropy at ``x_adv``, its gradient w.r.t. ``x_adv`` (or None), and the logits."""
+    """Per-example loss at ``x_adv`` (cross-entropy unless ``loss_fn``), its gradient w.r.t. ``x_adv``
+    (or None), and the logits."""
     x_adv = x_adv.detach().requires_grad_(need_grad)
     logits = model(x_adv)
-    loss = F.cross_entropy(logits, y, reduction="none")
+    loss = loss_fn(logits, y, target)
     grad = torch.autograd.grad(loss.sum(), x_adv)[0] if need_grad else None
     return loss.detach(), grad, logits.detach()

@@ -1,7 +1,9 @@
-"""Evaluation: the ε-grid evaluator, its result (the evidence matrix) and derived metrics."""
+"""Evaluation: the ε-grid evaluator, its result (the evidence matrix), sanity checks and derived metrics."""
 
+from robustft.eval.checks import Flag, SanityChecks
 from robustft.eval.evaluator import default_eps_grid, evaluate
-from robustft.eval.metrics import accuracy, delay_time, expected_robustness
+from robustft.eval.metrics import accuracy, bootstrap_intervals, delay_time, expected_robustness
 from robustft.eval.result import RobustnessResult
 
-__all__ = ["RobustnessResult", "accuracy", "default_eps_grid", "delay_time", "evaluate", "expected_robustness"]
+__all__ = ["Flag", "RobustnessResult", "SanityChecks", "accuracy", "bootstrap_intervals", "default_eps_grid",
+           "delay_time", "evaluate", "expected_robustness"]

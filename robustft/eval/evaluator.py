@@ -1,14 +1,21 @@
-"""Robustness over an ε grid: which test examples survive the attack at each ε.
+"""Robustness over an ε grid: which test examples survive every attack at each ε.
 
 In ``incremental`` mode the grid is walked upward and only the examples still correct at the previous
 ε are attacked: an adversarial example inside a small ball is inside every larger one, so the curve is
 monotone by construction and the cost falls as accuracy falls. ``independent`` attacks every example
 at every ε (for comparison; its curve may rise with ε, a sign of a weak attack or gradient masking).
+At each ε the attacks run in order, each on the examples the previous ones left standing, so a
+row of the evidence matrix is the worst case over all attacks. The evidence is saved after each ε when
+a ``state_path`` is given, and a killed evaluation resumes from there with the same result.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -18,6 +25,8 @@ from tqdm.auto import tqdm
 from robustft.attacks import Attack
 from robustft.config import format_eps
 from robustft.data import ImageSource, eval_batches
+from robustft.eval.checks import SanityChecks
+from robustft.eval.metrics import expected_robustness
 from robustft.eval.result import RobustnessResult
 
 log = logging.getLogger(__name__)
@@ -39,35 +48,100 @@ def _survivors(model: nn.Module, source: ImageSource, eps: float, attack: Attack
     out = []
     for x, y in eval_batches(source, image_size, batch_size):
         x, y = x.to(device), y.to(device)
-        x_adv = attack(model, x, y, eps)
+        x_adv = attack(model, x, y, eps) if eps > 0 else x
         with torch.no_grad():
             out.append((model(x_adv).argmax(1) == y).cpu().numpy())
         bar.update(len(y))
     return np.concatenate(out) if out else np.zeros(0, dtype=bool)
 
 
-def evaluate(model: nn.Module, source: ImageSource, eps_grid: list[float], attack: Attack, *,
+def evaluate(model: nn.Module, source: ImageSource, eps_grid: list[float], attacks: Mapping[str, Attack], *,
              device: torch.device, image_size: int, batch_size: int = 256, mode: str = "incremental",
-             seed: int = 0, protocol: dict | None = None) -> RobustnessResult:
-    """Attack ``source`` at every ε of the grid; returns the evidence matrix and the protocol.
+             seed: int = 0, protocol: dict | None = None, state_path: Path | None = None,
+             checks: SanityChecks | None = None, weights: list[float] | None = None,
+             bootstrap: int = 1000) -> RobustnessResult:
+    """Attack ``source`` at every ε of the grid with every attack; returns the evidence and the protocol.
+
+    Args:
+        attacks: name → attack, run in this order at each ε (worst case over all of them).
+        mode: ``incremental`` or ``independent`` (see the module docstring).
+        seed: seeds each ε (as ``seed + index``) without disturbing the caller's random state.
+        protocol: extra facts recorded with the result (attack descriptions, split, checkpoint, ...).
+        state_path: where the evidence is saved after each ε; an evaluation with the same protocol found
+            there is resumed.
+        checks: sanity checks to run on the finished result (None: none).
+        weights: density of ε at the grid points for the expected robustness (None: uniform).
+        bootstrap: resamples for the confidence intervals.
 
     The model is put in eval mode. ε = 0 is added to the grid if missing (its row is clean accuracy).
-    Random starts are seeded per ε from ``seed`` without disturbing the caller's random state.
     """
     if mode not in ("incremental", "independent"):
         raise ValueError(f"mode must be incremental or independent, got {mode!r}")
+    if not attacks:
+        raise ValueError("evaluate needs at least one attack")
     grid = sorted(set([0.0] + [float(e) for e in eps_grid]))
+    try:
+        expected_robustness(grid, [0.0] * len(grid), weights)
+    except ValueError as err:
+        raise ValueError(f"ε weights for the grid {[format_eps(e) for e in grid]}: {err}") from None
+    names = list(attacks)
+    labels = source.labels.numpy().copy()
+    protocol = {"mode": mode, "seed": seed, "grid": [format_eps(e) for e in grid], "attack_order": names,
+                **(protocol or {})}
+    key = _fingerprint(protocol, labels)
+    correct, breaker, start = _resume(state_path, key, len(grid), len(labels))
     model.eval()
-    n = len(source)
-    correct = np.zeros((len(grid), n), dtype=bool)
-    with torch.random.fork_rng():
-        for e, eps in enumerate(grid):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for e in range(start, len(grid)):
             torch.manual_seed(seed + e)
-            todo = np.flatnonzero(correct[e - 1]) if (mode == "incremental" and e > 0) else np.arange(n)
-            desc = f"eval ε={format_eps(eps)}"
-            with tqdm(total=len(todo), desc=desc, unit="img", disable=None, leave=False) as bar:
-                correct[e, todo] = _survivors(model, source.subset(todo), eps, attack, device, image_size,
-                                              batch_size, bar)
-            log.info("%s: accuracy %.4f (%d attacked)", desc, correct[e].mean(), len(todo))
-    protocol = {"mode": mode, "seed": seed, "grid": [format_eps(e) for e in grid], **(protocol or {})}
-    return RobustnessResult(grid, correct, source.labels.numpy().copy(), protocol)
+            # incremental: only what survived the previous ε is attacked; the rest stays broken
+            carry = mode == "incremental" and e > 0
+            row = correct[e - 1].copy() if carry else np.ones(len(labels), dtype=bool)
+            breaker[e] = breaker[e - 1] if carry else -1
+            steps = [("clean", None)] if grid[e] == 0 else list(attacks.items())
+            for k, (name, attack) in enumerate(steps):
+                todo = np.flatnonzero(row)
+                desc = f"eval ε={format_eps(grid[e])} {name}"
+                with tqdm(total=len(todo), desc=desc, unit="img", disable=None, leave=False) as bar:
+                    alive = _survivors(model, source.subset(todo), grid[e], attack, device, image_size,
+                                       batch_size, bar)
+                row[todo[~alive]] = False
+                breaker[e, todo[~alive]] = 0 if attack is None else k + 1
+            correct[e] = row
+            log.info("eval ε=%s: accuracy %.4f", format_eps(grid[e]), row.mean())
+            if state_path is not None:
+                _save_state(state_path, key, e + 1, correct, breaker)
+    result = RobustnessResult(grid, correct, labels, protocol, breaker=breaker, weights=weights,
+                              bootstrap=bootstrap)
+    if checks is not None:
+        result.flags = checks(model, source, result, device=device, image_size=image_size, batch_size=batch_size)
+    return result
+
+
+def _fingerprint(protocol: dict, labels: np.ndarray) -> str:
+    """A digest of everything that decides the evidence: protocol, examples and their labels."""
+    text = json.dumps(protocol, sort_keys=True, default=str) + hashlib.sha256(labels.tobytes()).hexdigest()
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _resume(path: Path | None, key: str, num_eps: int, n: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(correct, breaker, first ε to do): fresh, or read from an interrupted evaluation of the same protocol."""
+    correct, breaker = np.zeros((num_eps, n), dtype=bool), np.full((num_eps, n), -1, dtype=np.int8)
+    if path is None or not path.exists():
+        return correct, breaker, 0
+    with np.load(path) as z:
+        if str(z["key"]) != key or z["correct"].shape != correct.shape:
+            log.warning("%s belongs to an evaluation with another protocol; starting over", path)
+            return correct, breaker, 0
+        done = int(z["done"])
+        correct[:done], breaker[:done] = z["correct"][:done], z["breaker"][:done]
+    log.info("resuming the evaluation in %s after %d of %d ε", path.parent, done, num_eps)
+    return correct, breaker, done
+
+
+def _save_state(path: Path, key: str, done: int, correct: np.ndarray, breaker: np.ndarray) -> None:
+    from robustft.runs import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: np.savez(f, key=np.asarray(key), done=np.asarray(done), correct=correct,
+                                          breaker=breaker))

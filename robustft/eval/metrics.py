@@ -12,22 +12,47 @@ from torch import nn
 from robustft.attacks import Attack
 
 
-def expected_robustness(eps: Sequence[float], accuracy: Sequence[float]) -> float:
-    """E_{ε~U[0, ε_g]}[Acc_ε] by the trapezoid rule on the grid, ε_g = the grid's last value.
+def expected_robustness(eps: Sequence[float], accuracy: Sequence[float],
+                        weights: Sequence[float] | None = None) -> float:
+    """E_ε[Acc_ε] by the trapezoid rule on the grid, ε_g = the grid's last value.
 
-    The grid must start at 0 and increase. With a single point (ε_g = 0) it is that accuracy.
+    With ``weights`` None, ε ~ U[0, ε_g] (the paper's metric). Otherwise ``weights`` gives the relative
+    density of ε at each grid point (piecewise linear between them) and the result is
+    ∫ w(ε) Acc_ε dε / ∫ w(ε) dε, e.g. weights growing with ε stress the large radii. The grid must start
+    at 0 and increase. With a single point (ε_g = 0) it is that accuracy.
 
     Raises:
-        ValueError: the grid does not start at 0, is not increasing, or lengths differ.
+        ValueError: the grid does not start at 0, is not increasing, lengths differ, or the weights are
+            negative or integrate to 0.
     """
     eps, acc = np.asarray(eps, dtype=float), np.asarray(accuracy, dtype=float)
-    if eps.shape != acc.shape or eps.ndim != 1 or len(eps) == 0:
-        raise ValueError(f"need matching 1-D grids, got eps {eps.shape} and accuracy {acc.shape}")
+    if eps.ndim != 1 or len(eps) == 0 or acc.shape[-1] != len(eps):
+        raise ValueError(f"need matching grids, got eps {eps.shape} and accuracy {acc.shape}")
     if eps[0] != 0 or np.any(np.diff(eps) <= 0):
         raise ValueError(f"the ε grid must start at 0 and increase, got {eps.tolist()}")
+    w = np.ones_like(eps) if weights is None else np.asarray(weights, dtype=float)
+    if w.shape != eps.shape or np.any(w < 0):
+        raise ValueError(f"need one non-negative weight per grid point ({len(eps)}), got {np.asarray(weights).tolist()}")
     if len(eps) == 1:
-        return float(acc[0])
-    return float(np.trapezoid(acc, eps) / eps[-1])
+        return float(acc[..., 0]) if acc.ndim == 1 else acc[..., 0]
+    norm = np.trapezoid(w, eps)
+    if norm <= 0:
+        raise ValueError(f"the ε weights integrate to 0 on the grid: {w.tolist()}")
+    out = np.trapezoid(acc * w, eps, axis=-1) / norm
+    return float(out) if acc.ndim == 1 else out
+
+
+def bootstrap_intervals(eps: Sequence[float], correct: np.ndarray, weights: Sequence[float] | None = None,
+                        resamples: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals over test examples for clean accuracy, Adv. (accuracy at ε_g) and
+    expected robustness, from the evidence matrix ``correct[E, N]``."""
+    rng = np.random.default_rng(seed)
+    e, n = correct.shape
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).T  # [N, B] times each example is drawn
+    acc = (correct.astype(np.float64) @ counts / n).T  # [B, E]
+    stats = {"clean": acc[:, 0], "adv": acc[:, -1], "expected_robustness": expected_robustness(eps, acc, weights)}
+    q = [(1 - level) / 2, (1 + level) / 2]
+    return {k: np.quantile(v, q).tolist() for k, v in stats.items()}
 
 
 def delay_time(val_clean_acc: Sequence[float], threshold: float = 0.05) -> int | None:

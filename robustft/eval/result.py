@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from robustft.config import format_eps
-from robustft.eval.metrics import expected_robustness
+from robustft.eval.checks import Flag
+from robustft.eval.metrics import bootstrap_intervals, expected_robustness
 
 
 @dataclass
@@ -18,12 +19,20 @@ class RobustnessResult:
     """``correct[e, i]``: example i is classified correctly under every attack tried at ε = eps[e].
 
     Row 0 is ε = 0, i.e. clean accuracy. Every reported number is computed from this matrix.
+    ``breaker[e, i]`` says why an example is not correct: 0 misclassified clean, k ≥ 1 broken by the k-th
+    attack of ``protocol["attack_order"]`` (in incremental mode, at the smallest ε where it fell), −1 correct.
     """
 
     eps: list[float]
     correct: np.ndarray
     labels: np.ndarray
     protocol: dict[str, Any] = field(default_factory=dict)
+    breaker: np.ndarray | None = None
+    weights: list[float] | None = None
+    """Density of ε at the grid points for the expected robustness; None is uniform."""
+    bootstrap: int = 1000
+    """Resamples for the 95 % confidence intervals (0: none)."""
+    flags: list[Flag] = field(default_factory=list)
 
     @property
     def accuracy(self) -> list[float]:
@@ -41,22 +50,50 @@ class RobustnessResult:
 
     @property
     def expected(self) -> float:
-        """Expected robustness over ε ~ U[0, ε_g] (trapezoid rule on the grid)."""
-        return expected_robustness(self.eps, self.accuracy)
+        """Expected robustness over ε on [0, ε_g] (uniform unless ``weights``; trapezoid rule on the grid)."""
+        return expected_robustness(self.eps, self.accuracy, self.weights)
+
+    def intervals(self) -> dict[str, list[float]]:
+        """95 % bootstrap intervals over examples for clean, adv and expected_robustness."""
+        if not self.bootstrap:
+            return {}
+        return bootstrap_intervals(self.eps, self.correct, self.weights, self.bootstrap)
+
+    @property
+    def raised(self) -> list[Flag]:
+        """The sanity flags that fired."""
+        return [f for f in self.flags if f.raised]
+
+    def broken_by(self) -> list[dict[str, int]]:
+        """Per ε: how many examples each attack was first to break (incremental: at that ε)."""
+        if self.breaker is None:
+            return []
+        names = ["clean"] + list(self.protocol.get("attack_order", []))
+        out = []
+        for e in range(len(self.eps)):
+            prev = self.breaker[e - 1] if e > 0 and self.protocol.get("mode") == "incremental" else None
+            new = self.breaker[e] if prev is None else np.where(prev == self.breaker[e], -1, self.breaker[e])
+            out.append({names[k]: int((new == k).sum()) for k in range(len(names)) if (new == k).any()})
+        return out
 
     def summary(self) -> dict[str, Any]:
-        """The numbers and the protocol, JSON-ready (ε written as k/255 where exact)."""
+        """The numbers, intervals, flags and protocol, JSON-ready (ε written as k/255 where exact)."""
+        broken = self.broken_by() or [{}] * len(self.eps)
         return {"n": int(self.correct.shape[1]), "eps_target": format_eps(self.eps[-1]), "clean": self.clean,
-                "adv": self.adv, "expected_robustness": self.expected,
-                "curve": [{"eps": format_eps(e), "eps_value": e, "accuracy": a} for e, a in zip(self.eps, self.accuracy)],
-                "protocol": self.protocol}
+                "adv": self.adv, "expected_robustness": self.expected, "ci95": self.intervals(),
+                "bootstrap_resamples": self.bootstrap, "eps_weights": self.weights,
+                "curve": [{"eps": format_eps(e), "eps_value": e, "accuracy": a, "broken_by": b}
+                          for e, a, b in zip(self.eps, self.accuracy, broken)],
+                "flags": [f.to_dict() for f in self.flags], "protocol": self.protocol}
 
     def save(self, folder: Path) -> None:
         """Write ``correct.npz`` (the evidence) and ``robustness.json`` (the numbers) into ``folder``."""
         from robustft.runs import atomic_write, write_json
 
-        atomic_write(folder / "correct.npz", lambda f: np.savez_compressed(
-            f, eps=np.asarray(self.eps), correct=self.correct, labels=self.labels))
+        arrays = {"eps": np.asarray(self.eps), "correct": self.correct, "labels": self.labels}
+        if self.breaker is not None:
+            arrays["breaker"] = self.breaker
+        atomic_write(folder / "correct.npz", lambda f: np.savez_compressed(f, **arrays))
         write_json(folder / "robustness.json", self.summary())
 
     @classmethod
@@ -64,5 +101,8 @@ class RobustnessResult:
         """Read a result written by :meth:`save`."""
         with np.load(folder / "correct.npz") as z:
             eps, correct, labels = z["eps"].tolist(), z["correct"], z["labels"]
-        protocol = json.loads((folder / "robustness.json").read_text())["protocol"]
-        return cls(eps, correct, labels, protocol)
+            breaker = z["breaker"] if "breaker" in z else None
+        info = json.loads((folder / "robustness.json").read_text())
+        flags = [Flag(**f) for f in info.get("flags", [])]
+        return cls(eps, correct, labels, info["protocol"], breaker=breaker, weights=info.get("eps_weights"),
+                   bootstrap=info.get("bootstrap_resamples", 0), flags=flags)

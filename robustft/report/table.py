@@ -1,4 +1,4 @@
-"""The results table (Clean / Adv. / E.adv, in %) of one or more run directories."""
+"""Tables: the results table (Clean / Adv. / E.adv, in %) of run directories, and one evaluation in full."""
 
 from __future__ import annotations
 
@@ -6,34 +6,72 @@ import json
 from pathlib import Path
 from typing import Any
 
-from robustft.config import format_eps
+from robustft.config import evaluation_name, format_eps
+from robustft.eval import RobustnessResult
 from robustft.runs import RunDir
 
 
-def run_row(path: str | Path) -> dict[str, Any]:
-    """One table row from a run directory's config, summary.json and eval/robustness.json."""
+def _robustness_file(run: RunDir, evaluation: str | None) -> Path:
+    """eval/NAME/robustness.json (NAME: ``evaluation``, else the run config's own evaluation)."""
+    name = evaluation or evaluation_name(run.config().eval)
+    path = run.evaluation_dir(name) / "robustness.json"
+    legacy = run.eval_dir / "robustness.json"  # runs written before evaluations had names
+    return legacy if evaluation is None and not path.exists() and legacy.exists() else path
+
+
+def run_row(path: str | Path, evaluation: str | None = None) -> dict[str, Any]:
+    """One table row from a run directory's config, summary.json and an evaluation's robustness.json."""
     run = RunDir(Path(path))
     cfg = run.config()
-    summary_path, rob_path = run.path / "summary.json", run.eval_dir / "robustness.json"
+    summary_path, rob_path = run.path / "summary.json", _robustness_file(run, evaluation)
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     rob = json.loads(rob_path.read_text()) if rob_path.exists() else {}
     schedule = "standard" if cfg.objective.name == "standard" else cfg.schedule.kind
+    flags = [f["name"] for f in rob.get("flags", []) if f.get("raised")]
     return {"run": run.path.name, "schedule": schedule, "eps": format_eps(cfg.attack.eps),
             "clean": rob.get("clean"), "adv": rob.get("adv"), "e_adv": rob.get("expected_robustness"),
-            "n": rob.get("n"), "delay": summary.get("delay_epochs"), "train_s": summary.get("train_time_s")}
+            "n": rob.get("n"), "delay": summary.get("delay_epochs"), "train_s": summary.get("train_time_s"),
+            "attacks": "+".join(rob.get("protocol", {}).get("attack_order", [])) or None, "flags": flags}
 
 
 def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.1f}"
 
 
-def results_table(paths: list[str | Path]) -> str:
-    """A Markdown table: run, schedule, ε_g, Clean, Adv., E.adv (%), test n, delay time, train time."""
-    lines = ["| run | schedule | ε_g | Clean | Adv. | E.adv | n | delay (epochs) | train time |",
-             "|---|---|---|---|---|---|---|---|---|"]
+def results_table(paths: list[str | Path], evaluation: str | None = None) -> str:
+    """A Markdown table: run, schedule, ε_g, Clean, Adv., E.adv (%), test n, attacks, sanity flags raised,
+    delay time, train time. ``evaluation`` picks ``eval/NAME`` (default: each run's own)."""
+    lines = ["| run | schedule | ε_g | Clean | Adv. | E.adv | n | attacks | flags | delay (epochs) | train time |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in paths:
-        r = run_row(p)
+        r = run_row(p, evaluation)
         t = "—" if r["train_s"] is None else f"{r['train_s'] / 60:.1f} min"
+        flags = ", ".join(r["flags"]) or ("none" if r["clean"] is not None else "—")
         lines.append(f"| {r['run']} | {r['schedule']} | {r['eps']} | {_pct(r['clean'])} | {_pct(r['adv'])} | "
-                     f"{_pct(r['e_adv'])} | {r['n'] or '—'} | {r['delay'] if r['delay'] is not None else '—'} | {t} |")
+                     f"{_pct(r['e_adv'])} | {r['n'] or '—'} | {r['attacks'] or '—'} | {flags} | "
+                     f"{r['delay'] if r['delay'] is not None else '—'} | {t} |")
+    return "\n".join(lines)
+
+
+def evaluation_report(result: RobustnessResult) -> str:
+    """One evaluation in Markdown: the curve with what broke each example, the headline numbers with
+    their 95 % intervals, and the sanity flags."""
+    names = ["clean"] + list(result.protocol.get("attack_order", []))
+    lines = ["| ε | accuracy (%) | " + " | ".join(f"broken by {n}" for n in names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for e, acc, broken in zip(result.eps, result.accuracy, result.broken_by() or [{}] * len(result.eps)):
+        lines.append(f"| {format_eps(e)} | {100 * acc:.1f} | " + " | ".join(str(broken.get(n, 0)) for n in names) + " |")
+    ci = result.intervals()
+    lines.append("")
+    for key, label, value in (("clean", "Clean", result.clean), ("adv", f"Adv. (ε={format_eps(result.eps[-1])})", result.adv),
+                              ("expected_robustness", "E.adv", result.expected)):
+        interval = f" (95 % CI {_pct(ci[key][0])}–{_pct(ci[key][1])})" if key in ci else ""
+        lines.append(f"- {label}: {_pct(value)} %{interval}")
+    lines.append(f"- n = {result.correct.shape[1]}, mode {result.protocol.get('mode')}, attacks: "
+                 + ", ".join(names[1:]))
+    if result.flags:
+        lines.append("\nSanity checks:")
+        for f in result.flags:
+            mark = "RAISED" if f.raised else ("n/a" if f.raised is None else "ok")
+            lines.append(f"- [{mark}] {f.name}: {f.message}")
     return "\n".join(lines)

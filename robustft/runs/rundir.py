@@ -5,7 +5,8 @@
     RUN/metrics.jsonl        one JSON row per logged step and per epoch
     RUN/checkpoints/last.pt  model, optimiser, schedule position, RNG state (written atomically)
     RUN/summary.json         training summary (wall time, delay time, final validation accuracy)
-    RUN/eval/                robustness.json and correct.npz from the evaluation
+    RUN/eval/NAME/           one evaluation (NAME: its attacks): robustness.json and correct.npz, and
+                             partial.npz while it runs (a killed evaluation resumes from it)
     RUN/DONE                 written last, when training and evaluation have finished
 """
 
@@ -49,12 +50,24 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
+def versions() -> dict[str, str]:
+    """Versions of robustft and the packages its numbers depend on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("robustft", "torch", "torchvision", "timm", "pyautoattack"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
 def environment() -> dict[str, Any]:
     """Versions and machine facts worth keeping beside results."""
-    import timm
     import torch
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
+    return {"python": platform.python_version(), **versions(),
             "platform": platform.platform(), "cuda": torch.cuda.is_available(),
             "threads": torch.get_num_threads(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
@@ -80,6 +93,10 @@ class RunDir:
     @property
     def eval_dir(self) -> Path:
         return self.path / "eval"
+
+    def evaluation_dir(self, name: str) -> Path:
+        """The folder of one evaluation, ``eval/NAME``."""
+        return self.eval_dir / name
 
     @property
     def done(self) -> bool:

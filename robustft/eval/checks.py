@@ -1,0 +1,201 @@
+"""Sanity checks against false robustness, run on every evaluation and written into its result.
+
+Each check returns a :class:`Flag`; ``raised`` is True when the check found a problem, False when it
+passed and None when it does not apply. What each one catches:
+
+- ``eval_mode``: modules still in training mode after ``model.eval()`` (BatchNorm statistics moving,
+  dropout active).
+- ``deterministic``: two forward passes on the same batch differ (dropout left on, a randomised defence):
+  attacks then chase noise.
+- ``eps0_is_clean``: the ε = 0 row of the evidence differs from predictions recomputed in other batches
+  and another order (batch-dependent outputs, BatchNorm in training mode, randomness).
+- ``logits``: outputs look like probabilities or log-probabilities; cross-entropy attacks on them get
+  vanishing gradients.
+- ``input_gradients``: examples whose input gradient of the cross-entropy is exactly zero (saturated
+  softmax, non-differentiable layers): gradient attacks cannot move them.
+- ``monotone``: an independent-mode curve rises with ε (the attack got weaker as the ball grew).
+- ``black_box``: the black-box Square attack alone beats the white-box evaluation at ε_g on a subset
+  (gradient masking).
+- ``large_eps``: accuracy under APGD-CE at a very large ε (0.5 in ℓ∞: enough to turn any image into
+  grey) stays above ``large_eps_max_accuracy``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustft.config import format_eps
+from robustft.data import ImageSource, eval_batches
+
+if TYPE_CHECKING:
+    from robustft.eval.result import RobustnessResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Flag:
+    """The outcome of one check: ``raised`` True (a problem), False (passed) or None (not applicable)."""
+
+    name: str
+    raised: bool | None
+    message: str
+    value: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SanityChecks:
+    """The checks of the module docstring, with their budgets and thresholds.
+
+    Args:
+        n: examples (an even spread over the evaluated set) for the black-box and large-ε checks.
+        square_queries: queries of the Square attack in the black-box check.
+        large_eps: radius of the large-ε check; None: 0.5 in ℓ∞, 0.5·√d in ℓ2 (d = input size).
+        large_eps_max_accuracy: accuracy above which the large-ε check is raised.
+        norm: the threat model of the evaluation, ``linf`` or ``l2``.
+    """
+
+    n: int = 100
+    square_queries: int = 1000
+    large_eps: float | None = None
+    large_eps_max_accuracy: float = 0.1
+    norm: str = "linf"
+
+    def __call__(self, model: nn.Module, source: ImageSource, result: "RobustnessResult", *,
+                 device: torch.device, image_size: int, batch_size: int = 256) -> list[Flag]:
+        """Run every check on ``model`` evaluated on ``source`` with evidence ``result``."""
+        model.eval()
+        subset = np.unique(np.linspace(0, len(source) - 1, min(self.n, len(source))).round().astype(int))
+        x, y = next(iter(eval_batches(source.subset(subset), image_size, len(subset))))
+        x, y = x.to(device), y.to(device)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(int(result.protocol.get("seed", 0)))
+            flags = [check_eval_mode(model), check_deterministic(model, x), check_logits(model, x),
+                     check_eps0_is_clean(model, source, result, device, image_size, batch_size),
+                     check_input_gradients(model, x, y), check_monotone(result),
+                     self.check_black_box(model, x, y, result, subset), self.check_large_eps(model, x, y)]
+        for f in flags:
+            (log.warning if f.raised else log.info)("check %s: %s", f.name, f.message)
+        return flags
+
+    def check_black_box(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, result: "RobustnessResult",
+                        subset: np.ndarray) -> Flag:
+        """Square alone at ε_g on the subset versus the evaluation's worst case on the same examples."""
+        from robustft.attacks import AutoAttack
+
+        eps = result.eps[-1]
+        if eps == 0:
+            return Flag("black_box", None, "ε_g = 0: nothing to attack")
+        square = AutoAttack(components=("square",), square_queries=self.square_queries, norm=self.norm)
+        with torch.no_grad():
+            black = (model(square(model, x, y, eps)).argmax(1) == y).cpu().numpy()
+        white = result.correct[-1, subset]
+        beaten = int((white & ~black).sum())
+        msg = (f"Square ({self.square_queries} queries) alone: {100 * black.mean():.1f} % vs the evaluation's "
+               f"{100 * white.mean():.1f} % at ε={format_eps(eps)} on {len(subset)} examples; it broke {beaten} "
+               "the evaluation's attacks did not")
+        raised = bool(black.mean() < white.mean())
+        if raised:
+            msg += ": the white-box attacks are weaker than a black-box one, a sign of gradient masking"
+        return Flag("black_box", raised, msg, float(white.mean() - black.mean()))
+
+    def check_large_eps(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Flag:
+        """APGD-CE at a radius large enough to erase any image should leave almost nothing correct."""
+        from robustft.attacks import APGD, build_threat_model
+
+        eps = self.large_eps or (0.5 if self.norm == "linf" else 0.5 * float(x[0].numel()) ** 0.5)
+        attack = APGD(num_steps=10, select="misclassified", threat=build_threat_model(self.norm))
+        with torch.no_grad():
+            acc = (model(attack(model, x, y, eps)).argmax(1) == y).float().mean().item()
+        raised = acc > self.large_eps_max_accuracy
+        msg = f"accuracy {100 * acc:.1f} % under APGD-CE at ε={eps:.3g} ({self.norm})"
+        if raised:
+            msg += f", above {100 * self.large_eps_max_accuracy:.0f} %: the attack cannot find its way, or ε is " \
+                   "in the wrong units (pixels in [0, 1] are expected)"
+        return Flag("large_eps", raised, msg, acc)
+
+
+def check_eval_mode(model: nn.Module) -> Flag:
+    training = [name or type(m).__name__ for name, m in model.named_modules() if m.training]
+    if training:
+        return Flag("eval_mode", True, f"{len(training)} module(s) still in training mode after model.eval(), "
+                    f"e.g. {training[:3]}", float(len(training)))
+    return Flag("eval_mode", False, "every module is in eval mode", 0.0)
+
+
+def check_deterministic(model: nn.Module, x: torch.Tensor) -> Flag:
+    with torch.no_grad():
+        a, b = model(x), model(x)
+    diff = (a - b).abs().max().item()
+    scale = a.abs().max().item() + 1e-12
+    if diff > 1e-5 * scale:
+        return Flag("deterministic", True, f"two forward passes on the same inputs differ by up to {diff:.3g}: "
+                    "dropout left on or a randomised model; attacks chase noise", diff)
+    return Flag("deterministic", False, "repeated forward passes agree", diff)
+
+
+def check_logits(model: nn.Module, x: torch.Tensor) -> Flag:
+    with torch.no_grad():
+        out = model(x).double()
+    probs = out.min() >= -1e-5 and out.max() <= 1 + 1e-5 and torch.allclose(out.sum(1), torch.ones_like(out[:, 0]), atol=1e-4)
+    log_probs = out.max() <= 1e-5 and torch.allclose(out.logsumexp(1), torch.zeros_like(out[:, 0]), atol=1e-4)
+    if probs or log_probs:
+        kind = "probabilities" if probs else "log-probabilities"
+        return Flag("logits", True, f"the model outputs look like {kind}, not logits: cross-entropy attacks "
+                    "on them get vanishing gradients; remove the final softmax", 1.0)
+    return Flag("logits", False, "the model outputs logits", 0.0)
+
+
+def check_eps0_is_clean(model: nn.Module, source: ImageSource, result: "RobustnessResult", device: torch.device,
+                        image_size: int, batch_size: int) -> Flag:
+    """Recompute clean predictions in reverse order and other batches; they must match row 0 exactly."""
+    order = np.arange(len(source))[::-1].copy()
+    size = max(1, batch_size // 2 - 1)
+    preds = []
+    with torch.no_grad():
+        for xb, yb in eval_batches(source.subset(order), image_size, size):
+            preds.append((model(xb.to(device)).argmax(1).cpu() == yb).numpy())
+    again = np.empty(len(source), dtype=bool)
+    again[order] = np.concatenate(preds)
+    differ = int((again != result.correct[0]).sum())
+    if differ:
+        return Flag("eps0_is_clean", True, f"{differ} example(s) change correctness when clean accuracy is "
+                    "recomputed in other batches: outputs depend on the batch or on chance", float(differ))
+    return Flag("eps0_is_clean", False, f"ε=0 row equals clean accuracy ({100 * again.mean():.1f} %) exactly", 0.0)
+
+
+def check_input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Flag:
+    from robustft.attacks import crafting
+
+    with crafting(model):
+        xg = x.clone().requires_grad_(True)
+        grad = torch.autograd.grad(F.cross_entropy(model(xg), y, reduction="sum"), xg)[0]
+    zero = int((grad.flatten(1).abs().sum(1) == 0).sum())
+    if zero:
+        return Flag("input_gradients", True, f"{zero} of {len(y)} examples have an exactly zero input gradient: "
+                    "gradient attacks cannot move them (saturated softmax or a non-differentiable layer); "
+                    "add apgd-t or square to the attacks", zero / len(y))
+    return Flag("input_gradients", False, f"input gradients are non-zero on all {len(y)} examples", 0.0)
+
+
+def check_monotone(result: "RobustnessResult") -> Flag:
+    if result.protocol.get("mode") == "incremental":
+        return Flag("monotone", None, "incremental evaluation: monotone by construction")
+    acc = np.asarray(result.accuracy)
+    rise = np.diff(acc)
+    if (rise > 0).any():
+        e = int(rise.argmax())
+        return Flag("monotone", True, f"accuracy rises with ε, by up to {100 * rise.max():.1f} points from "
+                    f"ε={format_eps(result.eps[e])} to {format_eps(result.eps[e + 1])}: the attack is weak or the "
+                    "model masks gradients", float(rise.max()))
+    return Flag("monotone", False, "accuracy does not rise with ε", 0.0)
