@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from robustft.data import ImageArray
 
 
 def fit_briefly(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, seed: int = 2) -> nn.Module:
@@ -19,3 +24,20 @@ def fit_briefly(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, 
         opt.step()
     model.zero_grad(set_to_none=True)
     return model.eval()
+
+
+def toy_images(n: int, seed: int, classes: int = 3) -> "ImageArray":
+    """uint8 [N, 3, 8, 8]. With 3 classes the label is the channel with the highest mean; with 4, the
+    image quadrant with the highest mean brightness."""
+    from robustft.data import ImageArray
+
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8)
+    if classes == 3:
+        labels = images.float().mean((2, 3)).argmax(1)
+    elif classes == 4:
+        q = images.float().mean(1).unfold(1, 4, 4).unfold(2, 4, 4).mean((-1, -2))  # [N, 2, 2]
+        labels = q.flatten(1).argmax(1)
+    else:
+        raise ValueError(f"toy_images has 3 or 4 classes, not {classes}")
+    return ImageArray(images, labels)

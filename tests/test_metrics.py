@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import fit_briefly
+from helpers import fit_briefly, toy_images
 import torch
 from torch import nn
 
@@ -110,26 +110,18 @@ def test_result_save_load_round_trip(tmp_path, result):
 
 
 # ------------------------------------------------------------------------------------ evaluator
-def _toy_images(n: int, seed: int) -> ImageArray:
-    """uint8 [N, 3, 8, 8]; the label is the channel with the highest mean."""
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8)
-    labels = images.float().mean((2, 3)).argmax(1)
-    return ImageArray(images, labels)
-
-
 @pytest.fixture(scope="module")
 def toy_model() -> nn.Module:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Dropout(0.3), nn.Linear(8, 3))
-    train = _toy_images(128, seed=1)
+    train = toy_images(128, seed=1)
     return fit_briefly(model, to_float(train.images, 8), train.labels, steps=80)
 
 
 @pytest.fixture(scope="module")
 def holdout() -> ImageArray:
-    return _toy_images(24, seed=5)
+    return toy_images(24, seed=5)
 
 
 def _clean_correct(model: nn.Module, source: ImageArray) -> np.ndarray:

@@ -1,0 +1,136 @@
+"""Sanity checks against false robustness: a normal model raises none; each broken model raises its own."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import fit_briefly, toy_images
+from torch import nn
+
+from robustft.attacks import APGD
+from robustft.data import to_float
+from robustft.eval import RobustnessResult, SanityChecks, evaluate
+
+CPU = torch.device("cpu")
+EPS = 8 / 255
+
+
+@pytest.fixture(scope="module")
+def normal() -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Dropout(0.3), nn.Linear(8, 3))
+    train = toy_images(256, seed=1)
+    return fit_briefly(net, to_float(train.images, 8), train.labels, steps=150)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return toy_images(48, seed=5)
+
+
+class DropoutLeftOn(nn.Module):
+    """Dropout applied whatever the mode (F.dropout with training=True)."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return F.dropout(self.inner(x), 0.5, training=True)
+
+
+class StuckInTraining(nn.Module):
+    """A model whose ``train(False)`` leaves its BatchNorm layers in training mode."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.train(True)
+        return self
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+class Quantized(nn.Module):
+    """Inputs rounded to 8 levels first: zero input gradient everywhere (gradient masking)."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(torch.round(x * 7) / 7)
+
+
+class Constant(nn.Module):
+    """Ignores its input: always the same logits."""
+
+    def forward(self, x):
+        return torch.tensor([2.0, 0.0, 0.0]).expand(len(x), 3) + 0 * x.flatten(1)[:, :1]
+
+
+def _check(model: nn.Module, data, mode: str = "incremental") -> dict[str, object]:
+    import copy
+
+    model = copy.deepcopy(model)
+    result = evaluate(model, data, [2 / 255, 4 / 255, EPS], {"apgd-ce": APGD(num_steps=10, select="misclassified")},
+                      device=CPU, image_size=8, batch_size=16, mode=mode, seed=1,
+                      checks=SanityChecks(n=48, square_queries=100))
+    return {f.name: f.raised for f in result.flags}
+
+
+ALL = {"eval_mode", "deterministic", "logits", "eps0_is_clean", "input_gradients", "monotone", "black_box",
+       "large_eps"}
+
+
+def test_a_normal_model_raises_no_flag(normal, data):
+    flags = _check(normal, data)
+    assert set(flags) == ALL
+    assert [name for name, raised in flags.items() if raised] == []
+    assert flags["monotone"] is None  # incremental: monotone by construction, not checked
+    flags = _check(normal, data, mode="independent")
+    assert [name for name, raised in flags.items() if raised] == []
+    assert flags["monotone"] is False
+
+
+def test_dropout_left_on_is_flagged(normal, data):
+    flags = _check(DropoutLeftOn(normal), data)
+    assert flags["deterministic"] and flags["eps0_is_clean"]
+
+
+def test_a_model_stuck_in_training_mode_is_flagged(normal, data):
+    flags = _check(StuckInTraining(normal), data)
+    assert flags["eval_mode"] and flags["eps0_is_clean"]  # BatchNorm on batch statistics: batch-dependent
+
+
+def test_softmax_outputs_are_flagged(normal, data):
+    flags = _check(nn.Sequential(normal, nn.Softmax(dim=1)), data)
+    assert flags["logits"]
+    assert _check(nn.Sequential(normal, nn.LogSoftmax(dim=1)), data)["logits"]
+
+
+def test_gradient_masking_is_flagged(normal, data):
+    flags = _check(Quantized(normal), data)
+    assert flags["input_gradients"] and flags["black_box"]
+
+
+def test_a_model_that_ignores_its_input_fails_the_large_eps_check(data):
+    assert _check(Constant(), data)["large_eps"]
+
+
+def test_rising_independent_curve_is_flagged():
+    correct = np.stack([np.arange(10) < k for k in (8, 4, 6)])
+    result = RobustnessResult([0, 1 / 255, 2 / 255], correct, np.zeros(10, dtype=int), {"mode": "independent"})
+    from robustft.eval.checks import check_monotone
+
+    flag = check_monotone(result)
+    assert flag.raised and flag.value == pytest.approx(0.2) and "1/255" in flag.message

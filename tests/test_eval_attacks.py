@@ -1,0 +1,139 @@
+"""Evaluation attacks: every name in the registry keeps the attack contract; DLR losses; APGD-T; the
+reference AutoAttack wrapper; our APGD-CE against the reference one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import fit_briefly
+from test_attacks import Recorder, assert_in_ball
+from torch import nn
+
+from robustft.attacks import APGD, AutoAttack, build_eval_attacks
+from robustft.attacks.losses import dlr, dlr_targeted
+from robustft.config import EVAL_ATTACKS, EvalConfig
+
+EPS = {"linf": 8 / 255, "l2": 0.5}
+
+
+def four_class_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random 3×8×8 images; the label is the brightest quadrant."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, 8, 8, generator=g)
+    return x, x.mean(1).unfold(1, 4, 4).unfold(2, 4, 4).mean((-1, -2)).flatten(1).argmax(1)
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(192, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Dropout(0.2),
+                        nn.Linear(32, 4))
+    x, y = four_class_data(512, seed=1)
+    return fit_briefly(net, x, y, steps=300)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return four_class_data(32, seed=3)
+
+
+def _attacks(norm: str):
+    cfg = EvalConfig(attacks=list(EVAL_ATTACKS), num_steps=5, square_queries=50)
+    return build_eval_attacks(cfg, norm)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("name", EVAL_ATTACKS)
+def test_every_eval_attack_keeps_the_contract(model, batch, name, norm):
+    x, y = batch
+    attack = _attacks(norm)[name]
+    model.train()
+    grads_before = [p.grad for p in model.parameters()]
+    torch.manual_seed(0)
+    x_adv = attack(model, x, y, EPS[norm])
+    rng_after = torch.get_rng_state()
+    assert_in_ball(x_adv, x, EPS[norm], norm)
+    assert model.training, "mode restored"
+    assert all(p.requires_grad for p in model.parameters())
+    assert [p.grad for p in model.parameters()] == grads_before
+    if isinstance(attack, AutoAttack):
+        # the reference reseeds the global generator; the wrapper draws its seed and restores the rest
+        torch.manual_seed(0)
+        torch.randint(0, 2**31 - 1, ())
+        assert torch.equal(rng_after, torch.get_rng_state())
+    model.eval()
+    with torch.no_grad():
+        clean, adv = (model(x).argmax(1) == y), (model(x_adv).argmax(1) == y)
+    assert adv.sum() < clean.sum(), f"{name} broke nothing"
+    assert not (adv & ~clean).any() or name == "pgd", "evaluation attacks never repair a wrong example"
+    # ε = 0 is the identity and runs nothing
+    rec = nn.Sequential(Recorder(), model)
+    assert attack(rec, x, y, 0.0) is x and rec[0].modes == []
+
+
+def test_autoattack_wrapper_is_reproducible_from_the_torch_seed(model, batch):
+    x, y = batch
+    square = AutoAttack(components=("square",), square_queries=30)
+    torch.manual_seed(5)
+    a = square(model.eval(), x, y, 8 / 255)
+    torch.manual_seed(5)
+    b = square(model, x, y, 8 / 255)
+    assert torch.equal(a, b)
+
+
+def test_dlr_is_positive_exactly_when_misclassified_and_scale_invariant():
+    logits = torch.tensor([[3.0, 1.0, 0.0, -1.0], [1.0, 3.0, 0.0, -1.0], [0.5, 0.4, 0.3, 0.0]])
+    y = torch.tensor([0, 0, 0])
+    loss = dlr(logits, y)
+    assert loss[0] < 0 and loss[1] > 0 and loss[2] < 0
+    assert loss[0] == pytest.approx(-(3 - 1) / (3 - 0))
+    assert torch.allclose(dlr(5 * logits + 7, y), loss)  # invariant to shift and scale
+
+
+def test_targeted_dlr_by_hand():
+    logits = torch.tensor([[3.0, 1.0, 0.0, -1.0]])
+    value = dlr_targeted(logits, torch.tensor([0]), torch.tensor([2]))
+    assert value.item() == pytest.approx(-(3 - 0) / (3 - 0.5 * (0 + -1)))
+    with pytest.raises(ValueError, match="target"):
+        dlr_targeted(logits, torch.tensor([0]), None)
+
+
+def test_apgd_t_tries_the_most_likely_classes_in_turn(model, batch):
+    x, y = batch
+    seen_targets = []
+
+    class Spy(APGD):
+        def _run(self, model, x, y, eps, target):
+            seen_targets.append(target.clone())
+            return super()._run(model, x, y, eps, target)
+
+    Spy(num_steps=3, loss="dlr-targeted", targets=3, select="misclassified")(model.eval(), x, y, 8 / 255)
+    with torch.no_grad():
+        order = model(x).argsort(1, descending=True)
+    assert 1 <= len(seen_targets) <= 3
+    assert torch.equal(seen_targets[0], order[:, 1])  # first the runner-up class, on every example
+    for k, t in enumerate(seen_targets[1:], start=2):
+        assert len(t) < len(x)  # later targets only on examples not yet broken
+        assert set(t.tolist()) <= set(order[:, k].tolist())
+
+
+def test_dlr_losses_need_enough_classes():
+    three = nn.Sequential(nn.Flatten(), nn.Linear(12, 3)).eval()
+    x, y = torch.rand(4, 3, 2, 2), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match="at least 4 classes"):
+        APGD(loss="dlr-targeted")(three, x, y, 0.1)
+    APGD(loss="dlr", num_steps=2)(three, x, y, 0.1)  # 3 classes are enough for untargeted DLR
+
+
+def test_our_apgd_ce_matches_the_reference(model):
+    """Same budget (10 steps, 1 restart) on 256 examples: robust accuracies within 3 examples in 100."""
+    x, y = four_class_data(256, seed=9)
+    ours, ref = APGD(num_steps=10, select="misclassified"), AutoAttack(components=("apgd-ce",), num_steps=10)
+    torch.manual_seed(0)
+    model.eval()
+    with torch.no_grad():
+        clean = (model(x).argmax(1) == y).float().mean().item()
+        acc_ours = (model(ours(model, x, y, 4 / 255)).argmax(1) == y).float().mean().item()
+        acc_ref = (model(ref(model, x, y, 4 / 255)).argmax(1) == y).float().mean().item()
+    assert acc_ours < clean - 0.1
+    assert abs(acc_ours - acc_ref) <= 0.03
