@@ -389,6 +389,10 @@ def test_build_eval_attacks():
     assert (pgd.num_steps, pgd.restarts, pgd.rel_step_size) == (5, 2, 0.25)
     assert attacks["autoattack"] == AutoAttack(norm="l2")
     assert attacks["square"] == AutoAttack(components=("square",), square_queries=300, norm="l2")
+    reference = build_eval_attacks(cfg.__class__(attacks=["aa-apgd-ce"], num_steps=7), "linf")["aa-apgd-ce"]
+    configured = reference._reference(nn.Linear(3, 4), torch.zeros(1, 3), 8 / 255, seed=0)
+    assert configured.attacks_to_run == ["apgd-ce"]
+    assert (configured.apgd.n_iter, configured.apgd.n_restarts, configured.apgd.n_iter_2) == (7, 1, 1)
     described = describe_attack("apgd-t", attacks["apgd-t"])
     assert described["implementation"] == "robustft APGD" and described["threat"] == "l2"
     assert described["num_steps"] == 5 and described["restarts"] == 2

@@ -39,7 +39,8 @@ EVAL_BUILDERS: dict[str, Callable[[EvalConfig, str], Attack]] = {
                                  select="misclassified", threat=build_threat_model(norm)),
     "square": lambda cfg, norm: AutoAttack(components=("square",), square_queries=cfg.square_queries, norm=norm),
     "autoattack": lambda cfg, norm: AutoAttack(norm=norm),
-    "aa-apgd-ce": lambda cfg, norm: AutoAttack(components=("apgd-ce",), num_steps=cfg.num_steps, norm=norm),
+    "aa-apgd-ce": lambda cfg, norm: AutoAttack(components=("apgd-ce",), num_steps=cfg.num_steps,
+                                               restarts=cfg.restarts, norm=norm),
 }
 assert set(EVAL_BUILDERS) == set(EVAL_ATTACKS)
 

@@ -34,12 +34,14 @@ class AutoAttack:
             target classes, then Square with 5000 queries); otherwise the reference attacks to run, in
             order, each only on the examples still robust (a subset of ``COMPONENTS``).
         num_steps: iterations of APGD-CE / APGD-DLR / APGD-T when ``components`` is given (None: 100).
+        restarts: restarts of APGD-CE / APGD-DLR when ``components`` is given (the standard version uses 1).
         square_queries: queries of Square when ``components`` is given (None: 5000).
         norm: ``linf`` or ``l2``.
     """
 
     components: tuple[str, ...] = ()
     num_steps: int | None = None
+    restarts: int = 1
     square_queries: int | None = None
     norm: str = "linf"
 
@@ -72,6 +74,7 @@ class AutoAttack:
                            seed=seed, device=x.device)
             for apgd in (aa.apgd, aa.apgd_targeted):
                 _set_iterations(apgd, self.num_steps or 100)
+            aa.apgd.n_restarts = self.restarts  # the custom version would otherwise keep 5
             aa.square.n_queries = self.square_queries or 5000
         else:
             aa = Reference(model, norm=_NORMS[self.norm], eps=eps, version="standard", seed=seed, device=x.device)
