@@ -218,7 +218,7 @@ class EvalConfig:
     """Queries of the square attack (model evaluations per example)."""
     mode: str = "incremental"
     """``incremental`` (attack at each ε only the examples still correct at the previous ε; monotone)
-    or ``independent`` (attack every example at every ε)."""
+    or ``independent`` (attack every clean-correct example at every ε)."""
     n: int | None = 1000
     """Test examples evaluated (stratified subset of the test split); null uses all."""
     seed: int = 0

@@ -60,8 +60,12 @@ def test_incremental_curve_monotone_and_not_above_independent(model, data):
     ind = _run(model, data, attacks, mode="independent")
     assert all(np.diff(inc.accuracy) <= 0)
     assert not (inc.correct[1:] & ~inc.correct[:-1]).any()
-    assert np.array_equal(inc.correct[0], ind.correct[0])
+    assert np.array_equal(inc.correct[:2], ind.correct[:2])  # same examples and seed up to the first ε > 0
+    assert not (ind.correct[1:] & ~ind.correct[0]).any(), "clean mistakes stay wrong in independent mode too"
     assert inc.correct.sum() <= ind.correct.sum()
+    broken = ind.broken_by()
+    for e in range(1, 5):
+        assert sum(broken[e].values()) == ind.correct[0].sum() - ind.correct[e].sum()
 
 
 class Interrupting:

@@ -3,7 +3,9 @@
 In ``incremental`` mode the grid is walked upward and only the examples still correct at the previous
 ε are attacked: an adversarial example inside a small ball is inside every larger one, so the curve is
 monotone by construction and the cost falls as accuracy falls. ``independent`` attacks every example
-at every ε (for comparison; its curve may rise with ε, a sign of a weak attack or gradient masking).
+that is correct on clean inputs at every ε (for comparison; its curve may rise with ε, a sign of a weak
+attack or gradient masking). In both modes an example misclassified on clean inputs counts as wrong at
+every ε, as in AutoAttack, and at the first ε > 0 both modes attack the same examples with the same seed.
 At each ε the attacks run in order, each on the examples the previous ones left standing, so a
 row of the evidence matrix is the worst case over all attacks. The evidence is saved after each ε when
 a ``state_path`` is given, and a killed evaluation resumes from there with the same result.
@@ -94,10 +96,10 @@ def evaluate(model: nn.Module, source: ImageSource, eps_grid: list[float], attac
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for e in range(start, len(grid)):
             torch.manual_seed(seed + e)
-            # incremental: only what survived the previous ε is attacked; the rest stays broken
-            carry = mode == "incremental" and e > 0
-            row = correct[e - 1].copy() if carry else np.ones(len(labels), dtype=bool)
-            breaker[e] = breaker[e - 1] if carry else -1
+            # attacked: what survived the previous ε (incremental) or clean (independent); the rest stays broken
+            base = e - 1 if mode == "incremental" else 0
+            row = correct[base].copy() if e > 0 else np.ones(len(labels), dtype=bool)
+            breaker[e] = breaker[base] if e > 0 else -1
             steps = [("clean", None)] if grid[e] == 0 else list(attacks.items())
             for k, (name, attack) in enumerate(steps):
                 todo = np.flatnonzero(row)

@@ -65,13 +65,14 @@ class RobustnessResult:
         return [f for f in self.flags if f.raised]
 
     def broken_by(self) -> list[dict[str, int]]:
-        """Per ε: how many examples each attack was first to break (incremental: at that ε)."""
+        """Per ε: how many examples each attack broke there (not counting those already wrong before: at
+        the previous ε in incremental mode, on clean inputs in independent mode)."""
         if self.breaker is None:
             return []
         names = ["clean"] + list(self.protocol.get("attack_order", []))
         out = []
         for e in range(len(self.eps)):
-            prev = self.breaker[e - 1] if e > 0 and self.protocol.get("mode") == "incremental" else None
+            prev = None if e == 0 else self.breaker[e - 1 if self.protocol.get("mode") == "incremental" else 0]
             new = self.breaker[e] if prev is None else np.where(prev == self.breaker[e], -1, self.breaker[e])
             out.append({names[k]: int((new == k).sum()) for k in range(len(names)) if (new == k).any()})
         return out
