@@ -2,8 +2,9 @@
 
 The step starts at 2ε and is halved, per example, at checkpoints where the loss rose in fewer than
 ρ = 75 % of the steps since the last checkpoint, or where the best loss did not improve and the step was
-not already halved at the previous checkpoint (this second rule is off at the first checkpoint, as in
-the reference implementation); a halving restarts from the best point found. Momentum is 0.75.
+not already halved at the previous checkpoint; a halving restarts from the best point found. At the
+first checkpoint, as in the reference implementation (pyautoattack), the first move away from the
+starting point counts as a rise and the second rule is off. Momentum is 0.75.
 Checkpoints fall at 22 % of the budget, then at intervals shrinking by 3 % to at least 6 %.
 
 The loss is cross-entropy (APGD-CE), DLR (APGD-DLR) or targeted DLR (APGD-T: one run per target class,
@@ -200,7 +201,10 @@ class APGD:
                       best_now: torch.Tensor, halved_before: torch.Tensor) -> torch.Tensor:
         """Per-example: too few loss increases since the last checkpoint, or no progress without a halving."""
         window = torch.stack(history[start:end + 1])
-        increases = (window[1:] > window[:-1]).sum(0)
+        rises = window[1:] > window[:-1]
+        if start == 0:  # as in the reference implementation, the first move from the start counts as a rise
+            rises[0] = True
+        increases = rises.sum(0)
         oscillating = increases <= self.rho * (end - start)
         stalled = ~halved_before & (best_before >= best_now)
         return oscillating | stalled
