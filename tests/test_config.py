@@ -287,3 +287,32 @@ def test_list_given_to_scalar_field_rejected():
         load_config(None, ["train.epochs=[3]"])
     with pytest.raises(ConfigError, match="attack.eps"):
         load_config(None, ["attack.eps=[8/255]"])
+
+
+def test_eps_grid_specs():
+    from robustft.config import parse_eps_grid
+
+    assert parse_eps_grid("0:8/255:1/255") == pytest.approx([i / 255 for i in range(9)])
+    assert parse_eps_grid("0:0.035:0.01") == pytest.approx([0, 0.01, 0.02, 0.03, 0.035])  # stop included
+    assert parse_eps_grid("0, 4/255,8/255") == pytest.approx([0, 4 / 255, 8 / 255])
+    for bad in ("0:8/255", "0:8/255:0", "8/255:0:1/255", "0:x:1/255"):
+        with pytest.raises(ValueError):
+            parse_eps_grid(bad)
+
+
+def test_eval_attacks_presets_names_and_old_configs():
+    from robustft.config import evaluation_name, expand_attacks
+
+    cfg = load_config(None, ["eval.attacks=cheap,apgd-t,apgd-ce"])
+    assert cfg.eval.attacks == ["cheap", "apgd-t", "apgd-ce"]
+    assert expand_attacks(cfg.eval.attacks) == ["apgd-ce", "apgd-t"]
+    assert evaluation_name(cfg.eval) == "apgd-ce+apgd-t"
+    assert evaluation_name(cfg.replace("eval", attacks=["strong"], mode="independent").eval) == "autoattack-independent"
+    # a config written before eval.attacks existed still loads
+    assert config_from_dict({"eval": {"attack": "pgd"}}).eval.attacks == ["pgd"]
+    with pytest.raises(ConfigError, match="eval.attacks"):
+        load_config(None, ["eval.attacks=cw"])
+    with pytest.raises(ConfigError, match="eval.eps_weights"):
+        load_config(None, ["eval.eps_weights=[0, 0]"])
+    with pytest.raises(ConfigError, match="eval.bootstrap"):
+        load_config(None, ["eval.bootstrap=-1"])

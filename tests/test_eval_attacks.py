@@ -14,6 +14,7 @@ from robustft.attacks.losses import dlr, dlr_targeted
 from robustft.config import EVAL_ATTACKS, EvalConfig
 
 EPS = {"linf": 8 / 255, "l2": 0.5}
+CPU_DEVICE = torch.device("cpu")
 
 
 def four_class_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,3 +138,23 @@ def test_our_apgd_ce_matches_the_reference(model):
         acc_ref = (model(ref(model, x, y, 4 / 255)).argmax(1) == y).float().mean().item()
     assert acc_ours < clean - 0.1
     assert abs(acc_ours - acc_ref) <= 0.03
+
+
+@pytest.mark.parametrize("num_steps", [7, 10, 20])
+def test_our_apgd_iterates_exactly_like_the_reference(model, num_steps):
+    """Without random start both are deterministic: the best loss per example and the fooled set agree."""
+    from pyautoattack.autopgd_base import APGDAttack
+
+    from robustft.attacks import crafting
+
+    x, y = four_class_data(64, seed=4)
+    model.eval()
+    ref = APGDAttack(model, n_iter=num_steps, norm="Linf", eps=6 / 255, seed=0, loss="ce", device=CPU_DEVICE)
+    ref.init_hyperparam(x)
+    with torch.enable_grad():
+        _, ref_robust, ref_loss, _ = ref.attack_single_run(x, y, x_init=x.clone())
+    with crafting(model):
+        state = APGD(num_steps=num_steps, random_start=False)._run(model, x, y, 6 / 255, None)
+    assert torch.allclose(state.loss_best, ref_loss, rtol=1e-5, atol=1e-6)
+    assert torch.equal(~state.fooled, ref_robust.bool())
+    assert 0 < state.fooled.sum() < len(y)
