@@ -88,7 +88,7 @@ def _check(model: nn.Module, data, mode: str = "incremental") -> dict[str, objec
     return {f.name: f.raised for f in result.flags}
 
 
-ALL = {"eval_mode", "deterministic", "logits", "eps0_is_clean", "input_gradients", "monotone", "black_box",
+ALL = {"eval_mode", "deterministic", "logits", "eps0_is_clean", "input_gradients", "monotone", "black_box", "converged",
        "large_eps"}
 
 
@@ -134,3 +134,13 @@ def test_rising_independent_curve_is_flagged():
 
     flag = check_monotone(result)
     assert flag.raised and flag.value == pytest.approx(0.2) and "1/255" in flag.message
+
+
+def test_an_unconverged_attack_is_flagged(normal, data):
+    from robustft.attacks import PGD
+
+    weak = PGD(num_steps=1, rel_step_size=0.1, random_start=False, select="misclassified")
+    result = evaluate(normal, data, [EPS], {"weak": weak}, device=CPU, image_size=8, batch_size=16,
+                      checks=SanityChecks(n=48, square_queries=20))
+    flag = next(f for f in result.flags if f.name == "converged")
+    assert flag.raised and flag.value > 0.03 and "--attacks strong" in flag.message

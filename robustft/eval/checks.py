@@ -16,6 +16,9 @@ passed and None when it does not apply. What each one catches:
 - ``monotone``: an independent-mode curve rises with ε (the attack got weaker as the ball grew).
 - ``black_box``: the black-box Square attack alone beats the white-box evaluation at ε_g on a subset
   (gradient masking).
+- ``converged``: APGD-CE with ``long_steps`` iterations (AutoAttack's budget) at ε_g breaks more than
+  ``converge_tol`` of a subset the evaluation left standing: its attacks had not converged, and its
+  numbers overstate robustness.
 - ``large_eps``: accuracy under APGD-CE at a very large ε (0.5 in ℓ∞: enough to turn any image into
   grey) stays above ``large_eps_max_accuracy``.
 """
@@ -62,6 +65,8 @@ class SanityChecks:
         square_queries: queries of the Square attack in the black-box check.
         large_eps: radius of the large-ε check; None: 0.5 in ℓ∞, 0.5·√d in ℓ2 (d = input size).
         large_eps_max_accuracy: accuracy above which the large-ε check is raised.
+        long_steps: iterations of the APGD-CE run of the convergence check.
+        converge_tol: accuracy drop (a fraction of the subset) above which that check is raised.
         norm: the threat model of the evaluation, ``linf`` or ``l2``.
     """
 
@@ -69,6 +74,8 @@ class SanityChecks:
     square_queries: int = 1000
     large_eps: float | None = None
     large_eps_max_accuracy: float = 0.1
+    long_steps: int = 100
+    converge_tol: float = 0.03
     norm: str = "linf"
 
     def __call__(self, model: nn.Module, source: ImageSource, result: "RobustnessResult", *,
@@ -83,7 +90,8 @@ class SanityChecks:
             flags = [check_eval_mode(model), check_deterministic(model, x), check_logits(model, x),
                      check_eps0_is_clean(model, source, result, device, image_size, batch_size),
                      check_input_gradients(model, x, y), check_monotone(result),
-                     self.check_black_box(model, x, y, result, subset), self.check_large_eps(model, x, y)]
+                     self.check_black_box(model, x, y, result, subset),
+                     self.check_converged(model, x, y, result, subset), self.check_large_eps(model, x, y)]
         for f in flags:
             (log.warning if f.raised else log.info)("check %s: %s", f.name, f.message)
         return flags
@@ -108,6 +116,27 @@ class SanityChecks:
         if raised:
             msg += ": the white-box attacks are weaker than a black-box one, a sign of gradient masking"
         return Flag("black_box", raised, msg, float(white.mean() - black.mean()))
+
+    def check_converged(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, result: "RobustnessResult",
+                        subset: np.ndarray) -> Flag:
+        """A much longer APGD-CE at ε_g on the subset must not break much of what the evaluation left standing."""
+        from robustft.attacks import APGD, build_threat_model
+
+        eps = result.eps[-1]
+        if eps == 0:
+            return Flag("converged", None, "ε_g = 0: nothing to attack")
+        attack = APGD(num_steps=self.long_steps, select="misclassified", threat=build_threat_model(self.norm))
+        with torch.no_grad():
+            long = (model(attack(model, x, y, eps)).argmax(1) == y).cpu().numpy()
+        white = result.correct[-1, subset]
+        drop = float(white.mean() - (white & long).mean())
+        msg = (f"APGD-CE with {self.long_steps} steps at ε={format_eps(eps)} takes the accuracy on {len(subset)} "
+               f"examples from {100 * white.mean():.1f} % to {100 * (white & long).mean():.1f} %")
+        raised = drop > self.converge_tol
+        if raised:
+            msg += (": the evaluation's attacks had not converged and its numbers overstate robustness; "
+                    "evaluate with --attacks strong or more eval.num_steps")
+        return Flag("converged", raised, msg, drop)
 
     def check_large_eps(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Flag:
         """APGD-CE at a radius large enough to erase any image should leave almost nothing correct."""

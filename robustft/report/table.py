@@ -57,7 +57,8 @@ def evaluation_report(result: RobustnessResult) -> str:
     """One evaluation in Markdown: the curve with what broke each example, the headline numbers with
     their 95 % intervals, and the sanity flags."""
     names = ["clean"] + list(result.protocol.get("attack_order", []))
-    lines = ["| ε | accuracy (%) | " + " | ".join(f"broken by {n}" for n in names) + " |",
+    heads = ["wrong on clean"] + [f"broken by {n}" for n in names[1:]]
+    lines = ["| ε | accuracy (%) | " + " | ".join(heads) + " |",
              "|---|---|" + "---|" * len(names)]
     for e, acc, broken in zip(result.eps, result.accuracy, result.broken_by() or [{}] * len(result.eps)):
         lines.append(f"| {format_eps(e)} | {100 * acc:.1f} | " + " | ".join(str(broken.get(n, 0)) for n in names) + " |")
