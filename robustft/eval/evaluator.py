@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Mapping
 
@@ -116,7 +117,9 @@ def evaluate(model: nn.Module, source: ImageSource, eps_grid: list[float], attac
     result = RobustnessResult(grid, correct, labels, protocol, breaker=breaker, weights=weights,
                               bootstrap=bootstrap)
     if checks is not None:
+        started = time.perf_counter()
         result.flags = checks(model, source, result, device=device, image_size=image_size, batch_size=batch_size)
+        log.info("sanity checks: %.0f s", time.perf_counter() - started)
     return result
 
 
