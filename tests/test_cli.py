@@ -45,6 +45,8 @@ def test_train_eval_table(config_file, tiny_overrides, tmp_path, capsys):
     assert "| apgd-ce |" in capsys.readouterr().out  # the run's own evaluation
     assert main(["table", str(run), "--eval", "apgd-ce+apgd-t"]) == 0
     assert "| apgd-ce+apgd-t |" in capsys.readouterr().out
+    assert main(["table", str(run), "--eval", "quick"]) == 0
+    assert "| not run |" in capsys.readouterr().out  # evaluated with --no-checks
     assert main(["eval", str(tmp_path / "nowhere")]) == 2
     assert "no such run directory" in capsys.readouterr().err
 

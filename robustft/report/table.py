@@ -27,7 +27,8 @@ def run_row(path: str | Path, evaluation: str | None = None) -> dict[str, Any]:
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     rob = json.loads(rob_path.read_text()) if rob_path.exists() else {}
     schedule = "standard" if cfg.objective.name == "standard" else cfg.schedule.kind
-    flags = [f["name"] for f in rob.get("flags", []) if f.get("raised")]
+    checked = bool(rob.get("flags"))
+    flags = [f["name"] for f in rob.get("flags", []) if f.get("raised")] if checked else None
     return {"run": run.path.name, "schedule": schedule, "eps": format_eps(cfg.attack.eps),
             "clean": rob.get("clean"), "adv": rob.get("adv"), "e_adv": rob.get("expected_robustness"),
             "n": rob.get("n"), "delay": summary.get("delay_epochs"), "train_s": summary.get("train_time_s"),
@@ -46,7 +47,8 @@ def results_table(paths: list[str | Path], evaluation: str | None = None) -> str
     for p in paths:
         r = run_row(p, evaluation)
         t = "—" if r["train_s"] is None else f"{r['train_s'] / 60:.1f} min"
-        flags = ", ".join(r["flags"]) or ("none" if r["clean"] is not None else "—")
+        flags = "not run" if r["flags"] is None and r["clean"] is not None else ", ".join(r["flags"] or []) or "none"
+        flags = "—" if r["clean"] is None else flags
         lines.append(f"| {r['run']} | {r['schedule']} | {r['eps']} | {_pct(r['clean'])} | {_pct(r['adv'])} | "
                      f"{_pct(r['e_adv'])} | {r['n'] or '—'} | {r['attacks'] or '—'} | {flags} | "
                      f"{r['delay'] if r['delay'] is not None else '—'} | {t} |")
