@@ -230,7 +230,8 @@ class EvalConfig:
     check_queries: int = 1000
     """Queries of the black-box (Square) attack in the gradient-masking check."""
     bootstrap: int = 1000
-    """Bootstrap resamples of the test examples for the 95 % confidence intervals; 0 turns them off."""
+    """Bootstrap resamples of the test examples for the 95 % interval of E.adv (Clean and Adv. use Wilson
+    score intervals); 0 turns the intervals off."""
 
 
 EVAL_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "pgd", "square", "autoattack", "aa-apgd-ce")

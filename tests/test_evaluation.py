@@ -167,3 +167,18 @@ def test_bootstrap_intervals_on_constructed_matrices():
     # the binomial standard error of 0.8 on 100 examples is 0.04: a 95 % interval is about ±0.078
     assert ci_small["clean"][1] - ci_small["clean"][0] == pytest.approx(2 * 1.96 * 0.04, rel=0.2)
     assert bootstrap_intervals(eps, small, seed=1) == ci_small  # seeded
+
+
+def test_wilson_intervals_for_clean_and_adv():
+    from robustft.eval import wilson_interval
+
+    lo, hi = wilson_interval(0, 200)
+    assert lo == 0.0 and hi == pytest.approx(0.0188, abs=1e-3)  # 0/200 is not "exactly 0 %"
+    lo, hi = wilson_interval(80, 100)
+    assert lo == pytest.approx(0.711, abs=2e-3) and hi == pytest.approx(0.867, abs=2e-3)
+    assert wilson_interval(0, 0) == [0.0, 1.0]
+    eps = [0, 1 / 255, 2 / 255]
+    res = RobustnessResult(eps, _matrix([0.8, 0.3, 0.0], 200), np.zeros(200, dtype=int), bootstrap=200)
+    ci = res.intervals()
+    assert ci["adv"][0] == 0.0 < ci["adv"][1] and ci["clean"][0] < 0.8 < ci["clean"][1]
+    assert ci["expected_robustness"][0] < res.expected < ci["expected_robustness"][1]

@@ -42,6 +42,19 @@ def expected_robustness(eps: Sequence[float], accuracy: Sequence[float],
     return float(out) if acc.ndim == 1 else out
 
 
+def wilson_interval(successes: int, n: int, level: float = 0.95) -> list[float]:
+    """Wilson score interval of a proportion; unlike the percentile bootstrap it does not collapse to a
+    point at 0/n or n/n."""
+    if n == 0:
+        return [0.0, 1.0]
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf((1 + level) / 2)
+    p = successes / n
+    centre, half = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return [float(max(0.0, (centre - half) / (1 + z * z / n))), float(min(1.0, (centre + half) / (1 + z * z / n)))]
+
+
 def bootstrap_intervals(eps: Sequence[float], correct: np.ndarray, weights: Sequence[float] | None = None,
                         resamples: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, list[float]]:
     """Percentile bootstrap intervals over test examples for clean accuracy, Adv. (accuracy at ε_g) and

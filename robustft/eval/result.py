@@ -11,7 +11,7 @@ import numpy as np
 
 from robustft.config import format_eps
 from robustft.eval.checks import Flag
-from robustft.eval.metrics import bootstrap_intervals, expected_robustness
+from robustft.eval.metrics import bootstrap_intervals, expected_robustness, wilson_interval
 
 
 @dataclass
@@ -54,10 +54,15 @@ class RobustnessResult:
         return expected_robustness(self.eps, self.accuracy, self.weights)
 
     def intervals(self) -> dict[str, list[float]]:
-        """95 % bootstrap intervals over examples for clean, adv and expected_robustness."""
+        """95 % intervals over test examples: Wilson score intervals for clean and adv (proportions),
+        the percentile bootstrap (``bootstrap`` resamples) for expected_robustness."""
         if not self.bootstrap:
             return {}
-        return bootstrap_intervals(self.eps, self.correct, self.weights, self.bootstrap)
+        n = self.correct.shape[1]
+        boot = bootstrap_intervals(self.eps, self.correct, self.weights, self.bootstrap)
+        return {"clean": wilson_interval(int(self.correct[0].sum()), n),
+                "adv": wilson_interval(int(self.correct[-1].sum()), n),
+                "expected_robustness": boot["expected_robustness"]}
 
     @property
     def raised(self) -> list[Flag]:
