@@ -26,6 +26,13 @@ def fit_briefly(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, 
     return model.eval()
 
 
+def toy_cnn(classes: int = 3) -> nn.Sequential:
+    """A tiny conv net with BatchNorm and dropout (both must be off in eval mode), seeded."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Dropout(0.3), nn.Linear(8, classes))
+
+
 def toy_images(n: int, seed: int, classes: int = 3) -> "ImageArray":
     """uint8 [N, 3, 8, 8]. With 3 classes the label is the channel with the highest mean; with 4, the
     image quadrant with the highest mean brightness."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import fit_briefly, toy_images
+from helpers import fit_briefly, toy_cnn, toy_images
 from torch import nn
 
 from robustft.attacks import APGD
@@ -19,11 +19,8 @@ EPS = 8 / 255
 
 @pytest.fixture(scope="module")
 def normal() -> nn.Module:
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                        nn.Dropout(0.3), nn.Linear(8, 3))
     train = toy_images(256, seed=1)
-    return fit_briefly(net, to_float(train.images, 8), train.labels, steps=150)
+    return fit_briefly(toy_cnn(), to_float(train.images, 8), train.labels, steps=150)
 
 
 @pytest.fixture(scope="module")

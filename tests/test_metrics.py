@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import fit_briefly, toy_images
+from helpers import fit_briefly, toy_cnn, toy_images
 import torch
 from torch import nn
 
@@ -112,11 +112,8 @@ def test_result_save_load_round_trip(tmp_path, result):
 # ------------------------------------------------------------------------------------ evaluator
 @pytest.fixture(scope="module")
 def toy_model() -> nn.Module:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Dropout(0.3), nn.Linear(8, 3))
     train = toy_images(128, seed=1)
-    return fit_briefly(model, to_float(train.images, 8), train.labels, steps=80)
+    return fit_briefly(toy_cnn(), to_float(train.images, 8), train.labels, steps=80)
 
 
 @pytest.fixture(scope="module")

@@ -47,10 +47,11 @@ assert set(EVAL_BUILDERS) == set(EVAL_ATTACKS)
 
 def build_eval_attacks(cfg: EvalConfig, norm: str) -> dict[str, Attack]:
     """The evaluation attacks of a config, by name, in the order they run (presets expanded)."""
-    unknown = [n for n in expand_attacks(list(cfg.attacks)) if n not in EVAL_BUILDERS]
+    names = expand_attacks(list(cfg.attacks))
+    unknown = [n for n in names if n not in EVAL_BUILDERS]
     if unknown:
         raise ValueError(f"unknown evaluation attack(s) {unknown}; choose from {', '.join(EVAL_BUILDERS)}")
-    return {name: EVAL_BUILDERS[name](cfg, norm) for name in expand_attacks(list(cfg.attacks))}
+    return {name: EVAL_BUILDERS[name](cfg, norm) for name in names}
 
 
 def describe_attack(name: str, attack: Attack) -> dict[str, Any]:

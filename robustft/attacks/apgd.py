@@ -22,13 +22,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from robustft.attacks.base import crafting, loss_and_grad
+from robustft.attacks.base import crafting, loss_and_grad, per_example
 from robustft.attacks.losses import LOSSES, MIN_CLASSES
 from robustft.attacks.threat import Linf, ThreatModel
-
-
-def _bcast(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return mask.view(-1, *([1] * (like.dim() - 1)))
 
 
 @dataclass
@@ -47,12 +43,12 @@ class _State:
     def record(self, x_adv: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor | None,
                wrong: torch.Tensor) -> None:
         """Keep the best-loss point (and its gradient) and the first misclassified point per example."""
-        self.x_fooled = torch.where(_bcast(wrong & ~self.fooled, x_adv), x_adv, self.x_fooled)
+        self.x_fooled = torch.where(per_example(wrong & ~self.fooled, x_adv), x_adv, self.x_fooled)
         self.fooled |= wrong
         better = loss > self.loss_best
-        self.x_best = torch.where(_bcast(better, x_adv), x_adv, self.x_best)
+        self.x_best = torch.where(per_example(better, x_adv), x_adv, self.x_best)
         if grad is not None:
-            self.grad_best = torch.where(_bcast(better, grad), grad, self.grad_best)
+            self.grad_best = torch.where(per_example(better, grad), grad, self.grad_best)
         self.loss_best = torch.where(better, loss, self.loss_best)
 
 
@@ -125,7 +121,7 @@ class APGD:
 
     def _pick(self, s: _State) -> torch.Tensor:
         if self.select == "misclassified":
-            return torch.where(_bcast(s.fooled, s.x_best), s.x_fooled, s.x_best)
+            return torch.where(per_example(s.fooled, s.x_best), s.x_fooled, s.x_best)
         return s.x_best
 
     def _checkpoints(self) -> set[int]:
@@ -185,13 +181,13 @@ class APGD:
                 halve = self._should_halve(history, last_check, i, best_at_check, s.loss_best, halved_at_check)
                 halved_at_check, best_at_check, last_check = halve, s.loss_best.clone(), i
                 s.step = torch.where(halve, s.step / 2, s.step)
-                s.x_adv = torch.where(_bcast(halve, x), s.x_best, s.x_adv)
-                s.grad = torch.where(_bcast(halve, x), s.grad_best, s.grad)
+                s.x_adv = torch.where(per_example(halve, x), s.x_best, s.x_adv)
+                s.grad = torch.where(per_example(halve, x), s.grad_best, s.grad)
         return s
 
     def _step(self, s: _State, x: torch.Tensor, x_prev: torch.Tensor, eps: float, first: bool) -> torch.Tensor:
         """z = P(x_k + η·dir(∇)); x_{k+1} = P(x_k + α(z − x_k) + (1 − α)(x_k − x_{k−1}))."""
-        z = self.threat.project(s.x_adv + _bcast(s.step, x) * self.threat.ascent(s.grad), x, eps)
+        z = self.threat.project(s.x_adv + per_example(s.step, x) * self.threat.ascent(s.grad), x, eps)
         if first:
             return z
         a = self.momentum
@@ -215,7 +211,7 @@ def _merge(a: _State, b: _State, rows: torch.Tensor) -> _State:
     a did not, or neither or both fooled and b reached a higher loss."""
     a_fooled, a_loss = a.fooled[rows], a.loss_best[rows]
     take_b = (b.fooled & ~a_fooled) | ((b.fooled == a_fooled) & (b.loss_best > a_loss))
-    m = _bcast(take_b, b.x_best)
+    m = per_example(take_b, b.x_best)
     x_best, x_fooled, loss_best, fooled = a.x_best.clone(), a.x_fooled.clone(), a.loss_best.clone(), a.fooled.clone()
     x_best[rows] = torch.where(m, b.x_best, a.x_best[rows])
     x_fooled[rows] = torch.where(m, b.x_fooled, a.x_fooled[rows])

@@ -43,6 +43,11 @@ def crafting(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+def per_example(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``values`` of shape [B] viewed as [B, 1, 1, ...] to broadcast against ``like`` [B, ...]."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
 def loss_and_grad(
     model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, need_grad: bool = True, loss_fn: Loss = ce,
     target: torch.Tensor | None = None,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from robustft.attacks.base import crafting, loss_and_grad
+from robustft.attacks.base import crafting, loss_and_grad, per_example
 from robustft.attacks.threat import Linf, ThreatModel
 
 
@@ -49,7 +49,7 @@ class PGD:
                     best, best_loss, fooled = x_adv, loss, wrong
                     continue
                 take = (wrong & ~fooled) | ((wrong == fooled) & (loss > best_loss))
-                best = torch.where(take.view(-1, *([1] * (x.dim() - 1))), x_adv, best)
+                best = torch.where(per_example(take, x), x_adv, best)
                 best_loss, fooled = torch.where(take, loss, best_loss), fooled | wrong
             return best
 
@@ -66,13 +66,13 @@ class PGD:
             _, grad, logits = loss_and_grad(model, x_adv, y)
             if keep:
                 new = (logits.argmax(1) != y) & ~fooled
-                x_fooled, fooled = torch.where(new.view(-1, *([1] * (x.dim() - 1))), x_adv, x_fooled), fooled | new
+                x_fooled, fooled = torch.where(per_example(new, x), x_adv, x_fooled), fooled | new
             x_adv = self.threat.project(x_adv + step * self.threat.ascent(grad), x, eps).detach()
         if self.restarts == 1 and not keep:
             return x_adv, None, None
         loss, _, logits = loss_and_grad(model, x_adv, y, need_grad=False)
         wrong = logits.argmax(1) != y
         if keep:
-            x_adv = torch.where((fooled & ~wrong).view(-1, *([1] * (x.dim() - 1))), x_fooled, x_adv)
+            x_adv = torch.where(per_example(fooled & ~wrong, x), x_fooled, x_adv)
             wrong = wrong | fooled
         return x_adv, loss, wrong

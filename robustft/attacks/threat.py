@@ -10,6 +10,8 @@ from typing import Protocol
 
 import torch
 
+from robustft.attacks.base import per_example
+
 
 class ThreatModel(Protocol):
     """The operations an iterative attack needs from a norm ball."""
@@ -24,7 +26,7 @@ class ThreatModel(Protocol):
 
 
 def _flat_norm(t: torch.Tensor) -> torch.Tensor:
-    return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
+    return per_example(t.flatten(1).norm(dim=1), t)
 
 
 class Linf:
@@ -55,7 +57,7 @@ class L2:
         direction = torch.randn_like(x)
         direction = direction / _flat_norm(direction).clamp_min(1e-12)
         radius = eps * torch.rand(x.shape[0], device=x.device).pow(1.0 / x[0].numel())
-        return (x + direction * radius.view(-1, *([1] * (x.dim() - 1)))).clamp_(0.0, 1.0)
+        return (x + direction * per_example(radius, x)).clamp_(0.0, 1.0)
 
     def ascent(self, grad: torch.Tensor) -> torch.Tensor:
         """Steepest-ascent direction of unit ℓ2 norm."""

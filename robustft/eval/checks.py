@@ -106,8 +106,7 @@ class SanityChecks:
         if eps == 0:
             return Flag("black_box", None, "ε_g = 0: nothing to attack")
         square = AutoAttack(components=("square",), square_queries=self.square_queries, norm=self.norm)
-        with torch.no_grad():
-            black = (model(square(model, x, y, eps)).argmax(1) == y).cpu().numpy()
+        black = _correct_after(model, square, x, y, eps)
         white = result.correct[-1, subset]
         beaten = int((white & ~black).sum())
         msg = (f"Square ({self.square_queries} queries) alone: {100 * black.mean():.1f} % vs the evaluation's "
@@ -127,8 +126,7 @@ class SanityChecks:
         if eps == 0:
             return Flag("converged", None, "ε_g = 0: nothing to attack")
         attack = APGD(num_steps=self.long_steps, select="misclassified", threat=build_threat_model(self.norm))
-        with torch.no_grad():
-            long = (model(attack(model, x, y, eps)).argmax(1) == y).cpu().numpy()
+        long = _correct_after(model, attack, x, y, eps)
         white = result.correct[-1, subset]
         drop = float(white.mean() - (white & long).mean())
         msg = (f"APGD-CE with {self.long_steps} steps at ε={format_eps(eps)} takes the accuracy on {len(subset)} "
@@ -145,14 +143,20 @@ class SanityChecks:
 
         eps = self.large_eps or (0.5 if self.norm == "linf" else 0.5 * float(x[0].numel()) ** 0.5)
         attack = APGD(num_steps=10, select="misclassified", threat=build_threat_model(self.norm))
-        with torch.no_grad():
-            acc = (model(attack(model, x, y, eps)).argmax(1) == y).float().mean().item()
+        acc = float(_correct_after(model, attack, x, y, eps).mean())
         raised = acc > self.large_eps_max_accuracy
         msg = f"accuracy {100 * acc:.1f} % under APGD-CE at ε={eps:.3g} ({self.norm})"
         if raised:
             msg += f", above {100 * self.large_eps_max_accuracy:.0f} %: the attack cannot find its way, or ε is " \
                    "in the wrong units (pixels in [0, 1] are expected)"
         return Flag("large_eps", raised, msg, acc)
+
+
+def _correct_after(model: nn.Module, attack: Any, x: torch.Tensor, y: torch.Tensor, eps: float) -> np.ndarray:
+    """Per example: still classified correctly after ``attack`` at ``eps``."""
+    x_adv = attack(model, x, y, eps)
+    with torch.no_grad():
+        return (model(x_adv).argmax(1) == y).cpu().numpy()
 
 
 def check_eval_mode(model: nn.Module) -> Flag:
