@@ -141,15 +141,28 @@ class ObjectiveConfig:
 @dataclass(frozen=True)
 class ScheduleConfig:
     kind: str = "hinge"
-    """ε schedule: ``fix`` (ε_g throughout), ``hinge`` (Epsilon-Scheduling: 0 until t1, linear to ε_g at t2),
-    ``warmup`` (linear from 0 at the start to ε_g at t2) or ``switch`` (0 until t1, then ε_g)."""
+    """ε schedule, ε(t) = α(t)·ε_g (formulas in robustft/schedules.py): ``fix`` (α = 1), ``hinge``
+    (Epsilon-Scheduling: 0 until t1, linear to 1 at t2), ``warmup`` (hinge with t1 = 0), ``switch`` (hinge
+    with t1 = t2), ``linear`` (0 at the start to 1 at the end of training), ``uniform`` (α ~ U[0, 1] drawn
+    once per epoch or step, seeded by train.seed), ``piecewise`` (linear through ``points``) or ``auto``
+    (0 until validation clean accuracy stops improving, then linear to 1 at t2)."""
     t1: int | float | None = None
     """First hinge: an integer number of epochs, or a float fraction of training in [0, 1]
     (default 0.25 for hinge, 0.5 for switch)."""
     t2: int | float | None = None
-    """Second hinge, same units as t1 (default 0.75)."""
+    """Second hinge (end of the ramp), same units as t1 (default 0.75; 1.0, the end of training, for auto)."""
     granularity: str = "epoch"
     """``epoch`` (ε constant within an epoch, as in the paper) or ``step`` (updated every optimiser step)."""
+    points: list[list[float]] | None = None
+    """``piecewise`` only: [progress, α] pairs, progress a fraction of training in [0, 1] (increasing),
+    α ≥ 0 the multiplier of ε_g, e.g. [[0, 0], [0.25, 0], [0.75, 1], [1, 1]] (the default hinge)."""
+    patience: int = 5
+    """``auto`` only: epochs without improvement of validation clean accuracy before the ramp starts."""
+    tolerance: float = 0.02
+    """``auto`` only: the least gain that counts as an improvement (see tolerance_mode)."""
+    tolerance_mode: str = "absolute"
+    """``auto`` only: ``absolute`` (tolerance in accuracy, 0.02 = 2 points) or ``relative`` (a fraction of
+    the best accuracy so far, 0.02 = 2 %)."""
 
 
 @dataclass(frozen=True)
@@ -440,9 +453,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(p)
 
 
+SCHEDULE_KINDS = ("fix", "hinge", "warmup", "switch", "linear", "uniform", "piecewise", "auto")
+
+
 def _validate_schedule(s: ScheduleConfig, epochs: int, need: Any) -> None:
-    need(s.kind in ("fix", "hinge", "warmup", "switch"),
-         f"schedule.kind: unknown schedule {s.kind!r}; choose fix, hinge, warmup or switch")
+    need(s.kind in SCHEDULE_KINDS, f"schedule.kind: unknown schedule {s.kind!r}; choose {', '.join(SCHEDULE_KINDS)}")
     need(s.granularity in ("epoch", "step"), f"schedule.granularity: {s.granularity!r} is not epoch or step")
     for key in ("t1", "t2"):
         v = getattr(s, key)
@@ -453,9 +468,34 @@ def _validate_schedule(s: ScheduleConfig, epochs: int, need: Any) -> None:
                                   f"got {v} (write whole epochs as an integer)")
         else:
             need(0 <= v <= epochs, f"schedule.{key}: {v} epochs is outside [0, train.epochs={epochs}]")
-    need(s.kind != "fix" or (s.t1 is None and s.t2 is None), "schedule.t1/t2: the fix schedule takes no hinges")
+    no_hinges = ("fix", "linear", "uniform", "piecewise")
+    need(s.kind not in no_hinges or (s.t1 is None and s.t2 is None),
+         f"schedule.t1/t2: the {s.kind} schedule takes no hinges")
     need(s.kind != "warmup" or s.t1 in (None, 0, 0.0), "schedule.t1: warmup starts at 0; set t2 only")
+    need(s.kind != "auto" or s.t1 is None,
+         "schedule.t1: auto starts its ramp when validation accuracy stops improving; set t2 (the ramp's end) only")
     need(s.kind != "switch" or s.t2 is None, "schedule.t2: switch has one hinge; set t1 only")
+    need((s.kind == "piecewise") == (s.points is not None),
+         "schedule.points: piecewise needs points, and only piecewise takes them")
+    if s.points is not None:
+        _validate_points(s.points, need)
+    need(s.patience >= 1, f"schedule.patience: must be >= 1 epoch, got {s.patience}")
+    need(s.tolerance >= 0, f"schedule.tolerance: must be >= 0, got {s.tolerance}")
+    need(s.tolerance_mode in ("absolute", "relative"),
+         f"schedule.tolerance_mode: {s.tolerance_mode!r} is not absolute or relative")
+
+
+def _validate_points(points: list[Any], need: Any) -> None:
+    pairs = all(isinstance(p, (list, tuple)) and len(p) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in p) for p in points)
+    need(pairs and len(points) > 0, f"schedule.points: expected [progress, multiplier] pairs such as "
+                                    f"[[0, 0], [0.5, 1]], got {points!r}")
+    if not pairs or not points:
+        return
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    need(all(0 <= x <= 1 for x in xs) and all(b > a for a, b in zip(xs, xs[1:])),
+         f"schedule.points: progress values must increase within [0, 1] (fractions of training), got {xs}")
+    need(all(y >= 0 for y in ys), f"schedule.points: multipliers must be >= 0, got {ys}")
 
 
 # ---------------------------------------------------------------------------------------------- files

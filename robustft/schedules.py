@@ -1,29 +1,45 @@
-"""Schedules as pure functions of training progress: the ε multiplier α(t) and the learning rate.
+"""Schedules as functions of training progress: the ε multiplier α(t) and the learning rate.
 
-Progress ``t`` is measured in epochs, 0-based. With per-epoch granularity ``t`` is the epoch index,
-so ε is constant within an epoch (the paper's choice); with per-step granularity
-``t = epoch + step / steps_per_epoch``. The trainer passes the counts explicitly; nothing here keeps state.
+Progress ``t`` is measured in epochs, 0-based. With per-epoch granularity ``t`` is the epoch index, so ε
+is constant within an epoch (the paper's choice); with per-step granularity
+``t = epoch + step / steps_per_epoch``. ``E`` is the number of training epochs. Every schedule gives
+``ε(t) = α(t) · ε_g``:
 
-Epsilon-Scheduling (two hinges T1 ≤ T2, in epochs)::
+==========  ===========================================================================================
+kind        α(t)
+==========  ===========================================================================================
+fix         1                                                  (RFT-fix: ε_g from the first step)
+hinge       0 for t < T1; (t − T1)/(T2 − T1) for T1 ≤ t < T2; 1 for t ≥ T2   (Epsilon-Scheduling)
+warmup      hinge with T1 = 0                                  (linear warm-up)
+switch      hinge with T1 = T2                                 (hard switch: 0, then 1)
+linear      hinge with T1 = 0, T2 = E                          (end-to-end linear)
+uniform     u(seed, epoch[, step]) ~ U[0, 1], drawn once per epoch (or per step)
+piecewise   linear interpolation of (progress, α) points, progress = t / E in [0, 1], flat outside
+auto        0 until validation clean accuracy stops improving (after epoch k), then hinge with
+            T1 = k + 1 and T2 = the configured end of the ramp (default E)
+==========  ===========================================================================================
 
-    α(t) = 0                   t < T1     (plain fine-tuning: the model adapts to the task)
-         = (t - T1)/(T2 - T1)  T1 ≤ t < T2 (linear ramp)
-         = 1                   t ≥ T2     (full robust objective)
-
-    ε(t) = α(t) · ε_g
-
-Special cases: ``fix`` is T1 = T2 = 0; ``warmup`` is T1 = 0; ``switch`` is T1 = T2.
+Special cases: hinge with T1 = T2 = 0 is fix. Schedules are frozen values: ``eps_at(epoch, step,
+steps_per_epoch)`` is a pure function of progress, and the only schedule that learns from training,
+``auto``, does so through :meth:`observe`, which returns a *new* schedule; its state (the validation
+history and where it switched) is what :meth:`state` returns, saved in every checkpoint, so a resumed run
+continues the same schedule. ``uniform`` draws from a generator seeded by (seed, epoch, step), so its
+values are reproducible and need no state at all.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Sequence
+
+import numpy as np
 
 from robustft.config import OptimConfig, ScheduleConfig
 
-DEFAULT_HINGES = {"hinge": (0.25, 0.75), "warmup": (0, 0.75), "switch": (0.5, None), "fix": (0, 0)}
+DEFAULT_HINGES = {"hinge": (0.25, 0.75), "warmup": (0, 0.75), "switch": (0.5, None), "fix": (0, 0), "linear": (0, 1.0)}
+"""Default (T1, T2) of each hinge-shaped kind: integers are epochs, floats fractions of training."""
+HINGE_KINDS = tuple(DEFAULT_HINGES)
 
 
 def hinge_multiplier(t: float, t1: float, t2: float) -> float:
@@ -41,42 +57,176 @@ def to_epochs(value: int | float, epochs: int) -> float:
 
 
 def resolve_hinges(cfg: ScheduleConfig, epochs: int) -> tuple[float, float]:
-    """(T1, T2) in epochs for a schedule config, filling each kind's defaults."""
+    """(T1, T2) in epochs for a hinge-shaped schedule config, filling each kind's defaults."""
     d1, d2 = DEFAULT_HINGES[cfg.kind]
+    if cfg.kind == "fix":
+        return 0.0, 0.0
     t1 = to_epochs(cfg.t1 if cfg.t1 is not None else d1, epochs)
     if cfg.kind == "switch":
         return t1, t1
     t2 = to_epochs(cfg.t2 if cfg.t2 is not None else d2, epochs)
-    if cfg.kind == "fix":
-        return 0.0, 0.0
     if t2 < t1:
         raise ValueError(f"schedule: t2 ({t2} epochs) must not come before t1 ({t1} epochs)")
     return t1, t2
 
 
+def plateau_epoch(history: Sequence[float], patience: int, tolerance: float, relative: bool = False) -> int | None:
+    """The first epoch (0-based) after which validation accuracy has not improved for ``patience`` epochs,
+    or None.
+
+    An epoch improves when its accuracy beats the last improving one by more than ``tolerance``: an
+    absolute margin in accuracy (0.02 = 2 points) or, with ``relative``, a fraction of it (0.02 = 2 %).
+    Small gains do not reset the count but add up until they pass the margin (Keras' ``min_delta``).
+    """
+    best, since = -math.inf, 0
+    for epoch, acc in enumerate(history):
+        margin = tolerance * abs(best) if relative else tolerance
+        if best == -math.inf or acc > best + margin:  # only a real improvement moves the reference
+            best, since = acc, 0
+        else:
+            since += 1
+        if since >= patience:
+            return epoch
+    return None
+
+
 @dataclass(frozen=True)
-class EpsSchedule:
-    """ε(epoch, step) = α(t) · eps_target for the configured hinges; a value, not a stateful object."""
+class Schedule:
+    """What every ε schedule shares: ``eps_at`` from ``multiplier``, and no state unless it overrides."""
 
     eps_target: float
-    t1: float
-    t2: float
     per_step: bool = False
+
+    def progress(self, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
+        """t in epochs: the epoch index, plus the fraction of it done with per-step granularity."""
+        return epoch + step / steps_per_epoch if self.per_step else float(epoch)
 
     def multiplier(self, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
         """α at the given epoch (0-based) and step within it."""
-        t = epoch + step / steps_per_epoch if self.per_step else float(epoch)
-        return hinge_multiplier(t, self.t1, self.t2)
+        raise NotImplementedError
 
     def eps_at(self, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
         """ε in pixel units at the given epoch (0-based) and step within it."""
         return self.multiplier(epoch, step, steps_per_epoch) * self.eps_target
 
+    def observe(self, epoch: int, val_clean_acc: float) -> "Schedule":
+        """The schedule after epoch ``epoch`` validated at ``val_clean_acc`` (unchanged unless adaptive)."""
+        return self
 
-def build_eps_schedule(cfg: ScheduleConfig, eps_target: float, epochs: int) -> EpsSchedule:
-    """The ε schedule of a config, with hinges resolved to epochs."""
-    t1, t2 = resolve_hinges(cfg, epochs)
-    return EpsSchedule(eps_target=eps_target, t1=t1, t2=t2, per_step=cfg.granularity == "step")
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint must keep to continue this schedule ({} for the pure ones)."""
+        return {}
+
+    def with_state(self, state: dict[str, Any]) -> "Schedule":
+        """This schedule with a checkpoint's :meth:`state` restored."""
+        return self
+
+    def describe(self) -> dict[str, Any]:
+        """The resolved schedule, JSON-ready, for summaries and diagnostics."""
+        return {"kind": type(self).__name__.removesuffix("Schedule").lower(), "per_step": self.per_step}
+
+
+@dataclass(frozen=True)
+class HingeSchedule(Schedule):
+    """Two hinges T1 ≤ T2 in epochs (fix, hinge, warmup, switch and linear are all of this shape)."""
+
+    t1: float = 0.0
+    t2: float = 0.0
+
+    def multiplier(self, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
+        return hinge_multiplier(self.progress(epoch, step, steps_per_epoch), self.t1, self.t2)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "t1": self.t1, "t2": self.t2}
+
+
+@dataclass(frozen=True)
+class UniformSchedule(Schedule):
+    """α ~ U[0, 1] drawn once per epoch (per step with per-step granularity) from a generator seeded by
+    (seed, epoch, step): reproducible from the seed, and across a resume, without any state."""
+
+    seed: int = 0
+
+    def multiplier(self, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
+        return float(np.random.default_rng([self.seed, epoch, step if self.per_step else 0]).random())
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class PiecewiseSchedule(Schedule):
+    """α linear between (progress, α) points, progress as a fraction of training; flat beyond the ends."""
+
+    points: tuple[tuple[float, float], ...] = ((0.0, 1.0),)
+    epochs: int = 1
+
+    def multiplier(self, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
+        xs, ys = zip(*self.points)
+        return float(np.interp(self.progress(epoch, step, steps_per_epoch) / self.epochs, xs, ys))
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "points": [list(p) for p in self.points]}
+
+
+@dataclass(frozen=True)
+class AutoSchedule(Schedule):
+    """ε = 0 until validation clean accuracy stops improving, then a linear ramp to ε_g at ``ramp_end``.
+
+    ``history`` holds the validation accuracies seen so far and ``switch`` the epoch the ramp starts at
+    (None while ε is still 0); both are the checkpointed state.
+    """
+
+    patience: int = 5
+    tolerance: float = 0.02
+    relative: bool = False
+    ramp_end: float = 1.0
+    history: tuple[float, ...] = ()
+    switch: float | None = None
+
+    def multiplier(self, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
+        if self.switch is None:
+            return 0.0
+        return hinge_multiplier(self.progress(epoch, step, steps_per_epoch), self.switch,
+                                max(self.ramp_end, self.switch))
+
+    def observe(self, epoch: int, val_clean_acc: float) -> "AutoSchedule":
+        if len(self.history) != epoch:
+            raise ValueError(f"auto schedule: expected the validation accuracy of epoch {len(self.history)}, "
+                             f"got epoch {epoch}")
+        history = self.history + (float(val_clean_acc),)
+        switch = self.switch
+        if switch is None and plateau_epoch(history, self.patience, self.tolerance, self.relative) is not None:
+            switch = float(epoch + 1)
+        return replace(self, history=history, switch=switch)
+
+    def state(self) -> dict[str, Any]:
+        return {"history": list(self.history), "switch": self.switch}
+
+    def with_state(self, state: dict[str, Any]) -> "AutoSchedule":
+        return replace(self, history=tuple(state.get("history", ())), switch=state.get("switch"))
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "patience": self.patience, "tolerance": self.tolerance,
+                "relative": self.relative, "ramp_end": self.ramp_end, "switch": self.switch}
+
+
+def build_eps_schedule(cfg: ScheduleConfig, eps_target: float, epochs: int, seed: int = 0) -> Schedule:
+    """The ε schedule of a config, with hinges and points resolved to epochs (``seed`` feeds uniform)."""
+    per_step = cfg.granularity == "step"
+    if cfg.kind in HINGE_KINDS:
+        t1, t2 = resolve_hinges(cfg, epochs)
+        return HingeSchedule(eps_target=eps_target, per_step=per_step, t1=t1, t2=t2)
+    if cfg.kind == "uniform":
+        return UniformSchedule(eps_target=eps_target, per_step=per_step, seed=seed)
+    if cfg.kind == "piecewise":
+        points = tuple((float(p), float(a)) for p, a in cfg.points or ())
+        return PiecewiseSchedule(eps_target=eps_target, per_step=per_step, points=points, epochs=epochs)
+    if cfg.kind == "auto":
+        ramp_end = to_epochs(cfg.t2 if cfg.t2 is not None else 1.0, epochs)
+        return AutoSchedule(eps_target=eps_target, per_step=per_step, patience=cfg.patience,
+                            tolerance=cfg.tolerance, relative=cfg.tolerance_mode == "relative", ramp_end=ramp_end)
+    raise ValueError(f"schedule.kind: unknown schedule {cfg.kind!r}")
 
 
 def cosine_lr_multiplier(step: int, total_steps: int, warmup_steps: int, min_ratio: float = 0.0) -> float:

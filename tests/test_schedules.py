@@ -8,7 +8,7 @@ import pytest
 
 from robustft.config import OptimConfig, ScheduleConfig
 from robustft.schedules import (
-    EpsSchedule,
+    HingeSchedule,
     build_eps_schedule,
     build_lr_schedule,
     cosine_lr_multiplier,
@@ -120,7 +120,7 @@ def test_per_step_granularity():
 
 
 def test_eps_at_is_alpha_times_target():
-    sched = EpsSchedule(eps_target=0.5, t1=1, t2=3)
+    sched = HingeSchedule(eps_target=0.5, t1=1, t2=3)
     for epoch in range(5):
         assert sched.eps_at(epoch) == pytest.approx(0.5 * hinge_multiplier(epoch, 1, 3))
     assert sched.eps_at(0) == 0.0 and sched.eps_at(2) == pytest.approx(0.25) and sched.eps_at(4) == 0.5

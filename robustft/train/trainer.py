@@ -19,7 +19,7 @@ from robustft.eval.metrics import accuracy, delay_time
 from robustft.models import build_model
 from robustft.objectives import build_objective
 from robustft.runs import RunDir, write_json
-from robustft.schedules import build_eps_schedule, build_lr_schedule
+from robustft.schedules import Schedule, build_eps_schedule, build_lr_schedule
 from robustft.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from robustft.train.optim import build_optimizer, set_lr
 
@@ -51,9 +51,11 @@ class EpochStats:
     loss: float = 0.0
     correct: int = 0
     n: int = 0
+    eps: float = 0.0
 
-    def add(self, loss: float, logits: torch.Tensor, y: torch.Tensor) -> None:
+    def add(self, loss: float, logits: torch.Tensor, y: torch.Tensor, eps: float) -> None:
         self.loss += loss * len(y)
+        self.eps += eps * len(y)
         self.correct += (logits.argmax(1) == y).sum().item()
         self.n += len(y)
 
@@ -97,7 +99,7 @@ def fit(cfg: Config, run: RunDir, resume: bool = False) -> dict:
     epochs, steps_per_epoch = cfg.train.epochs, num_train_batches(len(data.train), cfg.data.batch_size)
     lr_at = build_lr_schedule(cfg.optim, epochs, steps_per_epoch)
     eps_target = 0.0 if cfg.objective.name == "standard" else cfg.attack.eps  # the ε the objective trains at
-    eps_schedule = build_eps_schedule(cfg.schedule, eps_target, epochs)
+    eps_schedule = build_eps_schedule(cfg.schedule, eps_target, epochs, seed=cfg.train.seed)
     start_epoch, step, elapsed = 0, 0, 0.0
     # --- resume: weights, optimiser, progress and random state from the last checkpoint
     if resume:
@@ -106,6 +108,7 @@ def fit(cfg: Config, run: RunDir, resume: bool = False) -> dict:
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch, step, elapsed = ckpt["epochs_done"], ckpt["step"], ckpt.get("elapsed", 0.0)
         set_rng_state(ckpt["rng"])
+        eps_schedule = eps_schedule.with_state(ckpt.get("schedule", {}))
         run.truncate_metrics(start_epoch)
         log.info("resuming %s at epoch %d/%d (step %d)", run.path, start_epoch, epochs, step)
     for epoch in range(start_epoch, epochs):
@@ -128,30 +131,47 @@ def fit(cfg: Config, run: RunDir, resume: bool = False) -> dict:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             optimizer.step()
             step += 1
-            stats.add(out.loss.item(), out.logits.detach(), y)
+            stats.add(out.loss.item(), out.logits.detach(), y, eps)
             bar.set_postfix(loss=f"{stats.loss / stats.n:.3f}", eps=f"{eps * 255:.2f}/255")
             if step % cfg.train.log_every == 0:
                 run.log({"kind": "step", "epoch": epoch, "step": step, "eps": eps, "lr": optimizer.param_groups[0]["lr"],
                          "loss": out.loss.item(), **out.parts})
         # --- end of epoch: validate, log, checkpoint
-        row = {"kind": "epoch", "epoch": epoch, "step": step, "eps": eps, "lr": optimizer.param_groups[0]["lr"],
-               "train_loss": stats.loss / stats.n, "train_acc": stats.correct / stats.n,
-               **validate(model, data, cfg, device)}
+        row = {"kind": "epoch", "epoch": epoch, "step": step, "eps": eps, "eps_mean": stats.eps / stats.n,
+               "lr": optimizer.param_groups[0]["lr"], "train_loss": stats.loss / stats.n,
+               "train_acc": stats.correct / stats.n, **validate(model, data, cfg, device)}
+        eps_schedule = _observe(eps_schedule, epoch, row)
         elapsed += time.perf_counter() - t0
         row["elapsed_s"] = elapsed
         run.log(row)
         log.info("epoch %d/%d  ε=%.2f/255  %s", epoch + 1, epochs, eps * 255,
                  "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith(("train_", "val_"))))
-        save_checkpoint(run.checkpoint_path, model, optimizer, epoch + 1, step, {"elapsed": elapsed})
-    return write_summary(run, cfg)
+        save_checkpoint(run.checkpoint_path, model, optimizer, epoch + 1, step,
+                        {"elapsed": elapsed, "schedule": eps_schedule.state()})
+    return write_summary(run, cfg, eps_schedule, data.num_classes)
 
 
-def write_summary(run: RunDir, cfg: Config) -> dict:
-    """Summarise the epoch rows of a run into summary.json: wall time, delay time, final validation numbers."""
+def _observe(schedule: Schedule, epoch: int, row: dict) -> Schedule:
+    """Show the schedule the epoch's validation accuracy; log (and record in ``row``) an auto switch."""
+    after = schedule.observe(epoch, row["val_clean_acc"])
+    if after.state().get("switch") is not None and schedule.state().get("switch") is None:
+        row["schedule_switch"] = after.state()["switch"]
+        log.info("auto schedule: validation clean accuracy stopped improving after epoch %d; ε ramps up "
+                 "from epoch %d", epoch + 1, epoch + 2)
+    return after
+
+
+def write_summary(run: RunDir, cfg: Config, schedule: Schedule, num_classes: int) -> dict:
+    """Summarise the epoch rows of a run into summary.json: wall time, delay time, final validation
+    numbers, the resolved ε schedule (where auto switched) and the number of classes (chance level)."""
     rows = run.rows("epoch")
     summary = {"epochs": len(rows), "train_time_s": rows[-1]["elapsed_s"] if rows else 0.0,
+               "num_classes": num_classes, "schedule": schedule.describe(),
                "delay_threshold": cfg.train.delay_threshold,
                "delay_epochs": delay_time([r["val_clean_acc"] for r in rows], cfg.train.delay_threshold),
                "final": {k: v for k, v in (rows[-1] if rows else {}).items() if k.startswith(("val_", "train_"))}}
+    if summary["schedule"].get("kind") == "auto" and summary["schedule"].get("switch") is None:
+        log.warning("auto schedule: validation clean accuracy kept improving, so ε stayed 0 for the whole run; "
+                    "lower schedule.patience, raise schedule.tolerance or train longer")
     write_json(run.path / "summary.json", summary)
     return summary
