@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
 
 from robustft.api import RunExistsError, evaluate_run, fine_tune
 from robustft.config import ConfigError, load_config, parse_eps_grid
-from robustft.report import evaluation_report, results_table
+from robustft.eval.diagnostics import DEFAULT_GAP
+from robustft.report import diagnose_run, evaluation_report, render_diagnosis, results_table
 from robustft.train import NonFiniteLossError
 
 EXAMPLES = """examples:
@@ -18,6 +20,7 @@ EXAMPLES = """examples:
   robustft eval runs/fmnist_scheduled --eps-grid 0:8/255:1/255 --attacks apgd-ce,apgd-t --n 1000
   robustft eval runs/fmnist_scheduled/checkpoints/last.pt --attacks strong --n 200   # AutoAttack
   robustft table runs/fmnist_standard runs/fmnist_fix runs/fmnist_scheduled
+  robustft diagnose runs/fmnist_fix --reference runs/fmnist_standard   # suboptimal transfer?
 """
 
 
@@ -50,7 +53,24 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("run_dirs", type=Path, nargs="+")
     s.add_argument("--eval", dest="evaluation", metavar="NAME", help="which evaluation (folder under RUN/eval/); "
                    "default: each run's configured one")
+    d = sub.add_parser("diagnose", help="diagnose suboptimal transfer: delay time, clean-accuracy gap, flags, "
+                       "per-epoch validation curves")
+    d.add_argument("run_dir", type=Path)
+    d.add_argument("--reference", type=Path, metavar="RUN_DIR",
+                   help="a standard fine-tuning run (ε = 0) of the same config, for the gap and the delay")
+    d.add_argument("--gap", type=float, default=DEFAULT_GAP, metavar="ACC",
+                   help=f"clean-accuracy gap to the reference that counts as suboptimal transfer (default {DEFAULT_GAP}"
+                   " = 10 points)")
+    d.add_argument("--delay-threshold", type=float, metavar="ACC",
+                   help="validation clean accuracy whose first crossing is the delay time (default: the run's "
+                   "train.delay_threshold; the paper's 0.05 suits 100–200 classes)")
+    d.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
     return p
+
+
+def _diagnose(args: argparse.Namespace) -> None:
+    d = diagnose_run(args.run_dir, args.reference, args.gap, args.delay_threshold)
+    print(json.dumps(d.to_dict(), indent=2) if args.json else render_diagnosis(d))
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -76,7 +96,8 @@ def _eval(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
-    commands = {"train": _train, "eval": _eval, "table": lambda a: print(results_table(a.run_dirs, a.evaluation))}
+    commands = {"train": _train, "eval": _eval, "diagnose": _diagnose,
+                "table": lambda a: print(results_table(a.run_dirs, a.evaluation))}
     try:
         commands[args.command](args)
     except (ConfigError, RunExistsError, FileNotFoundError, NonFiniteLossError, ValueError) as err:

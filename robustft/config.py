@@ -135,7 +135,14 @@ class AttackConfig:
 @dataclass(frozen=True)
 class ObjectiveConfig:
     name: str = "adversarial"
-    """``standard`` (cross-entropy on clean inputs) or ``adversarial`` (Madry: cross-entropy on attacked inputs)."""
+    """``standard`` (cross-entropy on clean inputs), ``adversarial`` (Madry: cross-entropy on attacked
+    inputs) or ``trades`` (clean cross-entropy + beta · KL(clean ‖ attacked))."""
+    beta: float = 6.0
+    """``trades`` only: weight of the KL term, dimensionless (6, the original's CIFAR-10 value; 1 weighs
+    both terms alike; larger trades clean accuracy for robustness)."""
+    trades_inner: str = "kl"
+    """``trades`` only: the inner maximisation: ``kl`` (the original: PGD on the KL divergence, attack.num_steps
+    steps of attack.rel_step_size × ε) or ``ce`` (the training attack on cross-entropy, attack.name)."""
 
 
 @dataclass(frozen=True)
@@ -419,8 +426,11 @@ def validate(cfg: Config) -> None:
     need(a.num_steps >= 1, f"attack.num_steps: must be >= 1, got {a.num_steps}")
     need(a.restarts >= 1, f"attack.restarts: must be >= 1, got {a.restarts}")
     need(a.rel_step_size > 0, f"attack.rel_step_size: must be positive, got {a.rel_step_size}")
-    need(cfg.objective.name in ("standard", "adversarial"),
-         f"objective.name: unknown objective {cfg.objective.name!r}; choose standard or adversarial")
+    need(cfg.objective.name in ("standard", "adversarial", "trades"),
+         f"objective.name: unknown objective {cfg.objective.name!r}; choose standard, adversarial or trades")
+    need(cfg.objective.beta >= 0, f"objective.beta: must be >= 0, got {cfg.objective.beta}")
+    need(cfg.objective.trades_inner in ("kl", "ce"),
+         f"objective.trades_inner: {cfg.objective.trades_inner!r} is not kl or ce")
     _validate_schedule(s, t.epochs, need)
     for key in ("lr", "weight_decay", "head_lr", "head_weight_decay"):
         v = getattr(o, key)

@@ -2,7 +2,8 @@
 
 DLR (difference of logits ratio) is invariant to shifting and rescaling the logits, so it keeps a useful
 gradient where a saturated softmax gives cross-entropy none. Every loss has the signature
-``loss(logits, y, target) -> [B]``; ``target`` is used by targeted losses only.
+``loss(logits, y, target) -> [B]``; ``target`` is the loss's reference where it needs one: the target
+classes of targeted DLR, the clean logits of the KL divergence (TRADES).
 """
 
 from __future__ import annotations
@@ -38,6 +39,15 @@ def dlr_targeted(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | N
     return -(z_y - z_t) / (z[:, 0] - 0.5 * (z[:, 2] + z[:, 3]) + 1e-12)
 
 
-LOSSES: dict[str, Loss] = {"ce": ce, "dlr": dlr, "dlr-targeted": dlr_targeted}
-MIN_CLASSES = {"ce": 2, "dlr": 3, "dlr-targeted": 4}
+def kl(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(p_target ‖ p_logits) with p = softmax: how far the prediction moved from the reference logits
+    ``target`` (TRADES' inner maximisation, with the clean logits as reference; ``y`` is not used)."""
+    if target is None:
+        raise ValueError("the KL loss needs the reference (clean) logits")
+    ref = F.log_softmax(target, dim=1)
+    return (ref.exp() * (ref - F.log_softmax(logits, dim=1))).sum(1)
+
+
+LOSSES: dict[str, Loss] = {"ce": ce, "dlr": dlr, "dlr-targeted": dlr_targeted, "kl": kl}
+MIN_CLASSES = {"ce": 2, "dlr": 3, "dlr-targeted": 4, "kl": 2}
 """Classes each loss needs (DLR reads the third, targeted DLR the fourth largest logit)."""

@@ -1,4 +1,9 @@
-"""Projected gradient descent (Madry et al.) with random start and restarts; step size relative to ε."""
+"""Projected gradient descent (Madry et al.) with random start and restarts; step size relative to ε.
+
+The loss is cross-entropy, or (``loss="kl"``) the KL divergence from the clean prediction, TRADES'
+inner maximisation, which starts from ``x`` plus a little Gaussian noise (``start_noise``: at ``x``
+itself the KL gradient is zero).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,13 @@ import torch
 from torch import nn
 
 from robustft.attacks.base import crafting, loss_and_grad, per_example
+from robustft.attacks.losses import LOSSES
 from robustft.attacks.threat import Linf, ThreatModel
 
 
 @dataclass
 class PGD:
-    """PGD on the cross-entropy loss.
+    """PGD on the cross-entropy (or KL) loss.
 
     Args:
         num_steps: gradient steps per restart.
@@ -23,6 +29,9 @@ class PGD:
         select: ``max_loss`` (the last iterate, for training) or ``misclassified`` (for evaluation: any
             misclassified iterate counts).
         threat: the norm ball.
+        loss: ``ce``, or ``kl`` (divergence from the model's clean prediction; TRADES).
+        start_noise: without ``random_start``, the standard deviation (pixel units) of Gaussian noise
+            added to ``x`` at the start (TRADES uses 0.001).
     """
 
     num_steps: int = 10
@@ -31,20 +40,25 @@ class PGD:
     restarts: int = 1
     select: str = "max_loss"
     threat: ThreatModel = field(default_factory=Linf)
+    loss: str = "ce"
+    start_noise: float = 0.0
 
     def __post_init__(self) -> None:
         if self.select not in ("max_loss", "misclassified"):
             raise ValueError(f"PGD select must be max_loss or misclassified, got {self.select!r}")
+        if self.loss not in ("ce", "kl"):
+            raise ValueError(f"PGD loss must be ce or kl, got {self.loss!r}")
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
         if eps == 0 or len(x) == 0:
             return x
         with crafting(model):
+            ref = self._reference(model, x)
             if self.restarts == 1 and self.select == "max_loss":
-                return self._run(model, x, y, eps)[0]
+                return self._run(model, x, y, eps, ref)[0]
             best, best_loss, fooled = None, None, None
             for _ in range(self.restarts):
-                x_adv, loss, wrong = self._run(model, x, y, eps)
+                x_adv, loss, wrong = self._run(model, x, y, eps, ref)
                 if best is None:
                     best, best_loss, fooled = x_adv, loss, wrong
                     continue
@@ -53,24 +67,39 @@ class PGD:
                 best_loss, fooled = torch.where(take, loss, best_loss), fooled | wrong
             return best
 
-    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
+    def _reference(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+        """The clean logits the KL loss compares against (None for cross-entropy)."""
+        if self.loss != "kl":
+            return None
+        with torch.no_grad():
+            return model(x)
+
+    def _start(self, x: torch.Tensor, eps: float) -> torch.Tensor:
+        if self.random_start:
+            return self.threat.random_init(x, eps)
+        if self.start_noise > 0:
+            return self.threat.project(x + self.start_noise * torch.randn_like(x), x, eps)
+        return x.clone()
+
+    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, ref: torch.Tensor | None
              ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """One run: (point, its loss, misclassified); with ``select="misclassified"`` the point is the
         first misclassified iterate where there is one. Loss and flag are None for a lone max-loss run."""
-        x_adv = self.threat.random_init(x, eps) if self.random_start else x.clone()
+        x_adv = self._start(x, eps)
         step = self.rel_step_size * eps
         keep = self.select == "misclassified"
         fooled = torch.zeros_like(y, dtype=torch.bool)
         x_fooled = x_adv
+        loss_fn = LOSSES[self.loss]
         for _ in range(self.num_steps):
-            _, grad, logits = loss_and_grad(model, x_adv, y)
+            _, grad, logits = loss_and_grad(model, x_adv, y, loss_fn=loss_fn, target=ref)
             if keep:
                 new = (logits.argmax(1) != y) & ~fooled
                 x_fooled, fooled = torch.where(per_example(new, x), x_adv, x_fooled), fooled | new
             x_adv = self.threat.project(x_adv + step * self.threat.ascent(grad), x, eps).detach()
         if self.restarts == 1 and not keep:
             return x_adv, None, None
-        loss, _, logits = loss_and_grad(model, x_adv, y, need_grad=False)
+        loss, _, logits = loss_and_grad(model, x_adv, y, need_grad=False, loss_fn=loss_fn, target=ref)
         wrong = logits.argmax(1) != y
         if keep:
             x_adv = torch.where(per_example(fooled & ~wrong, x), x_fooled, x_adv)

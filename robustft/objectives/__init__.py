@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from robustft.attacks import build_attack
+from robustft.attacks import build_attack, build_trades_attack
 from robustft.config import Config
 from robustft.objectives.adversarial import AdversarialObjective
 from robustft.objectives.base import Objective, ObjectiveOutput
 from robustft.objectives.standard import StandardObjective
+from robustft.objectives.trades import TradesObjective
 
 
 def build_objective(cfg: Config) -> Objective:
@@ -15,7 +16,12 @@ def build_objective(cfg: Config) -> Objective:
         return StandardObjective()
     if cfg.objective.name == "adversarial":
         return AdversarialObjective(build_attack(cfg.attack))
-    raise ValueError(f"objective.name: unknown objective {cfg.objective.name!r}; choose standard or adversarial")
+    if cfg.objective.name == "trades":
+        inner = build_trades_attack(cfg.attack) if cfg.objective.trades_inner == "kl" else build_attack(cfg.attack)
+        return TradesObjective(inner, beta=cfg.objective.beta)
+    raise ValueError(f"objective.name: unknown objective {cfg.objective.name!r}; choose standard, adversarial "
+                     "or trades")
 
 
-__all__ = ["AdversarialObjective", "Objective", "ObjectiveOutput", "StandardObjective", "build_objective"]
+__all__ = ["AdversarialObjective", "Objective", "ObjectiveOutput", "StandardObjective", "TradesObjective",
+           "build_objective"]

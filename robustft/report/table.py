@@ -27,6 +27,8 @@ def run_row(path: str | Path, evaluation: str | None = None) -> dict[str, Any]:
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     rob = json.loads(rob_path.read_text()) if rob_path.exists() else {}
     schedule = "standard" if cfg.objective.name == "standard" else cfg.schedule.kind
+    if cfg.objective.name == "trades":
+        schedule += f" (TRADES β={cfg.objective.beta:g}{', CE inner' if cfg.objective.trades_inner == 'ce' else ''})"
     checked = bool(rob.get("flags"))
     flags = [f["name"] for f in rob.get("flags", []) if f.get("raised")] if checked else None
     return {"run": run.path.name, "schedule": schedule, "eps": format_eps(cfg.attack.eps),
@@ -35,7 +37,7 @@ def run_row(path: str | Path, evaluation: str | None = None) -> dict[str, Any]:
             "attacks": "+".join(rob.get("protocol", {}).get("attack_order", [])) or None, "flags": flags}
 
 
-def _pct(v: float | None) -> str:
+def percent(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.1f}"
 
 
@@ -49,8 +51,8 @@ def results_table(paths: list[str | Path], evaluation: str | None = None) -> str
         t = "—" if r["train_s"] is None else f"{r['train_s'] / 60:.1f} min"
         flags = "not run" if r["flags"] is None and r["clean"] is not None else ", ".join(r["flags"] or []) or "none"
         flags = "—" if r["clean"] is None else flags
-        lines.append(f"| {r['run']} | {r['schedule']} | {r['eps']} | {_pct(r['clean'])} | {_pct(r['adv'])} | "
-                     f"{_pct(r['e_adv'])} | {r['n'] or '—'} | {r['attacks'] or '—'} | {flags} | "
+        lines.append(f"| {r['run']} | {r['schedule']} | {r['eps']} | {percent(r['clean'])} | {percent(r['adv'])} | "
+                     f"{percent(r['e_adv'])} | {r['n'] or '—'} | {r['attacks'] or '—'} | {flags} | "
                      f"{r['delay'] if r['delay'] is not None else '—'} | {t} |")
     return "\n".join(lines)
 
@@ -68,8 +70,8 @@ def evaluation_report(result: RobustnessResult) -> str:
     lines.append("")
     for key, label, value in (("clean", "Clean", result.clean), ("adv", f"Adv. (ε={format_eps(result.eps[-1])})", result.adv),
                               ("expected_robustness", "E.adv", result.expected)):
-        interval = f" (95 % CI {_pct(ci[key][0])}–{_pct(ci[key][1])})" if key in ci else ""
-        lines.append(f"- {label}: {_pct(value)} %{interval}")
+        interval = f" (95 % CI {percent(ci[key][0])}–{percent(ci[key][1])})" if key in ci else ""
+        lines.append(f"- {label}: {percent(value)} %{interval}")
     lines.append(f"- n = {result.correct.shape[1]}, mode {result.protocol.get('mode')}, attacks: "
                  + ", ".join(names[1:]))
     if result.flags:

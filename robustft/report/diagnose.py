@@ -1,0 +1,99 @@
+"""``robustft diagnose``: the suboptimal-transfer diagnosis of a run directory, read from its files only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from robustft.config import config_to_dict
+from robustft.eval.diagnostics import DEFAULT_GAP, Curve, Diagnosis, diagnose, epoch_table, sparkline
+from robustft.report.table import percent, run_row
+from robustft.runs import RunDir
+
+KNOWN_CLASSES = {"fashion_mnist": 10, "digits": 10}
+"""Classes of the built-in datasets, for runs whose summary predates ``num_classes``."""
+SAME_KEYS = {"data": None, "model": None, "optim": None, "train": ("epochs", "seed")}
+"""Config keys a reference run should share with the run (None: the whole section)."""
+
+
+def load_curve(path: str | Path, use_test: bool = True, delay_threshold: float | None = None) -> Curve:
+    """A run directory's epoch rows, final clean accuracy (test evaluation if ``use_test`` and present,
+    else the last validation one) and settings; ``delay_threshold`` overrides the run's
+    ``train.delay_threshold``.
+
+    Raises:
+        FileNotFoundError: not a run directory, or it has no epoch rows yet.
+    """
+    run = RunDir(Path(path))
+    cfg = run.config()
+    rows = run.rows("epoch")
+    if not rows:
+        raise FileNotFoundError(f"{run.path} has no epoch rows in metrics.jsonl yet: nothing to diagnose")
+    summary_path = run.path / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    test_clean = run_row(run.path)["clean"] if use_test else None
+    clean, source = (test_clean, "test") if test_clean is not None else (rows[-1]["val_clean_acc"], "validation")
+    classes = summary.get("num_classes") or cfg.model.num_classes or KNOWN_CLASSES.get(cfg.data.name)
+    return Curve(name=run.path.name, rows=rows, clean=clean, clean_source=source, num_classes=classes,
+                 delay_threshold=cfg.train.delay_threshold if delay_threshold is None else delay_threshold,
+                 schedule=summary.get("schedule", {"kind": cfg.schedule.kind}))
+
+
+def config_differences(run: str | Path, reference: str | Path) -> list[str]:
+    """Keys of :data:`SAME_KEYS` on which the reference's config differs from the run's, and a note if the
+    reference trains at ε > 0."""
+    a, b = config_to_dict(RunDir(Path(run)).config()), config_to_dict(RunDir(Path(reference)).config())
+    out = [f"{s}.{k}: {a[s][k]!r} vs reference {b[s][k]!r}" for s, keys in SAME_KEYS.items()
+           for k in (keys or a[s]) if a[s][k] != b[s][k]]
+    if b["objective"]["name"] != "standard":
+        out.append(f"the reference is not standard fine-tuning (objective {b['objective']['name']!r})")
+    return out
+
+
+def diagnose_run(path: str | Path, reference: str | Path | None = None, max_gap: float = DEFAULT_GAP,
+                 delay_threshold: float | None = None) -> Diagnosis:
+    """Diagnose a run directory, optionally against a standard fine-tuning reference run directory;
+    ``delay_threshold`` (validation clean accuracy) overrides both runs' ``train.delay_threshold``."""
+    run = load_curve(path, delay_threshold=delay_threshold)
+    ref = load_curve(reference, delay_threshold=run.delay_threshold) if reference else None
+    if ref is not None and (ref.clean_source != run.clean_source):  # compare like with like
+        run = load_curve(path, False, run.delay_threshold)
+        ref = load_curve(reference, False, run.delay_threshold)
+    result = diagnose(run, ref, max_gap)
+    if reference is not None:
+        result.notes += [f"config differs: {d}" for d in config_differences(path, reference)]
+    return result
+
+
+def _schedule_text(s: dict) -> str:
+    parts = [str(s.get("kind", "?"))]
+    parts += [f"{k}={s[k]:g}" for k in ("t1", "t2") if isinstance(s.get(k), (int, float))]
+    if s.get("kind") == "auto":
+        parts.append("never switched" if s.get("switch") is None else f"ramp from epoch {int(s['switch']) + 1}")
+    return " ".join(parts)
+
+
+def render_diagnosis(d: Diagnosis) -> str:
+    """The diagnosis in Markdown: headline, flags, and the per-epoch validation table with sparklines."""
+    r, ref = d.run, d.reference
+    lines = [f"# Diagnosis of {r.name}", "",
+             f"- schedule: {_schedule_text(r.schedule)}",
+             f"- final {r.clean_source} clean accuracy: {percent(r.clean)} %"
+             + (f"; reference {ref.name}: {percent(ref.clean)} %, gap {100 * d.gap:.1f} points" if d.gap is not None else ""),
+             f"- delay time: {r.delay if r.delay is not None else 'never'} epoch(s) to validation clean accuracy "
+             f"> {100 * r.delay_threshold:.0f} %" + (f" (reference: {ref.delay})" if ref else "")]
+    lines += ["", "Flags:"] + [f"- [{'RAISED' if f.raised else 'n/a' if f.raised is None else 'ok'}] {f.name}: "
+                               f"{f.message}" for f in d.flags]
+    if d.notes:
+        lines += ["", "Notes:"] + [f"- {n}" for n in d.notes]
+    table = epoch_table(r, ref)
+    lines += ["", f"Validation clean accuracy by epoch: `{sparkline([t['val_clean_acc'] for t in table])}`"
+              + (f" (reference `{sparkline([t['ref_val_clean_acc'] for t in table])}`)" if ref else ""), "",
+              "| epoch | ε | clean acc | clean loss | adv. acc | adv. loss |" + (" reference clean acc |" if ref else ""),
+              "|---|---|---|---|---|---|" + ("---|" if ref else "")]
+    for t in table:
+        loss = [f"{t[k]:.3f}" if t[k] is not None else "—" for k in ("val_clean_loss", "val_adv_loss")]
+        row = (f"| {t['epoch'] + 1} | {255 * t['eps']:.2f}/255 | {percent(t['val_clean_acc'])} | {loss[0]} | "
+               f"{percent(t['val_adv_acc'])} | {loss[1]} |")
+        lines.append(row + (f" {percent(t['ref_val_clean_acc'])} |" if ref else ""))
+    return "\n".join(lines)
