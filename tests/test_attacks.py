@@ -62,7 +62,9 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def make_attack(kind: str, norm: str, **kw):
-    cls = {"pgd": PGD, "apgd": APGD}[kind]
+    if kind == "pgd-kl":  # TRADES' inner maximisation
+        kw = {"loss": "kl", "random_start": False, "start_noise": 1e-3, **kw}
+    cls = {"pgd": PGD, "apgd": APGD, "pgd-kl": PGD}[kind]
     return cls(threat=THREATS[norm](), **kw)
 
 
@@ -87,6 +89,8 @@ def assert_in_ball(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str, 
 ATTACKS = [
     pytest.param(kind, norm, id=f"{kind}-{norm}") for kind in ("pgd", "apgd") for norm in ("linf", "l2")
 ]
+CONTRACT = ATTACKS + [pytest.param("pgd-kl", norm, id=f"pgd-kl-{norm}") for norm in ("linf", "l2")]
+"""Every attack the contract tests cover: PGD and APGD, and TRADES' KL-divergence PGD."""
 VARIANTS = [
     pytest.param(kind, norm, kw, id=f"{kind}-{norm}-{name}")
     for kind, norm, kw, name in [
@@ -94,6 +98,7 @@ VARIANTS = [
         for k in ("pgd", "apgd")
         for n in ("linf", "l2")
         for name, kw in {"default": {}, "no-random-start": {"random_start": False}, "restarts2": {"restarts": 2},
+                         **({"kl": {"loss": "kl", "random_start": False, "start_noise": 1e-3}} if k == "pgd" else {}),
                          **({"misclassified": {"select": "misclassified"}} if k == "apgd" else {})}.items()
     ]
 ]
@@ -111,7 +116,7 @@ def test_result_inside_eps_ball_and_box(trained, batch, kind, norm, kw):
     assert not x_adv.requires_grad
 
 
-@pytest.mark.parametrize("kind,norm", ATTACKS)
+@pytest.mark.parametrize("kind,norm", CONTRACT)
 def test_ball_and_box_with_pixels_at_the_bounds(trained, kind, norm):
     """Inputs at 0 and 1 exercise the box clipping; a large ε exercises the ball projection."""
     g = torch.Generator().manual_seed(4)
@@ -133,7 +138,7 @@ class Exploding(nn.Module):
         raise AssertionError("the model must not be called")
 
 
-@pytest.mark.parametrize("kind,norm", ATTACKS)
+@pytest.mark.parametrize("kind,norm", CONTRACT)
 def test_eps_zero_returns_x_without_calling_the_model(batch, kind, norm):
     x, y = batch
     model = Exploding().train()
@@ -143,7 +148,7 @@ def test_eps_zero_returns_x_without_calling_the_model(batch, kind, norm):
 
 
 # ------------------------------------------------------------------------------------ model state
-@pytest.mark.parametrize("kind,norm", ATTACKS)
+@pytest.mark.parametrize("kind,norm", CONTRACT)
 def test_parameter_grads_untouched(batch, kind, norm):
     x, y = batch
     model = tiny_net(5).train()
@@ -167,7 +172,7 @@ def test_parameter_grads_untouched(batch, kind, norm):
             assert torch.equal(v, buffers[k]), f"{k} changed: BatchNorm statistics updated while crafting"
 
 
-@pytest.mark.parametrize("kind,norm", ATTACKS)
+@pytest.mark.parametrize("kind,norm", CONTRACT)
 def test_all_none_grads_stay_none(batch, kind, norm):
     x, y = batch
     model = tiny_net(6).train()
@@ -177,7 +182,7 @@ def test_all_none_grads_stay_none(batch, kind, norm):
 
 
 @pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("kind,norm", ATTACKS)
+@pytest.mark.parametrize("kind,norm", CONTRACT)
 def test_training_flag_and_requires_grad_restored(batch, kind, norm, training):
     x, y = batch
     model = tiny_net(7).train(training)
@@ -206,7 +211,7 @@ class FailsOnCall(nn.Module):
 
 
 @pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("kind,norm", ATTACKS)
+@pytest.mark.parametrize("kind,norm", CONTRACT)
 def test_state_restored_when_forward_raises_mid_attack(batch, kind, norm, training):
     x, y = batch
     model = FailsOnCall(tiny_net(8), n=3).train(training)
@@ -222,7 +227,7 @@ def test_state_restored_when_forward_raises_mid_attack(batch, kind, norm, traini
     assert all(p.grad is None for p in params[1:])
 
 
-@pytest.mark.parametrize("kind,norm", ATTACKS)
+@pytest.mark.parametrize("kind,norm", CONTRACT)
 def test_model_in_eval_mode_while_crafting(batch, kind, norm):
     x, y = batch
     model = tiny_net(9)

@@ -248,6 +248,44 @@ def test_other_schedule_combinations():
     assert load_config(None, ["schedule.kind=switch", "schedule.t1=3"]).schedule.t1 == 3
 
 
+@pytest.mark.parametrize("overrides", [
+    ["schedule.kind=linear"], ["schedule.kind=uniform", "schedule.granularity=step"],
+    ["schedule.kind=auto", "schedule.patience=3", "schedule.tolerance=0.05", "schedule.tolerance_mode=relative"],
+    ["schedule.kind=auto", "schedule.t2=0.9"],
+    ["schedule.kind=piecewise", "schedule.points=[[0, 0], [0.5, 1], [1, 1]]"],
+    ["objective.name=trades", "objective.beta=1", "objective.trades_inner=ce"],
+])
+def test_new_schedules_and_trades_load_and_round_trip(overrides, tmp_path):
+    cfg = load_config(None, overrides)
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["schedule.kind=cosine"], "schedule.kind: unknown schedule 'cosine'"),
+    (["schedule.kind=linear", "schedule.t2=0.5"], "linear schedule takes no hinges"),
+    (["schedule.kind=uniform", "schedule.t1=2"], "uniform schedule takes no hinges"),
+    (["schedule.kind=auto", "schedule.t1=2"], "auto starts its ramp"),
+    (["schedule.kind=piecewise"], "piecewise needs points"),
+    (["schedule.points=[[0, 0], [1, 1]]"], "only piecewise takes them"),
+    (["schedule.kind=piecewise", "schedule.points=[[0, 0], [0.5]]"], "[progress, multiplier] pairs"),
+    (["schedule.kind=piecewise", "schedule.points=[[0.5, 0], [0.2, 1]]"], "must increase within [0, 1]"),
+    (["schedule.kind=piecewise", "schedule.points=[[0, 0], [2, 1]]"], "must increase within [0, 1]"),
+    (["schedule.kind=piecewise", "schedule.points=[[0, -1], [1, 1]]"], "multipliers must be >= 0"),
+    (["schedule.kind=piecewise", "schedule.points=0.5"], "schedule.points: expected a list"),
+    (["schedule.patience=0"], "schedule.patience"),
+    (["schedule.tolerance=-0.1"], "schedule.tolerance"),
+    (["schedule.tolerance_mode=percent"], "absolute or relative"),
+    (["objective.name=mart"], "choose standard, adversarial or trades"),
+    (["objective.beta=-1"], "objective.beta"),
+    (["objective.trades_inner=dlr"], "objective.trades_inner"),
+])
+def test_bad_schedule_and_objective_values_name_the_key(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides)
+    assert message in str(info.value)
+
+
 def test_bad_eps_in_config_mentions_key():
     with pytest.raises(ConfigError) as info:
         load_config(None, ["attack.eps=8"])

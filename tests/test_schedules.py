@@ -8,11 +8,15 @@ import pytest
 
 from robustft.config import OptimConfig, ScheduleConfig
 from robustft.schedules import (
+    AutoSchedule,
     HingeSchedule,
+    PiecewiseSchedule,
+    UniformSchedule,
     build_eps_schedule,
     build_lr_schedule,
     cosine_lr_multiplier,
     hinge_multiplier,
+    plateau_epoch,
     resolve_hinges,
     to_epochs,
 )
@@ -124,6 +128,146 @@ def test_eps_at_is_alpha_times_target():
     for epoch in range(5):
         assert sched.eps_at(epoch) == pytest.approx(0.5 * hinge_multiplier(epoch, 1, 3))
     assert sched.eps_at(0) == 0.0 and sched.eps_at(2) == pytest.approx(0.25) and sched.eps_at(4) == 0.5
+
+
+# ------------------------------------------------------------------------------------ special cases
+def _values(sched, epochs, steps=None):
+    """α at every epoch, or at every step of every epoch."""
+    if steps is None:
+        return [sched.multiplier(e) for e in range(epochs)]
+    return [sched.multiplier(e, s, steps) for e in range(epochs) for s in range(steps)]
+
+
+def _build(epochs=10, **kw):
+    return build_eps_schedule(ScheduleConfig(**kw), EPS, epochs=epochs)
+
+
+@pytest.mark.parametrize("granularity,steps", [("epoch", None), ("step", 7)])
+def test_special_cases_equal_each_other(granularity, steps):
+    g = {"granularity": granularity}
+    assert _values(_build(kind="hinge", t1=0, t2=0, **g), 10, steps) == _values(_build(kind="fix", **g), 10, steps)
+    assert _values(_build(kind="hinge", t1=0, t2=6, **g), 10, steps) == _values(_build(kind="warmup", t2=6, **g), 10, steps)
+    assert _values(_build(kind="hinge", t1=4, t2=4, **g), 10, steps) == _values(_build(kind="switch", t1=4, **g), 10, steps)
+    assert _values(_build(kind="hinge", t1=0, t2=10, **g), 10, steps) == _values(_build(kind="linear", **g), 10, steps)
+    hinge_points = [[0, 0], [0.25, 0], [0.75, 1], [1, 1]]
+    assert _values(_build(kind="piecewise", points=hinge_points, **g), 10, steps) == pytest.approx(
+        _values(_build(kind="hinge", t1=0.25, t2=0.75, **g), 10, steps), abs=1e-12)
+
+
+def test_linear_ramps_over_the_whole_run():
+    sched = _build(kind="linear", epochs=10)
+    assert (sched.t1, sched.t2) == (0.0, 10.0)
+    assert _values(sched, 10) == pytest.approx([e / 10 for e in range(10)])
+    steps = _build(kind="linear", epochs=4, granularity="step")
+    assert steps.multiplier(3, 5, 10) == pytest.approx(3.5 / 4)
+
+
+def test_piecewise_follows_its_points_and_is_flat_outside():
+    sched = _build(kind="piecewise", epochs=10, points=[[0.2, 0.0], [0.5, 1.5], [0.8, 1.0]])
+    assert isinstance(sched, PiecewiseSchedule)
+    expected = [0, 0, 0, 0.5, 1.0, 1.5, 4 / 3, 7 / 6, 1.0, 1.0]
+    assert _values(sched, 10) == pytest.approx(expected)
+    assert sched.eps_at(5) == pytest.approx(1.5 * EPS)  # a multiplier may exceed 1
+    per_step = _build(kind="piecewise", epochs=10, points=[[0, 0], [1, 1]], granularity="step")
+    assert per_step.multiplier(2, 5, 10) == pytest.approx(0.25)
+
+
+def test_uniform_draws_once_per_epoch_reproducibly():
+    a = build_eps_schedule(ScheduleConfig(kind="uniform"), EPS, epochs=50, seed=3)
+    b = build_eps_schedule(ScheduleConfig(kind="uniform"), EPS, epochs=50, seed=3)
+    other = build_eps_schedule(ScheduleConfig(kind="uniform"), EPS, epochs=50, seed=4)
+    values = _values(a, 50)
+    assert isinstance(a, UniformSchedule)
+    assert values == _values(b, 50) and values != _values(other, 50)
+    assert all(0 <= v < 1 for v in values) and len(set(values)) == 50
+    assert 0.3 < sum(values) / 50 < 0.7  # mean of U[0, 1]
+    assert {a.multiplier(7, s, 10) for s in range(10)} == {a.multiplier(7)}  # constant within an epoch
+    # a fresh schedule (as after a resume) gives the same value for any epoch, in any order
+    assert [UniformSchedule(EPS, seed=3).multiplier(e) for e in reversed(range(50))] == values[::-1]
+    assert a.eps_at(7) == pytest.approx(a.multiplier(7) * EPS)
+
+
+def test_uniform_per_step_draws_every_step():
+    sched = build_eps_schedule(ScheduleConfig(kind="uniform", granularity="step"), EPS, epochs=5, seed=0)
+    values = [sched.multiplier(2, s, 10) for s in range(10)]
+    assert len(set(values)) == 10 and values == [sched.multiplier(2, s, 10) for s in range(10)]
+
+
+# ------------------------------------------------------------------------------------ auto
+@pytest.mark.parametrize("history,patience,tol,relative,expected", [
+    ([0.3, 0.6, 0.8, 0.81, 0.805, 0.81], 3, 0.02, False, 5),   # flat after epoch 2: three epochs without +2 points
+    ([0.3, 0.6, 0.8, 0.81, 0.805, 0.81], 5, 0.02, False, None),  # not patient enough yet
+    ([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 1, 0.02, False, None),      # still climbing
+    ([0.5, 0.515, 0.53, 0.545], 2, 0.02, False, None),          # gains of 1.5 points add up past the margin
+    ([0.5, 0.515, 0.52, 0.51], 2, 0.02, False, 2),
+    ([0.50, 0.505, 0.509], 2, 0.02, True, 2),                   # relative: 2 % of 0.5 is 1 point
+    ([0.50, 0.505, 0.52], 2, 0.02, True, None),
+    ([0.5, 0.4], 1, 0.0, False, 1),                             # a drop counts as no improvement
+])
+def test_plateau_epoch(history, patience, tol, relative, expected):
+    assert plateau_epoch(history, patience, tol, relative) == expected
+
+
+def _auto(epochs=10, **kw):
+    return build_eps_schedule(ScheduleConfig(kind="auto", **kw), EPS, epochs=epochs)
+
+
+def _feed(sched, history):
+    for epoch, acc in enumerate(history):
+        sched = sched.observe(epoch, acc)
+    return sched
+
+
+def test_auto_holds_zero_until_the_plateau_then_ramps_to_the_end():
+    sched = _auto(patience=2)
+    assert isinstance(sched, AutoSchedule) and sched.patience == 2 and sched.tolerance == 0.02
+    curve = [0.4, 0.7, 0.8, 0.8, 0.79, 0.81, 0.85, 0.9, 0.9, 0.9]
+    seen = []
+    for epoch, acc in enumerate(curve):
+        seen.append(sched.multiplier(epoch))  # what epoch `epoch` trains at
+        sched = sched.observe(epoch, acc)
+    # epochs 3 and 4 do not beat epoch 2's 0.8 by 2 points: plateau after epoch 4, so the ramp is the
+    # hinge T1 = 5, T2 = 10 (like every hinge, 0 at T1)
+    assert sched.switch == 5.0
+    assert seen == pytest.approx([0, 0, 0, 0, 0, 0, 0.2, 0.4, 0.6, 0.8])
+    assert sched.observe(10, 0.1).switch == 5.0  # once switched, it stays switched
+
+
+def test_auto_never_switches_while_accuracy_keeps_improving():
+    sched = _feed(_auto(patience=1), [0.1 * i for i in range(10)])
+    assert sched.switch is None and _values(sched, 10) == [0.0] * 10
+
+
+def test_auto_ramp_end_and_relative_tolerance():
+    sched = _feed(_auto(patience=1, t2=0.6, tolerance_mode="relative", tolerance=0.1), [0.5, 0.54])
+    assert sched.relative and sched.switch == 2.0 and sched.ramp_end == 6.0
+    assert _values(sched, 8) == pytest.approx([0, 0, 0, 0.25, 0.5, 0.75, 1, 1])
+    late = _feed(_auto(patience=1, t2=2), [0.5, 0.5, 0.5, 0.5])  # switched after the ramp's end: a hard switch
+    assert late.switch == 2.0 and _values(late, 4) == [0, 0, 1, 1]
+
+
+def test_auto_per_step_ramps_within_epochs():
+    sched = _feed(_auto(patience=1, granularity="step"), [0.5, 0.5])
+    assert sched.switch == 2.0
+    assert sched.multiplier(2, 0, 4) == 0.0
+    assert sched.multiplier(3, 2, 4) == pytest.approx(1.5 / 8)
+    assert sched.multiplier(1, 3, 4) == 0.0
+
+
+def test_auto_state_round_trip_and_order_check():
+    sched = _feed(_auto(patience=2), [0.4, 0.8, 0.8, 0.8])
+    state = sched.state()
+    assert state == {"history": [0.4, 0.8, 0.8, 0.8], "switch": 4.0}
+    restored = _auto(patience=2).with_state(state)
+    assert restored == sched and _values(restored, 10) == _values(sched, 10)
+    with pytest.raises(ValueError, match="epoch 4"):
+        sched.observe(6, 0.9)  # an epoch was skipped
+
+
+def test_pure_schedules_have_no_state():
+    for kind in ("fix", "hinge", "warmup", "switch", "linear", "uniform"):
+        sched = _build(kind=kind)
+        assert sched.state() == {} and sched.observe(0, 0.5) is sched and sched.with_state({}) is sched
 
 
 # ------------------------------------------------------------------------------------ learning rate

@@ -10,6 +10,7 @@ import torch
 
 import robustft.train.trainer as trainer
 from robustft.api import RunExistsError, fine_tune
+from robustft.config import apply_overrides, config_from_dict, config_to_dict
 from robustft.runs import RunDir
 from robustft.train import NonFiniteLossError, load_checkpoint
 
@@ -54,8 +55,22 @@ def test_resume_with_other_config_is_refused(tiny_config):
         fine_tune(cfg.replace("optim", lr=0.1), name="tiny", resume=True)
 
 
-def test_killed_run_resumes_to_the_same_weights(tiny_config, monkeypatch):
-    cfg = tiny_config.replace("train", evaluate=False)
+AUTO = ["schedule.kind=auto", "schedule.t1=null", "schedule.t2=null", "schedule.patience=1",
+        "schedule.tolerance=1.0", "train.epochs=4"]
+"""An auto schedule that must switch after epoch 1 (no gain can beat a tolerance of 100 points): ε is 0
+for epochs 0–2 and ramps to ε_g/2 in epoch 3 (hinge T1 = 2, T2 = 4)."""
+
+
+@pytest.mark.parametrize("overrides", [
+    pytest.param([], id="hinge-mid-ramp"),
+    pytest.param(AUTO, id="auto-after-switch"),
+    pytest.param(["schedule.kind=uniform", "schedule.t1=null", "schedule.t2=null", "schedule.granularity=step"],
+                 id="uniform-per-step"),
+    pytest.param(["objective.name=trades", "objective.beta=2", "schedule.kind=warmup", "schedule.t1=null"],
+                 id="trades-warmup"),
+])
+def test_killed_run_resumes_to_the_same_weights(tiny_config, monkeypatch, overrides):
+    cfg = config_from_dict(apply_overrides(config_to_dict(tiny_config.replace("train", evaluate=False)), overrides))
     straight = fine_tune(cfg, name="straight")
 
     saves = {"n": 0}
@@ -64,7 +79,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_config, monkeypatch):
     def save_then_die(*args, **kwargs):
         real_save(*args, **kwargs)
         saves["n"] += 1
-        if saves["n"] == 2:  # killed right after the checkpoint of epoch 2, mid-ramp
+        if saves["n"] == 2:  # killed right after the checkpoint of epoch 2 (mid-ramp, or after auto switched)
             raise KeyboardInterrupt
 
     monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
@@ -78,13 +93,38 @@ def test_killed_run_resumes_to_the_same_weights(tiny_config, monkeypatch):
 
     a = load_checkpoint(straight.checkpoint_path)
     b = load_checkpoint(resumed.checkpoint_path)
-    assert a["step"] == b["step"] and a["epochs_done"] == b["epochs_done"] == 3
+    assert a["step"] == b["step"] and a["epochs_done"] == b["epochs_done"] == cfg.train.epochs
+    assert a["schedule"] == b["schedule"]
     for k in a["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0, msg=k)
     drop = ("elapsed_s",)
     rows_a = [{k: v for k, v in r.items() if k not in drop} for r in straight.rows()]
     rows_b = [{k: v for k, v in r.items() if k not in drop} for r in resumed.rows()]
     assert rows_a == rows_b
+    assert len({r["eps"] for r in rows_a if r["kind"] == "step"}) > 1  # ε really changed during the run
+
+
+def test_auto_schedule_switch_is_logged_checkpointed_and_summarised(tiny_config):
+    cfg = config_from_dict(apply_overrides(config_to_dict(tiny_config.replace("train", evaluate=False)), AUTO))
+    run = fine_tune(cfg, name="auto")
+    epochs = run.rows("epoch")
+    assert [r["eps"] for r in epochs] == [0.0, 0.0, 0.0, pytest.approx(4 / 255)]
+    assert [r.get("schedule_switch") for r in epochs] == [None, 2.0, None, None]
+    assert epochs[3]["eps_mean"] == pytest.approx(4 / 255)
+    ckpt = load_checkpoint(run.checkpoint_path)
+    assert ckpt["schedule"]["switch"] == 2.0 and len(ckpt["schedule"]["history"]) == 4
+    summary = json.loads((run.path / "summary.json").read_text())
+    assert summary["schedule"]["kind"] == "auto" and summary["schedule"]["switch"] == 2.0
+    assert summary["num_classes"] == 10
+
+
+def test_auto_schedule_that_never_switches_warns(tiny_config, caplog):
+    cfg = config_from_dict(apply_overrides(config_to_dict(tiny_config.replace("train", evaluate=False)),
+                                           ["schedule.kind=auto", "schedule.t1=null", "schedule.t2=null"]))
+    with caplog.at_level("WARNING"):
+        run = fine_tune(cfg, name="auto_late")
+    assert all(r["eps"] == 0.0 for r in run.rows("epoch"))
+    assert "ε stayed 0 for the whole run" in caplog.text
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tiny_config, monkeypatch):
