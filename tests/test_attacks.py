@@ -417,3 +417,28 @@ def test_factories_reject_unknown_names():
         build_eval_attacks(EvalConfig(attacks=["cw"]), "linf")
     with pytest.raises(ValueError, match="select"):
         APGD(select="best")
+
+
+# ------------------------------------------------------------------------------------ strength follows ε
+@pytest.mark.parametrize("kind", ["pgd", "apgd", "pgd-kl"])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_step_sizes_are_relative_to_eps(kind, norm):
+    """On a linear model (constant gradient) the perturbation found at ε, divided by ε, is the same at every
+    ε of a ramp: the attack scales with the scheduled ε instead of being too weak early or broken late."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, NUM_CLASSES)).double().eval()
+    with torch.no_grad():  # small logits: the losses are close to linear (CE) or quadratic (KL) in δ
+        model[1].weight.mul_(1e-3)
+    x = torch.full((4, 3, 8, 8), 0.5, dtype=torch.float64)  # far from the box, so only the ball binds
+    y = torch.tensor([0, 1, 2, 0])
+    scales = [1 / 255, 4 / 255, 16 / 255] if norm == "linf" else [0.05, 0.2, 0.8]
+    shapes = []
+    for eps in scales:
+        torch.manual_seed(1)
+        # the KL gradient vanishes at x itself: its start noise is scaled with ε here, so only the steps differ
+        noise = {"start_noise": 0.01 * eps} if kind == "pgd-kl" else {}
+        attack = make_attack(kind, norm, num_steps=3, random_start=False, **noise)
+        shapes.append((attack(model, x, y, eps) - x) / eps)
+    for s in shapes[1:]:
+        torch.testing.assert_close(s, shapes[0], rtol=1e-3, atol=1e-3)
+    assert shapes[0].abs().max() > 0.1  # it did move
