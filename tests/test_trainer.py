@@ -118,6 +118,13 @@ def test_auto_schedule_switch_is_logged_checkpointed_and_summarised(tiny_config)
     assert summary["num_classes"] == 10
 
 
+def test_transfer_failure_warns(tiny_config, caplog):
+    cfg = tiny_config.replace("train", evaluate=False, epochs=1).replace("optim", lr=1e-9)
+    with caplog.at_level("WARNING"):
+        fine_tune(cfg, name="failure")  # a learning rate of 1e-9 learns nothing: chance accuracy
+    assert "transfer failure" in caplog.text and "robustft diagnose" in caplog.text
+
+
 def test_auto_schedule_that_never_switches_warns(tiny_config, caplog):
     cfg = config_from_dict(apply_overrides(config_to_dict(tiny_config.replace("train", evaluate=False)),
                                            ["schedule.kind=auto", "schedule.t1=null", "schedule.t2=null"]))

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from robustft.attacks import build_attack
 from robustft.config import Config
 from robustft.data import DataSplits, build_data, eval_batches, num_train_batches, train_batches
+from robustft.eval.diagnostics import failure_threshold
 from robustft.eval.metrics import accuracy, delay_time
 from robustft.models import build_model
 from robustft.objectives import build_objective
@@ -173,5 +174,9 @@ def write_summary(run: RunDir, cfg: Config, schedule: Schedule, num_classes: int
     if summary["schedule"].get("kind") == "auto" and summary["schedule"].get("switch") is None:
         log.warning("auto schedule: validation clean accuracy kept improving, so ε stayed 0 for the whole run; "
                     "lower schedule.patience, raise schedule.tolerance or train longer")
+    final = summary["final"].get("val_clean_acc")
+    if final is not None and final < failure_threshold(num_classes):
+        log.warning("transfer failure: validation clean accuracy %.1f %% is near chance (%d classes); "
+                    "see `robustft diagnose %s`", 100 * final, num_classes, run.path)
     write_json(run.path / "summary.json", summary)
     return summary
