@@ -33,6 +33,13 @@ def toy_cnn(classes: int = 3) -> nn.Sequential:
                          nn.Dropout(0.3), nn.Linear(8, classes))
 
 
+def toy_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random float 3×8×8 images in [0, 1]; the label (of 3) is the channel with the highest mean."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, 8, 8, generator=g)
+    return x, x.mean((2, 3)).argmax(1)
+
+
 def toy_images(n: int, seed: int, classes: int = 3) -> "ImageArray":
     """uint8 [N, 3, 8, 8]. With 3 classes the label is the channel with the highest mean; with 4, the
     image quadrant with the highest mean brightness."""

@@ -8,7 +8,7 @@ were (also on error); ``eps == 0`` returns ``x`` without running the model.
 from __future__ import annotations
 
 import pytest
-from helpers import fit_briefly
+from helpers import fit_briefly, toy_data
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,13 +40,6 @@ def tiny_net(seed: int = 0) -> nn.Sequential:
         nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         nn.Dropout(0.5), nn.Linear(8, NUM_CLASSES),
     )
-
-
-def toy_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random 3×8×8 images in [0, 1]; the label is the channel with the highest mean."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 3, 8, 8, generator=g)
-    return x, x.mean((2, 3)).argmax(1)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import fit_briefly, toy_cnn
+from helpers import fit_briefly, toy_cnn, toy_data
 from torch import nn
 
 from robustft.attacks import PGD, build_trades_attack
@@ -21,16 +21,10 @@ from robustft.objectives.trades import kl_divergence
 EPS = 8 / 255
 
 
-def _toy(n: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 3, 8, 8, generator=g)
-    return x, x.mean((2, 3)).argmax(1)
-
-
 @pytest.fixture(scope="module")
 def model() -> nn.Module:
     """A toy CNN trained briefly; BatchNorm but no dropout, so train-mode forwards are deterministic."""
-    x, y = _toy(128, seed=1)
+    x, y = toy_data(128, seed=1)
     net = fit_briefly(toy_cnn(3), x, y, steps=40)
     net[5].p = 0.0  # dropout off: the objectives' forward passes must be comparable
     return net
@@ -53,7 +47,7 @@ def _grads(model: nn.Module, loss: torch.Tensor) -> list[torch.Tensor]:
 
 # ------------------------------------------------------------------------------------ TRADES
 def test_trades_beta_zero_is_clean_cross_entropy(model):
-    x, y = _toy()
+    x, y = toy_data(32, seed=0)
     spy = SpyAttack()
     model.eval()
     out = TradesObjective(spy, beta=0.0)(model, x, y, EPS)
@@ -65,7 +59,7 @@ def test_trades_beta_zero_is_clean_cross_entropy(model):
 
 
 def test_trades_eps_zero_is_clean_cross_entropy_and_runs_no_attack(model):
-    x, y = _toy()
+    x, y = toy_data(32, seed=0)
     spy = SpyAttack()
     model.eval()
     out = TradesObjective(spy, beta=6.0)(model, x, y, 0.0)
@@ -74,7 +68,7 @@ def test_trades_eps_zero_is_clean_cross_entropy_and_runs_no_attack(model):
 
 
 def test_trades_loss_is_ce_plus_beta_kl(model):
-    x, y = _toy()
+    x, y = toy_data(32, seed=0)
     spy = SpyAttack()
     model.eval()
     out = TradesObjective(spy, beta=3.0)(model, x, y, EPS)
@@ -106,7 +100,7 @@ def test_kl_loss_per_example_matches_definition():
 @pytest.mark.parametrize("norm,eps", [("linf", EPS), ("l2", 0.5)])
 def test_trades_inner_maximisation_raises_the_kl(model, norm, eps):
     """The KL attack moves the prediction away from the clean one more than its own starting noise does."""
-    x, y = _toy(16, seed=3)
+    x, y = toy_data(16, seed=3)
     model.eval()
     attack = build_trades_attack(AttackConfig(norm=norm, num_steps=10))
     assert isinstance(attack, PGD) and attack.loss == "kl" and attack.start_noise == 1e-3
@@ -134,7 +128,7 @@ def test_build_objective_for_each_name():
 @pytest.mark.parametrize("training", [True, False])
 def test_objectives_leave_mode_and_optimiser_state_alone(name, training):
     net = toy_cnn(3).train(training)
-    x, y = _toy(16)
+    x, y = toy_data(16, seed=0)
     objective = build_objective(load_config(None, [f"objective.name={name}", "attack.num_steps=2"]))
     out = objective(net, x, y, EPS)
     assert net.training is training
