@@ -432,6 +432,7 @@ def validate(cfg: Config) -> None:
     need(cfg.objective.trades_inner in ("kl", "ce"),
          f"objective.trades_inner: {cfg.objective.trades_inner!r} is not kl or ce")
     _validate_schedule(s, t.epochs, need)
+    need(s.kind != "auto" or d.n_val > 0, "schedule.kind: auto watches validation accuracy and needs data.n_val > 0")
     for key in ("lr", "weight_decay", "head_lr", "head_weight_decay"):
         v = getattr(o, key)
         need(v is None or v >= 0, f"optim.{key}: must be >= 0, got {v}")
@@ -464,20 +465,37 @@ def validate(cfg: Config) -> None:
 
 
 SCHEDULE_KINDS = ("fix", "hinge", "warmup", "switch", "linear", "uniform", "piecewise", "auto")
+DEFAULT_HINGES = {"hinge": (0.25, 0.75), "warmup": (0, 0.75), "switch": (0.5, None)}
+"""Default (t1, t2) of the kinds whose hinges are set by hand: integers are epochs, floats fractions."""
+
+
+def to_epochs(value: int | float, epochs: int) -> float:
+    """A hinge given as whole epochs (int) or as a fraction of training (float in [0, 1]), in epochs."""
+    return float(value) if isinstance(value, int) else value * epochs
+
+
+def hinges_in_epochs(s: ScheduleConfig, epochs: int) -> tuple[float, float]:
+    """(t1, t2) of a hinge, warmup or switch schedule in epochs, each kind's defaults filled in."""
+    d1, d2 = DEFAULT_HINGES[s.kind]
+    t1 = to_epochs(s.t1 if s.t1 is not None else d1, epochs)
+    return (t1, t1) if s.kind == "switch" else (t1, to_epochs(s.t2 if s.t2 is not None else d2, epochs))
 
 
 def _validate_schedule(s: ScheduleConfig, epochs: int, need: Any) -> None:
     need(s.kind in SCHEDULE_KINDS, f"schedule.kind: unknown schedule {s.kind!r}; choose {', '.join(SCHEDULE_KINDS)}")
     need(s.granularity in ("epoch", "step"), f"schedule.granularity: {s.granularity!r} is not epoch or step")
+    hinges_ok = True
     for key in ("t1", "t2"):
         v = getattr(s, key)
         if v is None:
             continue
+        ok = 0.0 <= v <= 1.0 if isinstance(v, float) else 0 <= v <= epochs
+        hinges_ok &= ok
         if isinstance(v, float):
-            need(0.0 <= v <= 1.0, f"schedule.{key}: a float is a fraction of training and must be in [0, 1]; "
-                                  f"got {v} (write whole epochs as an integer)")
+            need(ok, f"schedule.{key}: a float is a fraction of training and must be in [0, 1]; "
+                     f"got {v} (write whole epochs as an integer)")
         else:
-            need(0 <= v <= epochs, f"schedule.{key}: {v} epochs is outside [0, train.epochs={epochs}]")
+            need(ok, f"schedule.{key}: {v} epochs is outside [0, train.epochs={epochs}]")
     no_hinges = ("fix", "linear", "uniform", "piecewise")
     need(s.kind not in no_hinges or (s.t1 is None and s.t2 is None),
          f"schedule.t1/t2: the {s.kind} schedule takes no hinges")
@@ -485,6 +503,10 @@ def _validate_schedule(s: ScheduleConfig, epochs: int, need: Any) -> None:
     need(s.kind != "auto" or s.t1 is None,
          "schedule.t1: auto starts its ramp when validation accuracy stops improving; set t2 (the ramp's end) only")
     need(s.kind != "switch" or s.t2 is None, "schedule.t2: switch has one hinge; set t1 only")
+    if s.kind in ("hinge", "warmup") and hinges_ok:
+        t1, t2 = hinges_in_epochs(s, epochs)
+        need(t2 >= t1, f"schedule.t1/t2: the ramp ends (t2 = {t2:g} epochs) before it starts (t1 = {t1:g} "
+                       f"epochs){'; t2 defaults to 0.75 of training' if s.t2 is None else ''}")
     need((s.kind == "piecewise") == (s.points is not None),
          "schedule.points: piecewise needs points, and only piecewise takes them")
     if s.points is not None:

@@ -12,12 +12,17 @@ fix         1                                                  (RFT-fix: ε_g fr
 hinge       0 for t < T1; (t − T1)/(T2 − T1) for T1 ≤ t < T2; 1 for t ≥ T2   (Epsilon-Scheduling)
 warmup      hinge with T1 = 0                                  (linear warm-up)
 switch      hinge with T1 = T2                                 (hard switch: 0, then 1)
-linear      hinge with T1 = 0, T2 = E                          (end-to-end linear)
+linear      hinge with T1 = 0, T2 = the end of training        (end-to-end linear)
 uniform     u(seed, epoch[, step]) ~ U[0, 1], drawn once per epoch (or per step)
 piecewise   linear interpolation of (progress, α) points, progress = t / E in [0, 1], flat outside
-auto        0 until validation clean accuracy stops improving (after epoch k), then hinge with
-            T1 = k + 1 and T2 = the configured end of the ramp (default E)
+auto        0 until validation clean accuracy stops improving at epoch k, then a linear ramp that reaches
+            1 at T2 (default: the end of training): per epoch, hinge with T1 = k, so epoch k + 1 is
+            the first with ε > 0; per step, hinge from T1 = k + 1. A plateau found after T2 gives a
+            hard switch to 1 at epoch k + 1
 ==========  ===========================================================================================
+
+"The end of training" is the last epoch, T = E − 1, with per-epoch granularity (so the final epoch trains
+at ε_g), and T = E with per-step granularity.
 
 Special cases: hinge with T1 = T2 = 0 is fix. Schedules are frozen values: ``eps_at(epoch, step,
 steps_per_epoch)`` is a pure function of progress, and the only schedule that learns from training,
@@ -35,11 +40,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from robustft.config import OptimConfig, ScheduleConfig
+from robustft.config import OptimConfig, ScheduleConfig, hinges_in_epochs, to_epochs
 
-DEFAULT_HINGES = {"hinge": (0.25, 0.75), "warmup": (0, 0.75), "switch": (0.5, None), "fix": (0, 0), "linear": (0, 1.0)}
-"""Default (T1, T2) of each hinge-shaped kind: integers are epochs, floats fractions of training."""
-HINGE_KINDS = tuple(DEFAULT_HINGES)
+HINGE_KINDS = ("fix", "hinge", "warmup", "switch", "linear")
+"""The kinds that are one two-hinge schedule (:class:`HingeSchedule`)."""
 
 
 def hinge_multiplier(t: float, t1: float, t2: float) -> float:
@@ -51,20 +55,19 @@ def hinge_multiplier(t: float, t1: float, t2: float) -> float:
     return (t - t1) / (t2 - t1)
 
 
-def to_epochs(value: int | float, epochs: int) -> float:
-    """A hinge given as whole epochs (int) or as a fraction of training (float in [0, 1]), in epochs."""
-    return float(value) if isinstance(value, int) else value * epochs
+def end_of_training(epochs: int, per_step: bool) -> float:
+    """The progress at which a ramp "to the end" reaches 1: the last epoch (E − 1) when ε is set per
+    epoch, so that epoch trains at ε_g; E when it is set per step."""
+    return float(epochs) if per_step else float(max(epochs - 1, 0))
 
 
 def resolve_hinges(cfg: ScheduleConfig, epochs: int) -> tuple[float, float]:
     """(T1, T2) in epochs for a hinge-shaped schedule config, filling each kind's defaults."""
-    d1, d2 = DEFAULT_HINGES[cfg.kind]
     if cfg.kind == "fix":
         return 0.0, 0.0
-    t1 = to_epochs(cfg.t1 if cfg.t1 is not None else d1, epochs)
-    if cfg.kind == "switch":
-        return t1, t1
-    t2 = to_epochs(cfg.t2 if cfg.t2 is not None else d2, epochs)
+    if cfg.kind == "linear":
+        return 0.0, end_of_training(epochs, cfg.granularity == "step")
+    t1, t2 = hinges_in_epochs(cfg, epochs)
     if t2 < t1:
         raise ValueError(f"schedule: t2 ({t2} epochs) must not come before t1 ({t1} epochs)")
     return t1, t2
@@ -132,12 +135,13 @@ class HingeSchedule(Schedule):
 
     t1: float = 0.0
     t2: float = 0.0
+    kind: str = "hinge"
 
     def multiplier(self, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
         return hinge_multiplier(self.progress(epoch, step, steps_per_epoch), self.t1, self.t2)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "t1": self.t1, "t2": self.t2}
+        return {**super().describe(), "kind": self.kind, "t1": self.t1, "t2": self.t2}
 
 
 @dataclass(frozen=True)
@@ -173,8 +177,8 @@ class PiecewiseSchedule(Schedule):
 class AutoSchedule(Schedule):
     """ε = 0 until validation clean accuracy stops improving, then a linear ramp to ε_g at ``ramp_end``.
 
-    ``history`` holds the validation accuracies seen so far and ``switch`` the epoch the ramp starts at
-    (None while ε is still 0); both are the checkpointed state.
+    ``history`` holds the validation accuracies seen so far and ``switch`` the plateau epoch k (None while
+    ε is still 0): epoch k + 1 is the first with ε > 0. Both are the checkpointed state.
     """
 
     patience: int = 5
@@ -185,10 +189,12 @@ class AutoSchedule(Schedule):
     switch: float | None = None
 
     def multiplier(self, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
-        if self.switch is None:
+        t = self.progress(epoch, step, steps_per_epoch)
+        if self.switch is None or t < self.switch + 1:  # up to the plateau epoch, ε was 0
             return 0.0
-        return hinge_multiplier(self.progress(epoch, step, steps_per_epoch), self.switch,
-                                max(self.ramp_end, self.switch))
+        first = self.switch + 1
+        start = first if self.per_step else self.switch  # per epoch, epoch `first` already trains at α > 0
+        return hinge_multiplier(t, start, max(self.ramp_end, first))
 
     def observe(self, epoch: int, val_clean_acc: float) -> "AutoSchedule":
         if len(self.history) != epoch:
@@ -197,7 +203,7 @@ class AutoSchedule(Schedule):
         history = self.history + (float(val_clean_acc),)
         switch = self.switch
         if switch is None and plateau_epoch(history, self.patience, self.tolerance, self.relative) is not None:
-            switch = float(epoch + 1)
+            switch = float(epoch)
         return replace(self, history=history, switch=switch)
 
     def state(self) -> dict[str, Any]:
@@ -216,14 +222,14 @@ def build_eps_schedule(cfg: ScheduleConfig, eps_target: float, epochs: int, seed
     per_step = cfg.granularity == "step"
     if cfg.kind in HINGE_KINDS:
         t1, t2 = resolve_hinges(cfg, epochs)
-        return HingeSchedule(eps_target=eps_target, per_step=per_step, t1=t1, t2=t2)
+        return HingeSchedule(eps_target=eps_target, per_step=per_step, t1=t1, t2=t2, kind=cfg.kind)
     if cfg.kind == "uniform":
         return UniformSchedule(eps_target=eps_target, per_step=per_step, seed=seed)
     if cfg.kind == "piecewise":
         points = tuple((float(p), float(a)) for p, a in cfg.points or ())
         return PiecewiseSchedule(eps_target=eps_target, per_step=per_step, points=points, epochs=epochs)
     if cfg.kind == "auto":
-        ramp_end = to_epochs(cfg.t2 if cfg.t2 is not None else 1.0, epochs)
+        ramp_end = to_epochs(cfg.t2, epochs) if cfg.t2 is not None else end_of_training(epochs, per_step)
         return AutoSchedule(eps_target=eps_target, per_step=per_step, patience=cfg.patience,
                             tolerance=cfg.tolerance, relative=cfg.tolerance_mode == "relative", ramp_end=ramp_end)
     raise ValueError(f"schedule.kind: unknown schedule {cfg.kind!r}")

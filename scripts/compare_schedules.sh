@@ -2,8 +2,8 @@
 # The ε-schedule comparison on the embedded default: ImageNet EfficientNet-Lite0 → Fashion-MNIST 32×32,
 # 1,000 training images (100 per class), 10 epochs, ε_g = 32/255 (a regime where RFT-fix suffers), the
 # same data, budget and seed for every run: standard fine-tuning (the reference), fix, Epsilon-Scheduling
-# (hinges at 25 % / 75 %), linear warm-up, uniform ε per epoch and auto (patience 2: with 10 epochs the
-# default 5 would leave almost no ramp). Then the results table and each run's diagnosis against the
+# (hinges at 25 % / 75 %), linear warm-up, uniform ε per epoch and auto (configs/fmnist_auto.yaml:
+# patience 2, as 5 would leave almost no ramp in 10 epochs). Then the results table and each run's diagnosis against the
 # reference. About 45 minutes on 2 CPU cores; finished runs are reused, a killed one resumes.
 # Extra arguments go to every `robustft train` (e.g. --set train.seed=1 --set train.out_dir=runs/seed1).
 set -euo pipefail
@@ -17,7 +17,7 @@ train fix fmnist_fix.yaml "$@"
 train hinge fmnist_scheduled.yaml "$@"
 train warmup fmnist_scheduled.yaml --set schedule.kind=warmup --set schedule.t1=null "$@"
 train uniform fmnist_scheduled.yaml --set schedule.kind=uniform --set schedule.t1=null --set schedule.t2=null "$@"
-train auto fmnist_auto.yaml --set schedule.patience=2 "$@"
+train auto fmnist_auto.yaml "$@"
 robustft table $OUT/{standard,fix,hinge,warmup,uniform,auto}
 for run in fix hinge warmup uniform auto; do
   robustft diagnose $OUT/$run --reference $OUT/standard --delay-threshold 0.5

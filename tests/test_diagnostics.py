@@ -66,15 +66,15 @@ def test_epoch_table_and_sparkline():
 
 
 # ------------------------------------------------------------------------------------ run directories
-def _run_dir(root, name, accs, overrides=(), test_clean=None):
+def _run_dir(root, name, accs, overrides=(), test_clean=None, schedule=None):
     """A finished run directory written by hand: config, epoch rows, summary and (optionally) an evaluation."""
     cfg = load_config(None, ["train.delay_threshold=0.15", "train.epochs=5", *overrides])
     run = RunDir(root / name)
     run.create(cfg)
     for row in _curve(accs).rows:
         run.log({"kind": "epoch", **row})
-    write_json(run.path / "summary.json", {"num_classes": 10, "schedule": {"kind": cfg.schedule.kind, "t1": 1.25,
-                                                                           "t2": 3.75}})
+    schedule = schedule or {"kind": cfg.schedule.kind, "t1": 0.0, "t2": 0.0}
+    write_json(run.path / "summary.json", {"num_classes": 10, "schedule": schedule})
     if test_clean is not None:
         write_json(run.evaluation_dir("apgd-ce") / "robustness.json",
                    {"clean": test_clean, "adv": 0.1, "expected_robustness": 0.2, "n": 100, "flags": []})
@@ -117,6 +117,15 @@ def test_render_diagnosis_shows_flags_and_every_epoch(tmp_path):
     assert "[RAISED] delayed_adaptation" in text and "[ok] transfer_failure" in text
     assert "gap 42.0 points" in text and "reference: 1" in text
     assert text.count("| 8.00/255 |") == 5 and "| 1 | 8.00/255 | 10.0 | 1.900 | 2.5 | 2.900 | 40.0 |" in text
+
+
+def test_render_names_the_schedule_and_where_auto_switched(tmp_path):
+    fix = _run_dir(tmp_path, "fix", DELAYED, ["schedule.kind=fix"])
+    assert "- schedule: fix t1=0 t2=0" in render_diagnosis(diagnose_run(fix))
+    auto = _run_dir(tmp_path, "auto", STANDARD, ["schedule.kind=auto"], schedule={"kind": "auto", "switch": 2.0})
+    assert "- schedule: auto plateau at epoch 3, ε > 0 from epoch 4" in render_diagnosis(diagnose_run(auto))
+    late = _run_dir(tmp_path, "late", STANDARD, ["schedule.kind=auto"], schedule={"kind": "auto", "switch": None})
+    assert "auto never switched" in render_diagnosis(diagnose_run(late))
 
 
 def test_cli_diagnose(tmp_path, capsys):

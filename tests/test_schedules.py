@@ -148,7 +148,8 @@ def test_special_cases_equal_each_other(granularity, steps):
     assert _values(_build(kind="hinge", t1=0, t2=0, **g), 10, steps) == _values(_build(kind="fix", **g), 10, steps)
     assert _values(_build(kind="hinge", t1=0, t2=6, **g), 10, steps) == _values(_build(kind="warmup", t2=6, **g), 10, steps)
     assert _values(_build(kind="hinge", t1=4, t2=4, **g), 10, steps) == _values(_build(kind="switch", t1=4, **g), 10, steps)
-    assert _values(_build(kind="hinge", t1=0, t2=10, **g), 10, steps) == _values(_build(kind="linear", **g), 10, steps)
+    end = 10 if granularity == "step" else 9  # the end of training: the last epoch, or E with per-step ε
+    assert _values(_build(kind="hinge", t1=0, t2=end, **g), 10, steps) == _values(_build(kind="linear", **g), 10, steps)
     hinge_points = [[0, 0], [0.25, 0], [0.75, 1], [1, 1]]
     assert _values(_build(kind="piecewise", points=hinge_points, **g), 10, steps) == pytest.approx(
         _values(_build(kind="hinge", t1=0.25, t2=0.75, **g), 10, steps), abs=1e-12)
@@ -156,10 +157,12 @@ def test_special_cases_equal_each_other(granularity, steps):
 
 def test_linear_ramps_over_the_whole_run():
     sched = _build(kind="linear", epochs=10)
-    assert (sched.t1, sched.t2) == (0.0, 10.0)
-    assert _values(sched, 10) == pytest.approx([e / 10 for e in range(10)])
+    assert (sched.t1, sched.t2) == (0.0, 9.0)
+    assert _values(sched, 10) == pytest.approx([e / 9 for e in range(10)])  # the final epoch trains at ε_g
     steps = _build(kind="linear", epochs=4, granularity="step")
+    assert (steps.t1, steps.t2) == (0.0, 4.0)
     assert steps.multiplier(3, 5, 10) == pytest.approx(3.5 / 4)
+    assert _build(kind="linear", epochs=1).multiplier(0) == 1.0  # a one-epoch run is at ε_g, like fix
 
 
 def test_piecewise_follows_its_points_and_is_flat_outside():
@@ -226,11 +229,11 @@ def test_auto_holds_zero_until_the_plateau_then_ramps_to_the_end():
     for epoch, acc in enumerate(curve):
         seen.append(sched.multiplier(epoch))  # what epoch `epoch` trains at
         sched = sched.observe(epoch, acc)
-    # epochs 3 and 4 do not beat epoch 2's 0.8 by 2 points: plateau after epoch 4, so the ramp is the
-    # hinge T1 = 5, T2 = 10 (like every hinge, 0 at T1)
-    assert sched.switch == 5.0
-    assert seen == pytest.approx([0, 0, 0, 0, 0, 0, 0.2, 0.4, 0.6, 0.8])
-    assert sched.observe(10, 0.1).switch == 5.0  # once switched, it stays switched
+    # epochs 3 and 4 do not beat epoch 2's 0.8 by 2 points: plateau at epoch 4, so the ramp is the hinge
+    # T1 = 4, T2 = 9 (the last epoch): ε > 0 from epoch 5 on, ε_g in the final epoch
+    assert sched.switch == 4.0
+    assert seen == pytest.approx([0, 0, 0, 0, 0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    assert sched.observe(10, 0.1).switch == 4.0  # once switched, it stays switched
 
 
 def test_auto_never_switches_while_accuracy_keeps_improving():
@@ -240,24 +243,24 @@ def test_auto_never_switches_while_accuracy_keeps_improving():
 
 def test_auto_ramp_end_and_relative_tolerance():
     sched = _feed(_auto(patience=1, t2=0.6, tolerance_mode="relative", tolerance=0.1), [0.5, 0.54])
-    assert sched.relative and sched.switch == 2.0 and sched.ramp_end == 6.0
-    assert _values(sched, 8) == pytest.approx([0, 0, 0, 0.25, 0.5, 0.75, 1, 1])
-    late = _feed(_auto(patience=1, t2=2), [0.5, 0.5, 0.5, 0.5])  # switched after the ramp's end: a hard switch
-    assert late.switch == 2.0 and _values(late, 4) == [0, 0, 1, 1]
+    assert sched.relative and sched.switch == 1.0 and sched.ramp_end == 6.0
+    assert _values(sched, 8) == pytest.approx([0, 0, 0.2, 0.4, 0.6, 0.8, 1, 1])
+    late = _feed(_auto(patience=2, t2=1), [0.5, 0.5, 0.5])  # plateau after the ramp's end: a hard switch
+    assert late.switch == 2.0 and _values(late, 5) == [0, 0, 0, 1, 1]
 
 
 def test_auto_per_step_ramps_within_epochs():
     sched = _feed(_auto(patience=1, granularity="step"), [0.5, 0.5])
-    assert sched.switch == 2.0
+    assert sched.switch == 1.0 and sched.ramp_end == 10.0  # plateau at epoch 1: the ramp runs from t = 2 to 10
     assert sched.multiplier(2, 0, 4) == 0.0
     assert sched.multiplier(3, 2, 4) == pytest.approx(1.5 / 8)
-    assert sched.multiplier(1, 3, 4) == 0.0
+    assert sched.multiplier(1, 3, 4) == 0.0  # the plateau epoch itself trained at ε = 0
 
 
 def test_auto_state_round_trip_and_order_check():
     sched = _feed(_auto(patience=2), [0.4, 0.8, 0.8, 0.8])
     state = sched.state()
-    assert state == {"history": [0.4, 0.8, 0.8, 0.8], "switch": 4.0}
+    assert state == {"history": [0.4, 0.8, 0.8, 0.8], "switch": 3.0}
     restored = _auto(patience=2).with_state(state)
     assert restored == sched and _values(restored, 10) == _values(sched, 10)
     with pytest.raises(ValueError, match="epoch 4"):
@@ -265,9 +268,10 @@ def test_auto_state_round_trip_and_order_check():
 
 
 def test_pure_schedules_have_no_state():
-    for kind in ("fix", "hinge", "warmup", "switch", "linear", "uniform"):
-        sched = _build(kind=kind)
+    for kind in ("fix", "hinge", "warmup", "switch", "linear", "uniform", "piecewise"):
+        sched = _build(kind=kind, **({"points": [[0, 0], [1, 1]]} if kind == "piecewise" else {}))
         assert sched.state() == {} and sched.observe(0, 0.5) is sched and sched.with_state({}) is sched
+        assert sched.describe()["kind"] == kind
 
 
 # ------------------------------------------------------------------------------------ learning rate

@@ -12,6 +12,7 @@ import robustft.train.trainer as trainer
 from robustft.api import RunExistsError, fine_tune
 from robustft.config import apply_overrides, config_from_dict, config_to_dict
 from robustft.runs import RunDir
+from robustft.schedules import UniformSchedule
 from robustft.train import NonFiniteLossError, load_checkpoint
 
 
@@ -57,8 +58,8 @@ def test_resume_with_other_config_is_refused(tiny_config):
 
 AUTO = ["schedule.kind=auto", "schedule.t1=null", "schedule.t2=null", "schedule.patience=1",
         "schedule.tolerance=1.0", "train.epochs=4"]
-"""An auto schedule that must switch after epoch 1 (no gain can beat a tolerance of 100 points): ε is 0
-for epochs 0–2 and ramps to ε_g/2 in epoch 3 (hinge T1 = 2, T2 = 4)."""
+"""An auto schedule that must find its plateau at epoch 1 (no gain can beat a tolerance of 100 points): ε is
+0 for epochs 0–1, ε_g/2 in epoch 2 and ε_g in epoch 3, the last (hinge T1 = 1, T2 = 3)."""
 
 
 @pytest.mark.parametrize("overrides", [
@@ -108,14 +109,23 @@ def test_auto_schedule_switch_is_logged_checkpointed_and_summarised(tiny_config)
     cfg = config_from_dict(apply_overrides(config_to_dict(tiny_config.replace("train", evaluate=False)), AUTO))
     run = fine_tune(cfg, name="auto")
     epochs = run.rows("epoch")
-    assert [r["eps"] for r in epochs] == [0.0, 0.0, 0.0, pytest.approx(4 / 255)]
-    assert [r.get("schedule_switch") for r in epochs] == [None, 2.0, None, None]
-    assert epochs[3]["eps_mean"] == pytest.approx(4 / 255)
+    assert [r["eps"] for r in epochs] == [0.0, 0.0, pytest.approx(4 / 255), pytest.approx(8 / 255)]
+    assert [r.get("schedule_switch") for r in epochs] == [None, 1.0, None, None]
+    assert epochs[2]["eps_mean"] == pytest.approx(4 / 255)
     ckpt = load_checkpoint(run.checkpoint_path)
-    assert ckpt["schedule"]["switch"] == 2.0 and len(ckpt["schedule"]["history"]) == 4
+    assert ckpt["schedule"]["switch"] == 1.0 and len(ckpt["schedule"]["history"]) == 4
     summary = json.loads((run.path / "summary.json").read_text())
-    assert summary["schedule"]["kind"] == "auto" and summary["schedule"]["switch"] == 2.0
+    assert summary["schedule"]["kind"] == "auto" and summary["schedule"]["switch"] == 1.0
     assert summary["num_classes"] == 10
+
+
+def test_uniform_schedule_draws_from_the_run_seed(tiny_config):
+    overrides = ["schedule.kind=uniform", "schedule.t1=null", "schedule.t2=null", "train.seed=3"]
+    cfg = config_from_dict(apply_overrides(config_to_dict(tiny_config.replace("train", evaluate=False)), overrides))
+    run = fine_tune(cfg, name="uniform")
+    drawn = [r["eps"] for r in run.rows("epoch")]
+    assert drawn == [UniformSchedule(8 / 255, seed=3).eps_at(e) for e in range(3)]
+    assert drawn != [UniformSchedule(8 / 255, seed=0).eps_at(e) for e in range(3)]
 
 
 def test_transfer_failure_warns(tiny_config, caplog):

@@ -27,9 +27,10 @@ def build_attack(cfg: AttackConfig) -> Attack:
 
 def build_trades_attack(cfg: AttackConfig) -> Attack:
     """TRADES' inner maximisation: PGD on KL(f(x) ‖ f(x')) from x plus N(0, 0.001²) noise, sign steps of
-    ``rel_step_size`` × ε (the original: 10 steps of 0.007 at ε = 0.031, i.e. 0.23 ε), last iterate kept."""
+    ``rel_step_size`` × ε (the original: 10 steps of 0.007 at ε = 0.031, i.e. 0.23 ε), last iterate kept.
+    One run: restarts from a start this close to x would be near copies."""
     return PGD(num_steps=cfg.num_steps, rel_step_size=cfg.rel_step_size, random_start=False, start_noise=0.001,
-               restarts=cfg.restarts, loss="kl", threat=build_threat_model(cfg.norm))
+               loss="kl", threat=build_threat_model(cfg.norm))
 
 
 def _apgd(**kw: Any) -> Callable[[EvalConfig, str], Attack]:

@@ -75,10 +75,11 @@ class Diagnosis:
 
 
 def epoch_table(run: Curve, reference: Curve | None = None) -> list[dict[str, Any]]:
-    """Per epoch: ε, validation clean and adversarial loss and accuracy (and the reference's clean accuracy)."""
+    """Per epoch: ε (the epoch's mean, for per-step schedules), validation clean and adversarial loss and
+    accuracy (and the reference's clean accuracy)."""
     ref = {r["epoch"]: r for r in reference.rows} if reference else {}
-    keys = ("eps", "val_clean_acc", "val_clean_loss", "val_adv_acc", "val_adv_loss")
-    return [{"epoch": r["epoch"], **{k: r.get(k) for k in keys},
+    keys = ("val_clean_acc", "val_clean_loss", "val_adv_acc", "val_adv_loss")
+    return [{"epoch": r["epoch"], "eps": r.get("eps_mean", r.get("eps")), **{k: r.get(k) for k in keys},
              **({"ref_val_clean_acc": ref.get(r["epoch"], {}).get("val_clean_acc")} if reference else {})}
             for r in run.rows]
 

@@ -69,7 +69,8 @@ def _schedule_text(s: dict) -> str:
     parts = [str(s.get("kind", "?"))]
     parts += [f"{k}={s[k]:g}" for k in ("t1", "t2") if isinstance(s.get(k), (int, float))]
     if s.get("kind") == "auto":
-        parts.append("never switched" if s.get("switch") is None else f"ramp from epoch {int(s['switch']) + 1}")
+        k = s.get("switch")
+        parts.append("never switched" if k is None else f"plateau at epoch {int(k) + 1}, ε > 0 from epoch {int(k) + 2}")
     return " ".join(parts)
 
 

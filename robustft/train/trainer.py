@@ -171,11 +171,11 @@ def write_summary(run: RunDir, cfg: Config, schedule: Schedule, num_classes: int
                "delay_threshold": cfg.train.delay_threshold,
                "delay_epochs": delay_time([r["val_clean_acc"] for r in rows], cfg.train.delay_threshold),
                "final": {k: v for k, v in (rows[-1] if rows else {}).items() if k.startswith(("val_", "train_"))}}
-    if summary["schedule"].get("kind") == "auto" and summary["schedule"].get("switch") is None:
-        log.warning("auto schedule: validation clean accuracy kept improving, so ε stayed 0 for the whole run; "
-                    "lower schedule.patience, raise schedule.tolerance or train longer")
+    if summary["schedule"]["kind"] == "auto" and rows and not any(r.get("eps_mean", r["eps"]) for r in rows):
+        log.warning("auto schedule: validation clean accuracy did not plateau before the last epoch, so ε stayed 0 "
+                    "for the whole run; lower schedule.patience, raise schedule.tolerance or train longer")
     final = summary["final"].get("val_clean_acc")
-    if final is not None and final < failure_threshold(num_classes):
+    if cfg.data.n_val > 0 and final is not None and final < failure_threshold(num_classes):
         log.warning("transfer failure: validation clean accuracy %.1f %% is near chance (%d classes); "
                     "see `robustft diagnose %s`", 100 * final, num_classes, run.path)
     write_json(run.path / "summary.json", summary)
