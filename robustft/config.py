@@ -170,6 +170,9 @@ class ScheduleConfig:
     tolerance_mode: str = "absolute"
     """``auto`` only: ``absolute`` (tolerance in accuracy, 0.02 = 2 points) or ``relative`` (a fraction of
     the best accuracy so far, 0.02 = 2 %)."""
+    latest_t1: int | float | None = None
+    """``auto`` only: the ramp starts after this epoch (integer, or float fraction of training) even if
+    validation accuracy is still improving, so a short run keeps a ramp; null never forces it (the paper)."""
 
 
 @dataclass(frozen=True)
@@ -485,7 +488,7 @@ def _validate_schedule(s: ScheduleConfig, epochs: int, need: Any) -> None:
     need(s.kind in SCHEDULE_KINDS, f"schedule.kind: unknown schedule {s.kind!r}; choose {', '.join(SCHEDULE_KINDS)}")
     need(s.granularity in ("epoch", "step"), f"schedule.granularity: {s.granularity!r} is not epoch or step")
     hinges_ok = True
-    for key in ("t1", "t2"):
+    for key in ("t1", "t2", "latest_t1"):
         v = getattr(s, key)
         if v is None:
             continue
@@ -500,6 +503,7 @@ def _validate_schedule(s: ScheduleConfig, epochs: int, need: Any) -> None:
     need(s.kind not in no_hinges or (s.t1 is None and s.t2 is None),
          f"schedule.t1/t2: the {s.kind} schedule takes no hinges")
     need(s.kind != "warmup" or s.t1 in (None, 0, 0.0), "schedule.t1: warmup starts at 0; set t2 only")
+    need(s.kind == "auto" or s.latest_t1 is None, "schedule.latest_t1: only the auto schedule takes it")
     need(s.kind != "auto" or s.t1 is None,
          "schedule.t1: auto starts its ramp when validation accuracy stops improving; set t2 (the ramp's end) only")
     need(s.kind != "switch" or s.t2 is None, "schedule.t2: switch has one hinge; set t1 only")

@@ -18,7 +18,7 @@ piecewise   linear interpolation of (progress, α) points, progress = t / E in [
 auto        0 until validation clean accuracy stops improving at epoch k, then a linear ramp that reaches
             1 at T2 (default: the end of training): per epoch, hinge with T1 = k, so epoch k + 1 is
             the first with ε > 0; per step, hinge from T1 = k + 1. A plateau found after T2 gives a
-            hard switch to 1 at epoch k + 1
+            hard switch to 1 at epoch k + 1. With ``latest_t1`` L, k is at most ⌈L⌉ (beyond the paper)
 ==========  ===========================================================================================
 
 "The end of training" is the last epoch, T = E − 1, with per-epoch granularity (so the final epoch trains
@@ -185,6 +185,7 @@ class AutoSchedule(Schedule):
     tolerance: float = 0.02
     relative: bool = False
     ramp_end: float = 1.0
+    latest: float | None = None
     history: tuple[float, ...] = ()
     switch: float | None = None
 
@@ -202,7 +203,8 @@ class AutoSchedule(Schedule):
                              f"got epoch {epoch}")
         history = self.history + (float(val_clean_acc),)
         switch = self.switch
-        if switch is None and plateau_epoch(history, self.patience, self.tolerance, self.relative) is not None:
+        forced = self.latest is not None and epoch >= self.latest
+        if switch is None and (forced or plateau_epoch(history, self.patience, self.tolerance, self.relative) is not None):
             switch = float(epoch)
         return replace(self, history=history, switch=switch)
 
@@ -214,7 +216,7 @@ class AutoSchedule(Schedule):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "patience": self.patience, "tolerance": self.tolerance,
-                "relative": self.relative, "ramp_end": self.ramp_end, "switch": self.switch}
+                "relative": self.relative, "ramp_end": self.ramp_end, "latest": self.latest, "switch": self.switch}
 
 
 def build_eps_schedule(cfg: ScheduleConfig, eps_target: float, epochs: int, seed: int = 0) -> Schedule:
@@ -230,8 +232,10 @@ def build_eps_schedule(cfg: ScheduleConfig, eps_target: float, epochs: int, seed
         return PiecewiseSchedule(eps_target=eps_target, per_step=per_step, points=points, epochs=epochs)
     if cfg.kind == "auto":
         ramp_end = to_epochs(cfg.t2, epochs) if cfg.t2 is not None else end_of_training(epochs, per_step)
+        latest = to_epochs(cfg.latest_t1, epochs) if cfg.latest_t1 is not None else None
         return AutoSchedule(eps_target=eps_target, per_step=per_step, patience=cfg.patience,
-                            tolerance=cfg.tolerance, relative=cfg.tolerance_mode == "relative", ramp_end=ramp_end)
+                            tolerance=cfg.tolerance, relative=cfg.tolerance_mode == "relative", ramp_end=ramp_end,
+                            latest=latest)
     raise ValueError(f"schedule.kind: unknown schedule {cfg.kind!r}")
 
 

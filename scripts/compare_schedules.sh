@@ -18,7 +18,8 @@ train hinge fmnist_scheduled.yaml "$@"
 train warmup fmnist_scheduled.yaml --set schedule.kind=warmup --set schedule.t1=null "$@"
 train uniform fmnist_scheduled.yaml --set schedule.kind=uniform --set schedule.t1=null --set schedule.t2=null "$@"
 train auto fmnist_auto.yaml "$@"
-robustft table $OUT/{standard,fix,hinge,warmup,uniform,auto}
-for run in fix hinge warmup uniform auto; do
+train auto_capped fmnist_auto.yaml --set schedule.latest_t1=0.5 "$@"
+robustft table $OUT/{standard,fix,hinge,warmup,uniform,auto,auto_capped}
+for run in fix hinge warmup uniform auto auto_capped; do
   robustft diagnose $OUT/$run --reference $OUT/standard --delay-threshold 0.5
 done

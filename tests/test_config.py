@@ -274,6 +274,8 @@ def test_new_schedules_and_trades_load_and_round_trip(overrides, tmp_path):
     (["schedule.kind=piecewise", "schedule.points=[[0, -1], [1, 1]]"], "multipliers must be >= 0"),
     (["schedule.kind=piecewise", "schedule.points=0.5"], "schedule.points: expected a list"),
     (["schedule.patience=0"], "schedule.patience"),
+    (["schedule.latest_t1=0.5"], "only the auto schedule takes it"),
+    (["schedule.kind=auto", "schedule.latest_t1=1.5"], "schedule.latest_t1: a float is a fraction"),
     (["schedule.kind=auto", "data.n_val=0"], "auto watches validation accuracy and needs data.n_val > 0"),
     (["schedule.t1=0.9"], "the ramp ends (t2 = 6 epochs) before it starts (t1 = 7.2 epochs); t2 defaults"),
     (["schedule.kind=warmup", "schedule.t2=0"], None),

@@ -249,6 +249,16 @@ def test_auto_ramp_end_and_relative_tolerance():
     assert late.switch == 2.0 and _values(late, 5) == [0, 0, 0, 1, 1]
 
 
+def test_auto_latest_t1_forces_the_ramp_on_a_curve_that_keeps_improving():
+    rising = [0.1 * i for i in range(10)]
+    sched = _feed(_auto(patience=2, latest_t1=0.5), rising)
+    assert sched.latest == 5.0 and sched.switch == 5.0  # the ramp of hinge(T1 = 5, T2 = 9)
+    assert _values(sched, 10) == _values(_build(kind="hinge", t1=5, t2=9), 10)
+    early = _feed(_auto(patience=1, latest_t1=8), [0.5, 0.5])  # a plateau before the cap wins
+    assert early.switch == 1.0
+    assert _feed(_auto(patience=2), rising).switch is None  # the paper's rule: never forced
+
+
 def test_auto_per_step_ramps_within_epochs():
     sched = _feed(_auto(patience=1, granularity="step"), [0.5, 0.5])
     assert sched.switch == 1.0 and sched.ramp_end == 10.0  # plateau at epoch 1: the ramp runs from t = 2 to 10
