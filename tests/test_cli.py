@@ -70,7 +70,7 @@ def test_help_lists_subcommands(capsys):
         main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert all(cmd in out for cmd in ("train", "eval", "table"))
+    assert all(cmd in out for cmd in ("train", "eval", "table", "diagnose"))
 
 
 def test_missing_config_file(tmp_path, capsys):
