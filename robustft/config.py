@@ -157,7 +157,8 @@ class ScheduleConfig:
     """First hinge: an integer number of epochs, or a float fraction of training in [0, 1]
     (default 0.25 for hinge, 0.5 for switch)."""
     t2: int | float | None = None
-    """Second hinge (end of the ramp), same units as t1 (default 0.75; 1.0, the end of training, for auto)."""
+    """Second hinge (end of the ramp), same units as t1 (default 0.75; for auto, the end of training: the last
+    epoch)."""
     granularity: str = "epoch"
     """``epoch`` (ε constant within an epoch, as in the paper) or ``step`` (updated every optimiser step)."""
     points: list[list[float]] | None = None
