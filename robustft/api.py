@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
 from robustft.attacks import build_eval_attacks, describe_attack
 from robustft.config import Config, apply_overrides, config_from_dict, config_to_dict, evaluation_name
@@ -34,8 +35,10 @@ def run_dir_for(cfg: Config, name: str | None = None) -> RunDir:
     return RunDir(Path(cfg.train.out_dir).expanduser() / run_name)
 
 
-def fine_tune(cfg: Config, name: str | None = None, resume: bool = False) -> RunDir:
-    """Train (or resume) a run, evaluate it if ``train.evaluate``, and mark it DONE.
+def fine_tune(cfg: Config, name: str | None = None, resume: bool = False,
+              on_epoch: Callable[[dict], None] | None = None) -> RunDir:
+    """Train (or resume) a run, evaluate it if ``train.evaluate``, and mark it DONE; ``on_epoch`` gets each
+    epoch's metrics row (see :func:`robustft.train.fit`).
 
     Raises:
         RunExistsError: the run directory exists and ``resume`` is false.
@@ -55,7 +58,7 @@ def fine_tune(cfg: Config, name: str | None = None, resume: bool = False) -> Run
     resume = resume and run.checkpoint_path.exists()
     if not resume:
         run.create(cfg)
-    fit(cfg, run, resume=resume)
+    fit(cfg, run, resume=resume, on_epoch=on_epoch)
     if cfg.train.evaluate:
         evaluate_run(run.path)
     run.mark_done()

@@ -11,7 +11,7 @@ from pathlib import Path
 from robustft.api import RunExistsError, evaluate_run, fine_tune
 from robustft.config import ConfigError, load_config, parse_eps_grid
 from robustft.eval.diagnostics import DEFAULT_GAP
-from robustft.report import diagnose_run, evaluation_report, render_diagnosis, results_table
+from robustft.report import diagnose_run, evaluation_report, render_diagnosis, render_report, results_table
 from robustft.train import NonFiniteLossError
 
 EXAMPLES = """examples:
@@ -21,6 +21,10 @@ EXAMPLES = """examples:
   robustft eval runs/fmnist_scheduled/checkpoints/last.pt --attacks strong --n 200   # AutoAttack
   robustft table runs/fmnist_standard runs/fmnist_fix runs/fmnist_scheduled
   robustft diagnose runs/fmnist_fix --reference runs/fmnist_standard   # suboptimal transfer?
+  robustft demo                                              # standard vs fix vs scheduled, with a report
+  robustft sweep sweeps/schedules.yaml --report              # a grid of runs, then one report
+  robustft report runs/demo --out reports/demo               # Markdown + self-contained HTML with plots
+  robustft tune configs/fmnist_scheduled.yaml --preset paper --samples 16 --time-budget 1800
 """
 
 
@@ -65,7 +69,47 @@ def _parser() -> argparse.ArgumentParser:
                    help="validation clean accuracy whose first crossing is the delay time (default: the run's "
                    "train.delay_threshold; the paper's 0.05 suits 100–200 classes)")
     d.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
+    _experiment_parsers(sub)
     return p
+
+
+def _experiment_parsers(sub: argparse._SubParsersAction) -> None:
+    w = sub.add_parser("sweep", help="run a grid of configs (a sweep file); DONE runs are skipped, failures recorded",
+                       description="A base config × named variants × a grid over section.key values, each point "
+                       "an ordinary run directory (format: robustft/experiments/sweep.py, example: sweeps/).")
+    w.add_argument("sweep", type=Path, help="sweep YAML")
+    w.add_argument("--dry-run", action="store_true", help="list the runs and stop")
+    w.add_argument("--report", action="store_true", help="render the report of the finished runs into OUT_DIR/report")
+    r = sub.add_parser("report", help="Markdown + self-contained HTML report (tables, t-tests, flags, plots) of runs",
+                       description="Reads run directories only. A folder of run directories (a sweep's out_dir) "
+                       "stands for all of them.")
+    r.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    r.add_argument("--out", type=Path, required=True, help="folder for report.md, report.html and figures/")
+    r.add_argument("--title", default="robustft report")
+    r.add_argument("--eval", dest="evaluation", metavar="NAME", help="which evaluation (folder under RUN/eval/)")
+    r.add_argument("--delay-threshold", type=float, metavar="ACC", help="validation clean accuracy that defines "
+                   "the delay time (default: each run's train.delay_threshold)")
+    u = sub.add_parser("tune", help="search LR and weight decay with ASHA on Ray Tune; write the best config",
+                       description="Log-uniform LR and weight decay, objective validation clean accuracy, ASHA "
+                       "early stopping; OUT/best.yaml is ready to train. Needs pip install 'robustft[tune]'.")
+    u.add_argument("config", type=Path)
+    u.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    u.add_argument("--out", type=Path, help="output folder (default runs/tune_CONFIG)")
+    u.add_argument("--preset", choices=["none", "paper"], default="none",
+                   help="paper: tune on fix and reuse the result for the config (the paper's protocol)")
+    u.add_argument("--samples", type=int, default=8, help="trials (default 8)")
+    u.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop the search after this long")
+    u.add_argument("--lr-range", default="1e-5,1e-1", metavar="LOW,HIGH")
+    u.add_argument("--wd-range", default="1e-5,1e-1", metavar="LOW,HIGH")
+    u.add_argument("--grace-period", type=int, default=1, metavar="EPOCHS")
+    u.add_argument("--cpus-per-trial", type=float, default=1)
+    u.add_argument("--gpus-per-trial", type=float, default=0)
+    u.add_argument("--address", help="Ray cluster address (default: a local Ray on this machine)")
+    u.add_argument("--seed", type=int, default=0, help="seed of the sampled configurations")
+    m = sub.add_parser("demo", help="the finding on real data: standard vs fix vs Epsilon-Scheduling, evaluated, "
+                       "with a report (about 12 min on 2 CPU cores; resumable)")
+    m.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder of the runs and the report")
+    m.add_argument("--seeds", type=int, default=1, help="repeat each run over this many seeds (default 1)")
 
 
 def _diagnose(args: argparse.Namespace) -> None:
@@ -93,20 +137,89 @@ def _eval(args: argparse.Namespace) -> None:
     print(evaluation_report(result))
 
 
+def _range(text: str, name: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--{name}: expected LOW,HIGH such as 1e-5,1e-1, got {text!r}") from None
+    return low, high
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from robustft.experiments.sweep import expand, load_sweep, run_sweep
+
+    spec = load_sweep(args.sweep)
+    points = expand(spec)
+    if args.dry_run:
+        for p in points:
+            print(f"{spec.out_dir / p.name}  " + " ".join(f"{k}={v}" for k, v in p.values.items()))
+        return 0
+    outcome = run_sweep(points, spec.out_dir)
+    done = [spec.out_dir / p.name for p in points if (spec.out_dir / p.name / "DONE").exists()]
+    if done:
+        print(results_table(done))
+    print(f"\nsweep {args.sweep}: {len(points)} runs in {spec.out_dir}\n{outcome.summary()}")
+    if args.report and done:
+        print(f"report: {render_report(done, spec.out_dir / 'report', title=f'robustft sweep {args.sweep.stem}').html}")
+    return 1 if outcome.names("failed") else 0
+
+
+def run_dirs_of(paths: list[Path]) -> list[Path]:
+    """Run directories as given, a folder of run directories standing for its children (sorted)."""
+    out = []
+    for p in paths:
+        children = sorted(c for c in p.iterdir() if (c / "config.yaml").is_file()) if p.is_dir() else []
+        out += [p] if (p / "config.yaml").is_file() or not children else children
+    return out
+
+
+def _report(args: argparse.Namespace) -> None:
+    files = render_report(run_dirs_of(args.run_dirs), args.out, args.title, args.evaluation, args.delay_threshold)
+    print(f"report: {files.markdown}\n        {files.html}")
+
+
+def _tune(args: argparse.Namespace) -> None:
+    from robustft.experiments.tune import SearchSettings, trials_table, tune_hparams
+
+    cfg = load_config(args.config, args.overrides)
+    settings = SearchSettings(lr=_range(args.lr_range, "lr-range"), weight_decay=_range(args.wd_range, "wd-range"),
+                              num_samples=args.samples, time_budget_s=args.time_budget, grace_period=args.grace_period,
+                              cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, seed=args.seed)
+    result = tune_hparams(cfg, args.out or Path("runs") / f"tune_{args.config.stem}", settings, args.preset, args.address)
+    print(trials_table(result))
+    print(f"\nbest: optim.lr={result.best['lr']:.3g} optim.weight_decay={result.best['weight_decay']:.3g} "
+          f"(validation clean accuracy {100 * result.best_score:.1f} %)\nready to run: robustft train {result.best_config}")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from robustft.experiments.demo import run_demo
+
+    demo = run_demo(args.out, args.seeds)
+    done = [args.out / p.name for p in demo.points if (args.out / p.name / "DONE").exists()]
+    if done:
+        print(results_table(done))
+    if demo.report is not None:
+        print("\n" + demo.report.markdown.read_text().split("## Results", 1)[1].split("## Figures", 1)[0].strip())
+        print(f"\nreport: {demo.report.html}\n        {demo.report.markdown}")
+    if demo.outcome.names("failed"):
+        print(demo.outcome.summary(), file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
-    commands = {"train": _train, "eval": _eval, "diagnose": _diagnose,
-                "table": lambda a: print(results_table(a.run_dirs, a.evaluation))}
+    commands = {"train": _train, "eval": _eval, "diagnose": _diagnose, "sweep": _sweep, "report": _report,
+                "tune": _tune, "demo": _demo, "table": lambda a: print(results_table(a.run_dirs, a.evaluation))}
     try:
-        commands[args.command](args)
-    except (ConfigError, RunExistsError, FileNotFoundError, NonFiniteLossError, ValueError) as err:
+        return commands[args.command](args) or 0
+    except (ConfigError, RunExistsError, FileNotFoundError, NonFiniteLossError, ValueError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; continue with: robustft train CONFIG --resume", file=sys.stderr)
+        print("interrupted; run the same command again (with --resume for train) to continue", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from robustft.eval import RobustnessResult
 from robustft.runs import RunDir
 
 
-def _robustness_file(run: RunDir, evaluation: str | None) -> Path:
+def robustness_file(run: RunDir, evaluation: str | None) -> Path:
     """eval/NAME/robustness.json (NAME: ``evaluation``, else the run config's own evaluation)."""
     name = evaluation or evaluation_name(run.config().eval)
     path = run.evaluation_dir(name) / "robustness.json"
@@ -23,7 +23,7 @@ def run_row(path: str | Path, evaluation: str | None = None) -> dict[str, Any]:
     """One table row from a run directory's config, summary.json and an evaluation's robustness.json."""
     run = RunDir(Path(path))
     cfg = run.config()
-    summary_path, rob_path = run.path / "summary.json", _robustness_file(run, evaluation)
+    summary_path, rob_path = run.path / "summary.json", robustness_file(run, evaluation)
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     rob = json.loads(rob_path.read_text()) if rob_path.exists() else {}
     schedule = "standard" if cfg.objective.name == "standard" else cfg.schedule.kind
@@ -34,7 +34,7 @@ def run_row(path: str | Path, evaluation: str | None = None) -> dict[str, Any]:
     return {"run": run.path.name, "schedule": schedule, "eps": format_eps(cfg.attack.eps),
             "clean": rob.get("clean"), "adv": rob.get("adv"), "e_adv": rob.get("expected_robustness"),
             "n": rob.get("n"), "delay": summary.get("delay_epochs"), "train_s": summary.get("train_time_s"),
-            "attacks": "+".join(rob.get("protocol", {}).get("attack_order", [])) or None, "flags": flags}
+            "evaluation": evaluation, "attacks": "+".join(rob.get("protocol", {}).get("attack_order", [])) or None, "flags": flags}
 
 
 def percent(v: float | None) -> str:

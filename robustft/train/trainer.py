@@ -6,6 +6,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -85,11 +86,12 @@ def _check_finite(loss: torch.Tensor, epoch: int, step: int, run: RunDir) -> Non
         )
 
 
-def fit(cfg: Config, run: RunDir, resume: bool = False) -> dict:
+def fit(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Fine-tune the configured model into ``run``; returns the training summary (also in summary.json).
 
     With ``resume`` the run continues from its last checkpoint: weights, optimiser, LR and ε schedule
-    positions and random state are restored, so it ends as an uninterrupted run would.
+    positions and random state are restored, so it ends as an uninterrupted run would. ``on_epoch`` is
+    called with each epoch's row after its checkpoint is written (a hyper-parameter search reports it).
     """
     # --- setup: data, model, objective, optimiser and the two schedules
     device = resolve_device(cfg.train.device)
@@ -149,6 +151,8 @@ def fit(cfg: Config, run: RunDir, resume: bool = False) -> dict:
                  "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith(("train_", "val_"))))
         save_checkpoint(run.checkpoint_path, model, optimizer, epoch + 1, step,
                         {"elapsed": elapsed, "schedule": eps_schedule.state()})
+        if on_epoch is not None:
+            on_epoch(row)
     return write_summary(run, cfg, eps_schedule, data.num_classes)
 
 

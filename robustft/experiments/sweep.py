@@ -1,0 +1,192 @@
+"""Sweeps: a base config crossed with named variants and a grid over dotted keys; each point is an
+ordinary run directory.
+
+A sweep file::
+
+    # robustft sweep sweeps/schedules.yaml
+    base: ../configs/fmnist_scheduled.yaml   # relative to the sweep file
+    out_dir: runs/schedules_sweep           # parent of the run directories (relative to the working directory)
+    set: {data.n_train: 300}                # applied to every run
+    variants:                               # named settings, crossed with the grid (optional)
+      standard: {objective.name: standard, schedule.kind: fix, schedule.t1: null, schedule.t2: null}
+      fix: {schedule.kind: fix, schedule.t1: null, schedule.t2: null}
+      scheduled: {}
+    grid:                                   # dotted key → values: the cartesian product
+      train.seed: [0, 1]
+
+Runs are named ``VARIANT-key1value-key2value`` (the last part of each grid key with more than one value).
+Re-running a sweep skips DONE runs and resumes killed ones; a failing run is recorded and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from robustft.config import Config, ConfigError, config_from_dict, format_eps
+from robustft.runs import RunDir, write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One run of a sweep: its name, variant, grid values and resolved config."""
+
+    name: str
+    variant: str | None
+    values: dict[str, Any]
+    config: Config
+
+
+@dataclass
+class SweepSpec:
+    """A parsed sweep file."""
+
+    base: Path | None
+    out_dir: Path
+    fixed: dict[str, Any] = field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+
+
+SPEC_KEYS = {"base", "out_dir", "set", "variants", "grid"}
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read and check a sweep file (see the module docstring).
+
+    Raises:
+        FileNotFoundError: no such sweep file or base config.
+        ConfigError: unknown top-level keys, or malformed ``set`` / ``variants`` / ``grid``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"sweep file not found: {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    problems = [f"{path}: unknown key {k!r} (known: {', '.join(sorted(SPEC_KEYS))})" for k in raw if k not in SPEC_KEYS]
+    base = (path.parent / raw["base"]) if raw.get("base") else None
+    if base is not None and not base.is_file():
+        raise FileNotFoundError(f"{path}: base config {base} not found (base is relative to the sweep file)")
+    if "out_dir" not in raw:
+        problems.append(f"{path}: out_dir is required (the parent folder of the sweep's run directories)")
+    fixed, variants, grid = raw.get("set") or {}, raw.get("variants") or {}, raw.get("grid") or {}
+    if not isinstance(fixed, dict):
+        problems.append(f"{path}: set must map dotted keys to values, e.g. set: {{data.n_train: 300}}")
+    if not isinstance(variants, dict) or not all(isinstance(v, dict) or v is None for v in variants.values()):
+        problems.append(f"{path}: variants must map names to settings, e.g. fix: {{schedule.kind: fix}}")
+    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+        problems.append(f"{path}: grid must map dotted keys to non-empty lists, e.g. train.seed: [0, 1]")
+    if problems:
+        raise ConfigError(problems)
+    return SweepSpec(base, Path(raw.get("out_dir", ".")), dict(fixed),
+                     {str(k): dict(v or {}) for k, v in variants.items()}, dict(grid))
+
+
+def set_dotted(raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a nested config dict with ``section.key`` values set."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for key, value in values.items():
+        section, _, name = key.partition(".")
+        if not name or "." in name:
+            raise ConfigError([f"{key!r}: sweep keys are section.key, e.g. attack.eps"])
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def _slug(key: str, value: Any) -> str:
+    if isinstance(value, float) and value <= 1 and "eps" in key:
+        value = format_eps(value)
+    text = f"{key.rsplit('.', 1)[-1]}{value}".replace("/", "_")
+    return re.sub(r"[^A-Za-z0-9_.+=-]", "", text)
+
+
+def expand(spec: SweepSpec) -> list[SweepPoint]:
+    """Every point of the sweep: variants × grid, each with a validated config.
+
+    Raises:
+        ConfigError: a point's config is invalid (every problem, prefixed with the point's name), or two
+            points would share a run directory.
+    """
+    base = (yaml.safe_load(spec.base.read_text()) or {}) if spec.base else {}
+    keys = list(spec.grid)
+    varying = [k for k in keys if len(spec.grid[k]) > 1]
+    points, problems = [], []
+    for variant, settings in (spec.variants or {None: {}}).items():
+        for combo in itertools.product(*(spec.grid[k] for k in keys)):
+            values = dict(zip(keys, combo))
+            parts = ([variant] if variant else []) + [_slug(k, values[k]) for k in varying]
+            name = "-".join(parts) or "run"
+            raw = set_dotted(base, {**spec.fixed, **settings, **values,
+                                    "train.out_dir": str(spec.out_dir), "train.run_name": name})
+            try:
+                points.append(SweepPoint(name, variant, values, config_from_dict(raw)))
+            except ConfigError as err:
+                problems += [f"{name}: {p}" for p in err.problems]
+    names = [p.name for p in points]
+    problems += [f"two points are both named {n!r}" for n in sorted({n for n in names if names.count(n) > 1})]
+    if problems:
+        raise ConfigError(problems)
+    return points
+
+
+@dataclass
+class SweepOutcome:
+    """What a sweep did with each point: ``ran``, ``skipped`` (already DONE) or ``failed``."""
+
+    status: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    tracebacks: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def names(self, status: str) -> list[str]:
+        return [n for n, s in self.status.items() if s == status]
+
+    def summary(self) -> str:
+        """One line per status, then each failure with its error."""
+        lines = [f"{s}: {len(self.names(s))}" + (f" ({', '.join(self.names(s))})" if self.names(s) else "")
+                 for s in ("ran", "skipped", "failed")]
+        lines += [f"  {n} failed: {e}" for n, e in self.errors.items()]
+        return "\n".join(lines)
+
+
+def run_sweep(points: list[SweepPoint], out_dir: Path,
+              train: Callable[[Config], Any] | None = None) -> SweepOutcome:
+    """Run every point not yet DONE with ``train`` (default: :func:`robustft.api.fine_tune` with resume);
+    record failures and go on. Writes ``OUT_DIR/sweep.json`` after each point."""
+    from robustft.api import fine_tune
+
+    train = train or (lambda cfg: fine_tune(cfg, resume=True))
+    outcome = SweepOutcome()
+    for i, point in enumerate(points, 1):
+        run = RunDir(out_dir / point.name)
+        if run.done:
+            outcome.status[point.name] = "skipped"
+            log.info("[%d/%d] %s: DONE, skipped", i, len(points), point.name)
+        else:
+            log.info("[%d/%d] %s: running", i, len(points), point.name)
+            t0 = time.perf_counter()
+            try:
+                train(point.config)
+                outcome.status[point.name] = "ran"
+            except KeyboardInterrupt:
+                raise
+            except Exception as err:  # a failing run must not stop the sweep; it is recorded with its traceback
+                outcome.status[point.name], outcome.errors[point.name] = "failed", f"{type(err).__name__}: {err}"
+                log.error("[%d/%d] %s failed: %s", i, len(points), point.name, outcome.errors[point.name])
+                outcome.tracebacks[point.name] = traceback.format_exc()
+            outcome.seconds[point.name] = time.perf_counter() - t0
+        write_json(out_dir / "sweep.json", {"points": [{"name": p.name, "variant": p.variant, "values": p.values,
+                                                         "status": outcome.status.get(p.name, "pending"),
+                                                         "error": outcome.errors.get(p.name),
+                                                         "traceback": outcome.tracebacks.get(p.name),
+                                                         "seconds": outcome.seconds.get(p.name)} for p in points]})
+    return outcome

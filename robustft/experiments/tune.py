@@ -1,0 +1,173 @@
+"""Hyper-parameter search with ASHA on Ray Tune: learning rate and weight decay, log-uniform, maximising
+validation clean accuracy, within a trial and/or time budget; the best config written as ready-to-run YAML.
+
+The paper's protocol (``preset="paper"``): tune on **fix** (adversarial training at ε_g from the start)
+and reuse the result for the scheduled run, so the schedule gets no extra tuning. Ray is an optional extra
+(``pip install 'robustft[tune]'``); it runs locally by default, or on a cluster given its address.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from robustft.config import Config, ConfigError, config_from_dict, config_to_dict, save_config
+from robustft.runs import write_json
+
+log = logging.getLogger(__name__)
+METRIC = "val_clean_acc"
+PRESETS = ("none", "paper")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """What to search and for how long."""
+
+    lr: tuple[float, float] = (1e-5, 1e-1)
+    """Log-uniform range of optim.lr."""
+    weight_decay: tuple[float, float] = (1e-5, 1e-1)
+    """Log-uniform range of optim.weight_decay."""
+    num_samples: int = 8
+    """Trials (configurations sampled); with ``time_budget_s`` the search stops at whichever comes first."""
+    time_budget_s: float | None = None
+    """Wall-clock budget of the whole search, seconds (the paper: 30 minutes)."""
+    grace_period: int = 1
+    """Epochs every trial trains before ASHA may stop it."""
+    reduction_factor: int = 2
+    """ASHA keeps 1/reduction_factor of the trials at each rung."""
+    cpus_per_trial: float = 1
+    gpus_per_trial: float = 0
+    seed: int = 0
+    """Seed of the sampled configurations."""
+
+    def check(self) -> None:
+        problems = [f"{name}: expected 0 < low < high, got {rng}" for name, rng in
+                    (("lr", self.lr), ("weight_decay", self.weight_decay)) if not 0 < rng[0] < rng[1]]
+        if self.num_samples < 1:
+            problems.append(f"num_samples: at least 1, got {self.num_samples}")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            problems.append(f"time_budget_s: must be positive, got {self.time_budget_s}")
+        if self.reduction_factor < 2:
+            problems.append(f"reduction_factor: at least 2, got {self.reduction_factor}")
+        if problems:
+            raise ConfigError(problems)
+
+
+def tuning_config(cfg: Config, preset: str) -> Config:
+    """The config trials train: ``cfg`` itself, or its fix variant under the paper's preset; never evaluated."""
+    raw = config_to_dict(cfg)
+    if preset == "paper":
+        raw["objective"]["name"] = raw["objective"]["name"] if raw["objective"]["name"] != "standard" else "adversarial"
+        raw["schedule"] = {"kind": "fix", "granularity": raw["schedule"]["granularity"]}
+    elif preset != "none":
+        raise ConfigError([f"preset {preset!r}: expected one of {', '.join(PRESETS)}"])
+    raw["train"]["evaluate"] = False
+    return config_from_dict(raw)
+
+
+def _trial(params: dict[str, float], base: dict[str, Any], trials_dir: str, threads: int) -> None:
+    """One Ray Tune trial: train the base config with the sampled LR and WD, reporting each epoch."""
+    import torch
+    from ray import tune
+
+    from robustft.api import fine_tune
+
+    torch.set_num_threads(max(1, threads))
+    raw = {k: dict(v) for k, v in base.items()}
+    raw["optim"].update(lr=params["lr"], weight_decay=params["weight_decay"])
+    raw["train"].update(out_dir=trials_dir, run_name=f"trial_{tune.get_context().get_trial_id()}")
+    fine_tune(config_from_dict(raw), resume=True,
+              on_epoch=lambda row: tune.report({METRIC: row[METRIC], "epoch": row["epoch"] + 1}))
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    best: dict[str, float]
+    """Best optim.lr and optim.weight_decay."""
+    best_score: float
+    """Its final validation clean accuracy."""
+    best_config: Path
+    """Ready-to-run YAML: the input config with the best LR and WD."""
+    trials: list[dict[str, Any]]
+
+
+def tune_hparams(cfg: Config, out_dir: str | Path, settings: SearchSettings = SearchSettings(),
+                 preset: str = "none", address: str | None = None) -> TuneResult:
+    """Search LR and WD with ASHA; write ``OUT/best.yaml`` (``cfg`` with the best values: under the paper's
+    preset, the scheduled config reuses what fix found), ``OUT/best_tuned.yaml`` (the config trials
+    trained), ``OUT/tune.json`` (every trial) and the trials' run directories under ``OUT/trials``.
+
+    Raises:
+        ImportError: Ray Tune is not installed (with the pip command that installs it).
+        ConfigError: bad settings or preset.
+        RuntimeError: no trial reported a result.
+    """
+    try:
+        import ray
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler
+        from ray.tune.search import BasicVariantGenerator
+    except ImportError as err:
+        raise ImportError("hyper-parameter search needs Ray Tune: pip install 'robustft[tune]' "
+                          "(or pip install 'ray[tune]')") from err
+    settings.check()
+    tuned = tuning_config(cfg, preset)
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=False,
+                 **({} if address else {"num_cpus": os.cpu_count()}))
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, base=config_to_dict(tuned), trials_dir=str(out / "trials"),
+                             threads=math.ceil(settings.cpus_per_trial)),
+        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
+    space = {"lr": tune.loguniform(*settings.lr), "weight_decay": tune.loguniform(*settings.weight_decay)}
+    scheduler = ASHAScheduler(max_t=tuned.train.epochs, grace_period=min(settings.grace_period, tuned.train.epochs),
+                              reduction_factor=settings.reduction_factor)
+    tuner = tune.Tuner(trainable, param_space=space, tune_config=tune.TuneConfig(
+        metric=METRIC, mode="max", scheduler=scheduler, num_samples=settings.num_samples,
+        time_budget_s=settings.time_budget_s, search_alg=BasicVariantGenerator(random_state=settings.seed)),
+        run_config=tune.RunConfig(name="ray", storage_path=str(out), verbose=0))
+    log.info("ASHA search: %d trials of up to %d epochs, LR in %s, WD in %s%s", settings.num_samples,
+             tuned.train.epochs, settings.lr, settings.weight_decay,
+             f", budget {settings.time_budget_s:.0f} s" if settings.time_budget_s else "")
+    grid = tuner.fit()
+    trials = [{"trial": (r.metrics or {}).get("trial_id"), "lr": r.config["lr"], "weight_decay": r.config["weight_decay"],
+               METRIC: (r.metrics or {}).get(METRIC), "epochs": (r.metrics or {}).get("epoch"),
+               "error": None if r.error is None else str(r.error)} for r in grid]
+    scored = [t for t in trials if t[METRIC] is not None]
+    if not scored:
+        raise RuntimeError(f"no trial reported {METRIC}; see the errors in {out / 'tune.json'}")
+    best = max(scored, key=lambda t: (t["epochs"] or 0, t[METRIC]))
+    return _write_results(cfg, tuned, out, best, trials, preset, settings)
+
+
+def _write_results(cfg: Config, tuned: Config, out: Path, best: dict, trials: list[dict], preset: str,
+                   settings: SearchSettings) -> TuneResult:
+    """best.yaml, best_tuned.yaml and tune.json."""
+    def with_best(c: Config, evaluate: bool) -> Config:
+        raw = config_to_dict(c)
+        raw["optim"].update(lr=best["lr"], weight_decay=best["weight_decay"])
+        raw["train"]["evaluate"] = evaluate
+        return config_from_dict(raw)
+
+    save_config(with_best(cfg, cfg.train.evaluate), out / "best.yaml")
+    save_config(with_best(tuned, True), out / "best_tuned.yaml")
+    write_json(out / "tune.json", {"metric": METRIC, "preset": preset, "settings": settings.__dict__,
+                                    "best": best, "trials": trials})
+    log.info("best: lr=%.3g weight_decay=%.3g (%s %.4f after %s epochs); config: %s", best["lr"],
+             best["weight_decay"], METRIC, best[METRIC], best["epochs"], out / "best.yaml")
+    return TuneResult({"lr": best["lr"], "weight_decay": best["weight_decay"]}, best[METRIC], out / "best.yaml", trials)
+
+
+def trials_table(result: TuneResult) -> str:
+    """The trials as a Markdown table, best first."""
+    rows = sorted(result.trials, key=lambda t: (-(t["epochs"] or 0), -(t[METRIC] or 0)))
+    lines = ["| trial | lr | weight decay | epochs trained | val clean acc |", "|---|---|---|---|---|"]
+    lines += [f"| {t['trial']} | {t['lr']:.3g} | {t['weight_decay']:.3g} | {t['epochs'] or '—'} | "
+              f"{'—' if t[METRIC] is None else f'{100 * t[METRIC]:.1f} %'} |" for t in rows]
+    return "\n".join(lines)

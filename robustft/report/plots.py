@@ -1,0 +1,166 @@
+"""Report figures (matplotlib, Agg backend): each function takes run results and returns a Figure.
+
+- :func:`robustness_curves`: accuracy vs ε (mean over seeds, ± std band), one line per setting;
+- :func:`training_curves`: validation clean accuracy per epoch with ε(t) overlaid and the delay marked;
+- :func:`clean_vs_eps`: clean accuracy vs ε_g (the paper's Figure 1), standard fine-tuning at ε_g = 0;
+- :func:`schedules`: ε(t) per epoch as each run trained.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from robustft.config import parse_eps  # noqa: E402
+from robustft.eval.metrics import delay_time  # noqa: E402
+from robustft.report.table import robustness_file  # noqa: E402
+from robustft.runs import RunDir  # noqa: E402
+
+if TYPE_CHECKING:
+    from robustft.experiments.stats import Aggregate, RunResult
+
+COLORS = {"standard": "#7f7f7f", "fix": "#d62728", "hinge": "#1f77b4", "warmup": "#2ca02c", "switch": "#9467bd",
+          "linear": "#17becf", "uniform": "#bcbd22", "piecewise": "#8c564b", "auto": "#ff7f0e"}
+
+
+def color(setting: str) -> str:
+    """A stable colour per setting (TRADES variants share their schedule's colour)."""
+    return COLORS.get(setting.split(" ")[0], "#e377c2")
+
+
+def to_png(fig: Figure, dpi: int = 110) -> bytes:
+    """The figure as PNG bytes; closes it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _curve(r: RunResult) -> tuple[list[float], list[float]] | None:
+    """(ε in /255, accuracy) of a run's evaluation, or None if it has none."""
+    path = robustness_file(RunDir(r.path), r.row.get("evaluation"))
+    if not path.exists():
+        return None
+    curve = json.loads(path.read_text())["curve"]
+    return [255 * c["eps_value"] for c in curve], [c["accuracy"] for c in curve]
+
+
+def _grid(n: int, width: float = 4.2, height: float = 3.0) -> tuple[Figure, list]:
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def _panels(groups: list[Aggregate]) -> dict[str, list[Aggregate]]:
+    """Groups per backbone × dataset × ε_g panel."""
+    panels: dict[str, list[Aggregate]] = {}
+    for g in groups:
+        panels.setdefault(f"{g.backbone} → {g.dataset}, ε_g={g.eps}", []).append(g)
+    return panels
+
+
+def robustness_curves(groups: list[Aggregate]) -> Figure:
+    """Accuracy vs ε per setting (mean over repeats with a ± std band), one panel per backbone × dataset × ε_g."""
+    panels = _panels(groups)
+    fig, axes = _grid(len(panels))
+    for ax, (title, gs) in zip(axes, panels.items()):
+        for g in gs:
+            curves = [c for c in (_curve(r) for r in g.runs) if c is not None]
+            if not curves or len({tuple(c[0]) for c in curves}) != 1:
+                continue
+            eps, acc = np.array(curves[0][0]), 100 * np.array([c[1] for c in curves])
+            label = f"{g.setting} (n={len(curves)})" if len(curves) > 1 else g.setting
+            ax.plot(eps, acc.mean(0), "o-", ms=3, color=color(g.setting), label=label)
+            if len(curves) > 1:
+                ax.fill_between(eps, acc.mean(0) - acc.std(0, ddof=1), acc.mean(0) + acc.std(0, ddof=1),
+                                color=color(g.setting), alpha=0.2)
+        ax.set(title=title, xlabel="ε (/255)", ylabel="accuracy (%)", ylim=(0, 100))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Robustness curves: accuracy under attack vs ε")
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(results: list[RunResult], delay_threshold: float | None = None) -> Figure:
+    """Per run: validation clean accuracy per epoch, ε(t) on a second axis, and the delay time marked
+    (first epoch above ``delay_threshold``, default the run's own)."""
+    fig, axes = _grid(len(results))
+    for ax, r in zip(axes, results):
+        rows = RunDir(r.path).rows("epoch")
+        epochs = [row["epoch"] + 1 for row in rows]
+        acc = [100 * row["val_clean_acc"] for row in rows]
+        ax.plot(epochs, acc, "o-", ms=3, color=color(r.setting), label="val clean acc")
+        if any("val_adv_acc" in row for row in rows):
+            ax.plot(epochs, [100 * row.get("val_adv_acc", np.nan) for row in rows], "s--", ms=2, lw=1,
+                    color=color(r.setting), alpha=0.6, label="val adv acc (ε_g)")
+        threshold = r.config["train"]["delay_threshold"] if delay_threshold is None else delay_threshold
+        delay = delay_time([row["val_clean_acc"] for row in rows], threshold)
+        if delay is not None:
+            ax.axvline(delay, color="k", ls=":", lw=1)
+            ax.annotate(f"delay {delay}", (delay, 3), fontsize=7, ha="left")
+        ax.set(title=f"{r.name} ({r.setting})", xlabel="epoch", ylabel="accuracy (%)", ylim=(0, 100))
+        ax.grid(alpha=0.3)
+        eps_ax = ax.twinx()
+        eps_ax.step(epochs, [255 * row.get("eps_mean", row["eps"]) for row in rows], where="mid", color="k",
+                    alpha=0.5, lw=1.2, label="ε(t)")
+        eps_ax.set_ylabel("ε (/255)")
+        eps_ax.set_ylim(0, max(1.0, 255 * parse_eps(r.config["attack"]["eps"])) * 1.05)
+        lines = ax.get_legend_handles_labels(), eps_ax.get_legend_handles_labels()
+        ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], fontsize=7, loc="center right")
+    fig.suptitle(f"Training curves (validation; dotted line: delay time, accuracy > "
+                 f"{'each run' + chr(39) + 's threshold' if delay_threshold is None else f'{100 * delay_threshold:.0f} %'})")
+    fig.tight_layout()
+    return fig
+
+
+def clean_vs_eps(groups: list[Aggregate]) -> Figure:
+    """Clean accuracy vs ε_g per setting and backbone × dataset (mean ± std over repeats); standard
+    fine-tuning is plotted at ε_g = 0. The paper's Figure 1 shows fix falling away as ε_g grows."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    pairs = sorted({(g.backbone, g.dataset) for g in groups})
+    markers = "osD^v<>"
+    for i, (backbone, dataset) in enumerate(pairs):
+        for setting in dict.fromkeys(g.setting for g in groups):
+            gs = [g for g in groups if (g.backbone, g.dataset, g.setting) == (backbone, dataset, setting)]
+            pts = sorted((0.0 if setting == "standard" else 255 * parse_eps(g.eps), g.mean("clean"), g.std("clean"))
+                         for g in gs if g.mean("clean") is not None)
+            if not pts:
+                continue
+            x, y, s = zip(*pts)
+            ax.errorbar(x, [100 * v for v in y], yerr=[100 * (v or 0) for v in s], fmt=markers[i % 7] + "-",
+                        color=color(setting), capsize=3, label=f"{setting}" + (f" — {backbone}/{dataset}" if len(pairs) > 1 else ""))
+    ax.set(xlabel="ε_g (/255)", ylabel="clean accuracy (%)", title="Clean accuracy vs ε_g", ylim=(0, 100))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def schedules(results: list[RunResult]) -> Figure:
+    """ε(t) per epoch (the mean ε of the epoch's steps) of each distinct setting, as trained."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    seen = set()
+    for r in results:
+        label = f"{r.setting} ε_g={r.row['eps']}"
+        if label in seen:
+            continue
+        seen.add(label)
+        rows = RunDir(r.path).rows("epoch")
+        eps = [0.0] + [255 * row.get("eps_mean", row["eps"]) for row in rows]
+        ax.step(range(len(eps)), eps, where="pre", color=color(r.setting), lw=1.8, label=label)
+    ax.set(xlabel="epoch", ylabel="ε (/255), epoch mean", title="ε schedules as trained")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig

@@ -1,0 +1,245 @@
+"""``robustft report``: Markdown and a self-contained HTML page (figures embedded) from run directories.
+
+The report is built once as a list of sections of blocks (text, bullet lists, tables, figures) and
+rendered twice, so the Markdown and the HTML always say the same thing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+from robustft.eval.diagnostics import DEFAULT_GAP
+from robustft.experiments.stats import (METRICS, Aggregate, RunResult, aggregate, compare_to, load_results,
+                                        mean_std)
+from robustft.report import plots
+from robustft.report.diagnose import SAME_KEYS, diagnose_run
+from robustft.report.table import percent, robustness_file
+from robustft.runs import RunDir, atomic_write, atomic_write_text, versions
+
+log = logging.getLogger(__name__)
+LABELS = {"clean": "Clean", "adv": "Adv.", "e_adv": "E.adv"}
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Figure:
+    name: str
+    caption: str
+    png: bytes
+
+
+Block = Union[str, list, Table, Figure]
+"""A paragraph, a bullet list (list of str), a table or a figure."""
+
+
+@dataclass
+class Section:
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    markdown: Path
+    html: Path
+    figures: list[Path]
+
+
+def results_section(groups: list[Aggregate]) -> Section:
+    """The paper's table: Clean / Adv. / E.adv per backbone × dataset × ε_g × setting, mean ± std over seeds."""
+    rows = [[g.backbone, g.dataset, str(g.eps), g.setting] + [mean_std(g.mean(m), g.std(m), g.n(m)) for m in METRICS]
+            + [", ".join(g.flags()) or ("none" if any(r.row["flags"] is not None for r in g.runs) else "not run")]
+            for g in groups]
+    n = sorted({g.n() for g in groups})
+    return Section("Results", [
+        "Accuracy (%) on the test subset: clean, under attack at ε_g (Adv.) and averaged over ε ∈ [0, ε_g] "
+        f"(E.adv, expected robustness). Mean ± sample standard deviation over seeds (n = {'/'.join(map(str, n))}); "
+        "flags: sanity checks raised against false robustness (a raised flag means Adv. and E.adv may overstate).",
+        Table(["backbone", "dataset", "ε_g", "setting", "Clean", "Adv.", "E.adv", "sanity flags"], rows)])
+
+
+def stats_section(results: list[RunResult]) -> Section:
+    """Paired t-tests of each schedule against fix over matched (configuration, seed) pairs."""
+    tests = compare_to(results, "fix")
+    if not tests:
+        return Section("Fix vs schedules: paired t-tests", [
+            "No matched pairs: a paired test needs a fix run and a scheduled run that differ only in the schedule."])
+    rows = [[t.treatment, "fix", LABELS[t.metric], str(t.n), f"{100 * t.mean_diff:+.1f}", f"{t.wins}/{t.n}",
+             "—" if t.t is None else f"{t.t:.2f}", "—" if t.p is None else f"{t.p:.2g}"] for t in tests]
+    return Section("Fix vs schedules: paired t-tests", [
+        "Two-sided paired t-test over runs that share everything but the schedule (configuration and seed); "
+        "difference = schedule − fix in accuracy points. '—': undefined (fewer than 2 pairs or identical differences).",
+        Table(["schedule", "vs", "metric", "pairs", "mean diff (points)", "schedule higher", "t", "p"], rows)])
+
+
+def checks_section(results: list[RunResult]) -> Section:
+    """Every sanity flag raised, with its message; runs whose checks did not run are named."""
+    items, unchecked = [], []
+    for r in results:
+        path = robustness_file(RunDir(r.path), r.row.get("evaluation"))
+        flags = json.loads(path.read_text()).get("flags", []) if path.exists() else []
+        if not flags:
+            unchecked.append(r.name)
+        items += [f"**{r.name}** — {f['name']}: {f['message']}" for f in flags if f.get("raised")]
+    blocks: list[Block] = [items if items else "No sanity flag was raised."]
+    if unchecked:
+        blocks.append("Checks not run (no evaluation, or evaluated with checks off): " + ", ".join(unchecked) + ".")
+    return Section("Sanity checks", blocks)
+
+
+def find_reference(r: RunResult, results: list[RunResult]) -> RunResult | None:
+    """The standard fine-tuning run that shares ``r``'s data, model, optimiser, epochs and seed."""
+    def same(a: RunResult) -> bool:
+        return all(a.config[s][k] == r.config[s][k] for s, keys in SAME_KEYS.items() for k in (keys or r.config[s]))
+    return next((a for a in results if a.setting == "standard" and a is not r and same(a)), None)
+
+
+def diagnosis_section(results: list[RunResult], delay_threshold: float | None, gap: float) -> Section:
+    """Each robust run diagnosed against its standard fine-tuning reference: gap, delay, raised flags."""
+    rows = []
+    for r in results:
+        if r.setting == "standard":
+            continue
+        ref = find_reference(r, results)
+        d = diagnose_run(r.path, ref.path if ref else None, gap, delay_threshold)
+        raised = [f.name for f in d.flags if f.raised]
+        rows.append([r.name, ref.name if ref else "—", percent(d.run.clean),
+                     "—" if d.gap is None else f"{100 * d.gap:.1f}",
+                     f"{d.run.delay if d.run.delay is not None else 'never'}"
+                     + (f" (ref {d.reference.delay})" if d.reference else ""), ", ".join(raised) or "none"])
+    threshold = "each run's train.delay_threshold" if delay_threshold is None else f"{100 * delay_threshold:.0f} %"
+    return Section("Suboptimal-transfer diagnosis", [
+        f"Against standard fine-tuning of the same data, model, optimiser, epochs and seed. Gap: reference clean − "
+        f"run clean (points; suboptimal transfer above {100 * gap:.0f}). Delay: epochs until validation clean "
+        f"accuracy first exceeds {threshold}. Details: `robustft diagnose RUN --reference REF`.",
+        Table(["run", "reference", "clean (%)", "gap", "delay (epochs)", "flags raised"], rows)])
+
+
+def figures_section(results: list[RunResult], groups: list[Aggregate], delay_threshold: float | None) -> Section:
+    """The four figures, as PNG bytes."""
+    figs = [Figure("robustness_curves", "Accuracy vs ε under the evaluation attack (mean ± std over seeds).",
+                   plots.to_png(plots.robustness_curves(groups))),
+            Figure("training_curves", "Validation clean accuracy per epoch, ε(t) overlaid (black), delay time dotted.",
+                   plots.to_png(plots.training_curves(results, delay_threshold))),
+            Figure("clean_vs_eps", "Clean accuracy vs ε_g (standard fine-tuning at 0): the cost of robustness.",
+                   plots.to_png(plots.clean_vs_eps(groups))),
+            Figure("schedules", "The ε schedules as trained (epoch means).", plots.to_png(plots.schedules(results)))]
+    return Section("Figures", figs)
+
+
+def runs_section(results: list[RunResult]) -> Section:
+    rows = [[r.name, r.setting, str(r.row["eps"]), str(r.seed), percent(r.row["clean"]), percent(r.row["adv"]),
+             percent(r.row["e_adv"]), str(r.row["n"] or "—"), r.row["attacks"] or "—",
+             "—" if r.row["train_s"] is None else f"{r.row['train_s'] / 60:.1f} min", str(r.path)] for r in results]
+    return Section("All runs", [Table(["run", "setting", "ε_g", "seed", "Clean", "Adv.", "E.adv", "n", "attacks",
+                                       "train time", "directory"], rows)])
+
+
+def build_report(paths: list[str | Path], evaluation: str | None = None, delay_threshold: float | None = None,
+                 gap: float = DEFAULT_GAP) -> list[Section]:
+    """The report's sections, read from run directories only."""
+    results = load_results(paths, evaluation)
+    groups = aggregate(results)
+    return [results_section(groups), stats_section(results), checks_section(results),
+            diagnosis_section(results, delay_threshold, gap), figures_section(results, groups, delay_threshold),
+            runs_section(results)]
+
+
+def _md_block(b: Block) -> str:
+    if isinstance(b, Table):
+        cells = [b.headers] + b.rows
+        return "\n".join(["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells[:1]]
+                         + ["|" + "---|" * len(b.headers)]
+                         + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells[1:]])
+    if isinstance(b, Figure):
+        return f"![{b.caption}](figures/{b.name}.png)\n\n*{b.caption}*"
+    if isinstance(b, list):
+        return "\n".join(f"- {item}" for item in b)
+    return b
+
+
+def render_markdown(title: str, sections: list[Section]) -> str:
+    """The report as Markdown; figures are referenced as ``figures/NAME.png``."""
+    out = [f"# {title}", "", _provenance()]
+    for s in sections:
+        out += ["", f"## {s.title}"] + [x for b in s.blocks for x in ("", _md_block(b))]
+    return "\n".join(out) + "\n"
+
+
+def _inline(text: str) -> str:
+    """HTML of a Markdown-ish line: escaped, with **bold** and `code`."""
+    parts = html.escape(text).split("**")
+    text = "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+    parts = text.split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def _html_block(b: Block) -> str:
+    if isinstance(b, Table):
+        head = "".join(f"<th>{_inline(h)}</th>" for h in b.headers)
+        body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in b.rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    if isinstance(b, Figure):
+        data = base64.b64encode(b.png).decode()
+        return (f'<figure id="{b.name}"><img alt="{html.escape(b.caption)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{_inline(b.caption)}</figcaption></figure>")
+    if isinstance(b, list):
+        return "<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b) + "</ul>"
+    return f"<p>{_inline(b)}</p>"
+
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}
+th{background:#f2f2f2}tr:nth-child(even){background:#fafafa}img{max-width:100%}figure{margin:1.5em 0}
+figcaption{color:#555;font-size:14px}code{background:#f4f4f4;padding:0 3px}"""
+
+
+def render_html(title: str, sections: list[Section]) -> str:
+    """The report as one self-contained HTML page (figures embedded as data URIs)."""
+    body = "".join(f"<section><h2>{html.escape(s.title)}</h2>" + "".join(_html_block(b) for b in s.blocks)
+                   + "</section>" for s in sections)
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><p>{_inline(_provenance())}</p>"
+            f"{body}</body></html>\n")
+
+
+def _provenance() -> str:
+    v = versions()
+    return f"Generated {time.strftime('%Y-%m-%d %H:%M')} by robustft {v['robustft']} (torch {v['torch']}) from run directories only."
+
+
+def render_report(paths: list[str | Path], out: str | Path, title: str = "robustft report",
+                  evaluation: str | None = None, delay_threshold: float | None = None,
+                  gap: float = DEFAULT_GAP) -> ReportFiles:
+    """Write ``OUT/report.md`` (with ``OUT/figures/*.png``) and ``OUT/report.html`` (self-contained).
+
+    Raises:
+        FileNotFoundError: a path is not a run directory.
+        ValueError: no run directories given.
+    """
+    if not paths:
+        raise ValueError("report: give at least one run directory")
+    for p in paths:
+        if not RunDir(Path(p)).config_path.is_file():
+            raise FileNotFoundError(f"{p} is not a run directory (no config.yaml); report reads run directories")
+    out = Path(out)
+    sections = build_report(paths, evaluation, delay_threshold, gap)
+    figures = [b for s in sections for b in s.blocks if isinstance(b, Figure)]
+    for f in figures:
+        atomic_write(out / "figures" / f"{f.name}.png", lambda h, png=f.png: h.write(png))
+    atomic_write_text(out / "report.md", render_markdown(title, sections))
+    atomic_write_text(out / "report.html", render_html(title, sections))
+    log.info("report written to %s", out)
+    return ReportFiles(out / "report.md", out / "report.html", [out / "figures" / f"{f.name}.png" for f in figures])
