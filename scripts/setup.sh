@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Create or reuse the virtual environment, install robustft into it, and install the Fashion-MNIST
-# Debian package. Sourced by scripts/main.sh and scripts/test.sh; safe to run again (it skips what is done).
+# Create or reuse the virtual environment, install robustft into it (with the test and Ray Tune extras),
+# and install the Fashion-MNIST Debian package; with ROBUSTFT_BROWSER=1 also Debian's chromium (the report
+# test opens the HTML report in it). Sourced by scripts/main.sh and scripts/test.sh; safe to run again (it
+# skips what is done).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 VENV="${ROBUSTFT_VENV:-.venv}"
@@ -13,15 +15,21 @@ want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   echo "setup: installing robustft and its dependencies (first time: a few minutes)" >&2
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e '.[test]'
+  "$VENV/bin/python" -m pip install -q -e '.[test,tune]'
   echo "$want" > "$stamp"
 fi
-if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
-  echo "setup: installing the Debian package dataset-fashion-mnist" >&2
-  SUDO=""
+apt_install() {  # PACKAGE WHY: install a Debian package, or say what that costs
+  local SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist; } >&2; then
-    echo "setup: could not install dataset-fashion-mnist; robustft will try to download Fashion-MNIST instead" >&2
+  echo "setup: installing the Debian package $1" >&2
+  if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "$1"; } >/dev/null 2>&1; then
+    echo "setup: could not install $1; $2" >&2
   fi
+}
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  apt_install dataset-fashion-mnist "robustft will try to download Fashion-MNIST instead"
+fi
+if [ "${ROBUSTFT_BROWSER:-0}" = 1 ] && ! command -v chromium >/dev/null; then
+  apt_install chromium "the test that opens the HTML report in a browser will be skipped"
 fi
 export PATH="$PWD/$VENV/bin:$PATH"

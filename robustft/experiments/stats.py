@@ -62,7 +62,9 @@ def load_results(paths: list[str | Path], evaluation: str | None = None) -> list
 
 
 def _method(r: RunResult) -> dict[tuple[str, str], Any]:
-    return {(s, k): v for s in METHOD_SECTIONS for k, v in r.config[s].items()}
+    """The keys that define a run's method (standard fine-tuning ignores its schedule)."""
+    sections = ("objective",) if r.setting == "standard" else METHOD_SECTIONS
+    return {(s, k): v for s in sections for k, v in r.config[s].items()}
 
 
 def _disambiguate(results: list[RunResult]) -> None:
@@ -152,7 +154,8 @@ def paired_ttest(baseline: list[float], treatment: list[float]) -> tuple[float |
     if len(baseline) != len(treatment):
         raise ValueError(f"paired t-test needs pairs: {len(baseline)} baseline values vs {len(treatment)}")
     d = [b - a for a, b in zip(baseline, treatment)]
-    if len(d) < 2 or max(d) == min(d):
+    # equal differences up to rounding (0.3 - 0.2 != 0.2 - 0.1 in floats) would give t ~ 1e16 and p ~ 0
+    if len(d) < 2 or max(d) - min(d) <= 1e-9 * max(1.0, *(abs(v) for v in [*baseline, *treatment])):
         return None, None
     res = stats.ttest_rel(treatment, baseline)
     return float(res.statistic), float(res.pvalue)

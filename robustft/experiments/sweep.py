@@ -72,6 +72,9 @@ def load_sweep(path: str | Path) -> SweepSpec:
     if not path.is_file():
         raise FileNotFoundError(f"sweep file not found: {path}")
     raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{path}: a sweep file is a mapping (base, out_dir, set, variants, grid), "
+                           f"got {type(raw).__name__}"])
     problems = [f"{path}: unknown key {k!r} (known: {', '.join(sorted(SPEC_KEYS))})" for k in raw if k not in SPEC_KEYS]
     base = (path.parent / raw["base"]) if raw.get("base") else None
     if base is not None and not base.is_file():
@@ -98,7 +101,10 @@ def set_dotted(raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
         section, _, name = key.partition(".")
         if not name or "." in name:
             raise ConfigError([f"{key!r}: sweep keys are section.key, e.g. attack.eps"])
-        out.setdefault(section, {})[name] = value
+        if out.get(section) is None:  # a section left empty in the base config (``eval:``) is YAML null
+            out[section] = {}
+        if isinstance(out[section], dict):  # anything else is reported by config_from_dict
+            out[section][name] = value
     return out
 
 
