@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# The main job: fine-tune the embedded ImageNet EfficientNet-Lite0 on Fashion-MNIST with Epsilon-Scheduling
-# (ε_g = 8/255) on a small subset, evaluate it (clean, APGD-CE over the ε grid, expected robustness) and
-# print the results table. About 3 minutes on 2 CPU cores. Run again to reuse the finished run.
+# The main job: `robustft demo` on the embedded default (ImageNet EfficientNet-Lite0 → Fashion-MNIST,
+# offline). It fine-tunes standard, fix and Epsilon-Scheduling runs, evaluates them, writes the report
+# (runs/demo/report/report.html) and prints the table. About 12–15 minutes on 2 CPU cores; run it again to
+# reuse finished runs or resume a killed one. Extra arguments go to `robustft demo` (e.g. --seeds 2).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-robustft train configs/fmnist_scheduled.yaml \
-  --set train.run_name=main_scheduled --set data.n_train=1000 --set train.epochs=4 \
-  --set eval.n=500 --resume "$@"
+robustft demo "$@"

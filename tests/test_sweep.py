@@ -275,3 +275,13 @@ def test_cli_sweep_bad_file(tmp_path, capsys):
     assert "bad: schedule.kind" in err and "'nope'" in err
     assert main(["-q", "sweep", str(tmp_path / "missing.yaml")]) == 2
     assert "sweep file not found" in capsys.readouterr().err
+
+
+def test_shipped_sweeps_expand():
+    root = Path(__file__).resolve().parents[1]
+    sweeps = sorted((root / "sweeps").glob("*.yaml"))
+    assert sweeps
+    for path in sweeps:
+        assert path.read_text().startswith(f"# robustft sweep sweeps/{path.name}")
+        points = expand(load_sweep(path))
+        assert len(points) >= 2 and all(p.config.data.name == "fashion_mnist" for p in points)
