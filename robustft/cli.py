@@ -199,7 +199,8 @@ def _demo(args: argparse.Namespace) -> int:
     if done:
         print(results_table(done))
     if demo.report is not None:
-        print("\n" + demo.report.markdown.read_text().split("## Results", 1)[1].split("## Figures", 1)[0].strip())
+        text = demo.report.markdown.read_text()  # the statistics, flags and diagnosis; the table is above
+        print("\n" + text[text.index("## Fix vs schedules"):text.index("## Figures")].strip())
         print(f"\nreport: {demo.report.html}\n        {demo.report.markdown}")
     if demo.outcome.names("failed"):
         print(demo.outcome.summary(), file=sys.stderr)
