@@ -11,6 +11,7 @@ from pathlib import Path
 from robustft.api import RunExistsError, evaluate_run, fine_tune
 from robustft.config import ConfigError, load_config, parse_eps_grid
 from robustft.eval.diagnostics import DEFAULT_GAP
+from robustft.experiments.tune import TuneError
 from robustft.report import diagnose_run, evaluation_report, render_diagnosis, render_report, results_table
 from robustft.train import NonFiniteLossError
 
@@ -185,7 +186,8 @@ def _tune(args: argparse.Namespace) -> None:
     settings = SearchSettings(lr=_range(args.lr_range, "lr-range"), weight_decay=_range(args.wd_range, "wd-range"),
                               num_samples=args.samples, time_budget_s=args.time_budget, grace_period=args.grace_period,
                               cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, seed=args.seed)
-    result = tune_hparams(cfg, args.out or Path("runs") / f"tune_{args.config.stem}", settings, args.preset, args.address)
+    result = tune_hparams(cfg, args.out or Path("runs") / f"tune_{args.config.stem}", settings, args.preset,
+                          args.address, name=f"{args.config.stem}_tuned")
     print(trials_table(result))
     print(f"\nbest: optim.lr={result.best['lr']:.3g} optim.weight_decay={result.best['weight_decay']:.3g} "
           f"(validation clean accuracy {100 * result.best_score:.1f} %)\nready to run: robustft train {result.best_config}")
@@ -215,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                 "tune": _tune, "demo": _demo, "table": lambda a: print(results_table(a.run_dirs, a.evaluation))}
     try:
         return commands[args.command](args) or 0
-    except (ConfigError, RunExistsError, FileNotFoundError, NonFiniteLossError, ValueError, ImportError) as err:
+    except (ConfigError, RunExistsError, FileNotFoundError, NonFiniteLossError, ValueError, ImportError,
+            TuneError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

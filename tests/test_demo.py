@@ -31,13 +31,18 @@ def test_demo_end_to_end_on_tiny_settings(monkeypatch, tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    for name in ("standard", "fix", "scheduled"):  # one seed: no seed in the names
+    for name in ("standard-seed0", "fix-seed0", "scheduled-seed0"):
         assert (out / name / "DONE").exists() and f"| {name} |" in printed
     assert "| standard |" in printed and "Suboptimal-transfer diagnosis" in printed
     assert (out / "report" / "report.html").exists() and f"report: {out / 'report' / 'report.html'}" in printed
     # a second call reuses every finished run; a run killed mid-way (DONE missing) is resumed
-    (out / "fix" / "DONE").unlink()
-    mtime = (out / "standard" / "checkpoints" / "last.pt").stat().st_mtime
+    (out / "fix-seed0" / "DONE").unlink()
+    mtime = (out / "standard-seed0" / "checkpoints" / "last.pt").stat().st_mtime
     assert main(["-q", "demo", "--out", str(out)]) == 0
-    assert (out / "fix" / "DONE").exists()
-    assert (out / "standard" / "checkpoints" / "last.pt").stat().st_mtime == mtime
+    assert (out / "fix-seed0" / "DONE").exists()
+    assert (out / "standard-seed0" / "checkpoints" / "last.pt").stat().st_mtime == mtime
+    # more seeds later: seed 0's runs keep their names and are reused
+    assert main(["-q", "demo", "--out", str(out), "--seeds", "2"]) == 0
+    assert (out / "standard-seed0" / "checkpoints" / "last.pt").stat().st_mtime == mtime
+    assert all((out / f"{v}-seed1" / "DONE").exists() for v in ("standard", "fix", "scheduled"))
+    assert "(n=2)" in (out / "report" / "report.md").read_text()

@@ -87,8 +87,8 @@ def test_markdown_sections_and_tables(runs, report):
     assert [(r[0], r[1]) for r in diagnosis] == [("fix-s0", "standard-s0"), ("fix-s1", "standard-s1"),
                                                  ("hinge-s0", "standard-s0"), ("hinge-s1", "standard-s1")]
     all_runs = _table_rows(sections["All runs"])
-    assert [(r[0], r[1], r[3]) for r in all_runs] == [(p.name, p.name.split("-")[0], p.name[-1]) for p in runs]
-    assert all(r[7] == "32" and r[8] == "apgd-ce" for r in all_runs)  # eval.n and the evaluation attack
+    assert [(r[0], r[1], r[2], r[4]) for r in all_runs] == [(p.name, "done", p.name.split("-")[0], p.name[-1]) for p in runs]
+    assert all(r[8] == "32" and r[9] == "apgd-ce" for r in all_runs)  # eval.n and the evaluation attack
 
 
 def test_figures_are_written_and_referenced(report):
@@ -154,3 +154,22 @@ def test_cli_report_errors(runs, tmp_path, capsys):
     assert "missing" in capsys.readouterr().err
     with pytest.raises(ValueError, match="at least one run directory"):
         render_report([], tmp_path / "r")
+
+
+def test_unfinished_runs_are_marked_or_left_out(runs, tmp_path):
+    import shutil
+
+    from robustft.runs import RunDir
+
+    in_progress = tmp_path / "hinge-s9"
+    shutil.copytree(runs[2], in_progress)
+    (in_progress / "DONE").unlink()
+    just_started = tmp_path / "fix-s9"
+    RunDir(just_started).create(load_config(runs[0] / "config.yaml"))  # config, no epoch yet
+    files = render_report([*runs, in_progress, just_started], tmp_path / "out")
+    md = files.markdown.read_text()
+    assert "still training or evaluating, reported as they stand: hinge-s9" in md
+    assert "left out, no epoch finished yet: fix-s9" in md
+    assert "| hinge-s9 | in progress |" in md and "| fix-s9 |" not in md
+    with pytest.raises(ValueError, match="none of the runs has finished an epoch"):
+        render_report([just_started], tmp_path / "out2")

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as sps
 
 from robustft.config import config_from_dict, config_to_dict, load_config, save_config
-from robustft.experiments.stats import (RunResult, aggregate, compare_to, load_results, matched_pairs, mean_std,
+from robustft.experiments.stats import (RunResult, aggregate, compare_to_fix, load_results, matched_pairs, mean_std,
                                         paired_ttest)
 
 BASE = config_to_dict(load_config(None))
@@ -106,25 +106,33 @@ def test_paired_ttest_undefined_and_errors():
 
 
 # ------------------------------------------------------------------------------------- matched pairs
-def test_matched_pairs_share_everything_but_the_method():
+def test_matched_pairs_share_everything_but_the_schedule():
     fix0, fix1 = _run("fix", 0, 0.5), _run("fix", 1, 0.6)
     hinge0, hinge1 = _run("hinge", 0, 0.7), _run("hinge", 1, 0.8)
     hinge2 = _run("hinge", 2, 0.9)  # no fix run with seed 2
     hinge_data = _run("hinge", 0, 0.9, data__n_train=300)  # another data.n_train than every fix run
     hinge_lr = _run("hinge", 1, 0.9, optim__lr=0.01)
-    hinge_patience = _run("hinge", 0, 0.75, schedule__patience=9)  # a schedule key: part of the method
+    hinge_t2 = _run("hinge", 0, 0.75, schedule__t2=0.5)  # a schedule key: still paired with fix
     warm1 = _run("warmup", 1, 0.65)
     std0 = _run("standard", 0, 0.95)
-    results = [fix0, fix1, hinge0, hinge1, hinge2, hinge_data, hinge_lr, hinge_patience, warm1, std0]
-    pairs = matched_pairs(results, "fix", "hinge")
+    results = [fix0, fix1, hinge0, hinge1, hinge2, hinge_data, hinge_lr, hinge_t2, warm1, std0]
+    pairs = matched_pairs(results, "hinge")
     assert [(a.seed, b.seed) for a, b in pairs] == [(0, 0), (1, 1), (0, 0)]
-    assert pairs[0] == (fix0, hinge0) and pairs[1] == (fix1, hinge1) and pairs[2] == (fix0, hinge_patience)
-    assert matched_pairs(results, "fix", "warmup") == [(fix1, warm1)]
-    assert matched_pairs(results, "fix", "standard") == [(fix0, std0)]  # objective is part of the method too
-    assert matched_pairs(results, "fix", "linear") == []
-    # the seed-free key ignores the run's name and folder but not other train keys
+    assert pairs[0] == (fix0, hinge0) and pairs[1] == (fix1, hinge1) and pairs[2] == (fix0, hinge_t2)
+    assert matched_pairs(results, "warmup") == [(fix1, warm1)]
+    assert matched_pairs(results, "standard") == []  # the objective must match: standard has none to pair with
+    assert matched_pairs(results, "linear") == []
+    # TRADES pairs with TRADES fix, never with Madry fix
+    trades_fix = _run("fix", 0, 0.4, objective__name="trades")
+    trades_hinge = _run("hinge", 0, 0.6, objective__name="trades")
+    assert matched_pairs([fix0, trades_fix, trades_hinge], "hinge") == [(trades_fix, trades_hinge)]
+    # the seed-free key ignores the run's name, folder and incidental keys, not other train keys
     assert fix0.key() == fix1.key() and fix0.key() != _run("fix", 0, train__epochs=3).key()
-    assert fix0.key(drop_method=True) == hinge0.key(drop_method=True) != hinge0.key()
+    assert fix0.key() == _run("fix", 1, train__log_every=7, data__eval_batch_size=8).key()
+    assert fix0.key(drop_schedule=True) == hinge0.key(drop_schedule=True) != hinge0.key()
+    # keys a method does not use do not split it: patience on fix, the schedule of standard fine-tuning
+    assert fix0.key() == _run("fix", 1, schedule__patience=2).key()
+    assert std0.key() == _run("standard", 1, schedule__kind="hinge", schedule__t1=0.25, schedule__t2=0.75).key()
 
 
 def test_compare_to_one_test_per_metric_per_schedule():
@@ -134,7 +142,7 @@ def test_compare_to_one_test_per_metric_per_schedule():
         _run("hinge", 0, 0.70, 0.18, 0.35), _run("hinge", 1, 0.72, 0.27, 0.33), _run("hinge", 2, 0.65, 0.21, 0.30),
         _run("warmup", 0, 0.52, None, None),
     ]
-    tests = compare_to(results, "fix")
+    tests = compare_to_fix(results)
     # standard is never compared; warmup has one pair and only its clean metric has values
     assert [(t.treatment, t.metric) for t in tests] == [("hinge", "clean"), ("hinge", "adv"), ("hinge", "e_adv"),
                                                         ("warmup", "clean")]
@@ -147,8 +155,7 @@ def test_compare_to_one_test_per_metric_per_schedule():
     assert (adv.t, adv.p) == pytest.approx((ref.statistic, ref.pvalue))
     assert e_adv.n == 2 and e_adv.mean_diff == pytest.approx((0.05 + 0.01) / 2) and e_adv.wins == 2  # seed 2 lacks fix's
     assert warm.n == 1 and warm.mean_diff == pytest.approx(0.02) and warm.wins == 1 and (warm.t, warm.p) == (None, None)
-    assert compare_to(results, "hinge")[0].treatment == "fix"  # another baseline
-    assert compare_to([_run("fix", 0, 0.5)]) == []
+    assert compare_to_fix([_run("fix", 0, 0.5)]) == []
 
 
 # ---------------------------------------------------------------------------- load_results and labels
@@ -168,9 +175,11 @@ def test_load_results_labels(tmp_path):
              _run_dir(tmp_path / "b", "capped_later", schedule__latest_t1=0.5, schedule__patience=2)]
     results = load_results(paths)
     assert [r.path for r in results] == paths
-    # the first setting seen keeps the plain label; others of its kind name the keys that differ (config order)
-    assert [r.setting for r in results] == ["auto", "auto (patience=5, latest_t1=0.5)", "auto",
-                                            "auto (patience=2, latest_t1=0.5)"]
+    assert len(load_results(paths + paths[:1])) == 4  # a directory given twice counts once
+    # settings of one kind name the keys that differ, whatever the order of the runs
+    assert [r.setting for r in results] == ["auto (latest_t1=None, patience=5)", "auto (latest_t1=0.5, patience=5)",
+                                            "auto (latest_t1=None, patience=5)", "auto (latest_t1=0.5, patience=2)"]
+    assert [r.setting for r in load_results(paths[::-1])] == [r.setting for r in results][::-1]
     assert [r.name for r in results] == ["a/auto0", "capped", "b/auto0", "capped_later"]  # folder names clash
     assert results[0].row["clean"] is None and results[0].row["flags"] is None
     assert results[0].config["schedule"]["latest_t1"] is None and results[1].config["schedule"]["latest_t1"] == 0.5

@@ -11,7 +11,7 @@ import yaml
 
 from conftest import TINY
 from robustft.cli import main
-from robustft.config import ConfigError
+from robustft.config import ConfigError, load_config, save_config
 from robustft.experiments.demo import DEMO_VARIANTS
 from robustft.experiments.sweep import SweepSpec, expand, load_sweep, run_sweep
 
@@ -47,12 +47,13 @@ def test_expand_names_and_configs(sweep_file):
     assert spec.base == sweep_file.parent / "../configs/base.yaml" and spec.out_dir == Path("runs/sw")
     points = expand(spec)
     assert len(points) == 3 * 2 * 2
-    # variants outermost, then the grid in key order; the single-valued data.image_size is not in names
-    assert [p.name for p in points] == [f"{v}-seed{s}-eps{e}_255" for v in ("standard", "fix", "scheduled")
+    # variants outermost, then the grid in key order; every grid key is named, single-valued ones too, so
+    # adding a value later keeps the names of the runs already made
+    assert [p.name for p in points] == [f"{v}-seed{s}-eps{e}_255-image_size16" for v in ("standard", "fix", "scheduled")
                                         for s in (0, 1) for e in (4, 8)]
     by_name = {p.name: p for p in points}
 
-    std = by_name["standard-seed1-eps8_255"]
+    std = by_name["standard-seed1-eps8_255-image_size16"]
     assert std.variant == "standard"
     assert std.values == {"train.seed": 1, "attack.eps": "8/255", "data.image_size": 16}
     c = std.config
@@ -60,12 +61,12 @@ def test_expand_names_and_configs(sweep_file):
     assert c.train.seed == 1 and c.attack.eps == 8 / 255 and c.data.image_size == 16
     assert c.data.n_train == 300 and c.optim.lr == 0.01  # set
     assert c.data.name == "digits" and c.model.name == "test_efficientnet" and c.train.epochs == 4  # base
-    assert c.train.out_dir == "runs/sw" and c.train.run_name == "standard-seed1-eps8_255"
+    assert c.train.out_dir == "runs/sw" and c.train.run_name == "standard-seed1-eps8_255-image_size16"
 
-    fix = by_name["fix-seed0-eps4_255"].config
+    fix = by_name["fix-seed0-eps4_255-image_size16"].config
     assert (fix.objective.name, fix.schedule.kind, fix.schedule.t1) == ("adversarial", "fix", None)
     assert fix.train.seed == 0 and fix.attack.eps == 4 / 255
-    sch = by_name["scheduled-seed0-eps4_255"].config
+    sch = by_name["scheduled-seed0-eps4_255-image_size16"].config
     assert (sch.objective.name, sch.schedule.kind, sch.schedule.t1, sch.schedule.t2) == ("adversarial", "hinge", 0.25, 0.75)
     assert len({p.config.train.run_name for p in points}) == len(points)
 
@@ -76,7 +77,7 @@ def test_expand_precedence_and_unnamed_points(tmp_path):
                      variants={"long": {"train.epochs": 5, "data.n_val": 60}, "plain": {}},
                      grid={"data.n_val": [70]})
     points = expand(spec)
-    assert [p.name for p in points] == ["long", "plain"]
+    assert [p.name for p in points] == ["long-n_val70", "plain-n_val70"]
     assert [(p.config.train.epochs, p.config.data.n_val) for p in points] == [(5, 70), (3, 70)]
 
     points = expand(SweepSpec(base=None, out_dir=tmp_path, grid={"attack.eps": [4 / 255, 0.1]}))
@@ -136,7 +137,7 @@ def test_invalid_point_configs_are_named(tmp_path):
     problems = exc.value.problems
     # every point has the typo'd train.epoch; only the bad variant has the unknown schedule
     assert sum("unknown key 'train.epoch'" in p and "'epochs'" in p for p in problems) == 4
-    assert [p.split(":")[0] for p in problems if "'nope'" in p] == ["bad-seed0", "bad-seed1"]
+    assert [p.split(":")[0] for p in problems if "'nope'" in p] == ["bad-seed0-epoch3", "bad-seed1-epoch3"]
     assert all(p.startswith(("good-seed", "bad-seed")) for p in problems)
 
     with pytest.raises(ConfigError, match="sweep keys are section.key"):
@@ -173,6 +174,7 @@ class FakeTrain:
         run.mkdir(parents=True, exist_ok=True)
         if name in self.fail:
             raise self.error
+        save_config(cfg, run / "config.yaml")
         (run / "DONE").write_text("done\n")
 
 
@@ -216,6 +218,16 @@ def test_run_sweep_resumes_a_killed_run(points, tmp_path):
     (tmp_path / "sw" / "a").mkdir(parents=True)
     fake = FakeTrain()
     assert run_sweep(points[:1], tmp_path / "sw", train=fake).status == {"a": "ran"} and fake.calls == ["a"]
+
+
+def test_a_done_run_made_with_another_config_is_not_skipped(points, tmp_path):
+    out = tmp_path / "sw"
+    run_sweep(points, out, train=FakeTrain())
+    changed = load_config(out / "a" / "config.yaml", ["train.epochs=99"])
+    save_config(changed, out / "a" / "config.yaml")
+    fake = FakeTrain()
+    outcome = run_sweep(points, out, train=fake)
+    assert fake.calls == ["a"] and outcome.status["a"] == "ran" and outcome.names("skipped") == ["b", "c", "d"]
 
 
 def test_keyboard_interrupt_propagates(points, tmp_path):

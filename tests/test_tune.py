@@ -30,10 +30,10 @@ def test_paper_preset_tunes_fix_and_reuses_the_result(ray_local, tiny_overrides,
     # the best config is the input (scheduled) config with the best LR and WD, ready to train
     best = load_config(result.best_config)
     assert (best.optim.lr, best.optim.weight_decay) == (result.best["lr"], result.best["weight_decay"])
-    assert best.schedule == cfg.schedule and best.train.evaluate
+    assert best.schedule == cfg.schedule and best.train.evaluate and best.train.run_name == "tuned"
     # trials trained fix, and each is an ordinary run directory with its epoch rows
     tuned = load_config(out / "best_tuned.yaml")
-    assert tuned.schedule.kind == "fix" and tuned.optim.lr == result.best["lr"]
+    assert tuned.schedule.kind == "fix" and tuned.optim.lr == result.best["lr"] and tuned.train.run_name == "tuned_fix"
     runs = sorted((out / "trials").iterdir())
     assert len(runs) == 2 and all(load_config(r / "config.yaml").schedule.kind == "fix" for r in runs)
     assert all((r / "checkpoints" / "last.pt").exists() and not (r / "eval").exists() for r in runs)

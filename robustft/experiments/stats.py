@@ -15,8 +15,28 @@ from robustft.runs import RunDir
 METRICS = ("clean", "adv", "e_adv")
 SEED_KEYS = {("train", "seed"), ("train", "run_name"), ("train", "out_dir")}
 """Config keys that do not make two runs different settings (repeats of one setting differ only here)."""
-METHOD_SECTIONS = ("objective", "schedule")
-"""Config sections that define the method compared at a matched configuration."""
+INCIDENTAL_KEYS = {("train", k) for k in ("device", "log_every", "delay_threshold", "evaluate", "val_adv_n")} | {
+    ("data", k) for k in ("cache_dir", "download", "eval_batch_size")} | {("eval", "bootstrap")}
+"""Config keys that change neither the trained model nor its test numbers."""
+SCHEDULE_KEYS = {"fix": (), "hinge": ("t1", "t2"), "warmup": ("t2",), "switch": ("t1",), "linear": (),
+                 "uniform": (), "piecewise": ("points",), "auto": ("patience", "tolerance", "tolerance_mode", "latest_t1", "t2")}
+"""The schedule keys each kind uses (``granularity`` too, except for fix)."""
+OBJECTIVE_KEYS = {"standard": (), "adversarial": (), "trades": ("beta", "trades_inner")}
+
+
+def objective_identity(config: dict[str, Any]) -> tuple:
+    """The objective and the keys it uses."""
+    o = config["objective"]
+    return (o["name"],) + tuple((k, repr(o[k])) for k in OBJECTIVE_KEYS.get(o["name"], sorted(o)) if k in o)
+
+
+def schedule_identity(config: dict[str, Any]) -> tuple:
+    """The ε schedule and the keys its kind uses (none for standard fine-tuning, which has no ε)."""
+    if config["objective"]["name"] == "standard":
+        return ()
+    s = config["schedule"]
+    keys = SCHEDULE_KEYS.get(s["kind"], tuple(sorted(s)))
+    return (s["kind"],) + tuple((k, repr(s[k])) for k in keys + (("granularity",) if s["kind"] != "fix" else ()) if k in s)
 
 
 @dataclass
@@ -43,16 +63,25 @@ class RunResult:
     def seed(self) -> int:
         return self.config["train"]["seed"]
 
-    def key(self, drop_method: bool = False) -> tuple:
-        """Everything but the seed (and the method's sections if ``drop_method``), hashable."""
-        drop = set(SEED_KEYS) | ({(s, k) for s in METHOD_SECTIONS for k in self.config[s]} if drop_method else set())
-        return tuple(sorted((f"{s}.{k}", repr(v)) for s, sec in self.config.items() for k, v in sec.items()
-                            if (s, k) not in drop))
+    @property
+    def is_fix(self) -> bool:
+        """Adversarial training at ε_g from the first step (any robust objective)."""
+        return self.config["objective"]["name"] != "standard" and self.config["schedule"]["kind"] == "fix"
+
+    def key(self, drop_schedule: bool = False) -> tuple:
+        """What makes a setting: every key but the seed and incidental ones, with the objective and the
+        schedule reduced to the keys they use (the schedule left out if ``drop_schedule``); hashable."""
+        drop = SEED_KEYS | INCIDENTAL_KEYS
+        rest = tuple(sorted((f"{s}.{k}", repr(v)) for s, sec in self.config.items() if s not in ("objective", "schedule")
+                            for k, v in sec.items() if (s, k) not in drop))
+        return rest + (objective_identity(self.config),) + (() if drop_schedule else (schedule_identity(self.config),))
 
 
 def load_results(paths: list[str | Path], evaluation: str | None = None) -> list[RunResult]:
-    """The results of run directories (config, summary and evaluation), in the given order."""
-    results = [RunResult(Path(p), run_row(p, evaluation), config_to_dict(RunDir(Path(p)).config())) for p in paths]
+    """The results of run directories (config, summary and evaluation), in the given order; a directory
+    given twice counts once."""
+    unique = list(dict.fromkeys(Path(p).resolve() for p in paths))
+    results = [RunResult(p, run_row(p, evaluation), config_to_dict(RunDir(p).config())) for p in unique]
     names = [r.path.name for r in results]
     for r in results:
         r.name = r.path.name if names.count(r.path.name) == 1 else f"{r.path.parent.name}/{r.path.name}"
@@ -61,22 +90,16 @@ def load_results(paths: list[str | Path], evaluation: str | None = None) -> list
     return results
 
 
-def _method(r: RunResult) -> dict[tuple[str, str], Any]:
-    """The keys that define a run's method (standard fine-tuning ignores its schedule)."""
-    sections = ("objective",) if r.setting == "standard" else METHOD_SECTIONS
-    return {(s, k): v for s in sections for k, v in r.config[s].items()}
-
-
 def _disambiguate(results: list[RunResult]) -> None:
-    """Give settings of one kind that differ in their method's keys distinct labels, e.g. ``auto`` and
-    ``auto (latest_t1=0.5)``; the first one seen keeps the plain label."""
+    """Give settings of one kind that differ in the keys their method uses distinct labels, e.g.
+    ``auto (latest_t1=None)`` and ``auto (latest_t1=0.5)``; the label does not depend on the order of runs."""
     for label in dict.fromkeys(r.setting for r in results):
         same = [r for r in results if r.setting == label]
-        methods = [_method(r) for r in same]
-        differing = [key for key in methods[0] if len({repr(m[key]) for m in methods}) > 1]
+        methods = [dict(schedule_identity(r.config)[1:] + objective_identity(r.config)[1:]) for r in same]
+        differing = sorted({k for m in methods for k in m if len({m2.get(k) for m2 in methods}) > 1})
         for r, m in zip(same, methods):
-            if any(m[k] != methods[0][k] for k in differing):
-                r.setting = f"{label} (" + ", ".join(f"{k[1]}={m[k]}" for k in differing) + ")"
+            if differing:
+                r.setting = f"{label} (" + ", ".join(f"{k}={m.get(k, '—')}" for k in differing) + ")"
 
 
 @dataclass
@@ -161,20 +184,22 @@ def paired_ttest(baseline: list[float], treatment: list[float]) -> tuple[float |
     return float(res.statistic), float(res.pvalue)
 
 
-def matched_pairs(results: list[RunResult], baseline: str, treatment: str) -> list[tuple[RunResult, RunResult]]:
-    """(baseline run, treatment run) pairs that share everything but the method, seed included."""
-    base = {(r.key(drop_method=True), r.seed): r for r in results if r.setting == baseline}
-    return [(base[(r.key(drop_method=True), r.seed)], r) for r in results
-            if r.setting == treatment and (r.key(drop_method=True), r.seed) in base]
+def matched_pairs(results: list[RunResult], treatment: str) -> list[tuple[RunResult, RunResult]]:
+    """(fix run, ``treatment`` run) pairs that share everything but the schedule (objective and seed included)."""
+    base = {(r.key(drop_schedule=True), r.seed): r for r in results if r.is_fix}
+    return [(base[(r.key(drop_schedule=True), r.seed)], r) for r in results
+            if r.setting == treatment and not r.is_fix and (r.key(drop_schedule=True), r.seed) in base]
 
 
-def compare_to(results: list[RunResult], baseline: str = "fix") -> list[PairedTest]:
-    """Paired t-tests of every other robust setting against ``baseline`` on each metric, over matched
-    (configuration, seed) pairs."""
-    settings = [s for s in dict.fromkeys(r.setting for r in results) if s not in (baseline, "standard")]
+def compare_to_fix(results: list[RunResult]) -> list[PairedTest]:
+    """Paired t-tests of every scheduled setting against fix with the same objective, on each metric, over
+    matched (configuration, seed) pairs."""
+    settings = [s for s in dict.fromkeys(r.setting for r in results if not r.is_fix
+                                         and r.config["objective"]["name"] != "standard")]
     tests = []
     for s in settings:
-        pairs = matched_pairs(results, baseline, s)
+        pairs = matched_pairs(results, s)
+        baseline = pairs[0][0].setting if pairs else "fix"
         for metric in METRICS:
             ok = [(a.row[metric], b.row[metric]) for a, b in pairs if None not in (a.row[metric], b.row[metric])]
             if not ok:

@@ -14,8 +14,10 @@ A sweep file::
     grid:                                   # dotted key → values: the cartesian product
       train.seed: [0, 1]
 
-Runs are named ``VARIANT-key1value-key2value`` (the last part of each grid key with more than one value).
-Re-running a sweep skips DONE runs and resumes killed ones; a failing run is recorded and the sweep goes on.
+Runs are named ``VARIANT-key1value-key2value`` (the last part of every grid key, so adding values to a grid
+later keeps the names of the runs already made). Re-running a sweep skips DONE runs whose config is the
+sweep's and resumes killed ones; a failing run (or a DONE run made with another config) is recorded and the
+sweep goes on.
 """
 
 from __future__ import annotations
@@ -90,7 +92,11 @@ def load_sweep(path: str | Path) -> SweepSpec:
         problems.append(f"{path}: grid must map dotted keys to non-empty lists, e.g. train.seed: [0, 1]")
     if problems:
         raise ConfigError(problems)
-    return SweepSpec(base, Path(raw.get("out_dir", ".")), dict(fixed),
+    bad = [str(v) for v in variants if not re.fullmatch(r"[A-Za-z0-9_.+=-]+", str(v))]
+    if bad:
+        raise ConfigError([f"{path}: variant names become folder names: use letters, digits and _ . + = - "
+                           f"(got {', '.join(map(repr, bad))})"])
+    return SweepSpec(base, Path(raw.get("out_dir", ".")).expanduser(), dict(fixed),
                      {str(k): dict(v or {}) for k, v in variants.items()}, dict(grid))
 
 
@@ -124,12 +130,11 @@ def expand(spec: SweepSpec) -> list[SweepPoint]:
     """
     base = (yaml.safe_load(spec.base.read_text()) or {}) if spec.base else {}
     keys = list(spec.grid)
-    varying = [k for k in keys if len(spec.grid[k]) > 1]
     points, problems = [], []
     for variant, settings in (spec.variants or {None: {}}).items():
         for combo in itertools.product(*(spec.grid[k] for k in keys)):
             values = dict(zip(keys, combo))
-            parts = ([variant] if variant else []) + [_slug(k, values[k]) for k in varying]
+            parts = ([variant] if variant else []) + [_slug(k, values[k]) for k in keys]
             name = "-".join(parts) or "run"
             raw = set_dotted(base, {**spec.fixed, **settings, **values,
                                     "train.out_dir": str(spec.out_dir), "train.run_name": name})
@@ -166,15 +171,16 @@ class SweepOutcome:
 
 def run_sweep(points: list[SweepPoint], out_dir: Path,
               train: Callable[[Config], Any] | None = None) -> SweepOutcome:
-    """Run every point not yet DONE with ``train`` (default: :func:`robustft.api.fine_tune` with resume);
-    record failures and go on. Writes ``OUT_DIR/sweep.json`` after each point."""
+    """Run every point not yet DONE with ``train`` (default: :func:`robustft.api.fine_tune` with resume,
+    which refuses a run directory made with another config); record failures and go on. Writes
+    ``OUT_DIR/sweep.json`` after each point."""
     from robustft.api import fine_tune
 
     train = train or (lambda cfg: fine_tune(cfg, resume=True))
     outcome = SweepOutcome()
     for i, point in enumerate(points, 1):
         run = RunDir(out_dir / point.name)
-        if run.done:
+        if run.done and not run.differences(point.config):
             outcome.status[point.name] = "skipped"
             log.info("[%d/%d] %s: DONE, skipped", i, len(points), point.name)
         else:

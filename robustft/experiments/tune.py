@@ -95,16 +95,21 @@ class TuneResult:
     trials: list[dict[str, Any]]
 
 
+class TuneError(RuntimeError):
+    """No trial of a search finished."""
+
+
 def tune_hparams(cfg: Config, out_dir: str | Path, settings: SearchSettings = SearchSettings(),
-                 preset: str = "none", address: str | None = None) -> TuneResult:
+                 preset: str = "none", address: str | None = None, name: str = "tuned") -> TuneResult:
     """Search LR and WD with ASHA; write ``OUT/best.yaml`` (``cfg`` with the best values: under the paper's
-    preset, the scheduled config reuses what fix found), ``OUT/best_tuned.yaml`` (the config trials
-    trained), ``OUT/tune.json`` (every trial) and the trials' run directories under ``OUT/trials``.
+    preset, the scheduled config reuses what fix found; it trains into run ``NAME``),
+    ``OUT/best_tuned.yaml`` (the config trials trained, run ``NAME_fix`` under the paper's preset),
+    ``OUT/tune.json`` (every trial) and the trials' run directories under ``OUT/trials``.
 
     Raises:
         ImportError: Ray Tune is not installed (with the pip command that installs it).
         ConfigError: bad settings or preset.
-        RuntimeError: no trial reported a result.
+        TuneError: no trial finished without an error.
     """
     try:
         import ray
@@ -118,9 +123,9 @@ def tune_hparams(cfg: Config, out_dir: str | Path, settings: SearchSettings = Se
     tuned = tuning_config(cfg, preset)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # relative paths in the config mean what they say
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=False,
-                 **({} if address else {"num_cpus": os.cpu_count()}))
+        ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=False)
     trainable = tune.with_resources(
         tune.with_parameters(_trial, base=config_to_dict(tuned), trials_dir=str(out / "trials"),
                              threads=math.ceil(settings.cpus_per_trial)),
@@ -139,24 +144,28 @@ def tune_hparams(cfg: Config, out_dir: str | Path, settings: SearchSettings = Se
     trials = [{"trial": (r.metrics or {}).get("trial_id"), "lr": r.config["lr"], "weight_decay": r.config["weight_decay"],
                METRIC: (r.metrics or {}).get(METRIC), "epochs": (r.metrics or {}).get("epoch"),
                "error": None if r.error is None else str(r.error)} for r in grid]
-    scored = [t for t in trials if t[METRIC] is not None]
+    scored = [t for t in trials if t[METRIC] is not None and t["error"] is None]
     if not scored:
-        raise RuntimeError(f"no trial reported {METRIC}; see the errors in {out / 'tune.json'}")
+        write_json(out / "tune.json", {"metric": METRIC, "preset": preset, "settings": settings.__dict__,
+                                        "best": None, "trials": trials})
+        errors = "; ".join(sorted({t["error"].splitlines()[-1] for t in trials if t["error"]})) or "none reported"
+        raise TuneError(f"no trial finished without an error (errors: {errors}); every trial is in "
+                        f"{out / 'tune.json'} and its run directory under {out / 'trials'}")
     best = max(scored, key=lambda t: (t["epochs"] or 0, t[METRIC]))
-    return _write_results(cfg, tuned, out, best, trials, preset, settings)
+    return _write_results(cfg, tuned, out, best, trials, preset, settings, name)
 
 
 def _write_results(cfg: Config, tuned: Config, out: Path, best: dict, trials: list[dict], preset: str,
-                   settings: SearchSettings) -> TuneResult:
+                   settings: SearchSettings, name: str) -> TuneResult:
     """best.yaml, best_tuned.yaml and tune.json."""
-    def with_best(c: Config, evaluate: bool) -> Config:
+    def with_best(c: Config, evaluate: bool, run_name: str) -> Config:
         raw = config_to_dict(c)
         raw["optim"].update(lr=best["lr"], weight_decay=best["weight_decay"])
-        raw["train"]["evaluate"] = evaluate
+        raw["train"].update(evaluate=evaluate, run_name=run_name)
         return config_from_dict(raw)
 
-    save_config(with_best(cfg, cfg.train.evaluate), out / "best.yaml")
-    save_config(with_best(tuned, True), out / "best_tuned.yaml")
+    save_config(with_best(cfg, cfg.train.evaluate, name), out / "best.yaml")
+    save_config(with_best(tuned, True, f"{name}_fix" if preset == "paper" else name), out / "best_tuned.yaml")
     write_json(out / "tune.json", {"metric": METRIC, "preset": preset, "settings": settings.__dict__,
                                     "best": best, "trials": trials})
     log.info("best: lr=%.3g weight_decay=%.3g (%s %.4f after %s epochs); config: %s", best["lr"],

@@ -16,10 +16,11 @@ SAME_KEYS = {"data": None, "model": None, "optim": None, "train": ("epochs", "se
 """Config keys a reference run should share with the run (None: the whole section)."""
 
 
-def load_curve(path: str | Path, use_test: bool = True, delay_threshold: float | None = None) -> Curve:
-    """A run directory's epoch rows, final clean accuracy (test evaluation if ``use_test`` and present,
-    else the last validation one) and settings; ``delay_threshold`` overrides the run's
-    ``train.delay_threshold``.
+def load_curve(path: str | Path, use_test: bool = True, delay_threshold: float | None = None,
+               evaluation: str | None = None) -> Curve:
+    """A run directory's epoch rows, final clean accuracy (test evaluation ``eval/EVALUATION``, default the
+    run's own, if ``use_test`` and present, else the last validation one) and settings; ``delay_threshold``
+    overrides the run's ``train.delay_threshold``.
 
     Raises:
         FileNotFoundError: not a run directory, or it has no epoch rows yet.
@@ -31,7 +32,7 @@ def load_curve(path: str | Path, use_test: bool = True, delay_threshold: float |
         raise FileNotFoundError(f"{run.path} has no epoch rows in metrics.jsonl yet: nothing to diagnose")
     summary_path = run.path / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    test_clean = run_row(run.path)["clean"] if use_test else None
+    test_clean = run_row(run.path, evaluation)["clean"] if use_test else None
     clean, source = (test_clean, "test") if test_clean is not None else (rows[-1]["val_clean_acc"], "validation")
     classes = summary.get("num_classes") or cfg.model.num_classes or KNOWN_CLASSES.get(cfg.data.name)
     return Curve(name=run.path.name, rows=rows, clean=clean, clean_source=source, num_classes=classes,
@@ -51,11 +52,12 @@ def config_differences(run: str | Path, reference: str | Path) -> list[str]:
 
 
 def diagnose_run(path: str | Path, reference: str | Path | None = None, max_gap: float = DEFAULT_GAP,
-                 delay_threshold: float | None = None) -> Diagnosis:
+                 delay_threshold: float | None = None, evaluation: str | None = None) -> Diagnosis:
     """Diagnose a run directory, optionally against a standard fine-tuning reference run directory;
-    ``delay_threshold`` (validation clean accuracy) overrides both runs' ``train.delay_threshold``."""
-    run = load_curve(path, delay_threshold=delay_threshold)
-    ref = load_curve(reference, delay_threshold=run.delay_threshold) if reference else None
+    ``delay_threshold`` (validation clean accuracy) overrides both runs' ``train.delay_threshold``;
+    ``evaluation`` picks ``eval/NAME`` for the test clean accuracy (default: each run's own)."""
+    run = load_curve(path, delay_threshold=delay_threshold, evaluation=evaluation)
+    ref = load_curve(reference, delay_threshold=run.delay_threshold, evaluation=evaluation) if reference else None
     if ref is not None and (ref.clean_source != run.clean_source):  # compare like with like
         run = load_curve(path, False, run.delay_threshold)
         ref = load_curve(reference, False, run.delay_threshold)

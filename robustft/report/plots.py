@@ -33,8 +33,15 @@ COLORS = {"standard": "#7f7f7f", "fix": "#d62728", "hinge": "#1f77b4", "warmup":
 
 
 def color(setting: str) -> str:
-    """A stable colour per setting (TRADES variants share their schedule's colour)."""
+    """A stable colour per schedule kind (variants of a kind share it and differ by :func:`linestyle`)."""
     return COLORS.get(setting.split(" ")[0], "#e377c2")
+
+
+def linestyle(setting: str) -> str:
+    """Solid for a plain setting; variants (TRADES, other keys: ``hinge (t2=0.5)``) dashed or dotted, stably."""
+    if " " not in setting:
+        return "-"
+    return ("--", ":", "-.")[sum(map(ord, setting)) % 3]
 
 
 def to_png(fig: Figure, dpi: int = 110) -> bytes:
@@ -82,7 +89,7 @@ def robustness_curves(groups: list[Aggregate]) -> Figure:
                 continue
             eps, acc = np.array(curves[0][0]), 100 * np.array([c[1] for c in curves])
             label = f"{g.setting} (n={len(curves)})" if len(curves) > 1 else g.setting
-            ax.plot(eps, acc.mean(0), "o-", ms=3, color=color(g.setting), label=label)
+            ax.plot(eps, acc.mean(0), marker="o", ms=3, ls=linestyle(g.setting), color=color(g.setting), label=label)
             if len(curves) > 1:
                 ax.fill_between(eps, acc.mean(0) - acc.std(0, ddof=1), acc.mean(0) + acc.std(0, ddof=1),
                                 color=color(g.setting), alpha=0.2)
@@ -140,8 +147,8 @@ def clean_vs_eps(groups: list[Aggregate]) -> Figure:
             if not pts:
                 continue
             x, y, s = zip(*pts)
-            ax.errorbar(x, [100 * v for v in y], yerr=[100 * (v or 0) for v in s], fmt=markers[i % 7] + "-",
-                        color=color(setting), capsize=3, label=f"{setting}" + (f" — {backbone}/{dataset}" if len(pairs) > 1 else ""))
+            ax.errorbar(x, [100 * v for v in y], yerr=[100 * (v or 0) for v in s], marker=markers[i % 7],
+                        ls=linestyle(setting), color=color(setting), capsize=3, label=f"{setting}" + (f" — {backbone}/{dataset}" if len(pairs) > 1 else ""))
     ax.set(xlabel="ε_g (/255)", ylabel="clean accuracy (%)", title="Clean accuracy vs ε_g", ylim=(0, 100))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -159,7 +166,7 @@ def schedules(results: list[RunResult]) -> Figure:
         seen.add(label)
         rows = RunDir(r.path).rows("epoch")
         eps = [0.0] + [255 * row.get("eps_mean", row["eps"]) for row in rows]
-        ax.step(range(len(eps)), eps, where="pre", color=color(r.setting), lw=1.8, label=label)
+        ax.step(range(len(eps)), eps, where="pre", color=color(r.setting), ls=linestyle(r.setting), lw=1.8, label=label)
     ax.set(xlabel="epoch", ylabel="ε (/255), epoch mean", title="ε schedules as trained")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Union
 
 from robustft.eval.diagnostics import DEFAULT_GAP
-from robustft.experiments.stats import (METRICS, Aggregate, RunResult, aggregate, compare_to, load_results,
+from robustft.experiments.stats import (METRICS, Aggregate, RunResult, aggregate, compare_to_fix, load_results,
                                         mean_std)
 from robustft.report import plots
 from robustft.report.diagnose import SAME_KEYS, diagnose_run
@@ -72,7 +72,7 @@ def results_section(groups: list[Aggregate]) -> Section:
 
 def stats_section(results: list[RunResult]) -> Section:
     """Paired t-tests of each schedule against fix over matched (configuration, seed) pairs."""
-    tests = compare_to(results, "fix")
+    tests = compare_to_fix(results)
     if not tests:
         return Section("Fix vs schedules: paired t-tests", [
             "No matched pairs: a paired test needs a fix run and a scheduled run that differ only in the schedule."])
@@ -106,16 +106,17 @@ def find_reference(r: RunResult, results: list[RunResult]) -> RunResult | None:
     return next((a for a in results if a.setting == "standard" and a is not r and same(a)), None)
 
 
-def diagnosis_section(results: list[RunResult], delay_threshold: float | None, gap: float) -> Section:
+def diagnosis_section(results: list[RunResult], delay_threshold: float | None, gap: float,
+                      evaluation: str | None = None) -> Section:
     """Each robust run diagnosed against its standard fine-tuning reference: gap, delay, raised flags."""
     rows = []
     for r in results:
         if r.setting == "standard":
             continue
         ref = find_reference(r, results)
-        d = diagnose_run(r.path, ref.path if ref else None, gap, delay_threshold)
+        d = diagnose_run(r.path, ref.path if ref else None, gap, delay_threshold, evaluation)
         raised = [f.name for f in d.flags if f.raised]
-        rows.append([r.name, ref.name if ref else "—", percent(d.run.clean),
+        rows.append([r.name, ref.name if ref else "—", f"{percent(d.run.clean)} ({d.run.clean_source})",
                      "—" if d.gap is None else f"{100 * d.gap:.1f}",
                      f"{d.run.delay if d.run.delay is not None else 'never'}"
                      + (f" (ref {d.reference.delay})" if d.reference else ""), ", ".join(raised) or "none"])
@@ -124,7 +125,7 @@ def diagnosis_section(results: list[RunResult], delay_threshold: float | None, g
         f"Against standard fine-tuning of the same data, model, optimiser, epochs and seed. Gap: reference clean − "
         f"run clean (points; suboptimal transfer above {100 * gap:.0f}). Delay: epochs until validation clean "
         f"accuracy first exceeds {threshold}. Details: `robustft diagnose RUN --reference REF`.",
-        Table(["run", "reference", "clean (%)", "gap", "delay (epochs)", "flags raised"], rows)])
+        Table(["run", "reference", "clean (%, split)", "gap", "delay (epochs)", "flags raised"], rows)])
 
 
 def figures_section(results: list[RunResult], groups: list[Aggregate], delay_threshold: float | None) -> Section:
@@ -140,10 +141,11 @@ def figures_section(results: list[RunResult], groups: list[Aggregate], delay_thr
 
 
 def runs_section(results: list[RunResult]) -> Section:
-    rows = [[r.name, r.setting, str(r.row["eps"]), str(r.seed), percent(r.row["clean"]), percent(r.row["adv"]),
+    rows = [[r.name, "done" if RunDir(r.path).done else "in progress", r.setting, str(r.row["eps"]), str(r.seed),
+             percent(r.row["clean"]), percent(r.row["adv"]),
              percent(r.row["e_adv"]), str(r.row["n"] or "—"), r.row["attacks"] or "—",
              "—" if r.row["train_s"] is None else f"{r.row['train_s'] / 60:.1f} min", str(r.path)] for r in results]
-    return Section("All runs", [Table(["run", "setting", "ε_g", "seed", "Clean", "Adv.", "E.adv", "n", "attacks",
+    return Section("All runs", [Table(["run", "status", "setting", "ε_g", "seed", "Clean", "Adv.", "E.adv", "n", "attacks",
                                        "train time", "directory"], rows)])
 
 
@@ -151,10 +153,20 @@ def build_report(paths: list[str | Path], evaluation: str | None = None, delay_t
                  gap: float = DEFAULT_GAP) -> list[Section]:
     """The report's sections, read from run directories only."""
     results = load_results(paths, evaluation)
+    empty = [r for r in results if not RunDir(r.path).rows("epoch")]
+    results = [r for r in results if r not in empty]
+    if not results:
+        raise ValueError("report: none of the runs has finished an epoch yet: " + ", ".join(r.name for r in empty))
     groups = aggregate(results)
-    return [results_section(groups), stats_section(results), checks_section(results),
-            diagnosis_section(results, delay_threshold, gap), figures_section(results, groups, delay_threshold),
-            runs_section(results)]
+    sections = [results_section(groups), stats_section(results), checks_section(results),
+                diagnosis_section(results, delay_threshold, gap, evaluation),
+                figures_section(results, groups, delay_threshold), runs_section(results)]
+    training = [r.name for r in results if not RunDir(r.path).done]
+    if training or empty:
+        sections[0].blocks.insert(1, "**Not finished:** " + "; ".join(
+            ([f"still training or evaluating, reported as they stand: {', '.join(training)}"] if training else [])
+            + ([f"left out, no epoch finished yet: {', '.join(r.name for r in empty)}"] if empty else [])) + ".")
+    return sections
 
 
 def _md_block(b: Block) -> str:
