@@ -22,10 +22,10 @@ DEMO_SETTINGS = {
     "data.name": "fashion_mnist", "data.image_size": 32, "data.n_train": 300, "data.n_val": 500,
     "data.n_test": 1000, "data.batch_size": 64, "data.flip": True, "data.pad_crop": 2,
     "model.name": "efficientnet_lite0", "model.pretrained": True,
-    "attack.eps": "32/255", "attack.name": "apgd", "attack.num_steps": 7,
+    "attack.eps": "16/255", "attack.name": "apgd", "attack.num_steps": 7,
     "optim.lr": 1.0e-3, "optim.weight_decay": 0.05, "optim.warmup_epochs": 1,
     "train.epochs": 20, "train.val_adv_n": 128, "train.delay_threshold": 0.5,
-    "eval.attacks": ["apgd-ce"], "eval.num_steps": 10, "eval.n": 500, "eval.eps_step": "4/255",
+    "eval.attacks": ["apgd-ce"], "eval.num_steps": 10, "eval.n": 500, "eval.eps_step": "2/255",
 }
 """The demo's regime (see the module docstring); every run of the demo shares it."""
 NO_HINGES = {"schedule.t1": None, "schedule.t2": None}
