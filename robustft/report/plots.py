@@ -73,7 +73,7 @@ def _grid(n: int, width: float = 4.2, height: float = 3.0) -> tuple[Figure, list
 def _panels(groups: list[Aggregate]) -> dict[str, list[Aggregate]]:
     """Groups per backbone × dataset × ε_g panel."""
     panels: dict[str, list[Aggregate]] = {}
-    for g in groups:
+    for g in sorted(groups, key=lambda g: (g.backbone, g.dataset, parse_eps(g.eps))):
         panels.setdefault(f"{g.backbone} → {g.dataset}, ε_g={g.eps}", []).append(g)
     return panels
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
+from robustft.config import parse_eps
 from robustft.eval.diagnostics import DEFAULT_GAP
 from robustft.experiments.stats import (METRICS, Aggregate, RunResult, aggregate, compare_to_fix, load_results,
                                         mean_std)
@@ -58,7 +59,10 @@ class ReportFiles:
 
 
 def results_section(groups: list[Aggregate]) -> Section:
-    """The paper's table: Clean / Adv. / E.adv per backbone × dataset × ε_g × setting, mean ± std over seeds."""
+    """The paper's table: Clean / Adv. / E.adv per backbone × dataset × ε_g × setting, mean ± std over seeds;
+    sorted by backbone, dataset and ε_g, then standard, fix and the schedules."""
+    groups = sorted(groups, key=lambda g: (g.backbone, g.dataset, parse_eps(g.eps),
+                                           {"standard": 0, "fix": 1}.get(g.setting.split(" ")[0], 2), g.setting))
     rows = [[g.backbone, g.dataset, str(g.eps), g.setting] + [mean_std(g.mean(m), g.std(m), g.n(m)) for m in METRICS]
             + [", ".join(g.flags()) or ("none" if any(r.row["flags"] is not None for r in g.runs) else "not run")]
             for g in groups]
