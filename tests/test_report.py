@@ -71,7 +71,7 @@ def test_markdown_sections_and_tables(runs, report):
                               "Suboptimal-transfer diagnosis", "Figures", "All runs"]
 
     results = _table_rows(sections["Results"])
-    assert [r[3] for r in results] == ["fix", "hinge", "standard"]  # one row per setting, seeds pooled
+    assert [r[3] for r in results] == ["standard", "fix", "hinge"]  # one row per setting, seeds pooled
     for row in results:
         assert row[:3] == ["test_efficientnet", "digits", "8/255"]
         assert all("± " in cell and cell.endswith("(n=2)") for cell in row[4:7]), row
