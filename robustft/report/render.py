@@ -66,7 +66,7 @@ def results_section(groups: list[Aggregate]) -> Section:
     rows = [[g.backbone, g.dataset, str(g.eps), g.setting] + [mean_std(g.mean(m), g.std(m), g.n(m)) for m in METRICS]
             + [", ".join(g.flags()) or ("none" if any(r.row["flags"] is not None for r in g.runs) else "not run")]
             for g in groups]
-    n = sorted({g.n() for g in groups})
+    n = sorted({g.n() for g in groups if g.n()}) or [0]
     return Section("Results", [
         "Accuracy (%) on the test subset: clean, under attack at ε_g (Adv.) and averaged over ε ∈ [0, ε_g] "
         f"(E.adv, expected robustness). Mean ± sample standard deviation over seeds (n = {'/'.join(map(str, n))}); "
