@@ -80,7 +80,7 @@ class RunResult:
 def load_results(paths: list[str | Path], evaluation: str | None = None) -> list[RunResult]:
     """The results of run directories (config, summary and evaluation), in the given order; a directory
     given twice counts once."""
-    unique = list(dict.fromkeys(Path(p).resolve() for p in paths))
+    unique = list({Path(p).resolve(): Path(p) for p in reversed(paths)}.values())[::-1]  # first of each, as given
     results = [RunResult(p, run_row(p, evaluation), config_to_dict(RunDir(p).config())) for p in unique]
     names = [r.path.name for r in results]
     for r in results:

@@ -126,7 +126,7 @@ def training_curves(results: list[RunResult], delay_threshold: float | None = No
         eps_ax.set_ylabel("ε (/255)")
         eps_ax.set_ylim(0, max(1.0, 255 * parse_eps(r.config["attack"]["eps"])) * 1.05)
         lines = ax.get_legend_handles_labels(), eps_ax.get_legend_handles_labels()
-        ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], fontsize=7, loc="center right")
+        ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], fontsize=7, loc="best")
     fig.suptitle(f"Training curves (validation; dotted line: delay time, accuracy > "
                  f"{'each run' + chr(39) + 's threshold' if delay_threshold is None else f'{100 * delay_threshold:.0f} %'})")
     fig.tight_layout()
