@@ -93,11 +93,12 @@ def robustness_curves(groups: list[Aggregate]) -> Figure:
             if len(curves) > 1:
                 ax.fill_between(eps, acc.mean(0) - acc.std(0, ddof=1), acc.mean(0) + acc.std(0, ddof=1),
                                 color=color(g.setting), alpha=0.2)
-        ax.set(title=title, xlabel="ε (/255)", ylabel="accuracy (%)", ylim=(0, 100))
+        ax.set(xlabel="ε (/255)", ylabel="accuracy (%)", ylim=(0, 100))
+        ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Robustness curves: accuracy under attack vs ε")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # room for the suptitle
     return fig
 
 
@@ -118,7 +119,8 @@ def training_curves(results: list[RunResult], delay_threshold: float | None = No
         if delay is not None:
             ax.axvline(delay, color="k", ls=":", lw=1)
             ax.annotate(f"delay {delay}", (delay, 3), fontsize=7, ha="left")
-        ax.set(title=f"{r.name} ({r.setting})", xlabel="epoch", ylabel="accuracy (%)", ylim=(0, 100))
+        ax.set(xlabel="epoch", ylabel="accuracy (%)", ylim=(0, 100))
+        ax.set_title(f"{r.name} ({r.setting})", fontsize=9)
         ax.grid(alpha=0.3)
         eps_ax = ax.twinx()
         eps_ax.step(epochs, [255 * row.get("eps_mean", row["eps"]) for row in rows], where="mid", color="k",
@@ -126,10 +128,11 @@ def training_curves(results: list[RunResult], delay_threshold: float | None = No
         eps_ax.set_ylabel("ε (/255)")
         eps_ax.set_ylim(0, max(1.0, 255 * parse_eps(r.config["attack"]["eps"])) * 1.05)
         lines = ax.get_legend_handles_labels(), eps_ax.get_legend_handles_labels()
-        ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], fontsize=7, loc="best")
+        ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], fontsize=7, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.3), ncol=3, frameon=False)
     fig.suptitle(f"Training curves (validation; dotted line: delay time, accuracy > "
                  f"{'each run' + chr(39) + 's threshold' if delay_threshold is None else f'{100 * delay_threshold:.0f} %'})")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # room for the suptitle
     return fig
 
 
