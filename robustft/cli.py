@@ -13,6 +13,7 @@ from robustft.config import ConfigError, load_config, parse_eps_grid
 from robustft.eval.diagnostics import DEFAULT_GAP
 from robustft.experiments.tune import TuneError
 from robustft.report import diagnose_run, evaluation_report, render_diagnosis, render_report, results_table
+from robustft.report.render import expand_run_dirs
 from robustft.train import NonFiniteLossError
 
 EXAMPLES = """examples:
@@ -165,17 +166,8 @@ def _sweep(args: argparse.Namespace) -> int:
     return 1 if outcome.names("failed") else 0
 
 
-def run_dirs_of(paths: list[Path]) -> list[Path]:
-    """Run directories as given, a folder of run directories standing for its children (sorted)."""
-    out = []
-    for p in paths:
-        children = sorted(c for c in p.iterdir() if (c / "config.yaml").is_file()) if p.is_dir() else []
-        out += [p] if (p / "config.yaml").is_file() or not children else children
-    return out
-
-
 def _report(args: argparse.Namespace) -> None:
-    files = render_report(run_dirs_of(args.run_dirs), args.out, args.title, args.evaluation, args.delay_threshold)
+    files = render_report(expand_run_dirs(args.run_dirs), args.out, args.title, args.evaluation, args.delay_threshold)
     print(f"report: {files.markdown}\n        {files.html}")
 
 

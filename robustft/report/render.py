@@ -236,6 +236,15 @@ def _provenance() -> str:
     return f"Generated {time.strftime('%Y-%m-%d %H:%M')} by robustft {v['robustft']} (torch {v['torch']}) from run directories only."
 
 
+def expand_run_dirs(paths: list[Path]) -> list[Path]:
+    """Run directories as given, a folder of run directories standing for its children (sorted)."""
+    out = []
+    for p in paths:
+        children = sorted(c for c in p.iterdir() if (c / "config.yaml").is_file()) if p.is_dir() else []
+        out += [p] if (p / "config.yaml").is_file() or not children else children
+    return out
+
+
 def render_report(paths: list[str | Path], out: str | Path, title: str = "robustft report",
                   evaluation: str | None = None, delay_threshold: float | None = None,
                   gap: float = DEFAULT_GAP) -> ReportFiles:
