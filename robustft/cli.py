@@ -148,7 +148,7 @@ def _range(text: str, name: str) -> tuple[float, float]:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from robustft.experiments.sweep import expand, load_sweep, run_sweep
+    from robustft.experiments.sweep import expand, finished_runs, load_sweep, run_sweep
 
     spec = load_sweep(args.sweep)
     points = expand(spec)
@@ -157,7 +157,7 @@ def _sweep(args: argparse.Namespace) -> int:
             print(f"{spec.out_dir / p.name}  " + " ".join(f"{k}={v}" for k, v in p.values.items()))
         return 0
     outcome = run_sweep(points, spec.out_dir)
-    done = [spec.out_dir / p.name for p in points if (spec.out_dir / p.name / "DONE").exists()]
+    done = finished_runs(points, spec.out_dir)
     if done:
         print(results_table(done))
     print(f"\nsweep {args.sweep}: {len(points)} runs in {spec.out_dir}\n{outcome.summary()}")
@@ -189,9 +189,8 @@ def _demo(args: argparse.Namespace) -> int:
     from robustft.experiments.demo import run_demo
 
     demo = run_demo(args.out, args.seeds)
-    done = [args.out / p.name for p in demo.points if (args.out / p.name / "DONE").exists()]
-    if done:
-        print(results_table(done))
+    if demo.finished:
+        print(results_table(demo.finished))
     if demo.report is not None:
         text = demo.report.markdown.read_text()  # the statistics, flags and diagnosis; the table is above
         print("\n" + text[text.index("## Fix vs schedules"):text.index("## Figures")].strip())

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from robustft.experiments.sweep import SweepOutcome, SweepPoint, SweepSpec, expand, run_sweep
+from robustft.experiments.sweep import SweepOutcome, SweepPoint, SweepSpec, expand, finished_runs, run_sweep
 from robustft.report.render import ReportFiles, render_report
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,8 @@ def demo_spec(out_dir: str | Path = "runs/demo", seeds: int = 1) -> SweepSpec:
 class DemoResult:
     points: list[SweepPoint]
     outcome: SweepOutcome
+    finished: list[Path]
+    """Run directories that are DONE."""
     report: ReportFiles | None
     """None when no run finished."""
 
@@ -60,7 +62,7 @@ def run_demo(out_dir: str | Path = "runs/demo", seeds: int = 1) -> DemoResult:
     log.info("demo: %d runs (%s) into %s; finished runs are reused, a killed run resumes", len(points),
              ", ".join(p.name for p in points), spec.out_dir)
     outcome = run_sweep(points, spec.out_dir)
-    finished = [spec.out_dir / p.name for p in points if (spec.out_dir / p.name / "DONE").exists()]
+    finished = finished_runs(points, spec.out_dir)
     report = render_report(finished, spec.out_dir / "report", title="robustft demo: standard vs fix vs "
                            "Epsilon-Scheduling") if finished else None
-    return DemoResult(points, outcome, report)
+    return DemoResult(points, outcome, finished, report)

@@ -149,6 +149,11 @@ def expand(spec: SweepSpec) -> list[SweepPoint]:
     return points
 
 
+def finished_runs(points: list[SweepPoint], out_dir: Path) -> list[Path]:
+    """The run directories of the points that are DONE, in sweep order."""
+    return [out_dir / p.name for p in points if RunDir(out_dir / p.name).done]
+
+
 @dataclass
 class SweepOutcome:
     """What a sweep did with each point: ``ran``, ``skipped`` (already DONE) or ``failed``."""
