@@ -1,0 +1,20 @@
+"""Run configuration: frozen dataclasses per section, YAML load/save, ``--set`` overrides, validation.
+
+A config file is YAML with one mapping per section (``data``, ``model``, ``attack``, ``objective``,
+``schedule``, ``optim``, ``train``, ``eval``); every key is optional and falls back to the defaults in
+:mod:`robustft.config.sections`. ε values are in pixel units (images live in [0, 1]) and may be written
+``8/255`` or ``0.0314``.
+"""
+
+from robustft.config.eps import format_eps, parse_eps, parse_eps_grid
+from robustft.config.io import apply_overrides, config_from_dict, config_to_dict, load_config, save_config
+from robustft.config.sections import (EPS_KEYS, EVAL_ATTACKS, EVAL_PRESETS, SECTIONS, AttackConfig, Config,
+                                      ConfigError, DataConfig, EvalConfig, ModelConfig, ObjectiveConfig,
+                                      OptimConfig, ScheduleConfig, TrainConfig, evaluation_name, expand_attacks)
+from robustft.config.validate import DEFAULT_HINGES, SCHEDULE_KINDS, hinges_in_epochs, to_epochs, validate
+
+__all__ = ["DEFAULT_HINGES", "EPS_KEYS", "EVAL_ATTACKS", "EVAL_PRESETS", "SCHEDULE_KINDS", "SECTIONS", "AttackConfig",
+           "Config", "ConfigError", "DataConfig", "EvalConfig", "ModelConfig", "ObjectiveConfig", "OptimConfig",
+           "ScheduleConfig", "TrainConfig", "apply_overrides", "config_from_dict", "config_to_dict", "evaluation_name",
+           "expand_attacks", "format_eps", "hinges_in_epochs", "load_config", "parse_eps", "parse_eps_grid",
+           "save_config", "to_epochs", "validate"]

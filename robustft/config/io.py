@@ -1,0 +1,153 @@
+"""Reading and writing configs: nested dicts and YAML files, ``--set`` overrides, type coercion."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from robustft.config.eps import format_eps, parse_eps
+from robustft.config.sections import EPS_KEYS, SECTIONS, Config, ConfigError
+from robustft.config.validate import validate
+
+
+def _allowed_types(annotation: Any) -> tuple[Any, ...]:
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def _coerce(value: Any, annotation: Any, key: str, is_eps: bool) -> Any:
+    """Check ``value`` against a field's annotation, converting where it is lossless."""
+    allowed = _allowed_types(annotation)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise ValueError(f"{key}: null is not allowed here")
+    if any(typing.get_origin(t) is list for t in allowed):
+        if isinstance(value, str) and list[str] in allowed:  # "apgd-ce,autoattack"
+            return [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key}: expected a list such as [0, 4/255, 8/255], got {value!r}")
+        return [parse_eps(v) if is_eps else v for v in value]
+    if is_eps:
+        return parse_eps(value)
+    if bool in allowed and isinstance(value, bool):
+        return value
+    if int in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if float in allowed and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if str in allowed and isinstance(value, str):
+        return value
+    names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed if t is not type(None))
+    raise ValueError(f"{key}: expected {names}, got {value!r}")
+
+
+def _unknown_key(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key.split(".")[-1], known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown key {key!r}{hint}"
+
+
+def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
+    """Read configs written by earlier versions: ``eval.attack: NAME`` became ``eval.attacks: [NAME]``."""
+    ev = raw.get("eval")
+    if isinstance(ev, dict) and "attack" in ev and "attacks" not in ev:
+        ev = {k: v for k, v in ev.items() if k != "attack"} | {"attacks": [ev["attack"]]}
+        raw = {**raw, "eval": ev}
+    return raw
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Build and validate a :class:`Config` from nested dicts; raises :class:`ConfigError` listing every problem."""
+    problems: list[str] = []
+    if not isinstance(raw, dict):
+        raise ConfigError([f"the config must be a mapping of sections, got {type(raw).__name__}"])
+    sections: dict[str, Any] = {}
+    for name, values in _migrate(raw).items():
+        if name not in SECTIONS:
+            problems.append(_unknown_key(name, list(SECTIONS)))
+            continue
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            problems.append(f"{name}: expected a mapping of keys, got {values!r}")
+            continue
+        cls = SECTIONS[name]
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for key, value in values.items():
+            if key not in hints:
+                problems.append(_unknown_key(f"{name}.{key}", list(hints)))
+                continue
+            try:
+                kwargs[key] = _coerce(value, hints[key], f"{name}.{key}", (name, key) in EPS_KEYS)
+            except ValueError as err:
+                msg = str(err)
+                problems.append(msg if msg.startswith(f"{name}.{key}") else f"{name}.{key}: {msg}")
+        sections[name] = cls(**kwargs)
+    try:  # values that parsed are validated too, so one error message lists every problem
+        validate(Config(**sections))
+    except ConfigError as err:
+        problems += err.problems
+    if problems:
+        raise ConfigError(problems)
+    return Config(**sections)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings (values parsed as YAML scalars) to a nested dict copy."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    problems = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) != 2 or not all(parts):
+            problems.append(f"--set {item!r}: expected section.key=value, e.g. attack.eps=8/255")
+            continue
+        section, name = parts
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            parsed = value
+        out.setdefault(section, {})
+        if isinstance(out[section], dict):
+            out[section][name] = parsed
+        else:
+            out[section] = {name: parsed}
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        with open(path) as f:
+            raw = yaml.safe_load(f) or {}
+    return config_from_dict(apply_overrides(raw, overrides or []))
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Nested plain dict of a config; ε values written as ``k/255`` where exact."""
+    out = dataclasses.asdict(cfg)
+    for section, key in EPS_KEYS:
+        v = out[section][key]
+        out[section][key] = [format_eps(x) for x in v] if isinstance(v, list) else (
+            None if v is None else format_eps(v))
+    return out
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML; :func:`load_config` on it gives an equal config."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -1,0 +1,279 @@
+"""The config sections: frozen dataclasses whose fields carry their unit in a docstring."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+EPS_KEYS = {("attack", "eps"), ("eval", "eps_step"), ("eval", "eps_grid")}
+
+
+class ConfigError(ValueError):
+    """One or more configuration problems; the message lists every one of them."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("invalid configuration:\n  - " + "\n  - ".join(self.problems))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "fashion_mnist"
+    """Dataset: ``fashion_mnist``, ``digits``, ``imagefolder``, or one of the paper's: ``fgvc_aircraft``,
+    ``caltech256``, ``stanford_cars``, ``cub200``, ``stanford_dogs`` (layouts in robustft/data/paper.py)."""
+    root: str | None = None
+    """Folder of the data: for ``imagefolder`` it holds ``train/`` and ``test/`` (and optionally ``val/``)
+    with one sub-folder per class; for ``fashion_mnist`` it overrides where the idx files are looked for; for
+    the paper's datasets it is the extracted archive (null: ``cache_dir``, downloaded where torchvision can)."""
+    split_dir: str | None = None
+    """Folder of split files ``train.json``, ``val.json``, ``test.json`` (relative image path → label, the
+    public VPT format) for caltech256, cub200 and stanford_dogs; null uses the documented seeded split."""
+    image_size: int = 32
+    """Side of the square images fed to the model, in pixels."""
+    n_train: int | None = None
+    """Training examples kept (stratified, seeded); null keeps all."""
+    n_val: int = 1000
+    """Validation examples, split off the training set (stratified, seeded) unless the data has its own."""
+    n_test: int | None = None
+    """Test examples kept (stratified, seeded); null keeps all."""
+    split_seed: int = 42
+    """Seed of the validation split and of the subsets."""
+    batch_size: int = 64
+    """Training batch size per optimiser step, in examples, summed over all processes (the effective batch)."""
+    micro_batch_size: int | None = None
+    """Examples per forward/backward pass and process; gradients are accumulated up to ``batch_size``. Null
+    uses batch_size / processes. Runs with the same micro_batch_size on 1 or N processes are the same run."""
+    eval_batch_size: int = 256
+    """Batch size for validation and evaluation, in examples."""
+    flip: bool = True
+    """Random horizontal flip during training."""
+    pad_crop: int = 0
+    """Pad by this many pixels and randomly crop back during training; 0 turns it off."""
+    color_jitter: float = 0.0
+    """Random brightness, contrast and saturation factors in [1 − c, 1 + c] during training (torchvision's
+    ColorJitter(c, c, c); the paper uses 0.25); 0 turns it off."""
+    rotation: float = 0.0
+    """Random rotation in [−r, r] degrees during training (the paper's "small rotation"; its presets use 10);
+    0 turns it off."""
+    num_workers: int = 0
+    """Threads decoding image files ahead of the training loop; 0 reads in the loop (fine for in-memory data)."""
+    cache_dir: str = "~/.cache/robustft"
+    """Where downloaded datasets are kept."""
+    download: bool = True
+    """Allow downloading a dataset that is not found locally."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "efficientnet_lite0"
+    """Backbone: ``efficientnet_lite0`` (embedded ImageNet weights, works offline) or any timm model id."""
+    pretrained: bool = True
+    """Load pretrained weights (embedded ones, or timm's hub for other backbones)."""
+    checkpoint: str | None = None
+    """Local backbone weights (.safetensors, or a torch file loaded with weights_only); overrides the hub."""
+    num_classes: int | None = None
+    """Classes of the new linear head; null takes them from the dataset."""
+    drop_rate: float = 0.0
+    """Dropout before the head, probability."""
+    bn_momentum: float | None = 0.1
+    """BatchNorm momentum set on every BatchNorm layer (PyTorch convention); null keeps the backbone's."""
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    eps: float = 8 / 255
+    """Target radius ε_g of the threat model, pixel units (e.g. 8/255)."""
+    norm: str = "linf"
+    """Threat model: ``linf`` or ``l2``."""
+    name: str = "apgd"
+    """Training attack: ``apgd`` (APGD-CE, step-size free) or ``pgd``."""
+    num_steps: int = 7
+    """Attack iterations (gradient evaluations) per restart."""
+    rel_step_size: float = 0.25
+    """PGD step size as a fraction of the current ε (APGD starts at 2ε and needs none)."""
+    random_start: bool = True
+    """Start from a uniformly random point of the ε-ball."""
+    restarts: int = 1
+    """Random restarts; the highest-loss result per example is kept."""
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    name: str = "adversarial"
+    """``standard`` (cross-entropy on clean inputs), ``adversarial`` (Madry: cross-entropy on attacked
+    inputs) or ``trades`` (clean cross-entropy + beta · KL(clean ‖ attacked))."""
+    beta: float = 6.0
+    """``trades`` only: weight of the KL term, dimensionless (6, the original's CIFAR-10 value; 1 weighs
+    both terms alike; larger trades clean accuracy for robustness)."""
+    trades_inner: str = "kl"
+    """``trades`` only: the inner maximisation: ``kl`` (the original: PGD on the KL divergence, attack.num_steps
+    steps of attack.rel_step_size × ε) or ``ce`` (the training attack on cross-entropy, attack.name)."""
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    kind: str = "hinge"
+    """ε schedule, ε(t) = α(t)·ε_g (formulas in robustft/schedules.py): ``fix`` (α = 1), ``hinge``
+    (Epsilon-Scheduling: 0 until t1, linear to 1 at t2), ``warmup`` (hinge with t1 = 0), ``switch`` (hinge
+    with t1 = t2), ``linear`` (0 at the start to 1 at the end of training), ``uniform`` (α ~ U[0, 1] drawn
+    once per epoch or step, seeded by train.seed), ``piecewise`` (linear through ``points``) or ``auto``
+    (0 until validation clean accuracy stops improving, then linear to 1 at t2)."""
+    t1: int | float | None = None
+    """First hinge: an integer number of epochs, or a float fraction of training in [0, 1]
+    (default 0.25 for hinge, 0.5 for switch)."""
+    t2: int | float | None = None
+    """Second hinge (end of the ramp), same units as t1 (default 0.75; for auto, the end of training: the last
+    epoch)."""
+    granularity: str = "epoch"
+    """``epoch`` (ε constant within an epoch, as in the paper) or ``step`` (updated every optimiser step)."""
+    points: list[list[float]] | None = None
+    """``piecewise`` only: [progress, α] pairs, progress a fraction of training in [0, 1] (increasing),
+    α ≥ 0 the multiplier of ε_g, e.g. [[0, 0], [0.25, 0], [0.75, 1], [1, 1]] (the default hinge)."""
+    patience: int = 5
+    """``auto`` only: epochs without improvement of validation clean accuracy before the ramp starts."""
+    tolerance: float = 0.02
+    """``auto`` only: the least gain that counts as an improvement (see tolerance_mode)."""
+    tolerance_mode: str = "absolute"
+    """``auto`` only: ``absolute`` (tolerance in accuracy, 0.02 = 2 points) or ``relative`` (a fraction of
+    the best accuracy so far, 0.02 = 2 %)."""
+    latest_t1: int | float | None = None
+    """``auto`` only: the ramp starts after this epoch (integer, or float fraction of training) even if
+    validation accuracy is still improving, so a short run keeps a ramp; null never forces it (the paper)."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-3
+    """AdamW learning rate of the backbone, per optimiser step (peak of the cosine schedule)."""
+    head_lr: float | None = None
+    """Learning rate of the new head; null uses ``lr``."""
+    weight_decay: float = 0.05
+    """Decoupled weight decay of the backbone (never applied to norms and biases)."""
+    head_weight_decay: float | None = None
+    """Weight decay of the head; null uses ``weight_decay``."""
+    beta1: float = 0.9
+    """AdamW β1."""
+    beta2: float = 0.999
+    """AdamW β2."""
+    warmup_epochs: float = 1.0
+    """Linear LR warm-up length, in epochs (may be fractional)."""
+    min_lr_ratio: float = 0.0
+    """Final learning rate of the cosine decay, as a fraction of the peak."""
+    grad_clip: float | None = None
+    """Clip the global gradient norm to this value; null turns clipping off."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 8
+    """Training length, in epochs."""
+    seed: int = 0
+    """Seed of initialisation, data order, augmentation and attacks."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
+    out_dir: str = "runs"
+    """Parent folder of run directories."""
+    run_name: str | None = None
+    """Run directory name; null uses the config file's name."""
+    val_adv_n: int = 256
+    """Validation examples attacked (at ε_g, with the training attack) after every epoch; 0 turns it off."""
+    log_every: int = 50
+    """Write a step row to metrics.jsonl every this many optimiser steps."""
+    evaluate: bool = True
+    """Run the final evaluation (eval section) on the test split after training."""
+    precision: str = "fp32"
+    """``fp32``, ``bf16`` (autocast for the training forward passes; faster on recent GPUs, slower on most
+    CPUs) or ``auto`` (bf16 on CUDA devices that support it, else fp32). Evaluation always runs in fp32."""
+    attack_fp32: bool = True
+    """With bf16: craft the training attack in fp32, so mixed precision does not weaken it."""
+    channels_last: bool = False
+    """Keep the model and batches in channels-last memory layout (faster convolutions on GPUs)."""
+    compile: bool = False
+    """Compile the model's forward pass with ``torch.compile`` (training and attacks; evaluation stays eager)."""
+    delay_threshold: float = 0.05
+    """Validation clean accuracy (fraction) whose first crossing defines the delay time; the paper's 0.05
+    suits 100–200 classes, raise it above chance (1/classes) for fewer."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    eps_grid: list[float] | None = None
+    """ε values to evaluate, pixel units; null uses 0, eps_step, ..., ε_g."""
+    eps_step: float = 1 / 255
+    """Spacing of the default grid, pixel units."""
+    eps_weights: list[float] | None = None
+    """Relative weight (density) of each grid ε in the expected robustness, one per grid point including
+    ε = 0; null weighs ε uniformly on [0, ε_g], the paper's metric."""
+    attacks: list[str] = field(default_factory=lambda: ["apgd-ce"])
+    """Evaluation attacks, run in order; an example counts as robust at ε only if it survives all of them.
+    Names: apgd-ce, apgd-dlr, apgd-t, pgd, square, autoattack, aa-apgd-ce; presets: cheap (= apgd-ce,
+    for monitoring), strong (= autoattack, for final numbers)."""
+    num_steps: int = 10
+    """Iterations of robustft's own attacks (apgd-ce, apgd-dlr, apgd-t, pgd) and of aa-apgd-ce."""
+    restarts: int = 1
+    """Random restarts of robustft's own attacks (apgd-t: per target class)."""
+    square_queries: int = 5000
+    """Queries of the square attack (model evaluations per example)."""
+    mode: str = "incremental"
+    """``incremental`` (attack at each ε only the examples still correct at the previous ε; monotone)
+    or ``independent`` (attack every clean-correct example at every ε)."""
+    n: int | None = 1000
+    """Test examples evaluated (stratified subset of the test split); null uses all."""
+    seed: int = 0
+    """Seed of the evaluation attacks' random starts."""
+    checks: bool = True
+    """Run the sanity checks against false robustness (see robustft/eval/checks.py)."""
+    check_n: int = 100
+    """Examples used by the costlier checks (black-box attack, very large ε)."""
+    check_queries: int = 1000
+    """Queries of the black-box (Square) attack in the gradient-masking check."""
+    bootstrap: int = 1000
+    """Bootstrap resamples of the test examples for the 95 % interval of E.adv (Clean and Adv. use Wilson
+    score intervals); 0 turns the intervals off."""
+
+
+DATASET_NAMES = ("fashion_mnist", "digits", "imagefolder", "fgvc_aircraft", "caltech256", "stanford_cars", "cub200",
+                 "stanford_dogs")
+"""Names of the datasets (loaded by ``robustft.data.build_data``)."""
+PAPER_DATASETS = DATASET_NAMES[3:]
+"""The paper's fine-grained datasets, read from a local root in their published layouts."""
+EVAL_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "pgd", "square", "autoattack", "aa-apgd-ce")
+"""Names of the evaluation attacks (built by ``robustft.attacks.build_eval_attacks``)."""
+EVAL_PRESETS = {"cheap": ["apgd-ce"], "strong": ["autoattack"]}
+
+
+def evaluation_name(e: EvalConfig) -> str:
+    """The folder name of an evaluation under ``RUN/eval/``: its attacks, and the mode if independent."""
+    return "+".join(expand_attacks(list(e.attacks))) + ("-independent" if e.mode == "independent" else "")
+
+
+def expand_attacks(names: list[str]) -> list[str]:
+    """Attack names with presets expanded and duplicates dropped, order kept."""
+    out: list[str] = []
+    for name in names:
+        for n in EVAL_PRESETS.get(name, [name]):
+            if n not in out:
+                out.append(n)
+    return out
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def replace(self, section: str, **changes: Any) -> "Config":
+        """A copy with ``changes`` applied to one section (values are not re-validated)."""
+        return dataclasses.replace(self, **{section: dataclasses.replace(getattr(self, section), **changes)})
+
+
+SECTIONS: dict[str, type] = {f.name: f.default_factory().__class__ for f in dataclasses.fields(Config)}
+
+

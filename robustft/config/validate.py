@@ -1,0 +1,150 @@
+"""Validation of a config: every bad value or combination is collected and raised once."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from robustft.config.sections import DATASET_NAMES, EVAL_ATTACKS, EVAL_PRESETS, Config, ConfigError, ScheduleConfig, expand_attacks
+
+
+def validate(cfg: Config) -> None:
+    """Check values and their combinations; raises :class:`ConfigError` naming every bad key."""
+    p: list[str] = []
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            p.append(msg)
+
+    d, m, a, s, o, t, e = cfg.data, cfg.model, cfg.attack, cfg.schedule, cfg.optim, cfg.train, cfg.eval
+    need(d.name in DATASET_NAMES, f"data.name: unknown dataset {d.name!r}; choose {', '.join(DATASET_NAMES)}")
+    need(d.name != "imagefolder" or bool(d.root), "data.root: imagefolder needs data.root (a folder with train/ and test/)")
+    need(d.image_size >= 8, f"data.image_size: must be >= 8 pixels, got {d.image_size}")
+    for key in ("n_train", "n_test"):
+        v = getattr(d, key)
+        need(v is None or v > 0, f"data.{key}: must be positive or null, got {v}")
+    need(d.n_val >= 0, f"data.n_val: must be >= 0, got {d.n_val}")
+    need(d.batch_size > 0, f"data.batch_size: must be positive, got {d.batch_size}")
+    need(d.eval_batch_size > 0, f"data.eval_batch_size: must be positive, got {d.eval_batch_size}")
+    need(d.pad_crop >= 0, f"data.pad_crop: must be >= 0 pixels, got {d.pad_crop}")
+    need(0 <= d.color_jitter < 1, f"data.color_jitter: must be in [0, 1), got {d.color_jitter}")
+    need(0 <= d.rotation <= 180, f"data.rotation: must be in [0, 180] degrees, got {d.rotation}")
+    need(d.num_workers >= 0, f"data.num_workers: must be >= 0, got {d.num_workers}")
+    need(d.micro_batch_size is None or 0 < d.micro_batch_size <= d.batch_size,
+         f"data.micro_batch_size: must be in [1, data.batch_size={d.batch_size}] or null, got {d.micro_batch_size}")
+    need(d.micro_batch_size is None or d.batch_size % d.micro_batch_size == 0,
+         f"data.micro_batch_size: {d.micro_batch_size} must divide data.batch_size={d.batch_size}")
+    need(m.num_classes is None or m.num_classes >= 2, f"model.num_classes: must be >= 2 or null, got {m.num_classes}")
+    need(0 <= m.drop_rate < 1, f"model.drop_rate: must be in [0, 1), got {m.drop_rate}")
+    need(m.bn_momentum is None or 0 < m.bn_momentum <= 1, f"model.bn_momentum: must be in (0, 1] or null, got {m.bn_momentum}")
+    need(a.norm in ("linf", "l2"), f"attack.norm: unknown norm {a.norm!r}; choose linf or l2")
+    need(a.name in ("apgd", "pgd"), f"attack.name: unknown attack {a.name!r}; choose apgd or pgd")
+    need(a.num_steps >= 1, f"attack.num_steps: must be >= 1, got {a.num_steps}")
+    need(a.restarts >= 1, f"attack.restarts: must be >= 1, got {a.restarts}")
+    need(a.rel_step_size > 0, f"attack.rel_step_size: must be positive, got {a.rel_step_size}")
+    need(cfg.objective.name in ("standard", "adversarial", "trades"),
+         f"objective.name: unknown objective {cfg.objective.name!r}; choose standard, adversarial or trades")
+    need(cfg.objective.beta >= 0, f"objective.beta: must be >= 0, got {cfg.objective.beta}")
+    need(cfg.objective.trades_inner in ("kl", "ce"),
+         f"objective.trades_inner: {cfg.objective.trades_inner!r} is not kl or ce")
+    _validate_schedule(s, t.epochs, need)
+    need(s.kind != "auto" or d.n_val > 0, "schedule.kind: auto watches validation accuracy and needs data.n_val > 0")
+    for key in ("lr", "weight_decay", "head_lr", "head_weight_decay"):
+        v = getattr(o, key)
+        need(v is None or v >= 0, f"optim.{key}: must be >= 0, got {v}")
+    need(o.lr > 0, f"optim.lr: must be positive, got {o.lr}")
+    need(0 <= o.beta1 < 1 and 0 <= o.beta2 < 1, f"optim.beta1/beta2: must be in [0, 1), got {o.beta1}, {o.beta2}")
+    need(0 <= o.warmup_epochs <= t.epochs, f"optim.warmup_epochs: must be in [0, train.epochs], got {o.warmup_epochs}")
+    need(0 <= o.min_lr_ratio <= 1, f"optim.min_lr_ratio: must be in [0, 1], got {o.min_lr_ratio}")
+    need(o.grad_clip is None or o.grad_clip > 0, f"optim.grad_clip: must be positive or null, got {o.grad_clip}")
+    need(t.epochs >= 1, f"train.epochs: must be >= 1, got {t.epochs}")
+    need(t.val_adv_n >= 0, f"train.val_adv_n: must be >= 0, got {t.val_adv_n}")
+    need(0 <= t.delay_threshold < 1, f"train.delay_threshold: must be in [0, 1), got {t.delay_threshold}")
+    need(t.precision in ("fp32", "bf16", "auto"), f"train.precision: {t.precision!r} is not fp32, bf16 or auto")
+    need(t.log_every >= 1, f"train.log_every: must be >= 1, got {t.log_every}")
+    need(re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", t.device) is not None,
+         f"train.device: {t.device!r} is not auto, cpu, cuda, cuda:N or mps")
+    unknown = [a for a in expand_attacks(list(e.attacks)) if a not in EVAL_ATTACKS]
+    need(not unknown and len(e.attacks) > 0, f"eval.attacks: unknown attack(s) {unknown or '(none given)'}; "
+         f"choose from {', '.join(EVAL_ATTACKS)} or a preset ({', '.join(EVAL_PRESETS)})")
+    for key in ("square_queries", "check_n", "check_queries"):
+        need(getattr(e, key) >= 1, f"eval.{key}: must be >= 1, got {getattr(e, key)}")
+    need(e.bootstrap >= 0, f"eval.bootstrap: must be >= 0 (0 turns the intervals off), got {e.bootstrap}")
+    need(e.eps_weights is None or all(w >= 0 for w in e.eps_weights) and sum(e.eps_weights) > 0,
+         f"eval.eps_weights: must be non-negative with a positive sum, got {e.eps_weights}")
+    need(e.num_steps >= 1, f"eval.num_steps: must be >= 1, got {e.num_steps}")
+    need(e.restarts >= 1, f"eval.restarts: must be >= 1, got {e.restarts}")
+    need(e.mode in ("incremental", "independent"), f"eval.mode: {e.mode!r} is not incremental or independent")
+    need(e.eps_step > 0, f"eval.eps_step: must be positive, got {e.eps_step}")
+    need(e.n is None or e.n > 0, f"eval.n: must be positive or null, got {e.n}")
+    if p:
+        raise ConfigError(p)
+
+
+SCHEDULE_KINDS = ("fix", "hinge", "warmup", "switch", "linear", "uniform", "piecewise", "auto")
+DEFAULT_HINGES = {"hinge": (0.25, 0.75), "warmup": (0, 0.75), "switch": (0.5, None)}
+"""Default (t1, t2) of the kinds whose hinges are set by hand: integers are epochs, floats fractions."""
+
+
+def to_epochs(value: int | float, epochs: int) -> float:
+    """A hinge given as whole epochs (int) or as a fraction of training (float in [0, 1]), in epochs."""
+    return float(value) if isinstance(value, int) else value * epochs
+
+
+def hinges_in_epochs(s: ScheduleConfig, epochs: int) -> tuple[float, float]:
+    """(t1, t2) of a hinge, warmup or switch schedule in epochs, each kind's defaults filled in."""
+    d1, d2 = DEFAULT_HINGES[s.kind]
+    t1 = to_epochs(s.t1 if s.t1 is not None else d1, epochs)
+    return (t1, t1) if s.kind == "switch" else (t1, to_epochs(s.t2 if s.t2 is not None else d2, epochs))
+
+
+def _validate_schedule(s: ScheduleConfig, epochs: int, need: Any) -> None:
+    need(s.kind in SCHEDULE_KINDS, f"schedule.kind: unknown schedule {s.kind!r}; choose {', '.join(SCHEDULE_KINDS)}")
+    need(s.granularity in ("epoch", "step"), f"schedule.granularity: {s.granularity!r} is not epoch or step")
+    hinges_ok = True
+    for key in ("t1", "t2", "latest_t1"):
+        v = getattr(s, key)
+        if v is None:
+            continue
+        ok = 0.0 <= v <= 1.0 if isinstance(v, float) else 0 <= v <= epochs
+        hinges_ok &= ok
+        if isinstance(v, float):
+            need(ok, f"schedule.{key}: a float is a fraction of training and must be in [0, 1]; "
+                     f"got {v} (write whole epochs as an integer)")
+        else:
+            need(ok, f"schedule.{key}: {v} epochs is outside [0, train.epochs={epochs}]")
+    no_hinges = ("fix", "linear", "uniform", "piecewise")
+    need(s.kind not in no_hinges or (s.t1 is None and s.t2 is None),
+         f"schedule.t1/t2: the {s.kind} schedule takes no hinges")
+    need(s.kind != "warmup" or s.t1 in (None, 0, 0.0), "schedule.t1: warmup starts at 0; set t2 only")
+    need(s.kind == "auto" or s.latest_t1 is None, "schedule.latest_t1: only the auto schedule takes it")
+    need(s.kind != "auto" or s.t1 is None,
+         "schedule.t1: auto starts its ramp when validation accuracy stops improving; set t2 (the ramp's end) only")
+    need(s.kind != "switch" or s.t2 is None, "schedule.t2: switch has one hinge; set t1 only")
+    if s.kind in ("hinge", "warmup") and hinges_ok:
+        t1, t2 = hinges_in_epochs(s, epochs)
+        need(t2 >= t1, f"schedule.t1/t2: the ramp ends (t2 = {t2:g} epochs) before it starts (t1 = {t1:g} "
+                       f"epochs){'; t2 defaults to 0.75 of training' if s.t2 is None else ''}")
+    need((s.kind == "piecewise") == (s.points is not None),
+         "schedule.points: piecewise needs points, and only piecewise takes them")
+    if s.points is not None:
+        _validate_points(s.points, need)
+    need(s.patience >= 1, f"schedule.patience: must be >= 1 epoch, got {s.patience}")
+    need(s.tolerance >= 0, f"schedule.tolerance: must be >= 0, got {s.tolerance}")
+    need(s.tolerance_mode in ("absolute", "relative"),
+         f"schedule.tolerance_mode: {s.tolerance_mode!r} is not absolute or relative")
+
+
+def _validate_points(points: list[Any], need: Any) -> None:
+    pairs = all(isinstance(p, (list, tuple)) and len(p) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in p) for p in points)
+    need(pairs and len(points) > 0, f"schedule.points: expected [progress, multiplier] pairs such as "
+                                    f"[[0, 0], [0.5, 1]], got {points!r}")
+    if not pairs or not points:
+        return
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    need(all(0 <= x <= 1 for x in xs) and all(b > a for a, b in zip(xs, xs[1:])),
+         f"schedule.points: progress values must increase within [0, 1] (fractions of training), got {xs}")
+    need(all(y >= 0 for y in ys), f"schedule.points: multipliers must be >= 0, got {ys}")
+
+
