@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The test suite: CPU only, no network, a few minutes (installs Ray Tune and Debian's chromium for their tests).
+# The test suite: CPU only, no network, a few minutes (installs Ray Tune, OpenCLIP and Debian's chromium for their tests).
 # Extra arguments go to pytest (e.g. -m slow).
 set -euo pipefail
-export ROBUSTFT_BROWSER=1 ROBUSTFT_EXTRAS=test,tune
+export ROBUSTFT_BROWSER=1 ROBUSTFT_EXTRAS=test,tune,clip
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 python -m pytest "$@"

@@ -12,6 +12,7 @@ from torch import nn
 
 from robustft.config import ModelConfig
 from robustft.models.embedded import EMBEDDED, build_embedded
+from robustft.models.openclip import build_open_clip, is_open_clip
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,9 @@ def build_model(cfg: ModelConfig, num_classes: int) -> RobustClassifier:
     if cfg.name in EMBEDDED:
         backbone, spec = build_embedded(cfg.name, cfg.pretrained and cfg.checkpoint is None, cfg.drop_rate)
         mean, std = spec.mean, spec.std
+    elif is_open_clip(cfg.name):
+        backbone = build_open_clip(cfg.name, cfg.pretrained and cfg.checkpoint is None, cfg.drop_rate)
+        mean, std = backbone.pretrained_cfg["mean"], backbone.pretrained_cfg["std"]
     else:
         backbone = _build_timm(cfg)
         mean, std = backbone.pretrained_cfg["mean"], backbone.pretrained_cfg["std"]
@@ -122,6 +126,8 @@ def load_backbone_checkpoint(backbone: nn.Module, path: str | Path) -> None:
     """
     state = read_state_dict(path)
     own = backbone.state_dict()
+    if not any(k in state for k in own) and any(k.startswith("visual.") for k in own):
+        state = {f"visual.{k}": v for k, v in state.items()}  # an image-tower state dict of an OpenCLIP backbone
     extra = sorted(k for k in state if k not in own)
     missing = sorted(k for k in own if k not in state)
     wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
