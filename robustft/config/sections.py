@@ -68,7 +68,8 @@ class DataConfig:
 class ModelConfig:
     name: str = "efficientnet_lite0"
     """Backbone: ``efficientnet_lite0`` (embedded ImageNet weights, works offline), any timm model id, or an
-    OpenCLIP image tower ``open_clip:ARCH.TAG`` (the ``clip`` extra), e.g. ``open_clip:convnext_base_w.laion2b_s13b_b82k``."""
+    OpenCLIP image tower ``open_clip:ARCH.TAG`` (the ``clip`` extra), e.g.
+    ``open_clip:convnext_base_w.laion2b_s13b_b82k``."""
     pretrained: bool = True
     """Load pretrained weights (embedded ones, or timm's hub for other backbones)."""
     checkpoint: str | None = None

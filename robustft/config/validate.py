@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from robustft.config.sections import DATASET_NAMES, EVAL_ATTACKS, EVAL_PRESETS, Config, ConfigError, ScheduleConfig, expand_attacks
+from robustft.config.sections import (DATASET_NAMES, EVAL_ATTACKS, EVAL_PRESETS, Config, ConfigError, ScheduleConfig,
+                                      expand_attacks)
 
 
 def validate(cfg: Config) -> None:
