@@ -18,6 +18,7 @@ from robustft.data import build_data, stratified_subset
 from robustft.eval import RobustnessResult, SanityChecks, default_eps_grid, evaluate
 from robustft.models import build_model
 from robustft.runs import RunDir, versions
+from robustft import distributed as ddp
 from robustft.train import fit, load_model_weights, resolve_device
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ def fine_tune(cfg: Config, name: str | None = None, resume: bool = False,
         ValueError: resuming with a config that differs from the run's.
     """
     run = run_dir_for(cfg, name)
+    shard = ddp.init_from_env(resolve_device(cfg.train.device))
     if run.path.exists() and not resume:
         raise RunExistsError(f"{run.path} already exists; continue it with --resume, or choose another "
                              "train.run_name / train.out_dir")
@@ -56,12 +58,15 @@ def fine_tune(cfg: Config, name: str | None = None, resume: bool = False,
         log.info("%s is already DONE; nothing to do", run.path)
         return run
     resume = resume and run.checkpoint_path.exists()
-    if not resume:
+    ddp.barrier()  # every process has looked at the run directory before process 0 creates it
+    if not resume and shard.main:
         run.create(cfg)
     fit(cfg, run, resume=resume, on_epoch=on_epoch)
     if cfg.train.evaluate:
         evaluate_run(run.path)
-    run.mark_done()
+    if shard.main:
+        run.mark_done()
+    ddp.barrier()
     return run
 
 
@@ -88,7 +93,8 @@ def evaluate_run(target: str | Path, overrides: list[str] | None = None, name: s
     split under the eval section (with ``overrides``, e.g. ``eval.n=500``).
 
     Writes ``RUN/eval/NAME/robustness.json`` and ``correct.npz`` (NAME: ``name``, else the attacks);
-    an interrupted evaluation with the same protocol resumes from ``partial.npz`` there.
+    an interrupted evaluation with the same protocol resumes from ``partial.npz`` there. Under torchrun
+    the processes share the test examples and process 0 runs the sanity checks and writes the result.
     """
     run, checkpoint = resolve_target(target)
     cfg = run.config()
@@ -96,6 +102,7 @@ def evaluate_run(target: str | Path, overrides: list[str] | None = None, name: s
         cfg = config_from_dict(apply_overrides(config_to_dict(cfg), overrides))
     grid = eval_grid(cfg)
     device = resolve_device(cfg.train.device)
+    ddp.init_from_env(device)
     data = build_data(cfg.data)
     model = build_model(cfg.model, cfg.model.num_classes or data.num_classes).to(device)
     progress = load_model_weights(checkpoint, model)
@@ -111,8 +118,10 @@ def evaluate_run(target: str | Path, overrides: list[str] | None = None, name: s
                       batch_size=cfg.data.eval_batch_size, mode=cfg.eval.mode, seed=cfg.eval.seed,
                       protocol=protocol, state_path=out / "partial.npz", checks=checks,
                       weights=cfg.eval.eps_weights, bootstrap=cfg.eval.bootstrap)
-    result.save(out)
-    (out / "partial.npz").unlink(missing_ok=True)
+    if ddp.current().main:
+        result.save(out)
+        (out / "partial.npz").unlink(missing_ok=True)
+    ddp.barrier()
     return result
 
 

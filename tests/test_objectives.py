@@ -14,6 +14,7 @@ from torch import nn
 
 from robustft.attacks import PGD, build_trades_attack
 from robustft.attacks.losses import kl
+from robustft.attacks.base import FullPrecision
 from robustft.config import AttackConfig, load_config
 from robustft.objectives import AdversarialObjective, StandardObjective, TradesObjective, build_objective
 from robustft.objectives.trades import kl_divergence
@@ -119,8 +120,10 @@ def test_build_objective_for_each_name():
     assert isinstance(build_objective(load_config(None, ["objective.name=adversarial"])), AdversarialObjective)
     trades = build_objective(load_config(None, ["objective.name=trades", "objective.beta=2.5"]))
     assert isinstance(trades, TradesObjective) and trades.beta == 2.5
-    assert isinstance(trades.attack, PGD) and trades.attack.loss == "kl"
-    ce_inner = build_objective(load_config(None, ["objective.name=trades", "objective.trades_inner=ce"]))
+    assert isinstance(trades.attack, FullPrecision)  # train.attack_fp32 (default): crafted in fp32 under autocast
+    assert isinstance(trades.attack.attack, PGD) and trades.attack.attack.loss == "kl"
+    ce_inner = build_objective(load_config(None, ["objective.name=trades", "objective.trades_inner=ce",
+                                                  "train.attack_fp32=false"]))
     assert type(ce_inner.attack).__name__ == "APGD" and ce_inner.attack.loss == "ce"  # the training attack
 
 

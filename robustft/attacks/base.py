@@ -59,3 +59,15 @@ def loss_and_grad(
     loss = loss_fn(logits, y, target)
     grad = torch.autograd.grad(loss.sum(), x_adv)[0] if need_grad else None
     return loss.detach(), grad, logits.detach()
+
+
+class FullPrecision:
+    """Runs an attack with autocast off, so the input gradients of a mixed-precision (bf16) training run are
+    computed in fp32 and the attack is not weakened by rounding; without autocast it changes nothing."""
+
+    def __init__(self, attack: Attack):
+        self.attack = attack
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return self.attack(model, x.float(), y, eps)

@@ -8,7 +8,9 @@ attack or gradient masking). In both modes an example misclassified on clean inp
 every ε, as in AutoAttack, and at the first ε > 0 both modes attack the same examples with the same seed.
 At each ε the attacks run in order, each on the examples the previous ones left standing, so a
 row of the evidence matrix is the worst case over all attacks. The evidence is saved after each ε when
-a ``state_path`` is given, and a killed evaluation resumes from there with the same result.
+a ``state_path`` is given, and a killed evaluation resumes from there with the same result. Under
+torchrun each process attacks its share of the examples and the evidence is gathered; process 0 saves
+the state and runs the sanity checks.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from robustft import distributed as ddp
 from robustft.attacks import Attack
 from robustft.config import format_eps
 from robustft.data import ImageSource, eval_batches
@@ -94,6 +97,7 @@ def evaluate(model: nn.Module, source: ImageSource, eps_grid: list[float], attac
     key = _fingerprint(protocol, labels)
     correct, breaker, start = _resume(state_path, key, len(grid), len(labels))
     model.eval()
+    shard = ddp.current()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for e in range(start, len(grid)):
             torch.manual_seed(seed + e)
@@ -104,19 +108,21 @@ def evaluate(model: nn.Module, source: ImageSource, eps_grid: list[float], attac
             steps = [("clean", None)] if grid[e] == 0 else list(attacks.items())
             for k, (name, attack) in enumerate(steps):
                 todo = np.flatnonzero(row)
+                mine = np.array_split(todo, shard.world)[shard.rank]  # under torchrun: this process's share
                 desc = f"eval ε={format_eps(grid[e])} {name}"
-                with tqdm(total=len(todo), desc=desc, unit="img", disable=None, leave=False) as bar:
-                    alive = _survivors(model, source.subset(todo), grid[e], attack, device, image_size,
-                                       batch_size, bar)
+                with tqdm(total=len(mine), desc=desc, unit="img", disable=None if shard.main else True,
+                          leave=False) as bar:
+                    alive = ddp.all_gather_array(_survivors(model, source.subset(mine), grid[e], attack, device,
+                                                            image_size, batch_size, bar))
                 row[todo[~alive]] = False
                 breaker[e, todo[~alive]] = 0 if attack is None else k + 1
             correct[e] = row
             log.info("eval ε=%s: accuracy %.4f", format_eps(grid[e]), row.mean())
-            if state_path is not None:
+            if state_path is not None and shard.main:
                 _save_state(state_path, key, e + 1, correct, breaker)
     result = RobustnessResult(grid, correct, labels, protocol, breaker=breaker, weights=weights,
                               bootstrap=bootstrap)
-    if checks is not None:
+    if checks is not None and shard.main:
         started = time.perf_counter()
         result.flags = checks(model, source, result, device=device, image_size=image_size, batch_size=batch_size)
         log.info("sanity checks: %.0f s", time.perf_counter() - started)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -13,17 +14,19 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from robustft.attacks import build_attack
-from robustft.config import Config
-from robustft.data import DataSplits, build_data, eval_batches, num_train_batches, train_batches
+from robustft.attacks import Attack, build_attack
+from robustft.config import Config, DataConfig
+from robustft.data import DataSplits, ImageSource, build_data, eval_batches, num_train_batches, train_batches
 from robustft.eval.diagnostics import failure_threshold
 from robustft.eval.metrics import accuracy, delay_time
 from robustft.models import build_model
-from robustft.objectives import build_objective
+from robustft.objectives import Objective, ObjectiveOutput, build_objective
 from robustft.runs import RunDir, write_json
 from robustft.schedules import Schedule, build_eps_schedule, build_lr_schedule
+from robustft import distributed as ddp
 from robustft.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from robustft.train.optim import build_optimizer, set_lr
+from robustft.train.speed import Accelerator
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +36,11 @@ class NonFiniteLossError(RuntimeError):
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; anything else as given."""
+    """``auto`` → CUDA when available (GPU ``LOCAL_RANK`` under torchrun), else CPU; anything else as given."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device(name)
 
 
@@ -61,29 +66,100 @@ class EpochStats:
         self.correct += (logits.argmax(1) == y).sum().item()
         self.n += len(y)
 
+    def reduced(self) -> "EpochStats":
+        """The sums over every process."""
+        return EpochStats(*ddp.all_reduce_sum([self.loss, self.correct, self.n, self.eps]))
+
 
 def validate(model: nn.Module, data: DataSplits, cfg: Config, device: torch.device) -> dict[str, float]:
     """Clean accuracy and loss on the validation split; adversarial ones at ε_g on its first ``val_adv_n``
-    examples, with the training attack and a fixed seed (comparable across epochs)."""
-    size, bs = cfg.data.image_size, cfg.data.eval_batch_size
+    examples, with the training attack seeded per batch (comparable across epochs). Under torchrun every
+    process takes its share of the batches and the counts are summed."""
     model.eval()
-    out = dict(zip(("val_clean_acc", "val_clean_loss"), accuracy(model, eval_batches(data.val, size, bs), device)))
+    out = dict(zip(("val_clean_acc", "val_clean_loss"), _sharded_accuracy(model, data.val, cfg, device)))
     n_adv = min(cfg.train.val_adv_n, len(data.val))
     if n_adv > 0 and cfg.attack.eps > 0:
         subset = data.val.subset(torch.arange(n_adv))
-        with torch.random.fork_rng():
-            torch.manual_seed(cfg.train.seed)
-            acc, loss = accuracy(model, eval_batches(subset, size, bs), device, build_attack(cfg.attack), cfg.attack.eps)
+        acc, loss = _sharded_accuracy(model, subset, cfg, device, build_attack(cfg.attack), cfg.attack.eps)
         out.update(val_adv_acc=acc, val_adv_loss=loss)
     return out
 
 
+def _sharded_accuracy(model: nn.Module, source: ImageSource, cfg: Config, device: torch.device,
+                      attack: Attack | None = None, eps: float = 0.0) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) over this process's batches of ``source``, summed over processes."""
+    shard = ddp.current()
+    correct = loss = n = 0.0
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for b, batch in enumerate(eval_batches(source, cfg.data.image_size, cfg.data.eval_batch_size)):
+            if b % shard.world != shard.rank:
+                continue
+            torch.manual_seed(cfg.train.seed * 1_000_003 + b)
+            acc_b, loss_b = accuracy(model, [batch], device, attack, eps)
+            correct, loss, n = correct + acc_b * len(batch[1]), loss + loss_b * len(batch[1]), n + len(batch[1])
+    correct, loss, n = ddp.all_reduce_sum([correct, loss, n])
+    return correct / max(n, 1), loss / max(n, 1)
+
+
 def _check_finite(loss: torch.Tensor, epoch: int, step: int, run: RunDir) -> None:
-    if not torch.isfinite(loss):
+    bad = not torch.isfinite(loss).item()
+    if ddp.current().world > 1:  # every process stops together, or the others would wait forever
+        bad = ddp.all_reduce_sum([float(bad)])[0] > 0
+    if bad:
         raise NonFiniteLossError(
             f"the training loss became {loss.item()} at epoch {epoch} (step {step}); the last good checkpoint "
             f"({run.checkpoint_path}) is kept. Lower optim.lr, set optim.grad_clip, then resume with --resume."
         )
+
+
+def micro_batch_size(cfg: DataConfig, world: int) -> int:
+    """Examples per forward/backward pass on each of ``world`` processes (``data.micro_batch_size``, else the
+    process's whole share of the batch).
+
+    Raises:
+        ValueError: the batch does not split evenly over processes and micro-batches.
+    """
+    if cfg.batch_size % world:
+        raise ValueError(f"data.batch_size: {cfg.batch_size} examples do not split evenly over {world} processes")
+    per_process = cfg.batch_size // world
+    micro = cfg.micro_batch_size or per_process
+    if per_process % micro:
+        raise ValueError(f"data.micro_batch_size: {micro} does not divide the {per_process} examples each of the "
+                         f"{world} processes gets from data.batch_size={cfg.batch_size}")
+    return micro
+
+
+@dataclass
+class StepContext:
+    """What one optimiser step needs besides its batch."""
+
+    net: nn.Module
+    objective: Objective
+    speed: Accelerator
+    micro: int
+    seed: int
+    run: RunDir
+
+
+def train_step(ctx: StepContext, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, epoch: int,
+               step: int, stats: EpochStats) -> ObjectiveOutput:
+    """Forward and backward passes over this process's micro-batches of one batch, gradients averaged over
+    processes (not yet applied). Each micro-batch draws its attack and dropout randomness from a seed of
+    (seed, step, its index in the global batch), so runs on 1 or N processes see the same numbers."""
+    shard, chunks = ddp.current(), len(y) // ctx.micro
+    before = ddp.batchnorm_snapshot(model)
+    for j in range(chunks):
+        xb, yb = ctx.speed.batch(x[j * ctx.micro:(j + 1) * ctx.micro]), y[j * ctx.micro:(j + 1) * ctx.micro]
+        yb = yb.to(xb.device)
+        torch.manual_seed((ctx.seed * 1_000_003 + step) * 4099 + shard.rank * chunks + j)
+        with ctx.speed.autocast():
+            out = ctx.objective(ctx.net, xb, yb, eps)
+        _check_finite(out.loss.detach(), epoch, step, ctx.run)
+        (out.loss / chunks).backward()
+        stats.add(out.loss.item(), out.logits.detach(), yb, eps)
+    ddp.average_gradients(model)
+    ddp.sync_batchnorm(model, before)
+    return out
 
 
 def fit(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callable[[dict], None] | None = None) -> dict:
@@ -92,13 +168,18 @@ def fit(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callable[[dict
     With ``resume`` the run continues from its last checkpoint: weights, optimiser, LR and ε schedule
     positions and random state are restored, so it ends as an uninterrupted run would. ``on_epoch`` is
     called with each epoch's row after its checkpoint is written (a hyper-parameter search reports it).
+    Under ``torchrun`` the processes share each batch and only process 0 writes to ``run``.
     """
-    # --- setup: data, model, objective, optimiser and the two schedules
+    # --- setup: processes, data, model, objective, optimiser and the two schedules
     device = resolve_device(cfg.train.device)
+    shard = ddp.init_from_env(device)
     seed_everything(cfg.train.seed)
     data = build_data(cfg.data)
     model = build_model(cfg.model, cfg.model.num_classes or data.num_classes).to(device)
-    objective, optimizer = build_objective(cfg), build_optimizer(model, cfg.optim)
+    speed = Accelerator(cfg.train, device)
+    ctx = StepContext(speed.prepare(model), build_objective(cfg), speed, micro_batch_size(cfg.data, shard.world),
+                      cfg.train.seed, run)
+    optimizer = build_optimizer(model, cfg.optim)
     epochs, steps_per_epoch = cfg.train.epochs, num_train_batches(len(data.train), cfg.data.batch_size)
     lr_at = build_lr_schedule(cfg.optim, epochs, steps_per_epoch)
     eps_target = 0.0 if cfg.objective.name == "standard" else cfg.attack.eps  # the ε the objective trains at
@@ -112,48 +193,50 @@ def fit(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callable[[dict
         start_epoch, step, elapsed = ckpt["epochs_done"], ckpt["step"], ckpt.get("elapsed", 0.0)
         set_rng_state(ckpt["rng"])
         eps_schedule = eps_schedule.with_state(ckpt.get("schedule", {}))
-        run.truncate_metrics(start_epoch)
+        if shard.main:
+            run.truncate_metrics(start_epoch)
         log.info("resuming %s at epoch %d/%d (step %d)", run.path, start_epoch, epochs, step)
+    d = cfg.data
     for epoch in range(start_epoch, epochs):
         t0, stats = time.perf_counter(), EpochStats()
         eps = eps_schedule.eps_at(epoch)
         model.train()
-        bar = tqdm(train_batches(data.train, cfg.data.image_size, cfg.data.batch_size, cfg.train.seed, epoch,
-                                 cfg.data.flip, cfg.data.pad_crop),
-                   total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=None, leave=False)
+        batches = train_batches(data.train, d.image_size, d.batch_size, cfg.train.seed, epoch, d.flip, d.pad_crop,
+                                d.color_jitter, d.rotation, shard=(shard.rank, shard.world), num_workers=d.num_workers)
+        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
+                   disable=None if shard.main else True, leave=False)
         for i, (x, y) in enumerate(bar):
-            # --- one optimiser step at the scheduled ε and LR
-            x, y = x.to(device), y.to(device)
+            # --- one optimiser step at the scheduled ε and LR, over this process's micro-batches
             eps = eps_schedule.eps_at(epoch, i, steps_per_epoch)
             set_lr(optimizer, lr_at(step))
-            out = objective(model, x, y, eps)
-            _check_finite(out.loss.detach(), epoch, step, run)
             optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+            out = train_step(ctx, model, x, y, eps, epoch, step, stats)
             if cfg.optim.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             optimizer.step()
             step += 1
-            stats.add(out.loss.item(), out.logits.detach(), y, eps)
             bar.set_postfix(loss=f"{stats.loss / stats.n:.3f}", eps=f"{eps * 255:.2f}/255")
-            if step % cfg.train.log_every == 0:
-                run.log({"kind": "step", "epoch": epoch, "step": step, "eps": eps, "lr": optimizer.param_groups[0]["lr"],
-                         "loss": out.loss.item(), **out.parts})
-        # --- end of epoch: validate, log, checkpoint
+            if step % cfg.train.log_every == 0 and shard.main:
+                run.log({"kind": "step", "epoch": epoch, "step": step, "eps": eps,
+                         "lr": optimizer.param_groups[0]["lr"], "loss": out.loss.item(), **out.parts})
+        # --- end of epoch: validate, log, checkpoint (process 0 writes)
+        stats = stats.reduced()
         row = {"kind": "epoch", "epoch": epoch, "step": step, "eps": eps, "eps_mean": stats.eps / stats.n,
                "lr": optimizer.param_groups[0]["lr"], "train_loss": stats.loss / stats.n,
                "train_acc": stats.correct / stats.n, **validate(model, data, cfg, device)}
         eps_schedule = _observe(eps_schedule, epoch, row)
         elapsed += time.perf_counter() - t0
         row["elapsed_s"] = elapsed
-        run.log(row)
         log.info("epoch %d/%d  ε=%.2f/255  %s", epoch + 1, epochs, eps * 255,
                  "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith(("train_", "val_"))))
-        save_checkpoint(run.checkpoint_path, model, optimizer, epoch + 1, step,
-                        {"elapsed": elapsed, "schedule": eps_schedule.state()})
-        if on_epoch is not None:
-            on_epoch(row)
-    return write_summary(run, cfg, eps_schedule, data.num_classes)
+        if shard.main:
+            run.log(row)
+            save_checkpoint(run.checkpoint_path, model, optimizer, epoch + 1, step,
+                            {"elapsed": elapsed, "schedule": eps_schedule.state()})
+            if on_epoch is not None:
+                on_epoch(row)
+    ddp.barrier()
+    return write_summary(run, cfg, eps_schedule, data.num_classes, speed) if shard.main else {}
 
 
 def _observe(schedule: Schedule, epoch: int, row: dict) -> Schedule:
@@ -166,7 +249,8 @@ def _observe(schedule: Schedule, epoch: int, row: dict) -> Schedule:
     return after
 
 
-def write_summary(run: RunDir, cfg: Config, schedule: Schedule, num_classes: int) -> dict:
+def write_summary(run: RunDir, cfg: Config, schedule: Schedule, num_classes: int,
+                  speed: Accelerator | None = None) -> dict:
     """Summarise the epoch rows of a run into summary.json: wall time, delay time, final validation
     numbers, the resolved ε schedule (where auto switched) and the number of classes (chance level)."""
     rows = run.rows("epoch")
@@ -174,7 +258,8 @@ def write_summary(run: RunDir, cfg: Config, schedule: Schedule, num_classes: int
                "num_classes": num_classes, "schedule": schedule.describe(),
                "delay_threshold": cfg.train.delay_threshold,
                "delay_epochs": delay_time([r["val_clean_acc"] for r in rows], cfg.train.delay_threshold),
-               "final": {k: v for k, v in (rows[-1] if rows else {}).items() if k.startswith(("val_", "train_"))}}
+               "final": {k: v for k, v in (rows[-1] if rows else {}).items() if k.startswith(("val_", "train_"))},
+               "processes": ddp.current().world, **(speed.describe() if speed is not None else {})}
     if summary["schedule"]["kind"] == "auto" and rows and not any(r.get("eps_mean", r["eps"]) for r in rows):
         log.warning("auto schedule: validation clean accuracy did not plateau before the last epoch, so ε stayed 0 "
                     "for the whole run; lower schedule.patience, raise schedule.tolerance or train longer")
