@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
+from robustft import distributed as ddp
 from robustft.api import RunExistsError, evaluate_run, fine_tune
 from robustft.config import ConfigError, load_config, parse_eps_grid
 from robustft.eval.diagnostics import DEFAULT_GAP
@@ -122,6 +124,8 @@ def _diagnose(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.overrides)
     run = fine_tune(cfg, name=args.config.stem, resume=args.resume)
+    if not ddp.current().main:  # under torchrun, process 0 prints
+        return
     print(results_table([run.path]))
     print(f"\nrun directory: {run.path}")
 
@@ -136,7 +140,8 @@ def _eval(args: argparse.Namespace) -> None:
     if args.no_checks:
         overrides.append("eval.checks=false")
     result = evaluate_run(args.target, overrides, name=args.name)
-    print(evaluation_report(result))
+    if ddp.current().main:
+        print(evaluation_report(result))
 
 
 def _range(text: str, name: str) -> tuple[float, float]:
@@ -203,7 +208,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+    quiet = args.quiet or os.environ.get("RANK", "0") != "0"  # under torchrun, process 0 logs progress
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     commands = {"train": _train, "eval": _eval, "diagnose": _diagnose, "sweep": _sweep, "report": _report,
                 "tune": _tune, "demo": _demo, "table": lambda a: print(results_table(a.run_dirs, a.evaluation))}
     try:

@@ -107,37 +107,64 @@ def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
             and m.running_mean is not None]
 
 
-def batchnorm_snapshot(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
-    """Running mean, variance and update count of every BatchNorm before a step (see :func:`sync_batchnorm`)."""
-    if current().world == 1:
-        return []
-    return [(bn.running_mean.clone(), bn.running_var.clone(), int(bn.num_batches_tracked)) for bn in _batchnorms(model)]
+class RunningStats:
+    """BatchNorm running statistics over one optimiser step split into micro-batches and processes.
 
-
-def sync_batchnorm(model: nn.Module, before: list[tuple[torch.Tensor, torch.Tensor, int]]) -> None:
-    """Make every process's BatchNorm running statistics what one process would have after running all
-    processes' micro-batches in rank order.
-
-    With momentum m, n updates on each process turn r0 into (1−m)ⁿ·r0 + c_k on process k, so running them in
-    sequence gives (1−m)^(N·n)·r0 + Σ_k (1−m)^((N−1−k)·n)·c_k: one all-reduce of the weighted c_k.
-    Layers with cumulative averaging (momentum None) get the plain mean over processes.
+    Every micro-batch starts from the statistics the step started with (so its attack, which runs in eval
+    mode, sees the same model on 1 or N processes), and at the end of the step the statistics are what
+    running all micro-batches of all processes one after another, in rank order, gives: with momentum m and
+    n updates per micro-batch, r ← (1−m)ⁿ·r + c_j for each micro-batch j in turn, c_j its own contribution.
+    Processes combine theirs with one all-reduce. Layers with cumulative averaging (momentum None) get the
+    plain mean. With one micro-batch on one process it does nothing.
     """
-    shard = current()
-    if shard.world == 1 or not before:
-        return
-    layers, pieces, starts = _batchnorms(model), [], []
-    for bn, (mean0, var0, count0) in zip(layers, before):
-        n = int(bn.num_batches_tracked) - count0
-        decay = 1.0 if bn.momentum is None else (1 - bn.momentum) ** n
-        weight = 1.0 / shard.world if bn.momentum is None else decay ** (shard.world - 1 - shard.rank)
-        start = 0.0 if bn.momentum is None else decay
-        starts.append(start ** shard.world if bn.momentum is not None else 0.0)
-        pieces += [(bn.running_mean - start * mean0) * weight, (bn.running_var - start * var0) * weight]
-    flat = torch.cat([p.reshape(-1) for p in pieces])
-    dist.all_reduce(flat)
-    offset = 0
-    for bn, (mean0, var0, count0), start in zip(layers, before, starts):
-        for buf, r0 in ((bn.running_mean, mean0), (bn.running_var, var0)):
-            buf.copy_(start * r0 + flat[offset:offset + buf.numel()].view_as(buf))
-            offset += buf.numel()
-        bn.num_batches_tracked.fill_(count0 + shard.world * (int(bn.num_batches_tracked) - count0))
+
+    def __init__(self, model: nn.Module, chunks: int):
+        self.chunks = chunks
+        self.layers = _batchnorms(model) if chunks > 1 or current().world > 1 else []
+        self.start = [(bn.running_mean.clone(), bn.running_var.clone(), int(bn.num_batches_tracked))
+                      for bn in self.layers]
+        # per layer: (mean, var) after this process's micro-batches so far, and the product of their decays
+        self.local = [(m.clone(), v.clone(), 1.0) if bn.momentum is not None else (0 * m, 0 * v, 1.0)
+                      for bn, (m, v, _) in zip(self.layers, self.start)]
+        self.updates = [0] * len(self.layers)
+
+    def begin_chunk(self) -> None:
+        """Put the step's starting statistics back before a micro-batch."""
+        for bn, (mean0, var0, count0) in zip(self.layers, self.start):
+            bn.running_mean.copy_(mean0)
+            bn.running_var.copy_(var0)
+            bn.num_batches_tracked.fill_(count0)
+
+    def end_chunk(self) -> None:
+        """Fold the micro-batch's updates into this process's sequence."""
+        for i, (bn, (mean0, var0, count0)) in enumerate(zip(self.layers, self.start)):
+            n = int(bn.num_batches_tracked) - count0
+            self.updates[i] += n
+            mean, var, decay = self.local[i]
+            if bn.momentum is None:  # cumulative averages: summed here, averaged in finish()
+                self.local[i] = (mean + bn.running_mean, var + bn.running_var, 1.0)
+                continue
+            d = (1 - bn.momentum) ** n  # r_j = d·r0 + c_j, and the sequence continues as r ← d·r + c_j
+            self.local[i] = (d * mean + bn.running_mean - d * mean0, d * var + bn.running_var - d * var0, decay * d)
+
+    def finish(self) -> None:
+        """Write the combined statistics of every micro-batch of every process into the model."""
+        if not self.layers:
+            return
+        shard, pieces, starts = current(), [], []
+        for bn, (mean0, var0, _), (mean, var, decay) in zip(self.layers, self.start, self.local):
+            if bn.momentum is None:
+                weight, start, mean0, var0, decay = 1.0 / (self.chunks * shard.world), 0.0, 0 * mean0, 0 * var0, 0.0
+            else:
+                weight, start = decay ** (shard.world - 1 - shard.rank), decay ** shard.world
+            starts.append(start)
+            pieces += [(mean - decay * mean0) * weight, (var - decay * var0) * weight]
+        flat = torch.cat([p.reshape(-1) for p in pieces])
+        if shard.world > 1:
+            dist.all_reduce(flat)
+        offset = 0
+        for i, (bn, (mean0, var0, count0), start) in enumerate(zip(self.layers, self.start, starts)):
+            for buf, r0 in ((bn.running_mean, mean0), (bn.running_var, var0)):
+                buf.copy_(start * r0 + flat[offset:offset + buf.numel()].view_as(buf))
+                offset += buf.numel()
+            bn.num_batches_tracked.fill_(count0 + shard.world * self.updates[i])

@@ -1,4 +1,7 @@
-"""The datasets robustft knows, each returning train / test image sources and class names."""
+"""The datasets robustft knows, each returning train / test (and optionally val) image sources and class names.
+
+The paper's five fine-grained datasets live in :mod:`robustft.data.paper`.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from robustft.config import DataConfig
+from robustft.data.paper import PAPER_DATASETS
 from robustft.data.sources import ImageArray, ImageFiles, ImageSource
 
 log = logging.getLogger(__name__)
@@ -134,4 +138,5 @@ def load_imagefolder(cfg: DataConfig) -> tuple[Splits, list[str]]:
     return splits, list(classes or [])
 
 
-DATASETS = {"fashion_mnist": load_fashion_mnist, "digits": load_digits, "imagefolder": load_imagefolder}
+DATASETS = {"fashion_mnist": load_fashion_mnist, "digits": load_digits, "imagefolder": load_imagefolder,
+            **PAPER_DATASETS}

@@ -49,6 +49,26 @@ class ImageArray:
         return ImageArray(self.images[index], self.labels[index])
 
 
+def read_image(path: Path, size: int) -> np.ndarray:
+    """One image file as uint8 RGB [size, size, 3], resized bilinearly.
+
+    A JPEG much larger than ``size`` is decoded at a reduced scale (PIL's ``draft``: 1/2, 1/4 or 1/8, at least
+    twice ``size`` on each side) before the resize, which is several times faster on full-resolution photos.
+
+    Raises:
+        OSError: The file cannot be read as an image; the message names it.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if im.format == "JPEG":
+                im.draft("RGB", (2 * size, 2 * size))
+            return np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
+    except OSError as err:
+        raise OSError(f"cannot read image {path}: {err}") from err
+
+
 @dataclass
 class ImageFiles:
     """Image files read and resized to ``size``×``size`` RGB on demand (users' own folders)."""
@@ -61,16 +81,9 @@ class ImageFiles:
         return len(self.paths)
 
     def read(self, index: torch.Tensor) -> torch.Tensor:
-        from PIL import Image
-
         out = torch.empty(len(index), 3, self.size, self.size, dtype=torch.uint8)
         for row, i in enumerate(index.tolist()):
-            try:
-                with Image.open(self.paths[i]) as im:
-                    im = im.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
-                    out[row] = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
-            except OSError as err:
-                raise OSError(f"cannot read image {self.paths[i]}: {err}") from err
+            out[row] = torch.from_numpy(read_image(self.paths[i], self.size).copy()).permute(2, 0, 1)
         return out
 
     def subset(self, index: Sequence[int] | torch.Tensor) -> "ImageFiles":

@@ -19,6 +19,9 @@ from robustft.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
+COMPILE_BACKEND = "inductor"
+"""The ``torch.compile`` backend (inductor needs a C++ compiler on CPUs)."""
+
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``train.precision`` on ``device`` (None: fp32, no autocast).
@@ -38,12 +41,12 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
 class Accelerator:
     """Applies a run's speed settings to its model, its batches and its forward passes."""
 
-    def __init__(self, cfg: TrainConfig, device: torch.device, compile_backend: str = "inductor"):
+    def __init__(self, cfg: TrainConfig, device: torch.device, compile_backend: str | None = None):
         self.device = device
         self.dtype = resolve_precision(cfg.precision, device)
         self.channels_last = cfg.channels_last
         self.compile = cfg.compile
-        self.compile_backend = compile_backend
+        self.compile_backend = compile_backend or COMPILE_BACKEND
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """Lay ``model`` out channels-last (in place) and return the module to run forward passes with:

@@ -144,11 +144,13 @@ class StepContext:
 def train_step(ctx: StepContext, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, epoch: int,
                step: int, stats: EpochStats) -> ObjectiveOutput:
     """Forward and backward passes over this process's micro-batches of one batch, gradients averaged over
-    processes (not yet applied). Each micro-batch draws its attack and dropout randomness from a seed of
-    (seed, step, its index in the global batch), so runs on 1 or N processes see the same numbers."""
+    processes (not yet applied). Each micro-batch starts from the step's BatchNorm statistics and draws its
+    attack and dropout randomness from a seed of (seed, step, its index in the global batch), so runs on 1
+    or N processes with the same micro-batches compute the same step."""
     shard, chunks = ddp.current(), len(y) // ctx.micro
-    before = ddp.batchnorm_snapshot(model)
+    running = ddp.RunningStats(model, chunks)
     for j in range(chunks):
+        running.begin_chunk()
         xb, yb = ctx.speed.batch(x[j * ctx.micro:(j + 1) * ctx.micro]), y[j * ctx.micro:(j + 1) * ctx.micro]
         yb = yb.to(xb.device)
         torch.manual_seed((ctx.seed * 1_000_003 + step) * 4099 + shard.rank * chunks + j)
@@ -157,8 +159,9 @@ def train_step(ctx: StepContext, model: nn.Module, x: torch.Tensor, y: torch.Ten
         _check_finite(out.loss.detach(), epoch, step, ctx.run)
         (out.loss / chunks).backward()
         stats.add(out.loss.item(), out.logits.detach(), yb, eps)
+        running.end_chunk()
     ddp.average_gradients(model)
-    ddp.sync_batchnorm(model, before)
+    running.finish()
     return out
 
 

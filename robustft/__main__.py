@@ -1,0 +1,6 @@
+"""``python -m robustft`` (and ``torchrun … -m robustft train …``) runs the command line."""
+
+from robustft.cli import main
+
+if __name__ == "__main__":
+    main()
