@@ -534,3 +534,23 @@ def test_large_jpeg_read_small_matches_a_full_decode(tmp_path):
     with pytest.raises(OSError, match="not-an-image"):
         (tmp_path / "not-an-image.jpg").write_text("text")
         read_image(tmp_path / "not-an-image.jpg", 16)
+
+
+# ------------------------------------------------------------------------------------ end to end
+def test_fine_tune_a_paper_preset_on_a_fake_tree(tmp_path, tiny_overrides):
+    """A paper preset (augmentation, threaded decoding, micro-batches) trains and evaluates on FGVC-Aircraft's
+    layout, shrunk to a tiny model and 16×16 images."""
+    from robustft.api import fine_tune
+    from robustft.config import load_config
+
+    preset = Path(__file__).resolve().parent.parent / "configs" / "paper" / "resnet50-fgvc_aircraft-eps4.yaml"
+    cfg = load_config(preset, tiny_overrides + [
+        f"data.root={make_aircraft(tmp_path / 'fgvc')}", "data.name=fgvc_aircraft", "data.batch_size=4",
+        "data.micro_batch_size=2", "data.num_workers=2", "train.epochs=2", "schedule.t1=1", "schedule.t2=2",
+        "optim.warmup_epochs=0", "train.run_name=aircraft"])
+    assert cfg.data.color_jitter == 0.25 and cfg.data.rotation == 10  # the preset's augmentation is on
+    run = fine_tune(cfg)
+    assert run.done
+    rows = [r for r in run.rows("epoch")]
+    assert len(rows) == 2 and all(np.isfinite(r["train_loss"]) for r in rows)
+    assert json.loads((run.path / "summary.json").read_text())["num_classes"] == 3

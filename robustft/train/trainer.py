@@ -147,11 +147,12 @@ def train_step(ctx: StepContext, model: nn.Module, x: torch.Tensor, y: torch.Ten
     processes (not yet applied). Each micro-batch starts from the step's BatchNorm statistics and draws its
     attack and dropout randomness from a seed of (seed, step, its index in the global batch), so runs on 1
     or N processes with the same micro-batches compute the same step."""
-    shard, chunks = ddp.current(), len(y) // ctx.micro
+    shard, xs, ys = ddp.current(), x.split(ctx.micro), y.split(ctx.micro)
+    chunks = len(ys)
     running = ddp.RunningStats(model, chunks)
-    for j in range(chunks):
+    for j, (xb, yb) in enumerate(zip(xs, ys)):
         running.begin_chunk()
-        xb, yb = ctx.speed.batch(x[j * ctx.micro:(j + 1) * ctx.micro]), y[j * ctx.micro:(j + 1) * ctx.micro]
+        xb = ctx.speed.batch(xb)
         yb = yb.to(xb.device)
         torch.manual_seed((ctx.seed * 1_000_003 + step) * 4099 + shard.rank * chunks + j)
         with ctx.speed.autocast():
@@ -180,6 +181,9 @@ def fit(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callable[[dict
     data = build_data(cfg.data)
     model = build_model(cfg.model, cfg.model.num_classes or data.num_classes).to(device)
     speed = Accelerator(cfg.train, device)
+    if shard.world > 1 and len(data.train) < cfg.data.batch_size:
+        raise ValueError(f"data.batch_size: {cfg.data.batch_size} is more than the {len(data.train)} training "
+                         f"examples, so {shard.world} processes cannot share a batch; lower it")
     ctx = StepContext(speed.prepare(model), build_objective(cfg), speed, micro_batch_size(cfg.data, shard.world),
                       cfg.train.seed, run)
     optimizer = build_optimizer(model, cfg.optim)
