@@ -85,3 +85,26 @@ def test_open_clip_tower_loads_a_local_clip_checkpoint(tmp_path):
         model = build_model(cfg, num_classes=3)
         for key, value in clip.visual.state_dict().items():
             assert torch.equal(model.backbone.visual.state_dict()[key], value), (file, key)
+
+
+def test_open_clip_offline_error_names_the_local_file(monkeypatch):
+    open_clip = pytest.importorskip("open_clip")
+
+    def offline(arch, pretrained=None, **kw):
+        if pretrained:
+            raise OSError("We couldn't connect to 'https://huggingface.co' (offline)")
+        raise AssertionError("only the pretrained build is expected here")
+
+    monkeypatch.setattr(open_clip, "create_model", offline)
+    with pytest.raises(RuntimeError, match="model.checkpoint=PATH .*open_clip_model.safetensors"):
+        build_model(ModelConfig(name=PAPER_BACKBONES["clip_convnext_b_w"]), num_classes=3)
+
+
+def test_open_clip_missing_gives_the_install_command(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
+                        if name == "open_clip" else real_import(name, *a, **k))
+    with pytest.raises(ImportError, match=r"pip install 'robustft\[clip\]'"):
+        build_model(ModelConfig(name=PAPER_BACKBONES["clip_convnext_b_w"], pretrained=False), num_classes=3)

@@ -12,6 +12,7 @@ from torch import nn
 
 from robustft.config import ModelConfig
 from robustft.models.embedded import EMBEDDED, build_embedded
+from robustft.models.hub import download_failed
 from robustft.models.openclip import build_open_clip, is_open_clip
 
 log = logging.getLogger(__name__)
@@ -81,12 +82,7 @@ def _build_timm(cfg: ModelConfig) -> nn.Module:
     except Exception as err:  # hub errors come in many types (HTTP, OS, HF offline mode)
         if not hub:
             raise
-        raise RuntimeError(
-            f"could not download the pretrained weights of {cfg.name!r} ({type(err).__name__}: {err}). "
-            "If this machine is offline, download the weights elsewhere and pass them as a local file: "
-            "--set model.checkpoint=PATH (a .safetensors or torch state dict of the timm backbone); "
-            "or use the embedded offline backbone: --set model.name=efficientnet_lite0"
-        ) from err
+        raise download_failed(repr(cfg.name), err, "a .safetensors or torch state dict of the timm backbone") from err
 
 
 def set_bn_momentum(module: nn.Module, momentum: float) -> None:

@@ -14,6 +14,8 @@ from typing import Any
 
 from torch import nn
 
+from robustft.models.hub import download_failed
+
 PREFIX = "open_clip:"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -74,10 +76,7 @@ def build_open_clip(name: str, pretrained: bool, drop_rate: float = 0.0) -> Open
     except Exception as err:  # hub errors come in many types (HTTP, OS, HF offline mode)
         if not pretrained:
             raise
-        raise RuntimeError(
-            f"could not download the OpenCLIP weights {arch}/{tag} ({type(err).__name__}: {err}). If this machine "
-            "is offline, download open_clip_model.safetensors elsewhere and pass it: --set model.checkpoint=PATH"
-        ) from err
+        raise download_failed(f"OpenCLIP {arch}/{tag}", err, "the model's open_clip_model.safetensors") from err
     if drop_rate > 0:
         raise ValueError("model.drop_rate: OpenCLIP towers take no dropout before the head; set it to 0")
     cfg = open_clip.get_pretrained_cfg(arch, tag) if tag else {}
