@@ -110,3 +110,14 @@ def test_micro_batch_size_splits_the_batch_over_processes():
         micro_batch_size(DataConfig(batch_size=64), world=3)
     with pytest.raises(ValueError, match="micro_batch_size: 16 does not divide the 8"):
         micro_batch_size(DataConfig(batch_size=64, micro_batch_size=16), world=8)
+
+
+def test_each_torchrun_process_uses_its_own_gpu(monkeypatch):
+    from robustft.train import resolve_device
+
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == resolve_device("cuda") == torch.device("cuda", 3)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1) and resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")

@@ -36,10 +36,11 @@ class NonFiniteLossError(RuntimeError):
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available (GPU ``LOCAL_RANK`` under torchrun), else CPU; anything else as given."""
-    if name == "auto":
-        if not torch.cuda.is_available():
-            return torch.device("cpu")
+    """``auto`` → CUDA when available, else CPU; ``auto`` and ``cuda`` use GPU ``LOCAL_RANK`` under torchrun;
+    anything else as given."""
+    if name == "auto" and not torch.cuda.is_available():
+        return torch.device("cpu")
+    if name in ("auto", "cuda"):
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device(name)
 
