@@ -89,15 +89,14 @@ def validate(model: nn.Module, data: DataSplits, cfg: Config, device: torch.devi
 def _sharded_accuracy(model: nn.Module, source: ImageSource, cfg: Config, device: torch.device,
                       attack: Attack | None = None, eps: float = 0.0) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) over this process's batches of ``source``, summed over processes."""
-    shard = ddp.current()
+    shard, size, bs = ddp.current(), cfg.data.image_size, cfg.data.eval_batch_size
     correct = loss = n = 0.0
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        for b, batch in enumerate(eval_batches(source, cfg.data.image_size, cfg.data.eval_batch_size)):
-            if b % shard.world != shard.rank:
-                continue
+        for b in range(shard.rank, -(-len(source) // bs), shard.world):  # every world-th batch, from rank
+            part = source.subset(torch.arange(b * bs, min((b + 1) * bs, len(source))))
             torch.manual_seed(cfg.train.seed * 1_000_003 + b)
-            acc_b, loss_b = accuracy(model, [batch], device, attack, eps)
-            correct, loss, n = correct + acc_b * len(batch[1]), loss + loss_b * len(batch[1]), n + len(batch[1])
+            acc_b, loss_b = accuracy(model, eval_batches(part, size, bs), device, attack, eps)
+            correct, loss, n = correct + acc_b * len(part), loss + loss_b * len(part), n + len(part)
     correct, loss, n = ddp.all_reduce_sum([correct, loss, n])
     return correct / max(n, 1), loss / max(n, 1)
 
