@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import time
@@ -101,13 +102,13 @@ def _sharded_accuracy(model: nn.Module, source: ImageSource, cfg: Config, device
     return correct / max(n, 1), loss / max(n, 1)
 
 
-def _check_finite(loss: torch.Tensor, epoch: int, step: int, run: RunDir) -> None:
-    bad = not torch.isfinite(loss).item()
+def _check_finite(loss: float, epoch: int, step: int, run: RunDir) -> None:
+    bad = not math.isfinite(loss)
     if ddp.current().world > 1:  # every process stops together, or the others would wait forever
         bad = ddp.all_reduce_sum([float(bad)])[0] > 0
     if bad:
         raise NonFiniteLossError(
-            f"the training loss became {loss.item()} at epoch {epoch} (step {step}); the last good checkpoint "
+            f"the training loss became {loss} at epoch {epoch} (step {step}); the last good checkpoint "
             f"({run.checkpoint_path}) is kept. Lower optim.lr, set optim.grad_clip, then resume with --resume."
         )
 
@@ -149,7 +150,7 @@ def train_step(ctx: StepContext, model: nn.Module, x: torch.Tensor, y: torch.Ten
     or N processes with the same micro-batches compute the same step."""
     shard, xs, ys = ddp.current(), x.split(ctx.micro), y.split(ctx.micro)
     chunks = len(ys)
-    running = ddp.RunningStats(model, chunks)
+    running, worst = ddp.RunningStats(model, chunks), 0.0
     for j, (xb, yb) in enumerate(zip(xs, ys)):
         running.begin_chunk()
         xb = ctx.speed.batch(xb)
@@ -157,10 +158,12 @@ def train_step(ctx: StepContext, model: nn.Module, x: torch.Tensor, y: torch.Ten
         torch.manual_seed((ctx.seed * 1_000_003 + step) * 4099 + shard.rank * chunks + j)
         with ctx.speed.autocast():
             out = ctx.objective(ctx.net, xb, yb, eps)
-        _check_finite(out.loss.detach(), epoch, step, ctx.run)
         (out.loss / chunks).backward()
-        stats.add(out.loss.item(), out.logits.detach(), yb, eps)
+        loss = out.loss.item()
+        worst = loss if not math.isfinite(loss) else worst
+        stats.add(loss, out.logits.detach(), yb, eps)
         running.end_chunk()
+    _check_finite(worst, epoch, step, ctx.run)  # once per step: one collective, before any update
     ddp.average_gradients(model)
     running.finish()
     return out
