@@ -1,14 +1,17 @@
 """Data-parallel training across processes started by ``torchrun`` (NCCL on GPUs, gloo on CPUs).
 
-Every process reads its contiguous share of each global batch, cut into micro-batches; gradients are
-summed over micro-batches and averaged over processes with one all-reduce per step, and BatchNorm running
-statistics are combined exactly as if the processes' micro-batches had run one after another in one
-process. So a run on N processes equals a run on one process with the same ``data.micro_batch_size``
+Every process reads its contiguous share of each global batch, cut into micro-batches. The training
+forward passes run through :class:`~torch.nn.parallel.DistributedDataParallel`, which sums gradients over
+micro-batches locally (``no_sync``) and averages them over processes in buckets that overlap with the last
+micro-batch's backward pass; attacks craft their inputs on the plain module (:func:`unwrap`), since their
+input-gradient passes must not enter that synchronisation. BatchNorm running statistics are combined
+exactly as if the processes' micro-batches had run one after another in one process. So a run on N processes equals a run on one process with the same ``data.micro_batch_size``
 (up to floating-point summation order). Only process 0 writes the run directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -18,6 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 log = logging.getLogger(__name__)
 
@@ -83,23 +87,31 @@ def all_gather_array(part: np.ndarray) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def average_gradients(model: nn.Module) -> None:
-    """Average parameter gradients over processes, one flat all-reduce per dtype and device."""
-    shard = current()
-    if shard.world == 1:
-        return
-    groups: dict[tuple, list[torch.Tensor]] = {}
-    for p in model.parameters():
-        if p.grad is not None:
-            groups.setdefault((p.grad.dtype, p.grad.device), []).append(p.grad)
-    for grads in groups.values():
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
-        flat /= shard.world
-        offset = 0
-        for g in grads:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
-            offset += g.numel()
+def wrap(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` in :class:`DistributedDataParallel` under torchrun (``model`` itself on one process).
+
+    Buffers are not broadcast: :class:`RunningStats` combines the BatchNorm statistics of every process.
+    Every trainable parameter must take part in each forward pass (true of every timm classifier with its
+    head); gradients of the others would never be averaged.
+    """
+    if current().world == 1:
+        return model
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   broadcast_buffers=False, gradient_as_bucket_view=True)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a :class:`DistributedDataParallel` wrapper (``model`` itself otherwise): attacks run
+    their forward and input-gradient passes on it, outside the gradient synchronisation."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def sync_gradients(model: nn.Module, now: bool) -> contextlib.AbstractContextManager:
+    """Around a micro-batch's forward and backward pass: average gradients over processes in its backward
+    pass if ``now`` (the step's last micro-batch), else only accumulate them locally."""
+    if now or not isinstance(model, DistributedDataParallel):
+        return contextlib.nullcontext()
+    return model.no_sync()
 
 
 def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

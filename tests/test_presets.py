@@ -1,5 +1,6 @@
 """The paper's backbones and presets: every preset validates and matches its generator; every backbone
-builds without weights and normalises as its pretrained weights expect (CLIP mean/std for CLIP towers)."""
+builds without weights, normalises as its pretrained weights expect (CLIP mean/std for CLIP towers) and
+uses every parameter in its forward pass (as DistributedDataParallel needs)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,9 @@ def test_paper_backbone_builds_without_weights_with_its_normalisation(backbone):
     if backbone in ("resnet50", "clip_convnext_b_w"):  # the convolutional ones run at any size: check the features
         with torch.no_grad():
             assert model.eval()(torch.rand(2, 3, 64, 64)).shape == (2, 7)
+    # DistributedDataParallel averages only the gradients of parameters that take part in the forward pass
+    model.train()(torch.rand(2, 3, 224, 224)).sum().backward()
+    assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
 
 
 def test_open_clip_name_errors():

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustft.attacks import Attack
+from robustft.distributed import unwrap
 from robustft.objectives.base import ObjectiveOutput
 from robustft.objectives.standard import StandardObjective
 
@@ -24,7 +25,7 @@ class AdversarialObjective:
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> ObjectiveOutput:
         if eps == 0:
             return self.clean(model, x, y, eps)
-        x_adv = self.attack(model, x, y, eps)
+        x_adv = self.attack(unwrap(model), x, y, eps)  # outside DDP's gradient sync
         logits_adv = model(x_adv)
         loss = F.cross_entropy(logits_adv, y)
         return ObjectiveOutput(loss=loss, logits_adv=logits_adv, parts={"ce_adv": loss.item()})

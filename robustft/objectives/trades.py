@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustft.attacks import Attack
+from robustft.distributed import unwrap
 from robustft.objectives.base import ObjectiveOutput
 from robustft.objectives.standard import StandardObjective
 
@@ -39,7 +40,7 @@ class TradesObjective:
         if eps == 0 or self.beta == 0:
             out = self.clean(model, x, y, eps)
             return ObjectiveOutput(loss=out.loss, logits_clean=out.logits_clean, parts={**out.parts, "kl": 0.0})
-        x_adv = self.attack(model, x, y, eps)
+        x_adv = self.attack(unwrap(model), x, y, eps)  # outside DDP's gradient sync
         logits_clean, logits_adv = model(x), model(x_adv)
         ce = F.cross_entropy(logits_clean, y)
         kl = kl_divergence(logits_clean, logits_adv)

@@ -64,7 +64,8 @@ def _curve(r: RunResult) -> tuple[list[float], list[float]] | None:
 def _grid(n: int, width: float = 4.2, height: float = 3.0) -> tuple[Figure, list]:
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    # constrained layout leaves room for the suptitle and for legends below the axes
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, layout="constrained")
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
@@ -98,7 +99,6 @@ def robustness_curves(groups: list[Aggregate]) -> Figure:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Robustness curves: accuracy under attack vs ε")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # room for the suptitle
     return fig
 
 
@@ -128,11 +128,11 @@ def training_curves(results: list[RunResult], delay_threshold: float | None = No
         eps_ax.set_ylabel("ε (/255)")
         eps_ax.set_ylim(0, max(1.0, 255 * parse_eps(r.config["attack"]["eps"])) * 1.05)
         lines = ax.get_legend_handles_labels(), eps_ax.get_legend_handles_labels()
+        # below the axis label, at a fixed distance in points (font sizes), whatever the axes' height
         ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], fontsize=7, loc="upper center",
-                  bbox_to_anchor=(0.5, -0.3), ncol=3, frameon=False)
+                  bbox_to_anchor=(0.5, 0.0), borderaxespad=4.6, ncol=3, frameon=False)
     fig.suptitle(f"Training curves (validation; dotted line: delay time, accuracy > "
                  f"{'each run' + chr(39) + 's threshold' if delay_threshold is None else f'{100 * delay_threshold:.0f} %'})")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # room for the suptitle
     return fig
 
 

@@ -134,7 +134,7 @@ def micro_batch_size(cfg: DataConfig, world: int) -> int:
 class StepContext:
     """What one optimiser step needs besides its batch."""
 
-    net: nn.Module
+    net: nn.Module  # the model's forward passes: channels-last, compiled and in DDP under torchrun as configured
     objective: Objective
     speed: Accelerator
     micro: int
@@ -144,8 +144,8 @@ class StepContext:
 
 def train_step(ctx: StepContext, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, epoch: int,
                step: int, stats: EpochStats) -> ObjectiveOutput:
-    """Forward and backward passes over this process's micro-batches of one batch, gradients averaged over
-    processes (not yet applied). Each micro-batch starts from the step's BatchNorm statistics and draws its
+    """Forward and backward passes over this process's micro-batches of one batch through ``ctx.net``
+    (DistributedDataParallel under torchrun), gradients averaged over processes (not yet applied). Each micro-batch starts from the step's BatchNorm statistics and draws its
     attack and dropout randomness from a seed of (seed, step, its index in the global batch), so runs on 1
     or N processes with the same micro-batches compute the same step."""
     shard, xs, ys = ddp.current(), x.split(ctx.micro), y.split(ctx.micro)
@@ -156,15 +156,15 @@ def train_step(ctx: StepContext, model: nn.Module, x: torch.Tensor, y: torch.Ten
         xb = ctx.speed.batch(xb)
         yb = yb.to(xb.device)
         torch.manual_seed((ctx.seed * 1_000_003 + step) * 4099 + shard.rank * chunks + j)
-        with ctx.speed.autocast():
-            out = ctx.objective(ctx.net, xb, yb, eps)
-        (out.loss / chunks).backward()
+        with ddp.sync_gradients(ctx.net, now=j == chunks - 1):  # averaged over processes in the last backward
+            with ctx.speed.autocast():
+                out = ctx.objective(ctx.net, xb, yb, eps)
+            (out.loss / chunks).backward()
         loss = out.loss.item()
         worst = loss if not math.isfinite(loss) else worst
         stats.add(loss, out.logits.detach(), yb, eps)
         running.end_chunk()
     _check_finite(worst, epoch, step, ctx.run)  # once per step: one collective, before any update
-    ddp.average_gradients(model)
     running.finish()
     return out
 
@@ -187,7 +187,7 @@ def fit(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callable[[dict
     if shard.world > 1 and len(data.train) < cfg.data.batch_size:
         raise ValueError(f"data.batch_size: {cfg.data.batch_size} is more than the {len(data.train)} training "
                          f"examples, so {shard.world} processes cannot share a batch; lower it")
-    ctx = StepContext(speed.prepare(model), build_objective(cfg), speed, micro_batch_size(cfg.data, shard.world),
+    ctx = StepContext(ddp.wrap(speed.prepare(model), device), build_objective(cfg), speed, micro_batch_size(cfg.data, shard.world),
                       cfg.train.seed, run)
     optimizer = build_optimizer(model, cfg.optim)
     epochs, steps_per_epoch = cfg.train.epochs, num_train_batches(len(data.train), cfg.data.batch_size)
