@@ -5,8 +5,9 @@ forward passes run through :class:`~torch.nn.parallel.DistributedDataParallel`, 
 micro-batches locally (``no_sync``) and averages them over processes in buckets that overlap with the last
 micro-batch's backward pass; attacks craft their inputs on the plain module (:func:`unwrap`), since their
 input-gradient passes must not enter that synchronisation. BatchNorm running statistics are combined
-exactly as if the processes' micro-batches had run one after another in one process. So a run on N processes equals a run on one process with the same ``data.micro_batch_size``
-(up to floating-point summation order). Only process 0 writes the run directory.
+exactly as if the processes' micro-batches had run one after another in one process. So a run on N
+processes equals a run on one process with the same ``data.micro_batch_size`` (up to floating-point
+summation order). Only process 0 writes the run directory.
 """
 
 from __future__ import annotations

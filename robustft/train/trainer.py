@@ -145,9 +145,10 @@ class StepContext:
 def train_step(ctx: StepContext, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, epoch: int,
                step: int, stats: EpochStats) -> ObjectiveOutput:
     """Forward and backward passes over this process's micro-batches of one batch through ``ctx.net``
-    (DistributedDataParallel under torchrun), gradients averaged over processes (not yet applied). Each micro-batch starts from the step's BatchNorm statistics and draws its
-    attack and dropout randomness from a seed of (seed, step, its index in the global batch), so runs on 1
-    or N processes with the same micro-batches compute the same step."""
+    (DistributedDataParallel under torchrun), gradients averaged over processes (not yet applied). Each
+    micro-batch starts from the step's BatchNorm statistics and draws its attack and dropout randomness from
+    a seed of (seed, step, its index in the global batch), so runs on 1 or N processes with the same
+    micro-batches compute the same step."""
     shard, xs, ys = ddp.current(), x.split(ctx.micro), y.split(ctx.micro)
     chunks = len(ys)
     running, worst = ddp.RunningStats(model, chunks), 0.0
@@ -187,8 +188,8 @@ def fit(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callable[[dict
     if shard.world > 1 and len(data.train) < cfg.data.batch_size:
         raise ValueError(f"data.batch_size: {cfg.data.batch_size} is more than the {len(data.train)} training "
                          f"examples, so {shard.world} processes cannot share a batch; lower it")
-    ctx = StepContext(ddp.wrap(speed.prepare(model), device), build_objective(cfg), speed, micro_batch_size(cfg.data, shard.world),
-                      cfg.train.seed, run)
+    ctx = StepContext(ddp.wrap(speed.prepare(model), device), build_objective(cfg), speed,
+                      micro_batch_size(cfg.data, shard.world), cfg.train.seed, run)
     optimizer = build_optimizer(model, cfg.optim)
     epochs, steps_per_epoch = cfg.train.epochs, num_train_batches(len(data.train), cfg.data.batch_size)
     lr_at = build_lr_schedule(cfg.optim, epochs, steps_per_epoch)
