@@ -57,6 +57,15 @@ def _write_json(folder: Path, parts: dict[str, dict[str, int]]) -> Path:
     return folder
 
 
+def _vpt_split_dir(folder: Path, rel: list[list[str]], n_train: int) -> str:
+    """VPT split files for per-class image lists ``rel``: the first ``n_train`` images of each class train,
+    the next one validates, the rest test."""
+    parts = {"train": {p: k for k, r in enumerate(rel) for p in r[:n_train]},
+             "val": {r[n_train]: k for k, r in enumerate(rel)},
+             "test": {p: k for k, r in enumerate(rel) for p in r[n_train + 1:]}}
+    return str(_write_json(folder, parts))
+
+
 # ------------------------------------------------------------------------------------ fake trees
 def make_aircraft(base: Path) -> Path:
     data = base / "data"
@@ -179,10 +188,7 @@ def test_caltech256_seeded_split(tmp_path):
 def test_caltech256_vpt_split(tmp_path):
     root = make_caltech(tmp_path / "c256")
     rel = [[f"{c}/{c[:3]}_{i:04d}.jpg" for i in range(10)] for c in CALTECH]
-    parts = {"train": {p: k for k, r in enumerate(rel) for p in r[:4]},
-             "val": {r[4]: k for k, r in enumerate(rel)},
-             "test": {p: k for k, r in enumerate(rel) for p in r[5:]}}
-    data = build_data(_cfg("caltech256", root, split_dir=str(_write_json(tmp_path / "split", parts))))
+    data = build_data(_cfg("caltech256", root, split_dir=_vpt_split_dir(tmp_path / "split", rel, n_train=4)))
     assert _sizes(data) == (12, 3, 15) and _counts(data.train) == [4, 4, 4]
     assert data.val.paths[0] == root / "256_ObjectCategories" / rel[0][4]
 
@@ -209,10 +215,7 @@ def test_cub200_official_split_and_val(tmp_path):
 def test_cub200_vpt_split(tmp_path):
     root = make_cub(tmp_path / "cub")
     rel = [[f"{c}/{c[4:]}_{i:04d}.jpg" for i in range(10)] for c in CUB]
-    parts = {"train": {r[i]: k for k, r in enumerate(rel) for i in range(6)},
-             "val": {r[6]: k for k, r in enumerate(rel)},
-             "test": {r[i]: k for k, r in enumerate(rel) for i in (7, 8, 9)}}
-    data = build_data(_cfg("cub200", root, split_dir=str(_write_json(tmp_path / "split", parts))))
+    data = build_data(_cfg("cub200", root, split_dir=_vpt_split_dir(tmp_path / "split", rel, n_train=6)))
     assert _sizes(data) == (18, 3, 9)
 
 
@@ -228,10 +231,7 @@ def test_stanford_dogs(tmp_path, lists_folder):
 def test_stanford_dogs_vpt_split(tmp_path):
     root = make_dogs(tmp_path / "dogs")
     rel = [[f"{c}/{c[:9]}_{i}.jpg" for i in range(8)] for c in DOGS]
-    parts = {"train": {r[i]: k for k, r in enumerate(rel) for i in range(4)},
-             "val": {r[4]: k for k, r in enumerate(rel)},
-             "test": {r[i]: k for k, r in enumerate(rel) for i in (5, 6, 7)}}
-    data = build_data(_cfg("stanford_dogs", root, split_dir=str(_write_json(tmp_path / "split", parts))))
+    data = build_data(_cfg("stanford_dogs", root, split_dir=_vpt_split_dir(tmp_path / "split", rel, n_train=4)))
     assert _sizes(data) == (12, 3, 9) and data.test.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
 
 
