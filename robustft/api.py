@@ -78,7 +78,7 @@ def resolve_target(target: str | Path) -> tuple[RunDir, Path]:
     """
     p = Path(target)
     if p.is_dir():
-        return RunDir(p), RunDir(p).checkpoint_path
+        return RunDir(p), RunDir(p).evaluated_checkpoint()
     if p.is_file():
         run = RunDir(p.parent.parent if p.parent.name == "checkpoints" else p.parent)
         if not run.config_path.is_file():

@@ -9,27 +9,40 @@ from typing import Any, Callable
 from robustft.attacks.apgd import APGD
 from robustft.attacks.autoattack import AutoAttack
 from robustft.attacks.base import Attack, crafting
+from robustft.attacks.fgsm import FGSM, NFGSM
 from robustft.attacks.pgd import PGD
 from robustft.attacks.threat import L2, Linf, ThreatModel, build_threat_model
-from robustft.config import EVAL_ATTACKS, AttackConfig, EvalConfig, expand_attacks
+from robustft.config import DEFAULT_REL_STEP, EVAL_ATTACKS, TRAIN_ATTACKS, AttackConfig, EvalConfig, expand_attacks
+
+
+def rel_step(cfg: AttackConfig, name: str | None = None) -> float:
+    """``attack.rel_step_size``, or the default of attack ``name`` (the configured one) when it is null."""
+    return cfg.rel_step_size if cfg.rel_step_size is not None else DEFAULT_REL_STEP[name or cfg.name]
+
+
+TRAIN_BUILDERS: dict[str, Callable[[AttackConfig, ThreatModel], Attack]] = {
+    "apgd": lambda cfg, threat: APGD(num_steps=cfg.num_steps, random_start=cfg.random_start, restarts=cfg.restarts,
+                                     threat=threat),
+    "pgd": lambda cfg, threat: PGD(num_steps=cfg.num_steps, rel_step_size=rel_step(cfg), random_start=cfg.random_start,
+                                   restarts=cfg.restarts, threat=threat),
+    "fgsm": lambda cfg, threat: FGSM(rel_step_size=rel_step(cfg), random_start=cfg.random_start, threat=threat),
+    "nfgsm": lambda cfg, threat: NFGSM(noise_mult=cfg.noise_mult, rel_step_size=rel_step(cfg)),
+}
+assert set(TRAIN_BUILDERS) == set(TRAIN_ATTACKS)
 
 
 def build_attack(cfg: AttackConfig) -> Attack:
     """The training attack of a config (APGD keeps the highest-loss point, as the paper does)."""
-    threat = build_threat_model(cfg.norm)
-    if cfg.name == "apgd":
-        return APGD(num_steps=cfg.num_steps, random_start=cfg.random_start, restarts=cfg.restarts, threat=threat)
-    if cfg.name == "pgd":
-        return PGD(num_steps=cfg.num_steps, rel_step_size=cfg.rel_step_size, random_start=cfg.random_start,
-                   restarts=cfg.restarts, threat=threat)
-    raise ValueError(f"unknown attack {cfg.name!r}; choose apgd or pgd")
+    if cfg.name not in TRAIN_BUILDERS:
+        raise ValueError(f"unknown attack {cfg.name!r}; choose {', '.join(TRAIN_BUILDERS)}")
+    return TRAIN_BUILDERS[cfg.name](cfg, build_threat_model(cfg.norm))
 
 
 def build_trades_attack(cfg: AttackConfig) -> Attack:
     """TRADES' inner maximisation: PGD on KL(f(x) ‖ f(x')) from x plus N(0, 0.001²) noise, sign steps of
     ``rel_step_size`` × ε (the original: 10 steps of 0.007 at ε = 0.031, i.e. 0.23 ε), last iterate kept.
     One run: restarts from a start this close to x would be near copies."""
-    return PGD(num_steps=cfg.num_steps, rel_step_size=cfg.rel_step_size, random_start=False, start_noise=0.001,
+    return PGD(num_steps=cfg.num_steps, rel_step_size=rel_step(cfg, "pgd"), random_start=False, start_noise=0.001,
                loss="kl", threat=build_threat_model(cfg.norm))
 
 
@@ -76,5 +89,5 @@ def describe_attack(name: str, attack: Attack) -> dict[str, Any]:
     return out
 
 
-__all__ = ["APGD", "EVAL_BUILDERS", "PGD", "Attack", "AutoAttack", "L2", "Linf", "ThreatModel", "build_attack",
-           "build_eval_attacks", "build_trades_attack", "build_threat_model", "crafting", "describe_attack"]
+__all__ = ["APGD", "EVAL_BUILDERS", "FGSM", "NFGSM", "PGD", "TRAIN_BUILDERS", "Attack", "AutoAttack", "L2", "Linf", "ThreatModel", "build_attack",
+           "build_eval_attacks", "build_trades_attack", "rel_step", "build_threat_model", "crafting", "describe_attack"]

@@ -8,13 +8,14 @@ A config file is YAML with one mapping per section (``data``, ``model``, ``attac
 
 from robustft.config.eps import format_eps, parse_eps, parse_eps_grid
 from robustft.config.io import apply_overrides, config_from_dict, config_to_dict, load_config, save_config
-from robustft.config.sections import (DATASET_NAMES, EPS_KEYS, EVAL_ATTACKS, EVAL_PRESETS, PAPER_DATASETS,
+from robustft.config.sections import (DATASET_NAMES, DEFAULT_REL_STEP, EPS_KEYS, EVAL_ATTACKS, EVAL_PRESETS,
+                                      PAPER_DATASETS, TRAIN_ATTACKS,
                                       SECTIONS, AttackConfig, Config, ConfigError, DataConfig, EvalConfig,
                                       ModelConfig, ObjectiveConfig, OptimConfig, ScheduleConfig, TrainConfig,
                                       evaluation_name, expand_attacks)
 from robustft.config.validate import DEFAULT_HINGES, SCHEDULE_KINDS, hinges_in_epochs, to_epochs, validate
 
-__all__ = ["DATASET_NAMES", "DEFAULT_HINGES", "EPS_KEYS", "EVAL_ATTACKS", "EVAL_PRESETS", "PAPER_DATASETS",
+__all__ = ["DATASET_NAMES", "DEFAULT_HINGES", "DEFAULT_REL_STEP", "TRAIN_ATTACKS", "EPS_KEYS", "EVAL_ATTACKS", "EVAL_PRESETS", "PAPER_DATASETS",
            "SCHEDULE_KINDS", "SECTIONS", "AttackConfig", "Config", "ConfigError", "DataConfig", "EvalConfig",
            "ModelConfig", "ObjectiveConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "apply_overrides",
            "config_from_dict", "config_to_dict", "evaluation_name", "expand_attacks", "format_eps",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -14,6 +15,19 @@ import yaml
 from robustft.config.eps import format_eps, parse_eps
 from robustft.config.sections import EPS_KEYS, SECTIONS, Config, ConfigError
 from robustft.config.validate import validate
+
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+"""Decimal and scientific notation (1e-4, 1E-4, .5, 2.): YAML 1.1 reads some of these as strings."""
+
+
+def _as_float(value: Any) -> Any:
+    """``value`` as a float when it is a number or a string in decimal or scientific notation, else unchanged."""
+    if isinstance(value, str) and _FLOAT.fullmatch(value.strip().replace("_", "")):
+        return float(value.strip().replace("_", ""))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def _allowed_types(annotation: Any) -> tuple[Any, ...]:
@@ -34,15 +48,16 @@ def _coerce(value: Any, annotation: Any, key: str, is_eps: bool) -> Any:
             return [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{key}: expected a list such as [0, 4/255, 8/255], got {value!r}")
-        return [parse_eps(v) if is_eps else v for v in value]
+        floats = list[float] in allowed or list[float | None] in allowed
+        return [parse_eps(v) if is_eps else _as_float(v) if floats else v for v in value]
     if is_eps:
         return parse_eps(value)
     if bool in allowed and isinstance(value, bool):
         return value
     if int in allowed and isinstance(value, int) and not isinstance(value, bool):
         return value
-    if float in allowed and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if float in allowed and isinstance(_as_float(value), float):
+        return _as_float(value)
     if str in allowed and isinstance(value, str):
         return value
     names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed if t is not type(None))

@@ -78,6 +78,10 @@ class ModelConfig:
     """Classes of the new linear head; null takes them from the dataset."""
     drop_rate: float = 0.0
     """Dropout before the head, probability."""
+    activation: str | None = None
+    """Replace the backbone's ReLU and ReLU6 activations with a smooth one: ``silu``, ``gelu`` or ``softplus``
+    (smooth adversarial training, Xie et al. 2020: smooth activations give attacks, and so adversarial
+    training, better gradients); null keeps the backbone's. The pretrained weights are kept as they are."""
     bn_momentum: float | None = 0.1
     """BatchNorm momentum set on every BatchNorm layer (PyTorch convention); null keeps the backbone's."""
 
@@ -89,15 +93,21 @@ class AttackConfig:
     norm: str = "linf"
     """Threat model: ``linf`` or ``l2``."""
     name: str = "apgd"
-    """Training attack: ``apgd`` (APGD-CE, step-size free) or ``pgd``."""
+    """Training attack: ``apgd`` (APGD-CE, step-size free), ``pgd``, ``fgsm`` (one step from a random start,
+    FGSM-RS) or ``nfgsm`` (N-FGSM: one step from x plus noise in [−kε, kε], not projected back to the ε-ball;
+    robustft/attacks/fgsm.py). apgd, pgd and fgsm return points inside the ε-ball; nfgsm by design reaches
+    (noise_mult + rel_step_size)·ε."""
     num_steps: int = 7
-    """Attack iterations (gradient evaluations) per restart."""
-    rel_step_size: float = 0.25
-    """PGD step size as a fraction of the current ε (APGD starts at 2ε and needs none)."""
+    """Attack iterations (gradient evaluations) per restart of ``apgd`` and ``pgd`` (fgsm and nfgsm take one)."""
+    rel_step_size: float | None = None
+    """Step size as a fraction of the current ε; null uses the attack's own default: 0.25 for pgd, 1.25 for
+    fgsm (Wong et al.), 1.0 for nfgsm (de Jorge et al.). APGD starts at 2ε and needs none."""
+    noise_mult: float = 2.0
+    """``nfgsm`` only: half-width of the uniform start noise, as a multiple of ε (k; 2 in de Jorge et al.)."""
     random_start: bool = True
-    """Start from a uniformly random point of the ε-ball."""
+    """Start from a uniformly random point of the ε-ball (apgd, pgd, fgsm)."""
     restarts: int = 1
-    """Random restarts; the highest-loss result per example is kept."""
+    """Random restarts of apgd and pgd; the highest-loss result per example is kept."""
 
 
 @dataclass(frozen=True)
@@ -180,6 +190,25 @@ class TrainConfig:
     """Run directory name; null uses the config file's name."""
     val_adv_n: int = 256
     """Validation examples attacked (at ε_g, with the training attack) after every epoch; 0 turns it off."""
+    monitor_n: int = 128
+    """Validation examples of the catastrophic-overfitting monitor (robustft/train/monitor.py): after every
+    epoch at ε > 0, accuracy on them under the training attack and under APGD-CE at the epoch's ε; 0 turns it
+    off."""
+    monitor_steps: int = 10
+    """Iterations of the monitor's reference attack, APGD-CE (at least 10)."""
+    overfit_gap: float = 0.10
+    """Accuracy gap (0.10 = 10 points) between the training attack and the reference attack above which an
+    epoch raises ``catastrophic_overfitting``."""
+    on_overfit: str = "warn"
+    """What a raised ``catastrophic_overfitting`` does: ``warn`` (log it, train on) or ``stop`` (end training
+    before checkpointing that epoch, so the run keeps and evaluates the last good checkpoint)."""
+    ema_decay: float | None = None
+    """Decay of an exponential moving average of the weights (e.g. 0.99 ≈ the last 100 steps, with warm-up;
+    robustft/train/ema.py); validation, the monitor, checkpoint selection and the evaluation use the
+    averaged weights. Null turns it off."""
+    select: str = "final"
+    """Which weights are evaluated: ``final`` (the last epoch's, the paper's choice) or ``best_robust`` (the
+    epoch with the highest monitor accuracy under APGD-CE among epochs trained at ε_g; needs the monitor)."""
     log_every: int = 50
     """Write a step row to metrics.jsonl every this many optimiser steps."""
     evaluate: bool = True
@@ -240,6 +269,10 @@ DATASET_NAMES = ("fashion_mnist", "digits", "imagefolder", "fgvc_aircraft", "cal
 """Names of the datasets (loaded by ``robustft.data.build_data``)."""
 PAPER_DATASETS = DATASET_NAMES[3:]
 """The paper's fine-grained datasets, read from a local root in their published layouts."""
+TRAIN_ATTACKS = ("apgd", "pgd", "fgsm", "nfgsm")
+"""Names of the training attacks (built by ``robustft.attacks.build_attack``)."""
+DEFAULT_REL_STEP = {"pgd": 0.25, "fgsm": 1.25, "nfgsm": 1.0}
+"""Step size (a fraction of ε) of each training attack when ``attack.rel_step_size`` is null."""
 EVAL_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "pgd", "square", "autoattack", "aa-apgd-ce")
 """Names of the evaluation attacks (built by ``robustft.attacks.build_eval_attacks``)."""
 EVAL_PRESETS = {"cheap": ["apgd-ce"], "strong": ["autoattack"]}

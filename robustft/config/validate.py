@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from robustft.config.sections import (DATASET_NAMES, EVAL_ATTACKS, EVAL_PRESETS, Config, ConfigError, ScheduleConfig,
-                                      expand_attacks)
+from robustft.config.sections import (DATASET_NAMES, EVAL_ATTACKS, EVAL_PRESETS, TRAIN_ATTACKS, Config, ConfigError,
+                                      ScheduleConfig, expand_attacks)
 
 
 def validate(cfg: Config) -> None:
@@ -36,13 +36,18 @@ def validate(cfg: Config) -> None:
     need(d.micro_batch_size is None or d.batch_size % d.micro_batch_size == 0,
          f"data.micro_batch_size: {d.micro_batch_size} must divide data.batch_size={d.batch_size}")
     need(m.num_classes is None or m.num_classes >= 2, f"model.num_classes: must be >= 2 or null, got {m.num_classes}")
+    need(m.activation in (None, "silu", "gelu", "softplus"),
+         f"model.activation: {m.activation!r} is not silu, gelu, softplus or null (keep the backbone's)")
     need(0 <= m.drop_rate < 1, f"model.drop_rate: must be in [0, 1), got {m.drop_rate}")
     need(m.bn_momentum is None or 0 < m.bn_momentum <= 1, f"model.bn_momentum: must be in (0, 1] or null, got {m.bn_momentum}")
     need(a.norm in ("linf", "l2"), f"attack.norm: unknown norm {a.norm!r}; choose linf or l2")
-    need(a.name in ("apgd", "pgd"), f"attack.name: unknown attack {a.name!r}; choose apgd or pgd")
+    need(a.name in TRAIN_ATTACKS, f"attack.name: unknown attack {a.name!r}; choose {', '.join(TRAIN_ATTACKS)}")
     need(a.num_steps >= 1, f"attack.num_steps: must be >= 1, got {a.num_steps}")
     need(a.restarts >= 1, f"attack.restarts: must be >= 1, got {a.restarts}")
-    need(a.rel_step_size > 0, f"attack.rel_step_size: must be positive, got {a.rel_step_size}")
+    need(a.rel_step_size is None or a.rel_step_size > 0,
+         f"attack.rel_step_size: must be positive or null (the attack's default), got {a.rel_step_size}")
+    need(a.noise_mult >= 0, f"attack.noise_mult: must be >= 0 (a multiple of ε), got {a.noise_mult}")
+    need(a.name != "nfgsm" or a.norm == "linf", "attack.name: nfgsm is defined for attack.norm=linf only")
     need(cfg.objective.name in ("standard", "adversarial", "trades"),
          f"objective.name: unknown objective {cfg.objective.name!r}; choose standard, adversarial or trades")
     need(cfg.objective.beta >= 0, f"objective.beta: must be >= 0, got {cfg.objective.beta}")
@@ -60,6 +65,15 @@ def validate(cfg: Config) -> None:
     need(o.grad_clip is None or o.grad_clip > 0, f"optim.grad_clip: must be positive or null, got {o.grad_clip}")
     need(t.epochs >= 1, f"train.epochs: must be >= 1, got {t.epochs}")
     need(t.val_adv_n >= 0, f"train.val_adv_n: must be >= 0, got {t.val_adv_n}")
+    need(t.monitor_n >= 0, f"train.monitor_n: must be >= 0 (0 turns the monitor off), got {t.monitor_n}")
+    need(t.monitor_steps >= 10, f"train.monitor_steps: the reference attack needs at least 10 steps, got {t.monitor_steps}")
+    need(0 < t.overfit_gap < 1, f"train.overfit_gap: must be in (0, 1) (0.10 = 10 points), got {t.overfit_gap}")
+    need(t.on_overfit in ("warn", "stop"), f"train.on_overfit: {t.on_overfit!r} is not warn or stop")
+    need(t.ema_decay is None or 0 < t.ema_decay < 1, f"train.ema_decay: must be in (0, 1) or null, got {t.ema_decay}")
+    need(t.select in ("final", "best_robust"), f"train.select: {t.select!r} is not final or best_robust")
+    need(t.select != "best_robust" or (t.monitor_n > 0 and cfg.objective.name != "standard"),
+         "train.select: best_robust picks by the monitor's APGD-CE accuracy at ε_g; it needs train.monitor_n > 0 "
+         "and a robust objective")
     need(0 <= t.delay_threshold < 1, f"train.delay_threshold: must be in [0, 1), got {t.delay_threshold}")
     need(t.precision in ("fp32", "bf16", "auto"), f"train.precision: {t.precision!r} is not fp32, bf16 or auto")
     need(t.log_every >= 1, f"train.log_every: must be >= 1, got {t.log_every}")

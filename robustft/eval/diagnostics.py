@@ -76,9 +76,9 @@ class Diagnosis:
 
 def epoch_table(run: Curve, reference: Curve | None = None) -> list[dict[str, Any]]:
     """Per epoch: ε (the epoch's mean, for per-step schedules), validation clean and adversarial loss and
-    accuracy (and the reference's clean accuracy)."""
+    accuracy, the overfitting monitor's accuracies and gap (and the reference's clean accuracy)."""
     ref = {r["epoch"]: r for r in reference.rows} if reference else {}
-    keys = ("val_clean_acc", "val_clean_loss", "val_adv_acc", "val_adv_loss")
+    keys = ("val_clean_acc", "val_clean_loss", "val_adv_acc", "val_adv_loss", "mon_attack_acc", "mon_ref_acc", "mon_gap")
     return [{"epoch": r["epoch"], "eps": r.get("eps_mean", r.get("eps")), **{k: r.get(k) for k in keys},
              **({"ref_val_clean_acc": ref.get(r["epoch"], {}).get("val_clean_acc")} if reference else {})}
             for r in run.rows]

@@ -68,6 +68,8 @@ def build_model(cfg: ModelConfig, num_classes: int) -> RobustClassifier:
         load_backbone_checkpoint(backbone, cfg.checkpoint)
     if cfg.bn_momentum is not None:
         set_bn_momentum(backbone, cfg.bn_momentum)
+    if cfg.activation is not None:
+        replace_activations(backbone, cfg.activation)
     return RobustClassifier(InputNormalization(tuple(mean), tuple(std)), backbone, backbone.num_features, num_classes)
 
 
@@ -83,6 +85,31 @@ def _build_timm(cfg: ModelConfig) -> nn.Module:
         if not hub:
             raise
         raise download_failed(repr(cfg.name), err, "a .safetensors or torch state dict of the timm backbone") from err
+
+
+SMOOTH_ACTIVATIONS: dict[str, type[nn.Module]] = {"silu": nn.SiLU, "gelu": nn.GELU, "softplus": nn.Softplus}
+"""``model.activation`` names and the modules that replace ReLU and ReLU6."""
+
+
+def replace_activations(module: nn.Module, name: str) -> int:
+    """Replace every ``nn.ReLU`` and ``nn.ReLU6`` inside ``module`` with a fresh ``SMOOTH_ACTIVATIONS[name]``;
+    returns how many were replaced.
+
+    Raises:
+        ValueError: unknown name, or the module has no ReLU or ReLU6 module to replace (a functional
+            activation cannot be swapped this way).
+    """
+    if name not in SMOOTH_ACTIVATIONS:
+        raise ValueError(f"model.activation: {name!r} is not one of {', '.join(SMOOTH_ACTIVATIONS)}")
+    count = 0
+    for parent in list(module.modules()):
+        for child_name, child in parent.named_children():
+            if type(child) in (nn.ReLU, nn.ReLU6):
+                setattr(parent, child_name, SMOOTH_ACTIVATIONS[name]())
+                count += 1
+    if count == 0:
+        raise ValueError(f"model.activation: the backbone has no nn.ReLU or nn.ReLU6 module to replace with {name}")
+    return count
 
 
 def set_bn_momentum(module: nn.Module, momentum: float) -> None:

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 from robustft.config import config_to_dict
+from robustft.eval.checks import Flag
 from robustft.eval.diagnostics import DEFAULT_GAP, Curve, Diagnosis, diagnose, epoch_table, sparkline
 from robustft.report.table import percent, run_row
 from robustft.runs import RunDir
+from robustft.train.monitor import OverfitVerdict, overfit_verdict
 
 KNOWN_CLASSES = {"fashion_mnist": 10, "digits": 10}
 """Classes of the built-in datasets, for runs whose summary predates ``num_classes``."""
@@ -40,6 +42,15 @@ def load_curve(path: str | Path, use_test: bool = True, delay_threshold: float |
                  schedule=summary.get("schedule", {"kind": cfg.schedule.kind}))
 
 
+def training_verdict(path: str | Path) -> OverfitVerdict | None:
+    """The overfitting monitor's verdict on a run directory's epoch rows (None for standard fine-tuning)."""
+    run = RunDir(Path(path))
+    cfg = run.config()
+    if cfg.objective.name == "standard":
+        return None
+    return overfit_verdict(run.rows("epoch"), cfg.train.overfit_gap)
+
+
 def config_differences(run: str | Path, reference: str | Path) -> list[str]:
     """Keys of :data:`SAME_KEYS` on which the reference's config differs from the run's, and a note if the
     reference trains at ε > 0."""
@@ -62,6 +73,10 @@ def diagnose_run(path: str | Path, reference: str | Path | None = None, max_gap:
         run = load_curve(path, False, run.delay_threshold)
         ref = load_curve(reference, False, run.delay_threshold)
     result = diagnose(run, ref, max_gap)
+    verdict = training_verdict(path)
+    if verdict is not None:
+        result.flags.append(Flag("catastrophic_overfitting", verdict.raised if verdict.max_gap is not None else None,
+                                 verdict.message, verdict.max_gap))
     if reference is not None:
         result.notes += [f"config differs: {d}" for d in config_differences(path, reference)]
     return result
@@ -92,11 +107,14 @@ def render_diagnosis(d: Diagnosis) -> str:
     table = epoch_table(r, ref)
     lines += ["", f"Validation clean accuracy by epoch: `{sparkline([t['val_clean_acc'] for t in table])}`"
               + (f" (reference `{sparkline([t['ref_val_clean_acc'] for t in table])}`)" if ref else ""), "",
-              "| epoch | ε | clean acc | clean loss | adv. acc | adv. loss |" + (" reference clean acc |" if ref else ""),
-              "|---|---|---|---|---|---|" + ("---|" if ref else "")]
+              "| epoch | ε | clean acc | clean loss | adv. acc | adv. loss | monitor: training attack | "
+              "monitor: APGD-CE | gap |" + (" reference clean acc |" if ref else ""),
+              "|---|---|---|---|---|---|---|---|---|" + ("---|" if ref else "")]
     for t in table:
         loss = [f"{t[k]:.3f}" if t[k] is not None else "—" for k in ("val_clean_loss", "val_adv_loss")]
+        gap = "—" if t["mon_gap"] is None else f"{100 * t['mon_gap']:.1f}"
         row = (f"| {t['epoch'] + 1} | {255 * t['eps']:.2f}/255 | {percent(t['val_clean_acc'])} | {loss[0]} | "
-               f"{percent(t['val_adv_acc'])} | {loss[1]} |")
+               f"{percent(t['val_adv_acc'])} | {loss[1]} | {percent(t['mon_attack_acc'])} | "
+               f"{percent(t['mon_ref_acc'])} | {gap} |")
         lines.append(row + (f" {percent(t['ref_val_clean_acc'])} |" if ref else ""))
     return "\n".join(lines)

@@ -103,8 +103,9 @@ def robustness_curves(groups: list[Aggregate]) -> Figure:
 
 
 def training_curves(results: list[RunResult], delay_threshold: float | None = None) -> Figure:
-    """Per run: validation clean accuracy per epoch, ε(t) on a second axis, and the delay time marked
-    (first epoch above ``delay_threshold``, default the run's own)."""
+    """Per run: validation clean accuracy per epoch, the overfitting monitor's accuracies under the training
+    attack and under APGD-CE (a widening gap between them is catastrophic overfitting), ε(t) on a second
+    axis, and the delay time marked (first epoch above ``delay_threshold``, default the run's own)."""
     fig, axes = _grid(len(results))
     for ax, r in zip(axes, results):
         rows = RunDir(r.path).rows("epoch")
@@ -114,6 +115,11 @@ def training_curves(results: list[RunResult], delay_threshold: float | None = No
         if any("val_adv_acc" in row for row in rows):
             ax.plot(epochs, [100 * row.get("val_adv_acc", np.nan) for row in rows], "s--", ms=2, lw=1,
                     color=color(r.setting), alpha=0.6, label="val adv acc (ε_g)")
+        if any("mon_gap" in row for row in rows):  # the overfitting monitor, at each epoch's ε
+            ax.plot(epochs, [100 * row.get("mon_attack_acc", np.nan) for row in rows], "^:", ms=2, lw=1,
+                    color="tab:red", alpha=0.8, label="monitor: training attack")
+            ax.plot(epochs, [100 * row.get("mon_ref_acc", np.nan) for row in rows], "v-", ms=2, lw=1,
+                    color="tab:purple", alpha=0.8, label="monitor: APGD-CE")
         threshold = r.config["train"]["delay_threshold"] if delay_threshold is None else delay_threshold
         delay = delay_time([row["val_clean_acc"] for row in rows], threshold)
         if delay is not None:

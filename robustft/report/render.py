@@ -20,7 +20,7 @@ from robustft.eval.diagnostics import DEFAULT_GAP
 from robustft.experiments.stats import (METRICS, Aggregate, RunResult, aggregate, compare_to_fix, load_results,
                                         mean_std)
 from robustft.report import plots
-from robustft.report.diagnose import SAME_KEYS, diagnose_run
+from robustft.report.diagnose import SAME_KEYS, diagnose_run, training_verdict
 from robustft.report.table import percent, robustness_file
 from robustft.runs import RunDir, atomic_write, atomic_write_text, versions
 
@@ -97,6 +97,9 @@ def checks_section(results: list[RunResult]) -> Section:
         if not flags:
             unchecked.append(r.name)
         items += [f"**{r.name}** — {f['name']}: {f['message']}" for f in flags if f.get("raised")]
+        verdict = training_verdict(r.path)
+        if verdict is not None and verdict.raised:
+            items.append(f"**{r.name}** — catastrophic_overfitting (training monitor): {verdict.message}")
     blocks: list[Block] = [items if items else "No sanity flag was raised."]
     if unchecked:
         blocks.append("Checks not run (no evaluation, or evaluated with checks off): " + ", ".join(unchecked) + ".")

@@ -31,6 +31,8 @@ def run_row(path: str | Path, evaluation: str | None = None) -> dict[str, Any]:
         schedule += f" (TRADES β={cfg.objective.beta:g}{', CE inner' if cfg.objective.trades_inner == 'ce' else ''})"
     checked = bool(rob.get("flags"))
     flags = [f["name"] for f in rob.get("flags", []) if f.get("raised")] if checked else None
+    if summary.get("catastrophic_overfitting", {}).get("raised"):  # the training monitor's flag
+        flags = (flags or []) + ["catastrophic_overfitting"]
     return {"run": run.path.name, "schedule": schedule, "eps": format_eps(cfg.attack.eps),
             "clean": rob.get("clean"), "adv": rob.get("adv"), "e_adv": rob.get("expected_robustness"),
             "n": rob.get("n"), "delay": summary.get("delay_epochs"), "train_s": summary.get("train_time_s"),

@@ -3,7 +3,8 @@
     RUN/config.yaml          resolved config (``robustft train RUN/config.yaml`` reproduces the run)
     RUN/env.json             versions, device, start time
     RUN/metrics.jsonl        one JSON row per logged step and per epoch
-    RUN/checkpoints/last.pt  model, optimiser, schedule position, RNG state (written atomically)
+    RUN/checkpoints/last.pt  model (and its weight average), optimiser, schedule position, RNG state (atomic)
+    RUN/checkpoints/best.pt  the weights of the best robust epoch, under train.select: best_robust
     RUN/summary.json         training summary (wall time, delay time, final validation accuracy)
     RUN/eval/NAME/           one evaluation (NAME: its attacks): robustness.json and correct.npz, and
                              partial.npz while it runs (a killed evaluation resumes from it)
@@ -89,6 +90,17 @@ class RunDir:
     @property
     def checkpoint_path(self) -> Path:
         return self.path / "checkpoints" / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        """The weights of the best epoch under ``train.select: best_robust``."""
+        return self.path / "checkpoints" / "best.pt"
+
+    def evaluated_checkpoint(self) -> Path:
+        """The checkpoint an evaluation of the run takes: ``best.pt`` under ``train.select: best_robust``
+        (when it exists), else ``last.pt``."""
+        best = self.config().train.select == "best_robust" and self.best_path.exists()
+        return self.best_path if best else self.checkpoint_path
 
     @property
     def eval_dir(self) -> Path:

@@ -38,11 +38,15 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, epochs_done: int,
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, epochs_done: int,
                     step: int, extra: dict[str, Any]) -> None:
-    """Save model, optimiser, progress (epochs done, global step: the LR and ε schedule positions) and RNG."""
-    atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epochs_done": epochs_done,
-                       "step": step, "rng": rng_state(), **extra}, path)
+    """Save model, optimiser (unless None), progress (epochs done, global step: the LR and ε schedule
+    positions) and RNG; ``extra`` may hold ``eval_model``, the weights an evaluation takes when they are not
+    the live ones (a weight average)."""
+    state = {"model": model.state_dict(), "epochs_done": epochs_done, "step": step, "rng": rng_state(), **extra}
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
+    atomic_torch_save(state, path)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -53,7 +57,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def load_model_weights(path: Path, model: nn.Module) -> dict[str, Any]:
-    """Load the model weights of a checkpoint; returns the checkpoint's progress."""
+    """Load the weights a checkpoint is evaluated with (``eval_model``, e.g. a weight average, else the live
+    ``model``); returns the checkpoint's progress."""
     ckpt = load_checkpoint(path)
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict(ckpt.get("eval_model", ckpt["model"]))
     return {"epochs_done": ckpt["epochs_done"], "step": ckpt["step"]}

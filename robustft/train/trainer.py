@@ -26,6 +26,9 @@ from robustft.runs import RunDir, write_json
 from robustft.schedules import Schedule, build_eps_schedule, build_lr_schedule
 from robustft import distributed as ddp
 from robustft.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from robustft.train.ema import EMA, Swapped
+from robustft.train.monitor import (CatastrophicOverfittingError, best_robust_epoch, overfit_verdict,
+                                    reference_attack)
 from robustft.train.optim import build_optimizer, set_lr
 from robustft.train.speed import Accelerator
 
@@ -85,6 +88,21 @@ def validate(model: nn.Module, data: DataSplits, cfg: Config, device: torch.devi
         acc, loss = _sharded_accuracy(model, subset, cfg, device, build_attack(cfg.attack), cfg.attack.eps)
         out.update(val_adv_acc=acc, val_adv_loss=loss)
     return out
+
+
+def monitor(model: nn.Module, data: DataSplits, cfg: Config, device: torch.device, eps: float) -> dict[str, float]:
+    """The catastrophic-overfitting monitor's numbers at the epoch's ``eps`` (robustft/train/monitor.py):
+    accuracy on the first ``train.monitor_n`` validation examples under the training attack and under
+    APGD-CE; nothing while ε = 0 or with the monitor off."""
+    n = min(cfg.train.monitor_n, len(data.val))
+    if n == 0 or eps == 0:
+        return {}
+    model.eval()
+    subset = data.val.subset(torch.arange(n))
+    train_acc = _sharded_accuracy(model, subset, cfg, device, build_attack(cfg.attack), eps)[0]
+    ref_acc = _sharded_accuracy(model, subset, cfg, device, reference_attack(cfg.train.monitor_steps,
+                                                                              cfg.attack.norm), eps)[0]
+    return {"mon_eps": eps, "mon_attack_acc": train_acc, "mon_ref_acc": ref_acc, "mon_gap": train_acc - ref_acc}
 
 
 def _sharded_accuracy(model: nn.Module, source: ImageSource, cfg: Config, device: torch.device,
@@ -173,12 +191,12 @@ def train_step(ctx: StepContext, model: nn.Module, x: torch.Tensor, y: torch.Ten
 def fit(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Fine-tune the configured model into ``run``; returns the training summary (also in summary.json).
 
-    With ``resume`` the run continues from its last checkpoint: weights, optimiser, LR and ε schedule
-    positions and random state are restored, so it ends as an uninterrupted run would. ``on_epoch`` is
-    called with each epoch's row after its checkpoint is written (a hyper-parameter search reports it).
-    Under ``torchrun`` the processes share each batch and only process 0 writes to ``run``.
+    With ``resume`` the run continues from its last checkpoint: weights, optimiser, weight average, LR and
+    ε schedule positions and random state are restored, so it ends as an uninterrupted run would.
+    ``on_epoch`` is called with each epoch's row after its checkpoint is written (a hyper-parameter search
+    reports it). Under ``torchrun`` the processes share each batch and only process 0 writes to ``run``.
     """
-    # --- setup: processes, data, model, objective, optimiser and the two schedules
+    # --- setup: processes, data, model, objective, optimiser, weight average and the two schedules
     device = resolve_device(cfg.train.device)
     shard = ddp.init_from_env(device)
     seed_everything(cfg.train.seed)
@@ -191,23 +209,26 @@ def fit(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callable[[dict
     ctx = StepContext(ddp.wrap(speed.prepare(model), device), build_objective(cfg), speed,
                       micro_batch_size(cfg.data, shard.world), cfg.train.seed, run)
     optimizer = build_optimizer(model, cfg.optim)
+    ema = EMA(model, cfg.train.ema_decay) if cfg.train.ema_decay is not None else None
     epochs, steps_per_epoch = cfg.train.epochs, num_train_batches(len(data.train), cfg.data.batch_size)
     lr_at = build_lr_schedule(cfg.optim, epochs, steps_per_epoch)
     eps_target = 0.0 if cfg.objective.name == "standard" else cfg.attack.eps  # the ε the objective trains at
     eps_schedule = build_eps_schedule(cfg.schedule, eps_target, epochs, seed=cfg.train.seed)
     start_epoch, step, elapsed = 0, 0, 0.0
-    # --- resume: weights, optimiser, progress and random state from the last checkpoint
+    # --- resume: weights, optimiser, weight average, progress and random state from the last checkpoint
     if resume:
         ckpt = load_checkpoint(run.checkpoint_path)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        if ema is not None:
+            ema.load_checkpoint_state(ckpt["ema"])
         start_epoch, step, elapsed = ckpt["epochs_done"], ckpt["step"], ckpt.get("elapsed", 0.0)
         set_rng_state(ckpt["rng"])
         eps_schedule = eps_schedule.with_state(ckpt.get("schedule", {}))
         if shard.main:
             run.truncate_metrics(start_epoch)
         log.info("resuming %s at epoch %d/%d (step %d)", run.path, start_epoch, epochs, step)
-    d = cfg.data
+    d, stopped = cfg.data, None
     for epoch in range(start_epoch, epochs):
         t0, stats = time.perf_counter(), EpochStats()
         eps = eps_schedule.eps_at(epoch)
@@ -225,29 +246,76 @@ def fit(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callable[[dict
             if cfg.optim.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             optimizer.step()
+            if ema is not None:
+                ema.update(model)
             step += 1
             bar.set_postfix(loss=f"{stats.loss / stats.n:.3f}", eps=f"{eps * 255:.2f}/255")
             if step % cfg.train.log_every == 0 and shard.main:
                 run.log({"kind": "step", "epoch": epoch, "step": step, "eps": eps,
                          "lr": optimizer.param_groups[0]["lr"], "loss": out.loss.item(), **out.parts})
-        # --- end of epoch: validate, log, checkpoint (process 0 writes)
+        # --- end of epoch: validate and monitor the weights to be evaluated, log, checkpoint (process 0 writes)
         stats = stats.reduced()
         row = {"kind": "epoch", "epoch": epoch, "step": step, "eps": eps, "eps_mean": stats.eps / stats.n,
                "lr": optimizer.param_groups[0]["lr"], "train_loss": stats.loss / stats.n,
-               "train_acc": stats.correct / stats.n, **validate(model, data, cfg, device)}
+               "train_acc": stats.correct / stats.n}
+        with Swapped(model, ema):
+            row |= validate(model, data, cfg, device) | monitor(model, data, cfg, device, row["eps_mean"])
         eps_schedule = _observe(eps_schedule, epoch, row)
         elapsed += time.perf_counter() - t0
         row["elapsed_s"] = elapsed
         log.info("epoch %d/%d  ε=%.2f/255  %s", epoch + 1, epochs, eps * 255,
-                 "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith(("train_", "val_"))))
+                 "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith(("train_", "val_", "mon_"))))
+        if _overfit_stop(cfg, row, epoch, start_epoch, run):
+            stopped = epoch
+            if shard.main:
+                run.log(row)
+            break
         if shard.main:
             run.log(row)
-            save_checkpoint(run.checkpoint_path, model, optimizer, epoch + 1, step,
-                            {"elapsed": elapsed, "schedule": eps_schedule.state()})
+            extra = {"elapsed": elapsed, "schedule": eps_schedule.state()}
+            if ema is not None:
+                extra |= {"ema": ema.checkpoint_state(), "eval_model": ema.state_dict(model)}
+            save_checkpoint(run.checkpoint_path, model, optimizer, epoch + 1, step, extra)
+            _keep_best(cfg, run, model, ema, eps_target, epoch + 1, step)
             if on_epoch is not None:
                 on_epoch(row)
     ddp.barrier()
-    return write_summary(run, cfg, eps_schedule, data.num_classes, speed) if shard.main else {}
+    return write_summary(run, cfg, eps_schedule, data.num_classes, speed, stopped) if shard.main else {}
+
+
+def _overfit_stop(cfg: Config, row: dict, epoch: int, start_epoch: int, run: RunDir) -> bool:
+    """Whether the monitor found catastrophic overfitting in this epoch and the run should end before
+    checkpointing it (``train.on_overfit: stop``); logs a warning either way.
+
+    Raises:
+        CatastrophicOverfittingError: the run must stop but has no checkpoint to fall back on.
+    """
+    gap = row.get("mon_gap")
+    if gap is None or gap <= cfg.train.overfit_gap:
+        return False
+    log.warning("catastrophic overfitting in epoch %d: accuracy under the training attack %.1f %% vs %.1f %% under "
+                "APGD-CE at ε=%.2f/255 on the monitor subset (gap above %.0f points)", epoch + 1,
+                100 * row["mon_attack_acc"], 100 * row["mon_ref_acc"], 255 * row["mon_eps"], 100 * cfg.train.overfit_gap)
+    if cfg.train.on_overfit != "stop":
+        return False
+    if epoch == 0 or not run.checkpoint_path.exists():
+        raise CatastrophicOverfittingError(
+            f"catastrophic overfitting in epoch {epoch + 1} and no earlier checkpoint to keep; train with "
+            "attack.name=nfgsm or a multi-step attack, or a smaller ε_g")
+    log.warning("train.on_overfit=stop: training ends; the run keeps the checkpoint of epoch %d", epoch)
+    return True
+
+
+def _keep_best(cfg: Config, run: RunDir, model: nn.Module, ema: EMA | None, eps_target: float, epochs_done: int,
+               step: int) -> None:
+    """With ``train.select: best_robust``, write the evaluated weights to ``checkpoints/best.pt`` when this epoch
+    is the best so far (monitor accuracy under APGD-CE, among epochs trained at ε_g)."""
+    if cfg.train.select != "best_robust":
+        return
+    best = best_robust_epoch(run.rows("epoch"), eps_target)
+    if best is not None and best["epoch"] == epochs_done - 1:
+        weights = ema.state_dict(model) if ema is not None else model.state_dict()
+        save_checkpoint(run.best_path, model, None, epochs_done, step, {"eval_model": weights})
 
 
 def _observe(schedule: Schedule, epoch: int, row: dict) -> Schedule:
@@ -261,16 +329,21 @@ def _observe(schedule: Schedule, epoch: int, row: dict) -> Schedule:
 
 
 def write_summary(run: RunDir, cfg: Config, schedule: Schedule, num_classes: int,
-                  speed: Accelerator | None = None) -> dict:
+                  speed: Accelerator | None = None, stopped: int | None = None) -> dict:
     """Summarise the epoch rows of a run into summary.json: wall time, delay time, final validation
-    numbers, the resolved ε schedule (where auto switched) and the number of classes (chance level)."""
-    rows = run.rows("epoch")
+    numbers, the resolved ε schedule (where auto switched), the number of classes (chance level), the
+    overfitting monitor's verdict, the epoch training stopped at (``train.on_overfit: stop``) and which
+    checkpoint is evaluated."""
+    all_rows = run.rows("epoch")
+    rows = all_rows[:-1] if stopped is not None else all_rows  # the stopped epoch's weights were not kept
     summary = {"epochs": len(rows), "train_time_s": rows[-1]["elapsed_s"] if rows else 0.0,
                "num_classes": num_classes, "schedule": schedule.describe(),
                "delay_threshold": cfg.train.delay_threshold,
                "delay_epochs": delay_time([r["val_clean_acc"] for r in rows], cfg.train.delay_threshold),
-               "final": {k: v for k, v in (rows[-1] if rows else {}).items() if k.startswith(("val_", "train_"))},
-               "processes": ddp.current().world, **(speed.describe() if speed is not None else {})}
+               "final": {k: v for k, v in (rows[-1] if rows else {}).items() if k.startswith(("val_", "train_", "mon_"))},
+               "processes": ddp.current().world, **(speed.describe() if speed is not None else {}),
+               "catastrophic_overfitting": overfit_verdict(all_rows, cfg.train.overfit_gap).to_dict(),
+               "stopped_at_epoch": stopped, "select": _selection(cfg, run, rows)}
     if summary["schedule"]["kind"] == "auto" and rows and not any(r.get("eps_mean", r["eps"]) for r in rows):
         log.warning("auto schedule: validation clean accuracy did not plateau before the last epoch, so ε stayed 0 "
                     "for the whole run; lower schedule.patience, raise schedule.tolerance or train longer")
@@ -280,3 +353,16 @@ def write_summary(run: RunDir, cfg: Config, schedule: Schedule, num_classes: int
                     "see `robustft diagnose %s`", 100 * final, num_classes, run.path)
     write_json(run.path / "summary.json", summary)
     return summary
+
+
+def _selection(cfg: Config, run: RunDir, rows: list[dict]) -> dict:
+    """Which weights the evaluation takes: the rule, the epoch (1-based count of epochs done) and file."""
+    weights = "ema" if cfg.train.ema_decay is not None else "live"
+    if cfg.train.select == "best_robust":
+        best = best_robust_epoch(rows, 0.0 if cfg.objective.name == "standard" else cfg.attack.eps)
+        if best is not None and run.best_path.exists():
+            return {"rule": "best_robust", "epochs_done": best["epoch"] + 1, "mon_ref_acc": best["mon_ref_acc"],
+                    "checkpoint": run.best_path.name, "weights": weights}
+        log.warning("train.select=best_robust: no epoch was trained at ε_g with the monitor on; the final "
+                    "checkpoint is evaluated")
+    return {"rule": "final", "epochs_done": len(rows), "checkpoint": run.checkpoint_path.name, "weights": weights}

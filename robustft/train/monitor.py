@@ -1,0 +1,84 @@
+"""The catastrophic-overfitting / gradient-masking monitor, and the choice of the checkpoint to evaluate.
+
+Every epoch trained at ε > 0, on a fixed subset of the validation split (its first ``train.monitor_n``
+examples, attacks seeded per batch so epochs are comparable), the trainer measures accuracy
+
+- under the **training attack** at the epoch's ε (``mon_attack_acc``), and
+- under a **reference attack**, APGD-CE with ``train.monitor_steps`` (≥ 10) iterations in evaluation mode
+  (any misclassified iterate counts), at the same ε (``mon_ref_acc``).
+
+A model that learnt to defeat its own training attack rather than to be robust shows a gap between the
+two: FGSM-trained models overfit catastrophically (Wong et al., 2020; their accuracy under FGSM stays high
+while PGD takes it to 0 within an epoch), and short multi-step training can end up masking gradients.
+``mon_gap = mon_attack_acc − mon_ref_acc``; an epoch whose gap is above ``train.overfit_gap`` (default 10
+points) raises ``catastrophic_overfitting`` in the summary, the table and the report, and
+``train.on_overfit`` decides whether training goes on (``warn``) or ends there (``stop``: that epoch's
+weights are not checkpointed, so the run ends with, and evaluates, the last good checkpoint).
+
+The reference attack is deliberately modest (it runs every epoch): it catches a model that beats its
+training attack, not every form of masking. The evaluation's sanity checks (``converged``, ``black_box``)
+and AutoAttack remain the judges of the final model.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from robustft.attacks import APGD, Attack, build_threat_model
+
+log = logging.getLogger(__name__)
+
+MONITOR_KEYS = ("mon_eps", "mon_attack_acc", "mon_ref_acc", "mon_gap")
+"""The keys the monitor adds to an epoch row of metrics.jsonl (absent while ε = 0 or the monitor is off)."""
+
+
+class CatastrophicOverfittingError(RuntimeError):
+    """``train.on_overfit: stop`` ended a run before it had any checkpoint to fall back on."""
+
+
+def reference_attack(num_steps: int, norm: str) -> Attack:
+    """The monitor's reference: APGD-CE in evaluation mode (any misclassified iterate counts)."""
+    return APGD(num_steps=num_steps, loss="ce", select="misclassified", threat=build_threat_model(norm))
+
+
+@dataclass(frozen=True)
+class OverfitVerdict:
+    """The monitor's finding over a run's epoch rows."""
+
+    raised: bool
+    epochs: list[int]
+    """Epochs (0-based) whose gap exceeded the threshold."""
+    max_gap: float | None
+    threshold: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"raised": self.raised, "epochs": self.epochs, "max_gap": self.max_gap, "threshold": self.threshold}
+
+    @property
+    def message(self) -> str:
+        if self.max_gap is None:
+            return "not monitored (train.monitor_n = 0, or ε stayed 0)"
+        head = (f"the largest gap between accuracy under the training attack and under APGD-CE on the monitor "
+                f"subset was {100 * self.max_gap:.1f} points (threshold {100 * self.threshold:.0f})")
+        if not self.raised:
+            return head
+        return (head + f", in epoch(s) {', '.join(str(e + 1) for e in self.epochs)}: the model learnt to defeat its "
+                "training attack rather than to be robust (catastrophic overfitting); use attack.name=nfgsm or a "
+                "multi-step attack, a smaller ε_g, or train.on_overfit=stop")
+
+
+def overfit_verdict(rows: Sequence[dict[str, Any]], threshold: float) -> OverfitVerdict:
+    """Whether any epoch row's ``mon_gap`` exceeds ``threshold``."""
+    gaps = [(r["epoch"], r["mon_gap"]) for r in rows if r.get("mon_gap") is not None]
+    bad = [e for e, g in gaps if g > threshold]
+    return OverfitVerdict(bool(bad), bad, max(g for _, g in gaps) if gaps else None, threshold)
+
+
+def best_robust_epoch(rows: Sequence[dict[str, Any]], eps_target: float) -> dict[str, Any] | None:
+    """The epoch row with the highest ``mon_ref_acc`` among epochs trained entirely at ε_g (the earliest on a
+    tie), or None when there is none; validation data only, and only after the ramp has ended."""
+    full = [r for r in rows if r.get("mon_ref_acc") is not None and eps_target > 0
+            and abs(r.get("eps_mean", r["eps"]) - eps_target) <= 1e-9 * eps_target]
+    return max(full, key=lambda r: (r["mon_ref_acc"], -r["epoch"])) if full else None
