@@ -30,6 +30,14 @@ def _as_float(value: Any) -> Any:
     return value
 
 
+def _number(value: Any, key: str) -> float:
+    """A list element that must be a number, as a float."""
+    out = _as_float(value)
+    if not isinstance(out, float):
+        raise ValueError(f"{key}: expected a list of numbers, got {value!r}")
+    return out
+
+
 def _allowed_types(annotation: Any) -> tuple[Any, ...]:
     if typing.get_origin(annotation) in (Union, types.UnionType):
         return typing.get_args(annotation)
@@ -48,8 +56,13 @@ def _coerce(value: Any, annotation: Any, key: str, is_eps: bool) -> Any:
             return [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{key}: expected a list such as [0, 4/255, 8/255], got {value!r}")
-        floats = list[float] in allowed or list[float | None] in allowed
-        return [parse_eps(v) if is_eps else _as_float(v) if floats else v for v in value]
+        if is_eps:
+            return [parse_eps(v) for v in value]
+        if list[float] in allowed:
+            return [_number(v, key) for v in value]
+        if list[list[float]] in allowed:
+            return [[_number(u, key) for u in v] if isinstance(v, (list, tuple)) else v for v in value]
+        return list(value)
     if is_eps:
         return parse_eps(value)
     if bool in allowed and isinstance(value, bool):

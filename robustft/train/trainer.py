@@ -275,8 +275,8 @@ def fit(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callable[[dict
             extra = {"elapsed": elapsed, "schedule": eps_schedule.state()}
             if ema is not None:
                 extra |= {"ema": ema.checkpoint_state(), "eval_model": ema.state_dict(model)}
+            _keep_best(cfg, run, model, ema, eps_target, epoch + 1, step)  # first: a kill between the two redoes it
             save_checkpoint(run.checkpoint_path, model, optimizer, epoch + 1, step, extra)
-            _keep_best(cfg, run, model, ema, eps_target, epoch + 1, step)
             if on_epoch is not None:
                 on_epoch(row)
     ddp.barrier()
