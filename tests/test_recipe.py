@@ -21,7 +21,8 @@ from robustft.models import build_model
 from robustft.runs import RunDir
 from robustft.train import load_checkpoint, load_model_weights
 from robustft.train.ema import EMA, Swapped
-from robustft.train.monitor import (MONITOR_KEYS, CatastrophicOverfittingError, best_robust_epoch, overfit_verdict,
+from robustft.train.monitor import (MONITOR_KEYS, CatastrophicOverfittingError, best_robust_epoch, collapsed,
+                                    overfit_verdict,
                                     reference_attack)
 
 EPS_G = 8 / 255
@@ -108,10 +109,14 @@ def row(epoch, eps, gap=None, ref=None, eps_mean=None):
 def test_overfit_verdict_flags_epochs_above_the_threshold():
     rows = [row(0, 0.0), row(1, EPS_G / 2, gap=0.05), row(2, EPS_G, gap=0.25), row(3, EPS_G, gap=0.15),
             row(4, EPS_G, gap=0.10)]
-    v = overfit_verdict(rows, 0.10)
-    assert v.raised and v.epochs == [2, 3] and v.max_gap == 0.25 and v.threshold == 0.10
-    assert v.to_dict() == {"raised": True, "epochs": [2, 3], "max_gap": 0.25, "threshold": 0.10}
-    assert "epoch(s) 3, 4" in v.message and "catastrophic overfitting" in v.message  # 1-based in the message
+    v = overfit_verdict(rows, 0.10)  # above the threshold in epochs 2 and 3, not in the last one: not raised
+    assert not v.raised and v.epochs == [2, 3] and v.max_gap == 0.25 and v.threshold == 0.10
+    assert "epoch(s) 3, 4" in v.message and "not in the last kept epoch" in v.message  # 1-based in the message
+    last = overfit_verdict(rows + [row(5, EPS_G, gap=0.3)], 0.10)  # the weights the run ends with overfit
+    assert last.to_dict() == {"raised": True, "epochs": [2, 3, 5], "max_gap": 0.3, "threshold": 0.10}
+    assert "catastrophic overfitting" in last.message
+    stopped = overfit_verdict(rows + [row(5, EPS_G, gap=0.3)], 0.10, stopped=5)  # stopped: raised, whatever kept
+    assert stopped.raised and stopped.epochs == [2, 3, 5]
     calm = overfit_verdict(rows, 0.30)
     assert not calm.raised and calm.epochs == [] and calm.max_gap == 0.25
     assert "catastrophic" not in calm.message
@@ -124,6 +129,14 @@ def test_overfit_verdict_without_monitored_epochs():
     assert overfit_verdict([], 0.1).max_gap is None
     neg = overfit_verdict([row(0, EPS_G, gap=-0.2)], 0.1)  # N-FGSM's points, outside the ball, can be stronger
     assert not neg.raised and neg.max_gap == -0.2
+
+
+def test_collapse_needs_a_falling_reference_accuracy():
+    before = [row(0, EPS_G, gap=0.05, ref=0.40)]
+    assert collapsed(before, row(1, EPS_G, gap=0.5, ref=0.02), 0.10)  # APGD accuracy fell 38 points: collapse
+    assert not collapsed(before, row(1, EPS_G, gap=0.15, ref=0.38), 0.10)  # a gap, but robustness did not fall
+    assert not collapsed(before, row(1, EPS_G, gap=0.05, ref=0.0), 0.10)  # no gap
+    assert not collapsed([row(0, 0.0)], row(1, EPS_G, gap=0.5, ref=0.0), 0.10)  # nothing monitored before
 
 
 def test_best_robust_epoch_only_counts_epochs_trained_at_eps_g():
@@ -299,7 +312,7 @@ STOP = ["train.on_overfit=stop", "train.monitor_n=16", "schedule.t1=0", "schedul
 def test_on_overfit_stop_ends_training_and_evaluates_the_last_good_checkpoint(tiny_config, monkeypatch):
     cfg = with_overrides(tiny_config, STOP)
     assert cfg.train.evaluate
-    fake_monitor(monkeypatch, {1: (0.9, 0.0)})  # epoch 1 (the second) overfits
+    fake_monitor(monkeypatch, {0: (0.5, 0.5), 1: (0.9, 0.0)})  # epoch 1 (the second) collapses
     run = fine_tune(cfg, name="stop")
     assert run.done
     summary = json.loads((run.path / "summary.json").read_text())
@@ -316,23 +329,34 @@ def test_on_overfit_stop_ends_training_and_evaluates_the_last_good_checkpoint(ti
 
 def test_on_overfit_warn_trains_on(tiny_config, monkeypatch, caplog):
     cfg = with_overrides(tiny_config, STOP + ["train.on_overfit=warn", "train.evaluate=false"])
-    fake_monitor(monkeypatch, {1: (0.9, 0.0)})
+    fake_monitor(monkeypatch, {0: (0.5, 0.5), 1: (0.9, 0.0), 2: (0.8, 0.1)})
     with caplog.at_level("WARNING"):
         run = fine_tune(cfg, name="warn")
     assert "catastrophic overfitting in epoch 2" in caplog.text
     summary = json.loads((run.path / "summary.json").read_text())
     assert summary["stopped_at_epoch"] is None and summary["epochs"] == 3
-    assert summary["catastrophic_overfitting"]["raised"] and summary["catastrophic_overfitting"]["epochs"] == [1]
+    assert summary["catastrophic_overfitting"]["raised"] and summary["catastrophic_overfitting"]["epochs"] == [1, 2]
     assert load_checkpoint(run.checkpoint_path)["epochs_done"] == 3
 
 
-def test_on_overfit_stop_without_an_earlier_checkpoint_raises(tiny_config, monkeypatch):
+def test_on_overfit_stop_needs_a_collapse_not_an_early_gap(tiny_config, monkeypatch):
+    """A gap in the first monitored epoch (a model not robust yet, a weak training attack) is no collapse."""
+    cfg = with_overrides(tiny_config, STOP + ["train.evaluate=false"])
+    fake_monitor(monkeypatch, {0: (0.9, 0.0), 1: (0.5, 0.45), 2: (0.5, 0.45)})
+    run = fine_tune(cfg, name="early")
+    summary = json.loads((run.path / "summary.json").read_text())
+    assert summary["stopped_at_epoch"] is None and summary["epochs"] == 3
+    assert not summary["catastrophic_overfitting"]["raised"] and summary["catastrophic_overfitting"]["epochs"] == [0]
+
+
+def test_stop_without_a_checkpoint_to_keep_raises(tiny_config, monkeypatch, tmp_path):
     cfg = with_overrides(tiny_config, STOP)
-    fake_monitor(monkeypatch, {0: (0.9, 0.0)})
-    with pytest.raises(CatastrophicOverfittingError, match="epoch 1"):
-        fine_tune(cfg, name="early")
-    run = RunDir(Path(cfg.train.out_dir) / "early")
-    assert not run.checkpoint_path.exists() and not run.done
+    row0 = {"epoch": 0, "mon_gap": 0.0, "mon_ref_acc": 0.5}
+    run = RunDir(tmp_path / "none")
+    monkeypatch.setattr(RunDir, "rows", lambda self, kind=None: [row0])
+    with pytest.raises(CatastrophicOverfittingError, match="epoch 2"):
+        trainer._overfit_stop(cfg, {"epoch": 1, "mon_gap": 0.9, "mon_attack_acc": 0.9, "mon_ref_acc": 0.0,
+                                    "mon_eps": 8 / 255}, 1, 0, run)
 
 
 # ==================================================================================== EMA: units

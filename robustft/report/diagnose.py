@@ -48,7 +48,9 @@ def training_verdict(path: str | Path) -> OverfitVerdict | None:
     cfg = run.config()
     if cfg.objective.name == "standard":
         return None
-    return overfit_verdict(run.rows("epoch"), cfg.train.overfit_gap)
+    summary = run.path / "summary.json"
+    stopped = json.loads(summary.read_text()).get("stopped_at_epoch") if summary.exists() else None
+    return overfit_verdict(run.rows("epoch"), cfg.train.overfit_gap, stopped)
 
 
 def config_differences(run: str | Path, reference: str | Path) -> list[str]:

@@ -10,10 +10,17 @@ examples, attacks seeded per batch so epochs are comparable), the trainer measur
 A model that learnt to defeat its own training attack rather than to be robust shows a gap between the
 two: FGSM-trained models overfit catastrophically (Wong et al., 2020; their accuracy under FGSM stays high
 while PGD takes it to 0 within an epoch), and short multi-step training can end up masking gradients.
-``mon_gap = mon_attack_acc − mon_ref_acc``; an epoch whose gap is above ``train.overfit_gap`` (default 10
-points) raises ``catastrophic_overfitting`` in the summary, the table and the report, and
-``train.on_overfit`` decides whether training goes on (``warn``) or ends there (``stop``: that epoch's
-weights are not checkpointed, so the run ends with, and evaluates, the last good checkpoint).
+``mon_gap = mon_attack_acc − mon_ref_acc``. Early in adversarial training, while the model is not robust
+yet, a weak training attack trails a strong one anyway; what matters is the model that comes out, and the
+moment robustness collapses:
+
+- the run raises ``catastrophic_overfitting`` (summary, table, report, diagnosis) when the gap of the **last
+  monitored epoch it keeps** is above ``train.overfit_gap`` (default 10 points), or when it was stopped for
+  overfitting; every epoch above the threshold is listed;
+- an epoch **collapses** when its gap is above the threshold and its APGD-CE accuracy fell by more than half
+  the threshold from the previous monitored epoch (the strong attack gains while the training attack does
+  not: Wong et al.'s signature). ``train.on_overfit: stop`` ends training at a collapse, before
+  checkpointing that epoch, so the run keeps and evaluates the last good checkpoint; ``warn`` trains on.
 
 The reference attack is deliberately modest (it runs every epoch): it catches a model that beats its
 training attack, not every form of masking. The evaluation's sanity checks (``converged``, ``black_box``)
@@ -62,18 +69,31 @@ class OverfitVerdict:
             return "not monitored (train.monitor_n = 0, or ε stayed 0)"
         head = (f"the largest gap between accuracy under the training attack and under APGD-CE on the monitor "
                 f"subset was {100 * self.max_gap:.1f} points (threshold {100 * self.threshold:.0f})")
+        over = f"; above it in epoch(s) {', '.join(str(e + 1) for e in self.epochs)}" if self.epochs else ""
         if not self.raised:
-            return head
-        return (head + f", in epoch(s) {', '.join(str(e + 1) for e in self.epochs)}: the model learnt to defeat its "
+            return head + over + ("" if not self.epochs else ", but not in the last kept epoch")
+        return (head + over + ", and in the weights the run ends with: the model learnt to defeat its "
                 "training attack rather than to be robust (catastrophic overfitting); use attack.name=nfgsm or a "
                 "multi-step attack, a smaller ε_g, or train.on_overfit=stop")
 
 
-def overfit_verdict(rows: Sequence[dict[str, Any]], threshold: float) -> OverfitVerdict:
-    """Whether any epoch row's ``mon_gap`` exceeds ``threshold``."""
+def overfit_verdict(rows: Sequence[dict[str, Any]], threshold: float, stopped: int | None = None) -> OverfitVerdict:
+    """The verdict on a run's epoch rows (with the row of the epoch it ``stopped`` at, if any): raised when
+    the last monitored kept epoch's gap is above ``threshold`` or the run stopped for overfitting."""
     gaps = [(r["epoch"], r["mon_gap"]) for r in rows if r.get("mon_gap") is not None]
-    bad = [e for e, g in gaps if g > threshold]
-    return OverfitVerdict(bool(bad), bad, max(g for _, g in gaps) if gaps else None, threshold)
+    kept = [g for e, g in gaps if stopped is None or e < stopped]
+    raised = stopped is not None or bool(kept and kept[-1] > threshold)
+    return OverfitVerdict(raised, [e for e, g in gaps if g > threshold], max(g for _, g in gaps) if gaps else None,
+                          threshold)
+
+
+def collapsed(previous: Sequence[dict[str, Any]], row: dict[str, Any], threshold: float) -> bool:
+    """Whether ``row`` is a collapse after the epoch rows ``previous``: its gap is above ``threshold`` and its
+    reference accuracy fell by more than ``threshold / 2`` from the last monitored epoch before it."""
+    before = [r for r in previous if r.get("mon_ref_acc") is not None]
+    if row.get("mon_gap") is None or row["mon_gap"] <= threshold or not before:
+        return False
+    return before[-1]["mon_ref_acc"] - row["mon_ref_acc"] > threshold / 2
 
 
 def best_robust_epoch(rows: Sequence[dict[str, Any]], eps_target: float) -> dict[str, Any] | None:

@@ -27,7 +27,7 @@ from robustft.schedules import Schedule, build_eps_schedule, build_lr_schedule
 from robustft import distributed as ddp
 from robustft.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from robustft.train.ema import EMA, Swapped
-from robustft.train.monitor import (CatastrophicOverfittingError, best_robust_epoch, overfit_verdict,
+from robustft.train.monitor import (CatastrophicOverfittingError, best_robust_epoch, collapsed, overfit_verdict,
                                     reference_attack)
 from robustft.train.optim import build_optimizer, set_lr
 from robustft.train.speed import Accelerator
@@ -285,7 +285,8 @@ def fit(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callable[[dict
 
 def _overfit_stop(cfg: Config, row: dict, epoch: int, start_epoch: int, run: RunDir) -> bool:
     """Whether the monitor found catastrophic overfitting in this epoch and the run should end before
-    checkpointing it (``train.on_overfit: stop``); logs a warning either way.
+    checkpointing it (``train.on_overfit: stop`` and a collapse, see robustft/train/monitor.py); logs a
+    warning whenever the gap is above the threshold.
 
     Raises:
         CatastrophicOverfittingError: the run must stop but has no checkpoint to fall back on.
@@ -296,7 +297,8 @@ def _overfit_stop(cfg: Config, row: dict, epoch: int, start_epoch: int, run: Run
     log.warning("catastrophic overfitting in epoch %d: accuracy under the training attack %.1f %% vs %.1f %% under "
                 "APGD-CE at ε=%.2f/255 on the monitor subset (gap above %.0f points)", epoch + 1,
                 100 * row["mon_attack_acc"], 100 * row["mon_ref_acc"], 255 * row["mon_eps"], 100 * cfg.train.overfit_gap)
-    if cfg.train.on_overfit != "stop":
+    if cfg.train.on_overfit != "stop" or not collapsed([r for r in run.rows("epoch") if r["epoch"] < epoch], row,
+                                                        cfg.train.overfit_gap):
         return False
     if epoch == 0 or not run.checkpoint_path.exists():
         raise CatastrophicOverfittingError(
@@ -342,7 +344,7 @@ def write_summary(run: RunDir, cfg: Config, schedule: Schedule, num_classes: int
                "delay_epochs": delay_time([r["val_clean_acc"] for r in rows], cfg.train.delay_threshold),
                "final": {k: v for k, v in (rows[-1] if rows else {}).items() if k.startswith(("val_", "train_", "mon_"))},
                "processes": ddp.current().world, **(speed.describe() if speed is not None else {}),
-               "catastrophic_overfitting": overfit_verdict(all_rows, cfg.train.overfit_gap).to_dict(),
+               "catastrophic_overfitting": overfit_verdict(all_rows, cfg.train.overfit_gap, stopped).to_dict(),
                "stopped_at_epoch": stopped, "select": _selection(cfg, run, rows)}
     if summary["schedule"]["kind"] == "auto" and rows and not any(r.get("eps_mean", r["eps"]) for r in rows):
         log.warning("auto schedule: validation clean accuracy did not plateau before the last epoch, so ε stayed 0 "
