@@ -61,7 +61,8 @@ def test_epoch_table_and_sparkline():
     table = epoch_table(_curve(DELAYED), _curve(STANDARD))
     assert [t["epoch"] for t in table] == list(range(5))
     assert table[0] == {"epoch": 0, "eps": 8 / 255, "val_clean_acc": 0.10, "val_clean_loss": 1.9,
-                        "val_adv_acc": 0.025, "val_adv_loss": 2.9, "ref_val_clean_acc": 0.40}
+                        "val_adv_acc": 0.025, "val_adv_loss": 2.9, "mon_attack_acc": None, "mon_ref_acc": None,
+                        "mon_gap": None, "ref_val_clean_acc": 0.40}
     assert sparkline([0.0, 0.5, 1.0, None]) == "▁▅█ "
 
 
@@ -116,7 +117,7 @@ def test_render_diagnosis_shows_flags_and_every_epoch(tmp_path):
     assert "# Diagnosis of fix" in text and "[RAISED] suboptimal_transfer" in text
     assert "[RAISED] delayed_adaptation" in text and "[ok] transfer_failure" in text
     assert "gap 42.0 points" in text and "reference: 1" in text
-    assert text.count("| 8.00/255 |") == 5 and "| 1 | 8.00/255 | 10.0 | 1.900 | 2.5 | 2.900 | 40.0 |" in text
+    assert text.count("| 8.00/255 |") == 5 and "| 1 | 8.00/255 | 10.0 | 1.900 | 2.5 | 2.900 | — | — | — | 40.0 |" in text
 
 
 def test_render_names_the_schedule_and_where_auto_switched(tmp_path):
@@ -136,7 +137,8 @@ def test_cli_diagnose(tmp_path, capsys):
     assert main(["diagnose", str(fix), "--json", "--gap", "0.5", "--delay-threshold", "0.05"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["run"] == "fix" and out["delay_epochs"] == 1 and out["delay_threshold"] == 0.05
-    assert [f["name"] for f in out["flags"]] == ["transfer_failure", "suboptimal_transfer", "delayed_adaptation"]
+    assert [f["name"] for f in out["flags"]] == ["transfer_failure", "suboptimal_transfer", "delayed_adaptation",
+                                                 "catastrophic_overfitting"]
     assert len(out["epochs"]) == 5
     assert main(["diagnose", str(tmp_path / "nowhere")]) == 2
     assert "not a run directory" in capsys.readouterr().err

@@ -19,12 +19,13 @@ from robustft.report.render import ReportFiles, render_report
 log = logging.getLogger(__name__)
 
 DEMO_SETTINGS = {
-    "data.name": "fashion_mnist", "data.image_size": 32, "data.n_train": 300, "data.n_val": 500,
+    "data.name": "fashion_mnist", "data.image_size": 32, "data.n_train": 1000, "data.n_val": 500,
     "data.n_test": 1000, "data.batch_size": 64, "data.flip": True, "data.pad_crop": 2,
-    "model.name": "efficientnet_lite0", "model.pretrained": True,
-    "attack.eps": "16/255", "attack.name": "apgd", "attack.num_steps": 7,
+    "model.name": "efficientnet_lite0", "model.pretrained": True, "model.activation": "silu",
+    "attack.eps": "8/255", "attack.name": "apgd", "attack.num_steps": 3,
     "optim.lr": 1.0e-3, "optim.weight_decay": 0.05, "optim.warmup_epochs": 1,
-    "train.epochs": 20, "train.val_adv_n": 128, "train.delay_threshold": 0.5,
+    "train.epochs": 10, "train.val_adv_n": 0, "train.monitor_n": 128, "train.ema_decay": 0.99,
+    "train.delay_threshold": 0.5,
     "eval.attacks": ["apgd-ce"], "eval.num_steps": 10, "eval.n": 500, "eval.eps_step": "2/255",
 }
 """The demo's regime (see the module docstring); every run of the demo shares it."""
