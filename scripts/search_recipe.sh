@@ -18,8 +18,10 @@ declare -A CANDIDATES=(
   [nfgsm_e4]="fmnist_fix.yaml --set attack.name=nfgsm --set attack.eps=4/255 --set eval.eps_step=1/255"
   [nfgsm_e4_silu]="fmnist_fix.yaml --set attack.name=nfgsm --set attack.eps=4/255 --set eval.eps_step=1/255 --set model.activation=silu"
   [apgd3_e4_silu]="fmnist_fix.yaml --set attack.num_steps=3 --set attack.eps=4/255 --set eval.eps_step=1/255 --set model.activation=silu"
-  [trades_nfgsm_e4_silu]="fmnist_fix.yaml --set objective.name=trades --set objective.trades_inner=ce --set attack.name=nfgsm --set attack.eps=4/255 --set eval.eps_step=1/255 --set model.activation=silu"
-  [nfgsm_e4_silu_ema]="fmnist_fix.yaml --set attack.name=nfgsm --set attack.eps=4/255 --set eval.eps_step=1/255 --set model.activation=silu --set train.ema_decay=0.99"
+  [std_silu_ema]="fmnist_standard.yaml --set attack.eps=8/255 --set eval.eps_step=2/255 --set model.activation=silu --set train.ema_decay=0.99"
+  [apgd3_e8_silu_ema]="fmnist_fix.yaml --set attack.num_steps=3 --set attack.eps=8/255 --set eval.eps_step=2/255 --set model.activation=silu --set train.ema_decay=0.99"
+  [hinge_apgd3_e8_silu_ema]="fmnist_scheduled.yaml --set attack.num_steps=3 --set attack.eps=8/255 --set eval.eps_step=2/255 --set model.activation=silu --set train.ema_decay=0.99"
+  [apgd3_e16_silu_ema]="fmnist_fix.yaml --set attack.num_steps=3 --set attack.eps=16/255 --set eval.eps_step=4/255 --set model.activation=silu --set train.ema_decay=0.99"
 )
 names=("${@:-${!CANDIDATES[@]}}")
 for seed in ${SEEDS:-0}; do

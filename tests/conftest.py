@@ -13,6 +13,7 @@ TINY = [
     "attack.num_steps=2", "objective.name=adversarial", "schedule.kind=hinge", "schedule.t1=1", "schedule.t2=2",
     "optim.lr=0.003", "optim.warmup_epochs=0", "train.epochs=3", "train.val_adv_n=32", "train.log_every=2",
     "eval.n=32", "eval.num_steps=2", "eval.eps_grid=[0, 4/255, 8/255]", "eval.check_queries=50",
+    "train.channels_last=false",
 ]
 
 

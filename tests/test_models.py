@@ -327,3 +327,28 @@ def test_missing_checkpoint_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.checkpoint"):
         build_model(ModelConfig(name="resnet18", pretrained=False, checkpoint=str(tmp_path / "nope.pth")),
                     num_classes=3)
+
+
+@pytest.mark.parametrize("name, cls", [("silu", nn.SiLU), ("gelu", nn.GELU), ("softplus", nn.Softplus)])
+def test_smooth_activation_replaces_every_relu6_and_keeps_the_weights(name, cls):
+    plain = build_model(ModelConfig(name="efficientnet_lite0"), 10)
+    smooth = build_model(ModelConfig(name="efficientnet_lite0", activation=name), 10)
+    assert not any(isinstance(m, (nn.ReLU, nn.ReLU6)) for m in smooth.modules())
+    n_plain = sum(isinstance(m, nn.ReLU6) for m in plain.modules())
+    assert n_plain > 0 and sum(isinstance(m, cls) for m in smooth.modules()) == n_plain
+    backbone = {k: v for k, v in plain.state_dict().items() if not k.startswith("head")}
+    assert all(torch.equal(v, smooth.state_dict()[k]) for k, v in backbone.items())  # pretrained weights kept
+    x = torch.rand(2, 3, 32, 32)
+    plain.eval(), smooth.eval()
+    with torch.no_grad():
+        assert not torch.allclose(plain.backbone(plain.normalize(x)), smooth.backbone(smooth.normalize(x)))
+
+
+def test_smooth_activation_errors():
+    with pytest.raises(ValueError, match="no nn.ReLU"):
+        build_mod.replace_activations(nn.Sequential(nn.Linear(2, 2), nn.Tanh()), "silu")
+    with pytest.raises(ValueError, match="tanh"):
+        build_mod.replace_activations(nn.Sequential(nn.ReLU()), "tanh")
+    from robustft.config import ConfigError, load_config
+    with pytest.raises(ConfigError, match="model.activation"):
+        load_config(None, ["model.activation=swish"])

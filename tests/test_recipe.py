@@ -332,7 +332,7 @@ def test_on_overfit_warn_trains_on(tiny_config, monkeypatch, caplog):
     fake_monitor(monkeypatch, {0: (0.5, 0.5), 1: (0.9, 0.0), 2: (0.8, 0.1)})
     with caplog.at_level("WARNING"):
         run = fine_tune(cfg, name="warn")
-    assert "catastrophic overfitting in epoch 2" in caplog.text
+    assert "monitor, epoch 2: accuracy under the training attack 90.0 % vs 0.0 %" in caplog.text
     summary = json.loads((run.path / "summary.json").read_text())
     assert summary["stopped_at_epoch"] is None and summary["epochs"] == 3
     assert summary["catastrophic_overfitting"]["raised"] and summary["catastrophic_overfitting"]["epochs"] == [1, 2]

@@ -76,6 +76,7 @@ def validate(cfg: Config) -> None:
          "and a robust objective")
     need(0 <= t.delay_threshold < 1, f"train.delay_threshold: must be in [0, 1), got {t.delay_threshold}")
     need(t.precision in ("fp32", "bf16", "auto"), f"train.precision: {t.precision!r} is not fp32, bf16 or auto")
+    need(t.channels_last in (True, False, "auto"), f"train.channels_last: {t.channels_last!r} is not true, false or auto")
     need(t.log_every >= 1, f"train.log_every: must be >= 1, got {t.log_every}")
     need(re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", t.device) is not None,
          f"train.device: {t.device!r} is not auto, cpu, cuda, cuda:N or mps")

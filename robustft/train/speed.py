@@ -44,13 +44,15 @@ class Accelerator:
     def __init__(self, cfg: TrainConfig, device: torch.device, compile_backend: str | None = None):
         self.device = device
         self.dtype = resolve_precision(cfg.precision, device)
-        self.channels_last = cfg.channels_last
+        self.channels_last: bool | str = cfg.channels_last  # "auto" is resolved by prepare()
         self.compile = cfg.compile
         self.compile_backend = compile_backend or COMPILE_BACKEND
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """Lay ``model`` out channels-last (in place) and return the module to run forward passes with:
         compiled, or ``model`` itself. Checkpoints are taken from ``model``, whose state keys are unchanged."""
+        if self.channels_last == "auto":
+            self.channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         if not self.compile:
@@ -61,7 +63,7 @@ class Accelerator:
     def batch(self, x: torch.Tensor) -> torch.Tensor:
         """A batch on the device, channels-last if asked."""
         x = x.to(self.device, non_blocking=True)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last is True else x
 
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:

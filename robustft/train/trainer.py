@@ -294,8 +294,9 @@ def _overfit_stop(cfg: Config, row: dict, epoch: int, start_epoch: int, run: Run
     gap = row.get("mon_gap")
     if gap is None or gap <= cfg.train.overfit_gap:
         return False
-    log.warning("catastrophic overfitting in epoch %d: accuracy under the training attack %.1f %% vs %.1f %% under "
-                "APGD-CE at ε=%.2f/255 on the monitor subset (gap above %.0f points)", epoch + 1,
+    log.warning("monitor, epoch %d: accuracy under the training attack %.1f %% vs %.1f %% under APGD-CE at "
+                "ε=%.2f/255 (gap above %.0f points: the training attack is much weaker than APGD-CE on this model; "
+                "catastrophic overfitting if it persists to the end or APGD-CE accuracy collapses)", epoch + 1,
                 100 * row["mon_attack_acc"], 100 * row["mon_ref_acc"], 255 * row["mon_eps"], 100 * cfg.train.overfit_gap)
     if cfg.train.on_overfit != "stop" or not collapsed([r for r in run.rows("epoch") if r["epoch"] < epoch], row,
                                                         cfg.train.overfit_gap):
