@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 from helpers import fit_briefly, toy_data
+from test_attacks import batch, tiny_net, trained  # noqa: F401 (fixtures and the tiny net shared with the PGD/APGD tests)
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,12 +18,6 @@ from robustft.attacks import FGSM, L2, NFGSM, PGD, Linf, build_attack, build_tra
 from robustft.config import DEFAULT_REL_STEP, AttackConfig, ConfigError, load_config
 
 NUM_CLASSES = 3
-
-
-def tiny_net(seed: int = 0) -> nn.Sequential:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Dropout(0.5), nn.Linear(8, NUM_CLASSES))
 
 
 def one_logit_model() -> nn.Sequential:
@@ -52,15 +47,6 @@ def linf(delta: torch.Tensor) -> torch.Tensor:
     return delta.flatten(1).abs().max(1).values
 
 
-@pytest.fixture(scope="module")
-def trained() -> nn.Sequential:
-    x, y = toy_data(64, seed=1)
-    return fit_briefly(tiny_net(0), x, y, steps=60)
-
-
-@pytest.fixture(scope="module")
-def batch() -> tuple[torch.Tensor, torch.Tensor]:
-    return toy_data(16, seed=3)
 
 
 ATTACKS = {

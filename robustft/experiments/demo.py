@@ -2,8 +2,9 @@
 
 On the embedded default (ImageNet EfficientNet-Lite0 → Fashion-MNIST at 32×32, both offline) it runs
 standard fine-tuning, fix (adversarial training at ε_g from the first step) and Epsilon-Scheduling (ε = 0,
-then a linear ramp, then ε_g), evaluates them, and renders the report. The regime (training images, ε_g,
-epochs) is the one chosen by measurement; the README's "Choosing the demo's regime" has the search.
+then a linear ramp, then ε_g), evaluates them, and renders the report. The regime (smooth activations, the
+training attack, weight averaging, training images, ε_g, epochs) is the one chosen by measurement; the
+README's "The demo and how its regime was chosen" and docs/recipe_search/ have the search.
 Finished runs are reused and a killed run resumes, so running it again continues where it stopped.
 """
 
