@@ -353,10 +353,9 @@ def test_stop_without_a_checkpoint_to_keep_raises(tiny_config, monkeypatch, tmp_
     cfg = with_overrides(tiny_config, STOP)
     row0 = {"epoch": 0, "mon_gap": 0.0, "mon_ref_acc": 0.5}
     run = RunDir(tmp_path / "none")
-    monkeypatch.setattr(RunDir, "rows", lambda self, kind=None: [row0])
     with pytest.raises(CatastrophicOverfittingError, match="epoch 2"):
         trainer._overfit_stop(cfg, {"epoch": 1, "mon_gap": 0.9, "mon_attack_acc": 0.9, "mon_ref_acc": 0.0,
-                                    "mon_eps": 8 / 255}, 1, 0, run)
+                                    "mon_eps": 8 / 255}, 1, [row0], run)
 
 
 # ==================================================================================== EMA: units

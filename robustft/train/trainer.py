@@ -229,6 +229,7 @@ def fit(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callable[[dict
             run.truncate_metrics(start_epoch)
         log.info("resuming %s at epoch %d/%d (step %d)", run.path, start_epoch, epochs, step)
     d, stopped = cfg.data, None
+    history = [r for r in run.rows("epoch") if r["epoch"] < start_epoch] if resume else []  # kept epoch rows
     for epoch in range(start_epoch, epochs):
         t0, stats = time.perf_counter(), EpochStats()
         eps = eps_schedule.eps_at(epoch)
@@ -265,7 +266,7 @@ def fit(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callable[[dict
         row["elapsed_s"] = elapsed
         log.info("epoch %d/%d  ε=%.2f/255  %s", epoch + 1, epochs, eps * 255,
                  "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith(("train_", "val_", "mon_"))))
-        if _overfit_stop(cfg, row, epoch, start_epoch, run):
+        if _overfit_stop(cfg, row, epoch, history, run):
             stopped = epoch
             if shard.main:
                 run.log(row)
@@ -275,7 +276,8 @@ def fit(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callable[[dict
             extra = {"elapsed": elapsed, "schedule": eps_schedule.state()}
             if ema is not None:
                 extra |= {"ema": ema.checkpoint_state(), "eval_model": ema.state_dict(model)}
-            _keep_best(cfg, run, model, ema, eps_target, epoch + 1, step)  # first: a kill between the two redoes it
+            history.append(row)
+            _keep_best(cfg, run, model, ema, eps_target, history, step)  # first: a kill between the two redoes it
             save_checkpoint(run.checkpoint_path, model, optimizer, epoch + 1, step, extra)
             if on_epoch is not None:
                 on_epoch(row)
@@ -283,7 +285,7 @@ def fit(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callable[[dict
     return write_summary(run, cfg, eps_schedule, data.num_classes, speed, stopped) if shard.main else {}
 
 
-def _overfit_stop(cfg: Config, row: dict, epoch: int, start_epoch: int, run: RunDir) -> bool:
+def _overfit_stop(cfg: Config, row: dict, epoch: int, history: list[dict], run: RunDir) -> bool:
     """Whether the monitor found catastrophic overfitting in this epoch and the run should end before
     checkpointing it (``train.on_overfit: stop`` and a collapse, see robustft/train/monitor.py); logs a
     warning whenever the gap is above the threshold.
@@ -298,8 +300,7 @@ def _overfit_stop(cfg: Config, row: dict, epoch: int, start_epoch: int, run: Run
                 "ε=%.2f/255 (gap above %.0f points: the training attack is much weaker than APGD-CE on this model; "
                 "catastrophic overfitting if it persists to the end or APGD-CE accuracy collapses)", epoch + 1,
                 100 * row["mon_attack_acc"], 100 * row["mon_ref_acc"], 255 * row["mon_eps"], 100 * cfg.train.overfit_gap)
-    if cfg.train.on_overfit != "stop" or not collapsed([r for r in run.rows("epoch") if r["epoch"] < epoch], row,
-                                                        cfg.train.overfit_gap):
+    if cfg.train.on_overfit != "stop" or not collapsed(history, row, cfg.train.overfit_gap):
         return False
     if epoch == 0 or not run.checkpoint_path.exists():
         raise CatastrophicOverfittingError(
@@ -309,13 +310,14 @@ def _overfit_stop(cfg: Config, row: dict, epoch: int, start_epoch: int, run: Run
     return True
 
 
-def _keep_best(cfg: Config, run: RunDir, model: nn.Module, ema: EMA | None, eps_target: float, epochs_done: int,
+def _keep_best(cfg: Config, run: RunDir, model: nn.Module, ema: EMA | None, eps_target: float, history: list[dict],
                step: int) -> None:
     """With ``train.select: best_robust``, write the evaluated weights to ``checkpoints/best.pt`` when this epoch
     is the best so far (monitor accuracy under APGD-CE, among epochs trained at ε_g)."""
     if cfg.train.select != "best_robust":
         return
-    best = best_robust_epoch(run.rows("epoch"), eps_target)
+    best = best_robust_epoch(history, eps_target)
+    epochs_done = history[-1]["epoch"] + 1
     if best is not None and best["epoch"] == epochs_done - 1:
         weights = ema.state_dict(model) if ema is not None else model.state_dict()
         save_checkpoint(run.best_path, model, None, epochs_done, step, {"eval_model": weights})
