@@ -166,3 +166,39 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tiny_config, monkeypatc
     ckpt = load_checkpoint(Path(tiny_config.train.out_dir) / "nan" / "checkpoints" / "last.pt")
     assert ckpt["epochs_done"] == 1
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+class _NanGradient(torch.autograd.Function):
+    """The identity forward; a NaN gradient backward (what a broken low-precision kernel can produce)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
+
+
+def test_non_finite_gradient_with_a_finite_loss_stops_before_the_update(tiny_config, monkeypatch):
+    cfg = tiny_config.replace("train", evaluate=False)
+    real = trainer.build_objective
+
+    def poisoned(c):
+        objective = real(c)
+        calls = {"n": 0}
+
+        def call(model, x, y, eps):
+            out = objective(model, x, y, eps)
+            calls["n"] += 1
+            if calls["n"] > 4:  # epoch 2: the loss stays finite, its gradient does not
+                out.loss = _NanGradient.apply(out.loss)
+            return out
+        return call
+
+    monkeypatch.setattr(trainer, "build_objective", poisoned)
+    with pytest.raises(NonFiniteLossError, match="gradient became non-finite"):
+        fine_tune(cfg, name="nan-grad")
+    ckpt = load_checkpoint(Path(tiny_config.train.out_dir) / "nan-grad" / "checkpoints" / "last.pt")
+    assert ckpt["epochs_done"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+    """The training loss or its gradient became NaN or infinite; the last good checkpoint is kept."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -120,14 +120,20 @@ def _sharded_accuracy(model: nn.Module, source: ImageSource, cfg: Config, device
     return correct / max(n, 1), loss / max(n, 1)
 
 
-def _check_finite(loss: float, epoch: int, step: int, run: RunDir) -> None:
-    bad = not math.isfinite(loss)
+def _check_finite(loss: float, model: nn.Module, epoch: int, step: int, run: RunDir, precision: str) -> None:
+    """Stop before an update that would write NaN or ∞ into the weights: a non-finite loss, or a finite loss
+    whose gradient is not (one reduction over all gradients; no GradScaler hides either in fp32 or bf16)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    grad_ok = not grads or bool(torch.isfinite(torch.stack([g.float().norm() for g in grads]).sum()))
+    bad = [float(not math.isfinite(loss)), float(not grad_ok)]
     if ddp.current().world > 1:  # every process stops together, or the others would wait forever
-        bad = ddp.all_reduce_sum([float(bad)])[0] > 0
-    if bad:
+        bad = ddp.all_reduce_sum(bad)
+    if bad[0] or bad[1]:
+        what = f"the training loss became {loss}" if bad[0] else "the gradient became non-finite (the loss did not)"
+        hint = " or train.precision=fp32" if precision != "fp32" else ""
         raise NonFiniteLossError(
-            f"the training loss became {loss} at epoch {epoch} (step {step}); the last good checkpoint "
-            f"({run.checkpoint_path}) is kept. Lower optim.lr, set optim.grad_clip, then resume with --resume."
+            f"{what} at epoch {epoch} (step {step}); the last good checkpoint ({run.checkpoint_path}) is kept. "
+            f"Lower optim.lr, set optim.grad_clip{hint}, then resume with --resume."
         )
 
 
@@ -183,7 +189,8 @@ def train_step(ctx: StepContext, model: nn.Module, x: torch.Tensor, y: torch.Ten
         worst = loss if not math.isfinite(loss) else worst
         stats.add(loss, out.logits.detach(), yb, eps)
         running.end_chunk()
-    _check_finite(worst, epoch, step, ctx.run)  # once per step: one collective, before any update
+    precision = ctx.speed.describe()["precision"]
+    _check_finite(worst, model, epoch, step, ctx.run, precision)  # once per step: one collective, before any update
     running.finish()
     return out
 
