@@ -144,30 +144,6 @@ def test_auto_schedule_that_never_switches_warns(tiny_config, caplog):
     assert "ε stayed 0 for the whole run" in caplog.text
 
 
-def test_non_finite_loss_stops_and_keeps_last_checkpoint(tiny_config, monkeypatch):
-    cfg = tiny_config.replace("train", evaluate=False)
-    real = trainer.build_objective
-
-    def poisoned(c):
-        objective = real(c)
-        calls = {"n": 0}
-
-        def call(model, x, y, eps):
-            out = objective(model, x, y, eps)
-            calls["n"] += 1
-            if calls["n"] > 4:  # epoch 1 has 4 steps; poison epoch 2
-                out.loss = out.loss * float("nan")
-            return out
-        return call
-
-    monkeypatch.setattr(trainer, "build_objective", poisoned)
-    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
-        fine_tune(cfg, name="nan")
-    ckpt = load_checkpoint(Path(tiny_config.train.out_dir) / "nan" / "checkpoints" / "last.pt")
-    assert ckpt["epochs_done"] == 1
-    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
-
-
 class _NanGradient(torch.autograd.Function):
     """The identity forward; a NaN gradient backward (what a broken low-precision kernel can produce)."""
 
@@ -180,7 +156,10 @@ class _NanGradient(torch.autograd.Function):
         return grad * float("nan")
 
 
-def test_non_finite_gradient_with_a_finite_loss_stops_before_the_update(tiny_config, monkeypatch):
+@pytest.mark.parametrize("poison, message", [(lambda loss: loss * float("nan"), "training loss became nan"),
+                                             (lambda loss: _NanGradient.apply(loss), "gradient became non-finite")])
+def test_non_finite_loss_or_gradient_stops_and_keeps_last_checkpoint(tiny_config, monkeypatch, poison, message):
+    """A NaN loss, or a finite loss whose gradient is NaN, stops before the update of epoch 2."""
     cfg = tiny_config.replace("train", evaluate=False)
     real = trainer.build_objective
 
@@ -191,14 +170,14 @@ def test_non_finite_gradient_with_a_finite_loss_stops_before_the_update(tiny_con
         def call(model, x, y, eps):
             out = objective(model, x, y, eps)
             calls["n"] += 1
-            if calls["n"] > 4:  # epoch 2: the loss stays finite, its gradient does not
-                out.loss = _NanGradient.apply(out.loss)
+            if calls["n"] > 4:  # epoch 1 has 4 steps; poison epoch 2
+                out.loss = poison(out.loss)
             return out
         return call
 
     monkeypatch.setattr(trainer, "build_objective", poisoned)
-    with pytest.raises(NonFiniteLossError, match="gradient became non-finite"):
-        fine_tune(cfg, name="nan-grad")
-    ckpt = load_checkpoint(Path(tiny_config.train.out_dir) / "nan-grad" / "checkpoints" / "last.pt")
+    with pytest.raises(NonFiniteLossError, match=f"{message}.*last good checkpoint"):
+        fine_tune(cfg, name="nan")
+    ckpt = load_checkpoint(Path(tiny_config.train.out_dir) / "nan" / "checkpoints" / "last.pt")
     assert ckpt["epochs_done"] == 1
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
