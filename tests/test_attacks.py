@@ -382,6 +382,7 @@ def test_build_eval_attacks():
     attacks = build_eval_attacks(cfg, "l2")
     assert list(attacks) == ["apgd-ce", "apgd-t", "pgd", "autoattack", "square"]  # presets expanded, no repeats
     assert attacks["apgd-t"].loss == "dlr-targeted" and attacks["apgd-t"].targets == 9
+    assert build_eval_attacks(EvalConfig(attacks=["apgd-t"], targets=3), "linf")["apgd-t"].targets == 3
     pgd = attacks["pgd"]
     assert isinstance(pgd, PGD) and isinstance(pgd.threat, L2) and pgd.select == "misclassified"
     assert (pgd.num_steps, pgd.restarts, pgd.rel_step_size) == (5, 2, 0.25)

@@ -46,16 +46,17 @@ def build_trades_attack(cfg: AttackConfig) -> Attack:
                loss="kl", threat=build_threat_model(cfg.norm))
 
 
-def _apgd(**kw: Any) -> Callable[[EvalConfig, str], Attack]:
+def _apgd(loss: str) -> Callable[[EvalConfig, str], Attack]:
     """Builder of robustft's APGD in evaluation mode (any misclassified iterate counts)."""
     return lambda cfg, norm: APGD(num_steps=cfg.num_steps, restarts=cfg.restarts, select="misclassified",
-                                  threat=build_threat_model(norm), **kw)
+                                  threat=build_threat_model(norm), loss=loss,
+                                  targets=cfg.targets if loss == "dlr-targeted" else APGD.targets)
 
 
 EVAL_BUILDERS: dict[str, Callable[[EvalConfig, str], Attack]] = {
     "apgd-ce": _apgd(loss="ce"),
     "apgd-dlr": _apgd(loss="dlr"),
-    "apgd-t": _apgd(loss="dlr-targeted", targets=9),
+    "apgd-t": _apgd(loss="dlr-targeted"),
     "pgd": lambda cfg, norm: PGD(num_steps=cfg.num_steps, rel_step_size=0.25, restarts=cfg.restarts,
                                  select="misclassified", threat=build_threat_model(norm)),
     "square": lambda cfg, norm: AutoAttack(components=("square",), square_queries=cfg.square_queries, norm=norm),

@@ -246,6 +246,9 @@ class EvalConfig:
     """Iterations of robustft's own attacks (apgd-ce, apgd-dlr, apgd-t, pgd) and of aa-apgd-ce."""
     restarts: int = 1
     """Random restarts of robustft's own attacks (apgd-t: per target class)."""
+    targets: int = 9
+    """apgd-t: how many of the most likely wrong classes are attacked in turn, each with num_steps steps
+    (9, AutoAttack's, covers every wrong class of a 10-class task; fewer cost proportionally less)."""
     square_queries: int = 5000
     """Queries of the square attack (model evaluations per example)."""
     mode: str = "incremental"

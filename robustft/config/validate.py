@@ -90,6 +90,7 @@ def validate(cfg: Config) -> None:
          f"eval.eps_weights: must be non-negative with a positive sum, got {e.eps_weights}")
     need(e.num_steps >= 1, f"eval.num_steps: must be >= 1, got {e.num_steps}")
     need(e.restarts >= 1, f"eval.restarts: must be >= 1, got {e.restarts}")
+    need(e.targets >= 1, f"eval.targets: must be >= 1 (apgd-t's wrong classes attacked in turn), got {e.targets}")
     need(e.mode in ("incremental", "independent"), f"eval.mode: {e.mode!r} is not incremental or independent")
     need(e.eps_step > 0, f"eval.eps_step: must be positive, got {e.eps_step}")
     need(e.n is None or e.n > 0, f"eval.n: must be positive or null, got {e.n}")
