@@ -4,7 +4,8 @@ for several seeds, then print the table. docs/recipe_search/README.md has the re
     python scripts/search_demo_regime.py e16_ep30 --variants fix scheduled --seeds 0 1 2
     python scripts/search_demo_regime.py e16_ep30 --set eval.n=200   # further overrides
 
-Each run is ``OUT/CANDIDATE_VARIANT_sSEED`` (finished runs are reused, a killed one resumes). Robustness is
+Each run is ``OUT/CANDIDATE/VARIANT-seedN``, run as the demo's sweep (finished runs are reused, a killed
+one resumes, a failed one is recorded in ``OUT/CANDIDATE/sweep.json``). Robustness is
 judged by the evaluation with its checks on; stronger evaluations of a finished run are
 ``robustft eval RUN --attacks apgd-ce,apgd-t --set eval.num_steps=…``.
 """
@@ -12,12 +13,16 @@ judged by the evaluation with its checks on; stronger evaluations of a finished 
 from __future__ import annotations
 
 import argparse
+import logging
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from robustft import fine_tune, load_config
-from robustft.experiments.demo import DEMO_SETTINGS, DEMO_VARIANTS
+import yaml
+
+from robustft.experiments.demo import DEMO_VARIANTS, demo_spec
+from robustft.experiments.sweep import SweepSpec, expand, finished_runs, run_sweep
 
 CANDIDATES: dict[str, dict[str, object]] = {
     "demo": {},
@@ -29,15 +34,14 @@ CANDIDATES: dict[str, dict[str, object]] = {
 """Candidate name → settings that differ from the demo's (robustft/experiments/demo.py)."""
 
 
-def override(key: str, value: object) -> str:
-    """One ``--set`` string for a setting."""
-    if value is None:
-        text = "null"
-    elif isinstance(value, (list, tuple)):
-        text = "[" + ",".join(map(str, value)) + "]"
-    else:
-        text = str(value)
-    return f"{key}={text}"
+def candidate_spec(candidate: str, variants: list[str], seeds: list[int], out_dir: str | Path,
+                   overrides: list[str] = ()) -> SweepSpec:
+    """The demo's sweep (robustft.experiments.demo.demo_spec) with a candidate's settings and ``overrides``
+    (``section.key=value``, values parsed as YAML) on top, into ``OUT_DIR/CANDIDATE``."""
+    extra = {k: yaml.safe_load(v) for k, _, v in (o.partition("=") for o in overrides)}
+    demo = demo_spec(Path(out_dir) / candidate)
+    return replace(demo, fixed={**demo.fixed, **CANDIDATES[candidate], **extra},
+                   variants={v: demo.variants[v] for v in variants}, grid={"train.seed": list(seeds)})
 
 
 def main() -> int:
@@ -48,17 +52,14 @@ def main() -> int:
     parser.add_argument("--out", default="runs/demo_regime")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = parser.parse_args()
-    runs = []
-    for seed in args.seeds:
-        for variant in args.variants:
-            settings = {**DEMO_SETTINGS, **DEMO_VARIANTS[variant], **CANDIDATES[args.candidate]}
-            name = f"{args.candidate}_{variant}_s{seed}"
-            overrides = [override(k, v) for k, v in settings.items()] + args.set + [
-                f"train.seed={seed}", f"train.out_dir={args.out}", f"train.run_name={name}"]
-            print(f"{name} ...", flush=True)
-            fine_tune(load_config(None, overrides), resume=True)
-            runs.append(str(Path(args.out) / name))
-    return subprocess.call(["robustft", "table", *runs])
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    spec = candidate_spec(args.candidate, args.variants, args.seeds, args.out, args.set)
+    points = expand(spec)
+    outcome = run_sweep(points, spec.out_dir)
+    print(outcome.summary())
+    finished = finished_runs(points, spec.out_dir)
+    table = subprocess.call(["robustft", "table", *map(str, finished)]) if finished else 1
+    return 1 if outcome.names("failed") else table
 
 
 if __name__ == "__main__":

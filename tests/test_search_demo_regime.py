@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from robustft import load_config
 from robustft.experiments.demo import DEMO_SETTINGS, DEMO_VARIANTS
+from robustft.experiments.sweep import expand
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "search_demo_regime.py"
 
@@ -19,21 +19,22 @@ def search():
     return module
 
 
-def test_override_strings(search):
-    assert search.override("schedule.t1", None) == "schedule.t1=null"
-    assert search.override("eval.attacks", ["apgd-ce", "apgd-t"]) == "eval.attacks=[apgd-ce,apgd-t]"
-    assert search.override("attack.eps", "16/255") == "attack.eps=16/255"
-
-
 @pytest.mark.parametrize("variant", list(DEMO_VARIANTS))
-def test_every_candidate_is_a_valid_config_that_differs_only_where_it_says(search, variant):
+def test_every_candidate_is_a_valid_config_that_differs_only_where_it_says(search, variant, tmp_path):
     assert search.CANDIDATES["demo"] == {}
     for name, changes in search.CANDIDATES.items():
-        settings = {**DEMO_SETTINGS, **DEMO_VARIANTS[variant], **changes}
-        cfg = load_config(None, [search.override(k, v) for k, v in settings.items()])
+        points = expand(search.candidate_spec(name, [variant], [0, 2], tmp_path))
+        assert [p.name for p in points] == [f"{variant}-seed0", f"{variant}-seed2"]
+        cfg = points[0].config
+        assert cfg.train.out_dir == str(tmp_path / name) and points[1].config.train.seed == 2
         assert cfg.data.n_train == DEMO_SETTINGS["data.n_train"], name
         assert cfg.train.epochs == changes.get("train.epochs", DEMO_SETTINGS["train.epochs"]), name
         assert cfg.objective.name == DEMO_VARIANTS[variant]["objective.name"], name
         eps = changes.get("attack.eps", DEMO_SETTINGS["attack.eps"])
         num, den = map(int, eps.split("/"))
         assert cfg.attack.eps == pytest.approx(num / den), name
+
+
+def test_overrides_go_on_top_of_the_candidate(search, tmp_path):
+    (point,) = expand(search.candidate_spec("e32_ep30", ["fix"], [1], tmp_path, ["eval.n=200", "train.epochs=5"]))
+    assert (point.config.eval.n, point.config.train.epochs, point.config.attack.eps) == (200, 5, pytest.approx(32 / 255))
