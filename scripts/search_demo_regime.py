@@ -30,8 +30,11 @@ CANDIDATES: dict[str, dict[str, object]] = {
     "e16_ep30": {"train.epochs": 30, "attack.eps": "16/255"},
     "e24_ep30": {"train.epochs": 30, "attack.eps": "24/255", "eval.eps_step": "6/255"},
     "e32_ep30": {"train.epochs": 30, "attack.eps": "32/255", "eval.eps_step": "8/255"},
+    "e16_ep30_h10": {"train.epochs": 30, "attack.eps": "16/255"},
 }
 """Candidate name → settings that differ from the demo's (robustft/experiments/demo.py)."""
+HINGES: dict[str, tuple[float, float]] = {"e16_ep30_h10": (0.1, 0.5)}
+"""Candidate name → the scheduled variant's hinges (t1, t2) where they differ from the demo's."""
 
 
 def candidate_spec(candidate: str, variants: list[str], seeds: list[int], out_dir: str | Path,
@@ -40,8 +43,11 @@ def candidate_spec(candidate: str, variants: list[str], seeds: list[int], out_di
     (``section.key=value``, values parsed as YAML) on top, into ``OUT_DIR/CANDIDATE``."""
     extra = {k: yaml.safe_load(v) for k, _, v in (o.partition("=") for o in overrides)}
     demo = demo_spec(Path(out_dir) / candidate)
-    return replace(demo, fixed={**demo.fixed, **CANDIDATES[candidate], **extra},
-                   variants={v: demo.variants[v] for v in variants}, grid={"train.seed": list(seeds)})
+    chosen = {v: dict(demo.variants[v]) for v in variants}
+    if candidate in HINGES and "scheduled" in chosen:
+        chosen["scheduled"].update(zip(("schedule.t1", "schedule.t2"), HINGES[candidate]))
+    return replace(demo, fixed={**demo.fixed, **CANDIDATES[candidate], **extra}, variants=chosen,
+                   grid={"train.seed": list(seeds)})
 
 
 def main() -> int:

@@ -38,3 +38,13 @@ def test_every_candidate_is_a_valid_config_that_differs_only_where_it_says(searc
 def test_overrides_go_on_top_of_the_candidate(search, tmp_path):
     (point,) = expand(search.candidate_spec("e32_ep30", ["fix"], [1], tmp_path, ["eval.n=200", "train.epochs=5"]))
     assert (point.config.eval.n, point.config.train.epochs, point.config.attack.eps) == (200, 5, pytest.approx(32 / 255))
+
+
+def test_a_candidate_can_move_the_scheduled_variants_hinges_only(search, tmp_path):
+    points = {p.variant: p.config for p in expand(search.candidate_spec("e16_ep30_h10", ["fix", "scheduled"], [0],
+                                                                         tmp_path))}
+    assert (points["scheduled"].schedule.t1, points["scheduled"].schedule.t2) == (0.1, 0.5)
+    assert points["fix"].schedule.kind == "fix"
+    (demo,) = expand(search.candidate_spec("e16_ep30", ["scheduled"], [0], tmp_path))
+    assert (demo.config.schedule.t1, demo.config.schedule.t2) == (DEMO_VARIANTS["scheduled"]["schedule.t1"],
+                                                    DEMO_VARIANTS["scheduled"]["schedule.t2"])
