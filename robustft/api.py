@@ -17,7 +17,7 @@ from robustft.config import Config, apply_overrides, config_from_dict, config_to
 from robustft.data import build_data, stratified_subset
 from robustft.eval import RobustnessResult, SanityChecks, default_eps_grid, evaluate
 from robustft.models import build_model
-from robustft.runs import RunDir, versions
+from robustft.runs import RESUMABLE_KEYS, RunDir, remove_temp_files, versions
 from robustft import distributed as ddp
 from robustft.train import fit, load_model_weights, resolve_device
 
@@ -37,28 +37,37 @@ def run_dir_for(cfg: Config, name: str | None = None) -> RunDir:
 
 
 def fine_tune(cfg: Config, name: str | None = None, resume: bool = False,
-              on_epoch: Callable[[dict], None] | None = None) -> RunDir:
+              on_epoch: Callable[[dict], None] | None = None, allow_changes: bool = True) -> RunDir:
     """Train (or resume) a run, evaluate it if ``train.evaluate``, and mark it DONE; ``on_epoch`` gets each
     epoch's metrics row (see :func:`robustft.train.fit`).
 
+    A run directory that an earlier start left without a checkpoint (:meth:`RunDir.abandoned`) is taken over
+    by a new start, with or without ``resume``. A resume may change the keys of ``RESUMABLE_KEYS`` (the change
+    is logged and recorded in the run) unless ``allow_changes`` is false (a sweep: each run is one config);
+    a DONE run is never changed.
+
     Raises:
-        RunExistsError: the run directory exists and ``resume`` is false.
-        ValueError: resuming with a config that differs from the run's.
+        RunExistsError: the run directory exists, has a checkpoint, and ``resume`` is false.
+        ValueError: resuming with a config that differs from the run's in another key.
     """
     run = run_dir_for(cfg, name)
     shard = ddp.init_from_env(resolve_device(cfg.train.device))
-    if run.path.exists() and not resume:
+    take_over = run.abandoned()
+    if run.path.exists() and not resume and not take_over:
         raise RunExistsError(f"{run.path} already exists; continue it with --resume, or choose another "
                              "train.run_name / train.out_dir")
-    if resume and run.config_path.exists():
-        diff = run.differences(cfg)
-        if diff:
-            raise ValueError(f"cannot resume {run.path} with a different config: " + "; ".join(diff))
+    if resume and not take_over and run.config_path.exists():
+        run.resume_changes(cfg, RESUMABLE_KEYS if allow_changes and not run.done else frozenset())
     if run.done:
         log.info("%s is already DONE; nothing to do", run.path)
         return run
     resume = resume and run.checkpoint_path.exists()
     ddp.barrier()  # every process has looked at the run directory before process 0 creates it
+    if shard.main:
+        run.remove_temp_files()  # of writes a kill interrupted
+    if take_over and shard.main:
+        log.warning("%s has no checkpoint (an earlier start stopped before its first one); this start takes it "
+                    "over and replaces its config.yaml and env.json", run.path)
     if not resume and shard.main:
         run.create(cfg)
     fit(cfg, run, resume=resume, on_epoch=on_epoch)
@@ -104,11 +113,13 @@ def evaluate_run(target: str | Path, overrides: list[str] | None = None, name: s
     device = resolve_device(cfg.train.device)
     ddp.init_from_env(device)
     data = build_data(cfg.data)
-    model = build_model(cfg.model, cfg.model.num_classes or data.num_classes).to(device)
+    model = build_model(cfg.model, data.head_classes(cfg.model.num_classes)).to(device)
     progress = load_model_weights(checkpoint, model)
     test = data.test.subset(stratified_subset(data.test.labels, cfg.eval.n, cfg.data.split_seed))
     attacks = build_eval_attacks(cfg.eval, cfg.attack.norm)
     out = run.evaluation_dir(name or evaluation_name(cfg.eval))
+    if ddp.current().main:
+        remove_temp_files(out)  # of a killed write of partial.npz
     checks = SanityChecks(n=cfg.eval.check_n, square_queries=cfg.eval.check_queries,
                           norm=cfg.attack.norm) if cfg.eval.checks else None
     protocol = {"attacks": [describe_attack(k, a) for k, a in attacks.items()], "norm": cfg.attack.norm,

@@ -7,11 +7,13 @@ import json
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from robustft import distributed as ddp
 from robustft.api import RunExistsError, evaluate_run, fine_tune
 from robustft.config import ConfigError, load_config, parse_eps_grid
+from robustft.errors import UserError, disk_full_reason
 from robustft.eval.diagnostics import DEFAULT_GAP
 from robustft.experiments.tune import TuneError
 from robustft.report import diagnose_run, evaluation_report, render_diagnosis, render_report, results_table
@@ -32,17 +34,25 @@ EXAMPLES = """examples:
 """
 
 
+DEBUG_FLAGS = ("-v", "--debug")
+DEBUG_HELP = "on an error, print its full traceback too (by default: one line naming the problem and the fix)"
+USER_ERRORS = (UserError, ConfigError, RunExistsError, FileNotFoundError, NonFiniteLossError, ValueError, ImportError,
+               TuneError)
+"""Errors printed as one line (exit code 2): their messages say what to do. Any other error keeps its traceback."""
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="robustft", description="Robust fine-tuning with Epsilon-Scheduling, "
                                 "and honest robustness evaluation.", epilog=EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and the results")
+    p.add_argument(*DEBUG_FLAGS, action="store_true", help=DEBUG_HELP)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="fine-tune (then evaluate) a config into a run directory")
     t.add_argument("config", type=Path, help="YAML config (see configs/)")
-    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value, e.g. --set attack.eps=8/255 (repeatable)")
-    t.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    _add_set(t, "override config values after the config, e.g. --set attack.eps=8/255 train.epochs=4")
+    t.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint; --set may "
+                   "change optimiser settings (optim.lr, optim.grad_clip, …), recorded in RUN/resumes.jsonl")
     e = sub.add_parser("eval", help="evaluate a run's checkpoint over an ε grid with one or more attacks",
                        description="Worst case over the attacks at each ε, incremental over the grid; results "
                        "in RUN/eval/NAME/ (resumed if interrupted); sanity checks against false robustness.")
@@ -55,8 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--mode", choices=["incremental", "independent"])
     e.add_argument("--name", help="folder under RUN/eval/ (default: the attacks)")
     e.add_argument("--no-checks", action="store_true", help="skip the sanity checks")
-    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override an eval value, e.g. --set eval.num_steps=20 (repeatable)")
+    _add_set(e, "override eval values, e.g. --set eval.num_steps=20 eval.restarts=2")
     s = sub.add_parser("table", help="print the results table of run directories")
     s.add_argument("run_dirs", type=Path, nargs="+")
     s.add_argument("--eval", dest="evaluation", metavar="NAME", help="which evaluation (folder under RUN/eval/); "
@@ -74,7 +83,15 @@ def _parser() -> argparse.ArgumentParser:
                    "train.delay_threshold; the paper's 0.05 suits 100–200 classes)")
     d.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
     _experiment_parsers(sub)
+    for command in sub.choices.values():  # also after the subcommand; SUPPRESS keeps a flag given before it
+        command.add_argument(*DEBUG_FLAGS, action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return p
+
+
+def _add_set(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``--set A=1 B=2`` and ``--set A=1 --set B=2`` alike: every pair, in order, in ``args.overrides``."""
+    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[],
+                        metavar="SECTION.KEY=VALUE", help=f"{help_text} (several pairs, repeatable)")
 
 
 def _experiment_parsers(sub: argparse._SubParsersAction) -> None:
@@ -97,7 +114,7 @@ def _experiment_parsers(sub: argparse._SubParsersAction) -> None:
                        description="Log-uniform LR and weight decay, objective validation clean accuracy, ASHA "
                        "early stopping; OUT/best.yaml is ready to train. Needs pip install 'robustft[tune]'.")
     u.add_argument("config", type=Path)
-    u.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    _add_set(u, "override config values after the config, e.g. --set data.n_train=1000 train.epochs=4")
     u.add_argument("--out", type=Path, help="output folder (default runs/tune_CONFIG)")
     u.add_argument("--preset", choices=["none", "paper"], default="none",
                    help="paper: tune on fix and reuse the result for the config (the paper's protocol)")
@@ -214,13 +231,26 @@ def main(argv: list[str] | None = None) -> int:
                 "tune": _tune, "demo": _demo, "table": lambda a: print(results_table(a.run_dirs, a.evaluation))}
     try:
         return commands[args.command](args) or 0
-    except (ConfigError, RunExistsError, FileNotFoundError, NonFiniteLossError, ValueError, ImportError,
-            TuneError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:
+        return _fail(str(err), args.debug)
+    except OSError as err:  # a full disk outside a checkpoint write (those are a DiskFullError already)
+        reason = disk_full_reason(err)
+        if reason is None:
+            raise
+        return _fail(f"disk full while writing {err.filename or 'a file'} ({reason}); free some space, then run "
+                     "the same command again (train: with --resume)", args.debug)
     except KeyboardInterrupt:
         print("interrupted; run the same command again (with --resume for train) to continue", file=sys.stderr)
         return 130
+
+
+def _fail(message: str, debug: bool) -> int:
+    """Print ``error: MESSAGE`` to stderr, after the traceback of the error being handled under ``--debug``;
+    the exit code of a user error."""
+    if debug:
+        traceback.print_exc()
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

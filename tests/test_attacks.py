@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustft.attacks import APGD, EVAL_BUILDERS, L2, PGD, AutoAttack, Linf, build_attack, build_eval_attacks, describe_attack
+from robustft.attacks import (APGD, EVAL_BUILDERS, FGSM, L2, PGD, AutoAttack, Linf, build_attack, build_eval_attacks,
+                              describe_attack)
 from robustft.config import EVAL_ATTACKS, AttackConfig, EvalConfig
 
 EPS = {"linf": 8 / 255, "l2": 0.5}
@@ -119,6 +120,42 @@ def test_ball_and_box_with_pixels_at_the_bounds(trained, kind, norm):
     torch.manual_seed(1)
     x_adv = make_attack(kind, norm, num_steps=4)(trained, x, y, eps)
     assert_in_ball(x_adv, x, eps, norm)
+
+
+class Detached(nn.Module):
+    """``inner`` on a detached copy of its input: the loss has no gradient path to x (masked gradients)."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.detach())
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("kind,norm", CONTRACT + [pytest.param("fgsm", "linf", id="fgsm-linf")])
+def test_no_gradient_path_to_the_input_gives_a_zero_gradient_not_an_error(trained, batch, kind, norm, training):
+    """A forward that detaches its input: no gradient step moves, so the attack returns its starting points: x
+    itself without a random start, else the random start (TRADES' KL: x plus its start noise), inside the ball;
+    the model's state is restored as usual."""
+    x, y = batch
+    eps, threat = EPS[norm], THREATS[norm]()
+    model = Detached(trained).train(training)
+    if kind == "fgsm":
+        fixed, randomised = FGSM(random_start=False), FGSM()
+    else:
+        fixed = make_attack(kind, norm, num_steps=3, random_start=False)
+        randomised = make_attack(kind, norm, num_steps=3)
+    torch.manual_seed(0)
+    if kind == "pgd-kl":
+        x_start = threat.project(x + 1e-3 * torch.randn_like(x), x, eps)
+    else:
+        assert torch.equal(fixed(model, x, y, eps), x)
+        x_start = threat.random_init(x, eps)
+    torch.manual_seed(0)
+    assert torch.equal(randomised(model, x, y, eps), x_start)
+    assert model.training == training and all(p.requires_grad and p.grad is None for p in model.parameters())
 
 
 # ------------------------------------------------------------------------------------ eps = 0

@@ -12,6 +12,7 @@ from torch import nn
 from robustft.attacks import APGD
 from robustft.data import to_float
 from robustft.eval import RobustnessResult, SanityChecks, evaluate
+from robustft.eval.checks import Flag, check_constant_predictions
 
 CPU = torch.device("cpu")
 EPS = 8 / 255
@@ -75,18 +76,33 @@ class Constant(nn.Module):
         return torch.tensor([2.0, 0.0, 0.0]).expand(len(x), 3) + 0 * x.flatten(1)[:, :1]
 
 
-def _check(model: nn.Module, data, mode: str = "incremental") -> dict[str, object]:
+class Detached(nn.Module):
+    """A forward that detaches its input: no gradient path from the output to x at all."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x.detach())
+
+
+def _flags(model: nn.Module, data, mode: str = "incremental") -> dict[str, Flag]:
     import copy
 
     model = copy.deepcopy(model)
     result = evaluate(model, data, [2 / 255, 4 / 255, EPS], {"apgd-ce": APGD(num_steps=10, select="misclassified")},
                       device=CPU, image_size=8, batch_size=16, mode=mode, seed=1,
                       checks=SanityChecks(n=48, square_queries=100))
-    return {f.name: f.raised for f in result.flags}
+    return {f.name: f for f in result.flags}
 
 
-ALL = {"eval_mode", "deterministic", "logits", "eps0_is_clean", "input_gradients", "monotone", "black_box", "converged",
-       "large_eps"}
+def _check(model: nn.Module, data, mode: str = "incremental") -> dict[str, object]:
+    return {name: f.raised for name, f in _flags(model, data, mode).items()}
+
+
+ALL = {"eval_mode", "deterministic", "logits", "eps0_is_clean", "constant_predictions", "input_gradients", "monotone",
+       "black_box", "converged", "large_eps"}
 
 
 def test_a_normal_model_raises_no_flag(normal, data):
@@ -141,3 +157,58 @@ def test_an_unconverged_attack_is_flagged(normal, data):
                       checks=SanityChecks(n=48, square_queries=20))
     flag = next(f for f in result.flags if f.name == "converged")
     assert flag.raised and flag.value > 0.03 and "--attacks strong" in flag.message
+
+
+COLLAPSED = ("the model collapsed to a constant prediction, so its robustness numbers are meaningless (no attack can "
+             "change its output); check its training run for diverged weights (optim.lr too high)")
+
+
+def test_a_model_that_predicts_one_class_is_flagged_as_collapsed(data, tmp_path):
+    """Raised with its message, recorded in robustness.json and shown in the printed report."""
+    import json
+
+    from robustft.report.table import evaluation_report
+
+    result = evaluate(Constant(), data, [EPS], {"apgd-ce": APGD(num_steps=5, select="misclassified")}, device=CPU,
+                      image_size=8, batch_size=16, checks=SanityChecks(n=48, square_queries=20))
+    message = f"100.0 % of the 48 clean predictions are class 0 while the labels span 3 classes: {COLLAPSED}"
+    flag = next(f for f in result.flags if f.name == "constant_predictions")
+    assert flag.raised and flag.value == 1.0 and flag.message == message
+    result.save(tmp_path)
+    saved = json.loads((tmp_path / "robustness.json").read_text())["flags"]
+    assert {"name": "constant_predictions", "raised": True, "message": message, "value": 1.0} in saved
+    assert f"- [RAISED] constant_predictions: {message}" in evaluation_report(RobustnessResult.load(tmp_path))
+
+
+def test_infinite_batchnorm_variances_are_flagged_as_collapsed(normal, data):
+    """The diverged run of issue 15: BatchNorm running variances at ∞ make every output the same."""
+    import copy
+
+    broken = copy.deepcopy(normal)
+    with torch.no_grad():
+        next(m for m in broken.modules() if isinstance(m, nn.BatchNorm2d)).running_var.fill_(float("inf"))
+    flag = _flags(broken, data)["constant_predictions"]
+    assert flag.raised and flag.value == 1.0 and flag.message.endswith(COLLAPSED)
+
+
+def test_constant_predictions_thresholds():
+    labels = np.array([0, 1, 2] * 40)
+    result = RobustnessResult([0.0], np.ones((1, 120), dtype=bool), labels, {})
+    nearly = np.r_[np.zeros(119, dtype=int), 1]  # 99.2 % in class 0
+    assert check_constant_predictions(nearly, result).raised
+    flag = check_constant_predictions(labels, result)
+    assert flag.raised is False
+    assert flag.message == "clean predictions span 3 classes; the most frequent, class 0, takes 33.3 %"
+    assert check_constant_predictions(nearly, result, max_share=1.0).raised is False
+    one_label = RobustnessResult([0.0], np.ones((1, 4), dtype=bool), np.zeros(4, dtype=int), {})
+    assert check_constant_predictions(np.zeros(4, dtype=int), one_label).raised is None
+
+
+def test_a_forward_that_detaches_its_input_raises_input_gradients_not_an_error(normal, data):
+    flags = _flags(Detached(normal), data)
+    flag = flags["input_gradients"]
+    assert flag.raised and flag.value == 1.0
+    assert flag.message == ("48 of 48 examples have an exactly zero input gradient: gradient attacks cannot move them "
+                            "(the model's output has no gradient path to its input: its forward detaches x or runs "
+                            "without autograd); only a black-box attack can test it: add square to the attacks")
+    assert set(flags) == ALL and not flags["constant_predictions"].raised

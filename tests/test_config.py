@@ -45,13 +45,59 @@ def test_parse_eps_rejects_non_numbers(value):
         parse_eps(value)
 
 
-def test_parse_eps_rejects_negative():
-    with pytest.raises(ValueError, match=">= 0"):
-        parse_eps(-1)
-    with pytest.raises(ValueError, match=">= 0"):
-        parse_eps(-0.01)
-    with pytest.raises(ValueError):
-        parse_eps("-1/255")
+@pytest.mark.parametrize("value,positive", [(-1, "1"), (-0.01, "0.01"), ("-1/255", "1/255"), ("-8/255", "8/255"),
+                                            (" -8/255 ", "8/255")])
+def test_parse_eps_rejects_negative_and_says_what_to_write(value, positive):
+    with pytest.raises(ValueError) as info:
+        parse_eps(value)
+    assert str(info.value) == (f"ε = {value!r} is negative; ε is a radius in [0, 1] (pixel units): "
+                               f"write {positive} instead")
+
+
+RULE = "write it as k/255 with k at most 255, e.g. 8/255"
+
+
+@pytest.mark.parametrize("value,shown,advice", [
+    ("300/255", "'300/255' = 1.176", RULE), ("16/2", "'16/2' = 8", RULE), (300, "300", RULE),
+    (8, "8", "did you mean 8/255?"), ("8", "'8'", "did you mean 8/255?"), (8.0, "8.0", "did you mean 8/255?"),
+    (2.5, "2.5", "did you mean 2.5/255?"),
+])
+def test_parse_eps_above_one_says_the_range_and_what_to_write(value, shown, advice):
+    with pytest.raises(ValueError) as info:
+        parse_eps(value)
+    assert str(info.value) == f"ε = {shown} is out of range [0, 1] (pixel units: images are in [0, 1]); {advice}"
+    assert "/255/255" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_parse_eps_rejects_non_finite(value):
+    with pytest.raises(ValueError) as info:
+        parse_eps(value)
+    assert str(info.value) == f"ε must be a finite number like 8/255 or 0.031, got {value!r}"
+
+
+def test_bad_eps_in_a_config_is_one_line_naming_the_key():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["attack.eps=300/255"])
+    assert str(info.value) == ("invalid configuration: attack.eps: ε = '300/255' = 1.176 is out of range [0, 1] "
+                               "(pixel units: images are in [0, 1]); " + RULE)
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["attack.eps=-8/255"])
+    assert str(info.value) == ("invalid configuration: attack.eps: ε = '-8/255' is negative; ε is a radius in "
+                               "[0, 1] (pixel units): write 8/255 instead")
+    assert load_config(None, ["attack.eps=-0"]).attack.eps == 0.0
+
+
+def test_eps_grid_names_the_grid_and_the_bad_value():
+    from robustft.config import parse_eps_grid
+
+    with pytest.raises(ValueError) as info:
+        parse_eps_grid("0,-4/255")
+    assert str(info.value) == ("ε grid '0,-4/255': ε = '-4/255' is negative; ε is a radius in [0, 1] "
+                               "(pixel units): write 4/255 instead")
+    with pytest.raises(ValueError) as info:
+        parse_eps_grid("0:300/255:1/255")
+    assert str(info.value).startswith("ε grid '0:300/255:1/255': ε = '300/255' = 1.176 is out of range [0, 1]")
 
 
 @pytest.mark.parametrize("value", [8, "8", 8.0, "16/2"])
@@ -362,3 +408,129 @@ def test_eval_attacks_presets_names_and_old_configs():
         load_config(None, ["eval.eps_weights=[0, 0]"])
     with pytest.raises(ConfigError, match="eval.bootstrap"):
         load_config(None, ["eval.bootstrap=-1"])
+
+
+# ------------------------------------------------------------------------------------ config files
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
+def test_an_empty_config_file_is_an_error_not_the_defaults(tmp_path, text):
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["train.epochs=1"])
+    assert str(info.value) == (f"invalid configuration: {path} is empty; write the sections it changes "
+                               "(e.g. 'train: {epochs: 8}'), or {} for every default")
+    (tmp_path / "defaults.yaml").write_text("{}\n")  # the explicit way to run every default
+    assert load_config(tmp_path / "defaults.yaml") == Config()
+
+
+@pytest.mark.parametrize("text,kind", [("- train\n- eval\n", "list"), ("hello\n", "string"), ("3\n", "number"),
+                                       ("true\n", "boolean")])
+def test_a_config_file_that_is_not_a_mapping_is_one_line(tmp_path, text, kind):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["train.epochs=1"])
+    assert str(info.value) == (f"invalid configuration: {path} holds a {kind}; a config is a mapping of sections "
+                               "(data, model, attack, objective, schedule, optim, train, eval), "
+                               "e.g. 'train: {epochs: 8}'")
+    with pytest.raises(ConfigError) as info:
+        apply_overrides([1, 2], ["train.epochs=1"])
+    assert str(info.value) == "invalid configuration: the config must be a mapping of sections, got list"
+
+
+def test_invalid_yaml_is_one_line_with_its_position(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("a: 1\n b: 2\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == (f"invalid configuration: {path} is not valid YAML "
+                               "(line 2, column 3: mapping values are not allowed here)")
+
+
+def test_one_problem_is_one_line_several_are_a_list():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["eval.n=0"])
+    assert str(info.value) == "invalid configuration: eval.n: must be positive or null, got 0"
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["data.batch_size=0", "eval.n=0"])
+    assert str(info.value) == ("invalid configuration:\n  - data.batch_size: must be positive, got 0\n"
+                               "  - eval.n: must be positive or null, got 0")
+
+
+# ------------------------------------------------------------------------------------ unknown keys
+@pytest.mark.parametrize("override,problem", [
+    ("optim.learnig_rate=0.1", "unknown key 'optim.learnig_rate' (did you mean 'lr'?)"),
+    ("optim.learning_rate=0.1", "unknown key 'optim.learning_rate' (did you mean 'lr'?)"),
+    ("optim.weight_decy=0.1", "unknown key 'optim.weight_decy' (did you mean 'weight_decay'?)"),
+    ("attack.epsilon=8/255", "unknown key 'attack.epsilon' (did you mean 'eps'?)"),
+    ("optim.epochs=3", "unknown key 'optim.epochs' (did you mean 'train.epochs'?)"),
+    ("trian.epochs=3", "unknown section 'trian' (did you mean 'train'?)"),
+    ("evaluation.n=5", "unknown section 'evaluation' (did you mean 'eval'?)"),
+    ("optimizer.lr=0.1", "unknown section 'optimizer' (did you mean 'optim'?)"),
+    ("optim.zzz=1", "unknown key 'optim.zzz' (known: lr, head_lr, weight_decay, head_weight_decay, beta1, beta2, "
+                    "warmup_epochs, min_lr_ratio, grad_clip)"),
+])
+def test_unknown_keys_and_sections_suggest_the_closest_known_one(override, problem):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert info.value.problems == [problem]
+
+
+def test_unknown_section_in_a_file_suggests(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("optimiser:\n  lr: 0.1\n1: 2\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == ["unknown section 'optimiser' (did you mean 'optim'?)",
+                                   "unknown section '1' (known: data, model, attack, objective, schedule, optim, "
+                                   "train, eval)"]
+
+
+# ------------------------------------------------------------------------------------ ε grid and weights
+def test_an_unsorted_grid_keeps_each_weight_with_its_eps():
+    cfg = load_config(None, ["eval.eps_grid=[8/255, 0, 4/255]", "eval.eps_weights=[1, 0, 0]"])
+    assert cfg.eval.eps_grid == [0.0, 4 / 255, 8 / 255] and cfg.eval.eps_weights == [0.0, 0.0, 1.0]
+    # a grid without 0 given one weight more: the first is ε = 0's (the evaluator adds that point)
+    cfg = load_config(None, ["eval.eps_grid=[8/255, 4/255]", "eval.eps_weights=[5, 1, 0]"])
+    assert cfg.eval.eps_grid == [0.0, 4 / 255, 8 / 255] and cfg.eval.eps_weights == [5.0, 0.0, 1.0]
+    assert load_config(None, ["eval.eps_grid=[8/255, 0]"]).eval.eps_grid == [8 / 255, 0.0]  # no weights: as given
+
+
+@pytest.mark.parametrize("grid,weights,points", [
+    ("[8/255, 4/255]", "[1, 0]", "[0/255, 4/255, 8/255] has 3, got 2"),
+    ("[0, 4/255, 4/255]", "[1, 0, 1]", "[0/255, 4/255] has 2, got 3"),
+    ("[0, 4/255]", "[1, 0, 1]", "[0/255, 4/255] has 2, got 3"),
+])
+def test_weights_that_do_not_match_the_grid_are_refused(grid, weights, points):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [f"eval.eps_grid={grid}", f"eval.eps_weights={weights}"])
+    assert info.value.problems == [f"eval.eps_weights: give one weight per ε of eval.eps_grid, ε = 0 included, "
+                                   f"each ε once: the grid {points} weights"]
+
+
+def test_e_adv_of_an_unsorted_grid_with_weights_equals_the_sorted_one():
+    import torch
+    from helpers import fit_briefly, toy_images
+    from torch import nn
+
+    from robustft.attacks import PGD
+    from robustft.data import to_float
+    from robustft.eval import evaluate
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 32), nn.ReLU(), nn.Linear(32, 4))
+    train = toy_images(256, seed=1, classes=4)
+    model = fit_briefly(net, to_float(train.images, 8), train.labels, steps=150)
+    attack = PGD(num_steps=5, random_start=False, rel_step_size=0.1, select="misclassified")
+
+    def e_adv(grid: str, weights: str):
+        cfg = load_config(None, [f"eval.eps_grid={grid}", f"eval.eps_weights={weights}"]).eval
+        return evaluate(model, toy_images(40, seed=5, classes=4), cfg.eps_grid, {"pgd": attack},
+                        device=torch.device("cpu"), image_size=8, batch_size=16, weights=cfg.eps_weights,
+                        bootstrap=0)
+
+    unsorted, ordered = e_adv("[8/255, 0, 4/255]", "[1, 0, 0]"), e_adv("[0, 4/255, 8/255]", "[0, 0, 1]")
+    assert unsorted.weights == ordered.weights == [0.0, 0.0, 1.0]
+    assert unsorted.expected == ordered.expected
+    assert unsorted.expected == pytest.approx(unsorted.adv)  # all weight at 8/255: E.adv is the accuracy there
+    assert unsorted.adv < unsorted.clean, "the test needs a model the attack partly breaks"

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import robustft.data.datasets as datasets_mod
-from robustft.config import DataConfig
+from robustft.config import ConfigError, DataConfig
 from robustft.data import (
     ImageArray,
     ImageFiles,
@@ -300,3 +300,39 @@ def test_fashion_mnist_from_root(tmp_path, monkeypatch):
     assert (images[..., :2, :] == 0).all() and (images[..., 2:30, 2:30] > 0).all()  # zero padding of 2
     x, _ = next(iter(eval_batches(splits.test, 32, 10)))
     assert x.shape == (10, 3, 32, 32)
+
+
+# ------------------------------------------------------------------------------------ bad data, named
+@pytest.mark.parametrize("part", ["train", "test"])
+def test_imagefolder_class_folder_without_images_is_an_error_naming_it(tmp_path, part):
+    _write_tree(tmp_path)
+    empty = tmp_path / part / "eel"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no images here")
+    if part == "test":
+        (tmp_path / "train" / "eel").mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / "train" / "eel" / "0.png")
+    with pytest.raises(ValueError) as info:
+        build_data(DataConfig(name="imagefolder", root=str(tmp_path), n_val=2))
+    suffixes = ", ".join(sorted(datasets_mod.IMAGE_SUFFIXES))
+    assert str(info.value) == (f"data.root: the class folder {empty} holds no images ({suffixes}); add its "
+                               "images, or remove the class from every split")
+
+
+def test_too_large_n_val_names_the_key(tmp_path):
+    _write_tree(tmp_path)
+    for n_val in (6, 50):
+        with pytest.raises(ConfigError) as info:
+            build_data(DataConfig(name="imagefolder", root=str(tmp_path), n_val=n_val))
+        assert info.value.problems == [f"data.n_val: cannot split {n_val} validation examples off the 6 training "
+                                       "examples of imagefolder; set data.n_val to at most 5 (0 turns validation off)"]
+    assert len(build_data(DataConfig(name="imagefolder", root=str(tmp_path), n_val=5)).train) == 1
+
+
+def test_model_num_classes_must_match_the_data(digits):
+    assert digits.head_classes(None) == 10 and digits.head_classes(10) == 10
+    for wrong in (5, 20):
+        with pytest.raises(ConfigError) as info:
+            digits.head_classes(wrong)
+        assert info.value.problems == [f"model.num_classes: {wrong} does not match the 10 classes of digits; set "
+                                       "model.num_classes=10, or null to take them from the data"]

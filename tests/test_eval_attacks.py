@@ -72,6 +72,21 @@ def test_every_eval_attack_keeps_the_contract(model, batch, name, norm):
     assert attack(rec, x, y, 0.0) is x and rec[0].modes == []
 
 
+@pytest.mark.parametrize("name", [n for n in EVAL_ATTACKS if n != "autoattack"])  # its reference path: aa-apgd-ce
+def test_every_eval_attack_survives_a_forward_that_detaches_its_input(model, batch, name):
+    """No gradient path from the output to x: the gradient attacks (ours and the reference's) see a zero gradient,
+    raise nothing and return points inside the ball; the reference APGD-CE, without a random start, returns x."""
+    from test_attacks import Detached
+
+    x, y = batch
+    detached = Detached(model).eval()
+    torch.manual_seed(0)
+    x_adv = _attacks("linf")[name](detached, x, y, EPS["linf"])
+    assert_in_ball(x_adv, x, EPS["linf"], "linf")
+    if name == "aa-apgd-ce":
+        assert torch.equal(x_adv, x)
+
+
 def test_autoattack_wrapper_is_reproducible_from_the_torch_seed(model, batch):
     x, y = batch
     square = AutoAttack(components=("square",), square_queries=30)

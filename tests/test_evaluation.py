@@ -106,6 +106,28 @@ def test_a_partial_state_of_another_protocol_is_not_resumed(model, data, tmp_pat
     assert counted.eps_seen == GRID
 
 
+@pytest.mark.parametrize("write, reason", [
+    (lambda p: np.savez(p, weights=np.zeros(3)), "key is not a file in the archive"),
+    (lambda p: np.savez(p, key=np.array([{}], dtype=object), done=0, correct=np.zeros((1, 2), bool),
+                        breaker=np.zeros((1, 2), np.int8)), "it holds pickled data, which is never loaded"),
+    (lambda p: p.write_bytes(b"\x80\x04K\x01."), "it holds pickled data, which is never loaded"),
+    (lambda p: p.write_bytes(b"PK\x03\x04 cut short"), "BadZipFile: File is not a zip file"),
+    (lambda p: np.savez(p, key="k", done=9, correct=np.zeros((2, 3), bool), breaker=np.zeros((2, 3), np.int8)),
+     "arrays of other shapes or counts"),
+])
+def test_a_partial_state_that_is_not_ours_is_named_and_not_overwritten(write, reason, model, data, tmp_path):
+    from robustft.errors import ForeignFileError
+
+    state = tmp_path / "partial.npz"
+    write(state)
+    before = state.read_bytes()
+    with pytest.raises(ForeignFileError) as info:
+        _run(model, data, {"apgd-ce": APGD(num_steps=2)}, seed=3, state_path=state)
+    assert str(info.value) == (f"{state} is not the partial results of a robustft evaluation ({reason}); delete it "
+                               "to restart this evaluation")
+    assert state.read_bytes() == before
+
+
 def test_result_round_trip_keeps_evidence_flags_and_weights(model, data, tmp_path):
     weights = [0, 1, 2, 3, 4]
     res = _run(model, data, {"apgd-ce": APGD(num_steps=3, select="misclassified")}, weights=weights, bootstrap=200)

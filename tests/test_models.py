@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import huggingface_hub
 import pytest
 import timm
 import torch
@@ -19,6 +20,8 @@ from torch import nn
 
 import robustft.models.build as build_mod
 from robustft.config import ModelConfig
+from robustft.errors import CheckpointMismatchError, WeightsDownloadError
+from robustft.models.hub import check_hub
 from robustft.models import EMBEDDED, InputNormalization, RobustClassifier, build_model, load_backbone_checkpoint
 from robustft.models.embedded import build_embedded
 
@@ -255,8 +258,58 @@ def _offline_create_model(monkeypatch):
     return calls
 
 
-def test_pretrained_hub_model_offline_gives_runtime_error_naming_checkpoint(monkeypatch):
+class _Session:
+    """A hub session that answers, or fails like a machine without network; records the URLs asked."""
+
+    def __init__(self, reachable: bool, asked: list[str]):
+        self.reachable, self.asked = reachable, asked
+
+    def head(self, url, **kwargs):
+        self.asked.append(url)
+        if not self.reachable:
+            raise ConnectionError("[Errno -2] Name or service not known")
+
+
+def _hub(monkeypatch, tmp_path, reachable: bool) -> list[str]:
+    """An empty hub cache under ``tmp_path`` and a hub that answers or not; returns the URLs asked."""
+    asked: list[str] = []
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "get_session", lambda: _Session(reachable, asked))
+    return asked
+
+
+def test_unreachable_hub_fails_at_once_without_trying_the_download(monkeypatch, tmp_path):
+    calls = _offline_create_model(monkeypatch)
+    asked = _hub(monkeypatch, tmp_path, reachable=False)
+    with pytest.raises(WeightsDownloadError, match="cannot be reached: ConnectionError: .*model.checkpoint=PATH"):
+        build_model(ModelConfig(name="resnet18", pretrained=True), num_classes=3)
+    assert calls == [] and asked == [huggingface_hub.constants.ENDPOINT]  # one request, no download, no retries
+
+
+def test_hub_offline_mode_without_cached_weights_fails_without_a_request(monkeypatch, tmp_path):
+    asked = _hub(monkeypatch, tmp_path, reachable=True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(WeightsDownloadError, match="HF_HUB_OFFLINE is set and they are not in the local cache"):
+        check_hub("timm/resnet18.a1_in1k", "'resnet18'", "a state dict")
+    assert asked == []
+
+
+def test_cached_hub_weights_need_no_request(monkeypatch, tmp_path):
+    asked = _hub(monkeypatch, tmp_path, reachable=False)
+    repo = tmp_path / "hub" / "models--timm--resnet18.a1_in1k"
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "model.safetensors").write_bytes(b"")
+    check_hub("timm/resnet18.a1_in1k", "'resnet18'", "a state dict")  # offline, but cached: fine
+    assert asked == []
+
+
+def test_pretrained_hub_model_offline_gives_runtime_error_naming_checkpoint(monkeypatch, tmp_path):
     _offline_create_model(monkeypatch)
+    _hub(monkeypatch, tmp_path, reachable=True)  # the hub answers, the download fails anyway
     with pytest.raises(RuntimeError) as info:
         build_model(ModelConfig(name="resnet18", pretrained=True), num_classes=3)
     msg = str(info.value)
@@ -321,6 +374,21 @@ def test_checkpoint_with_wrong_shapes_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="other shapes"):
         load_backbone_checkpoint(backbone, path)
     assert torch.equal(backbone.conv1.weight, before)  # nothing half-loaded
+
+
+def test_a_run_checkpoint_loads_as_a_backbone_and_names_its_architecture(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="test_efficientnet", pretrained=False), num_classes=3)
+    path = tmp_path / "run" / "checkpoints" / "last.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"model": model.state_dict(), "epochs_done": 1, "step": 4}, path)
+    (path.parent.parent / "config.yaml").write_text("model:\n  name: test_efficientnet\n")
+    backbone = timm.create_model("test_efficientnet", num_classes=0)
+    load_backbone_checkpoint(backbone, path)
+    assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in backbone.state_dict().items())
+    with pytest.raises(CheckpointMismatchError, match=r"holds the weights of 'test_efficientnet' \(recorded in "
+                       r".*config.yaml\), but model.name is 'test_vit' \(none of the \d+ backbone tensors"):
+        load_backbone_checkpoint(timm.create_model("test_vit", num_classes=0), path)
 
 
 def test_missing_checkpoint_file(tmp_path):

@@ -58,7 +58,8 @@ class AutoAttack:
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
         devices = [x.device] if x.device.type == "cuda" else []
         with crafting(model), torch.random.fork_rng(devices=devices):
-            x_adv, _ = self._reference(model, x, eps, seed).run_standard_evaluation(x, y, batch_size=len(x))
+            reference = self._reference(_ZeroGradientPath(model).eval(), x, eps, seed)
+            x_adv, _ = reference.run_standard_evaluation(x, y, batch_size=len(x))
         return build_threat_model(self.norm).project(x_adv.to(x.device), x, eps)
 
     def _reference(self, model: nn.Module, x: torch.Tensor, eps: float, seed: int):
@@ -80,6 +81,22 @@ class AutoAttack:
             aa = Reference(model, norm=_NORMS[self.norm], eps=eps, version="standard", seed=seed, device=x.device)
         aa.apgd_targeted.n_target_classes = aa.fab.n_target_classes = min(9, classes - 1)
         return aa
+
+
+class _ZeroGradientPath(nn.Module):
+    """``model`` as the reference sees it: where the output has no gradient path to the input (a forward that
+    detaches x), a zero term joins them, so the reference's gradient attacks get a zero input gradient rather
+    than an autograd error, as robustft's own attacks do (robustft.attacks.base.input_gradient)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        if x.requires_grad and not out.requires_grad:
+            out = out + 0.0 * x.flatten(1).sum(1, keepdim=True)
+        return out
 
 
 def _set_iterations(apgd, n: int) -> None:

@@ -48,16 +48,26 @@ def per_example(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.view(-1, *([1] * (like.dim() - 1)))
 
 
+def input_gradient(loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The gradient of ``loss.sum()`` w.r.t. ``x``: zero where the loss has no gradient path to ``x`` (a forward
+    that detaches its input or runs without autograd), so a gradient attack stays where it is instead of
+    autograd raising; the ``input_gradients`` check reports such a model."""
+    if not loss.requires_grad:
+        return torch.zeros_like(x)
+    grad = torch.autograd.grad(loss.sum(), x, allow_unused=True)[0]
+    return torch.zeros_like(x) if grad is None else grad
+
+
 def loss_and_grad(
     model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, need_grad: bool = True, loss_fn: Loss = ce,
     target: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Per-example loss at ``x_adv`` (cross-entropy unless ``loss_fn``), its gradient w.r.t. ``x_adv``
-    (or None), and the logits."""
+    (or None; zero without a gradient path, see :func:`input_gradient`), and the logits."""
     x_adv = x_adv.detach().requires_grad_(need_grad)
     logits = model(x_adv)
     loss = loss_fn(logits, y, target)
-    grad = torch.autograd.grad(loss.sum(), x_adv)[0] if need_grad else None
+    grad = input_gradient(loss, x_adv) if need_grad else None
     return loss.detach(), grad, logits.detach()
 
 

@@ -7,7 +7,8 @@ A config file is YAML with one mapping per section (``data``, ``model``, ``attac
 """
 
 from robustft.config.eps import format_eps, parse_eps, parse_eps_grid
-from robustft.config.io import apply_overrides, config_from_dict, config_to_dict, load_config, save_config
+from robustft.config.io import (apply_overrides, config_from_dict, config_to_dict, load_config, read_config_file,
+                                save_config)
 from robustft.config.sections import (DATASET_NAMES, DEFAULT_REL_STEP, EPS_KEYS, EVAL_ATTACKS, EVAL_PRESETS,
                                       PAPER_DATASETS, TRAIN_ATTACKS,
                                       SECTIONS, AttackConfig, Config, ConfigError, DataConfig, EvalConfig,
@@ -19,4 +20,5 @@ __all__ = ["DATASET_NAMES", "DEFAULT_HINGES", "DEFAULT_REL_STEP", "TRAIN_ATTACKS
            "SCHEDULE_KINDS", "SECTIONS", "AttackConfig", "Config", "ConfigError", "DataConfig", "EvalConfig",
            "ModelConfig", "ObjectiveConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "apply_overrides",
            "config_from_dict", "config_to_dict", "evaluation_name", "expand_attacks", "format_eps",
-           "hinges_in_epochs", "load_config", "parse_eps", "parse_eps_grid", "save_config", "to_epochs", "validate"]
+           "hinges_in_epochs", "load_config", "parse_eps", "parse_eps_grid", "read_config_file", "save_config",
+           "to_epochs", "validate"]

@@ -77,10 +77,56 @@ def _coerce(value: Any, annotation: Any, key: str, is_eps: bool) -> Any:
     raise ValueError(f"{key}: expected {names}, got {value!r}")
 
 
+_ALIASES: dict[str, dict[str, str]] = {
+    "": {"evaluation": "eval", "dataset": "data", "optimizer": "optim", "optimiser": "optim", "loss": "objective",
+         "training": "train"},
+    "data": {"dataset": "name", "resolution": "image_size", "img_size": "image_size", "workers": "num_workers"},
+    "model": {"arch": "name", "backbone": "name", "classes": "num_classes", "dropout": "drop_rate"},
+    "attack": {"epsilon": "eps", "steps": "num_steps", "step_size": "rel_step_size"},
+    "schedule": {"type": "kind"},
+    "optim": {"learning_rate": "lr", "wd": "weight_decay", "max_grad_norm": "grad_clip", "warmup": "warmup_epochs"},
+    "train": {"num_epochs": "epochs", "max_epochs": "epochs", "output_dir": "out_dir"},
+    "eval": {"epsilons": "eps_grid", "steps": "num_steps"},
+}
+"""Names other libraries use for a key (section ``""``: the section names), so a typo of them finds ours."""
+
+
 def _unknown_key(key: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(key.split(".")[-1], known, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown key {key!r}{hint}"
+    """``unknown key 'optim.learnig_rate' (did you mean 'lr'?)``: the closest known name of the same level.
+
+    A key that exists as such in another section is suggested there (``optim.epochs``: ``train.epochs``); a
+    name close to none is answered with the list of known ones.
+    """
+    section, _, name = str(key).rpartition(".")
+    elsewhere = [f"{s}.{name}" for s, cls in SECTIONS.items() if section and s != section
+                 and name in typing.get_type_hints(cls)]
+    aliases = _ALIASES.get(section, {})
+    close = difflib.get_close_matches(name, known + list(aliases), n=1)
+    if elsewhere:
+        hint = f"did you mean {elsewhere[0]!r}?"
+    elif close:
+        hint = f"did you mean {aliases.get(close[0], close[0])!r}?"
+    else:
+        hint = f"known: {', '.join(known)}"
+    return f"unknown {'key' if section else 'section'} {str(key)!r} ({hint})"
+
+
+def _pair_grid_and_weights(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``eval`` values with ``eps_grid`` sorted ascending and ``eps_weights`` sorted along, each weight staying
+    with its ε: the evaluator walks the grid upward, so ``[8/255, 0, 4/255]`` with ``[1, 0, 0]`` weighs 8/255.
+
+    A grid without 0 given one weight more than it has ε takes the first weight for ε = 0 (the evaluator adds
+    that point); any other count is left for :func:`validate` to report.
+    """
+    grid, weights = kwargs.get("eps_grid"), kwargs.get("eps_weights")
+    if not grid or weights is None:
+        return kwargs
+    if 0.0 not in grid and len(weights) == len(grid) + 1:
+        grid = [0.0, *grid]
+    if len(weights) != len(grid):
+        return kwargs
+    pairs = sorted(zip(grid, weights), key=lambda pair: pair[0])
+    return {**kwargs, "eps_grid": [e for e, _ in pairs], "eps_weights": [w for _, w in pairs]}
 
 
 def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +142,7 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     """Build and validate a :class:`Config` from nested dicts; raises :class:`ConfigError` listing every problem."""
     problems: list[str] = []
     if not isinstance(raw, dict):
-        raise ConfigError([f"the config must be a mapping of sections, got {type(raw).__name__}"])
+        raise ConfigError([f"the config must be a mapping of sections, got {_kind(raw)}"])
     sections: dict[str, Any] = {}
     for name, values in _migrate(raw).items():
         if name not in SECTIONS:
@@ -119,7 +165,7 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
             except ValueError as err:
                 msg = str(err)
                 problems.append(msg if msg.startswith(f"{name}.{key}") else f"{name}.{key}: {msg}")
-        sections[name] = cls(**kwargs)
+        sections[name] = cls(**(_pair_grid_and_weights(kwargs) if name == "eval" else kwargs))
     try:  # values that parsed are validated too, so one error message lists every problem
         validate(Config(**sections))
     except ConfigError as err:
@@ -131,6 +177,8 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``section.key=value`` strings (values parsed as YAML scalars) to a nested dict copy."""
+    if not isinstance(raw, dict):
+        raise ConfigError([f"the config must be a mapping of sections, got {_kind(raw)}"])
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
     problems = []
     for item in overrides:
@@ -155,15 +203,39 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        with open(path) as f:
-            raw = yaml.safe_load(f) or {}
+    """Load a YAML config (or the defaults when ``path`` is None) and apply ``--set`` overrides.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        ConfigError: the file is empty, not YAML or not a mapping of sections, or the config is invalid.
+    """
+    raw = {} if path is None else read_config_file(Path(path))
     return config_from_dict(apply_overrides(raw, overrides or []))
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The mapping of sections in a YAML config file, unvalidated; an empty file is an error, not the defaults."""
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None) or str(err)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise ConfigError([f"{path} is not valid YAML ({where}{' '.join(problem.split())})"]) from None
+    if raw is None:
+        raise ConfigError([f"{path} is empty; write the sections it changes (e.g. 'train: {{epochs: 8}}'), "
+                           "or {} for every default"])
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{path} holds a {_kind(raw)}; a config is a mapping of sections "
+                           f"({', '.join(SECTIONS)}), e.g. 'train: {{epochs: 8}}'"])
+    return raw
+
+
+def _kind(value: Any) -> str:
+    """A YAML value's kind in words: list, string, number, ..."""
+    names = {"list": "list", "str": "string", "int": "number", "float": "number", "bool": "boolean"}
+    return names.get(type(value).__name__, type(value).__name__)
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from robustft.config.eps import format_eps
 from robustft.config.sections import (DATASET_NAMES, EVAL_ATTACKS, EVAL_PRESETS, TRAIN_ATTACKS, Config, ConfigError,
                                       ScheduleConfig, expand_attacks)
 
@@ -88,6 +89,11 @@ def validate(cfg: Config) -> None:
     need(e.bootstrap >= 0, f"eval.bootstrap: must be >= 0 (0 turns the intervals off), got {e.bootstrap}")
     need(e.eps_weights is None or all(w >= 0 for w in e.eps_weights) and sum(e.eps_weights) > 0,
          f"eval.eps_weights: must be non-negative with a positive sum, got {e.eps_weights}")
+    if e.eps_grid and e.eps_weights is not None:
+        points = sorted({0.0, *e.eps_grid})  # the grid the evaluator walks
+        need(len(e.eps_weights) == len(e.eps_grid) == len(points),
+             f"eval.eps_weights: give one weight per ε of eval.eps_grid, ε = 0 included, each ε once: the grid "
+             f"[{', '.join(str(format_eps(x)) for x in points)}] has {len(points)}, got {len(e.eps_weights)} weights")
     need(e.num_steps >= 1, f"eval.num_steps: must be >= 1, got {e.num_steps}")
     need(e.restarts >= 1, f"eval.restarts: must be >= 1, got {e.restarts}")
     need(e.targets >= 1, f"eval.targets: must be >= 1 (apgd-t's wrong classes attacked in turn), got {e.targets}")

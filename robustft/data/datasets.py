@@ -113,6 +113,10 @@ def _scan_class_folders(folder: Path, classes: list[str] | None) -> tuple[list[P
     paths, labels = [], []
     for label, name in enumerate(classes):
         files = sorted(p for p in (folder / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"data.root: the class folder {folder / name} holds no images "
+                             f"({', '.join(sorted(IMAGE_SUFFIXES))}); add its images, or remove the class from "
+                             "every split")
         paths += files
         labels += [label] * len(files)
     if not paths:

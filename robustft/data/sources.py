@@ -9,6 +9,8 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
+from robustft.errors import BadImageError
+
 
 class ImageSource(Protocol):
     """Labelled images addressed by position."""
@@ -56,7 +58,7 @@ def read_image(path: Path, size: int) -> np.ndarray:
     twice ``size`` on each side) before the resize, which is several times faster on full-resolution photos.
 
     Raises:
-        OSError: The file cannot be read as an image; the message names it.
+        BadImageError: The file cannot be read as an image; the message names it (an OSError).
     """
     from PIL import Image
 
@@ -65,8 +67,9 @@ def read_image(path: Path, size: int) -> np.ndarray:
             if im.format == "JPEG":
                 im.draft("RGB", (2 * size, 2 * size))
             return np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
-    except OSError as err:
-        raise OSError(f"cannot read image {path}: {err}") from err
+    except (OSError, SyntaxError) as err:  # PIL reports some malformed files (PNG chunks) as SyntaxError
+        raise BadImageError(f"cannot read the image {path} ({err}); it is truncated, corrupt or not an image: "
+                            "delete or replace that file, then run the command again (train: with --resume)") from err
 
 
 @dataclass

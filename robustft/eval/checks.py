@@ -11,8 +11,10 @@ passed and None when it does not apply. What each one catches:
   and another order (batch-dependent outputs, BatchNorm in training mode, randomness).
 - ``logits``: outputs look like probabilities or log-probabilities; cross-entropy attacks on them get
   vanishing gradients.
+- ``constant_predictions``: (nearly) all clean predictions on the evaluated set are one class although the
+  labels are not: the model collapsed (e.g. diverged training), and its robustness numbers are meaningless.
 - ``input_gradients``: examples whose input gradient of the cross-entropy is exactly zero (saturated
-  softmax, non-differentiable layers): gradient attacks cannot move them.
+  softmax, non-differentiable layers, a forward that detaches its input): gradient attacks cannot move them.
 - ``monotone``: an independent-mode curve rises with ε (the attack got weaker as the ball grew).
 - ``black_box``: the black-box Square attack alone beats the white-box evaluation at ε_g on a subset by
   more than ``tol`` (gradient masking).
@@ -65,6 +67,8 @@ class SanityChecks:
         square_queries: queries of the Square attack in the black-box check.
         large_eps: radius of the large-ε check; None: 0.5 in ℓ∞, 0.5·√d in ℓ2 (d = input size).
         large_eps_max_accuracy: accuracy above which the large-ε check is raised.
+        constant_share: fraction of the clean predictions in one class at or above which the
+            constant-prediction check is raised.
         long_steps: iterations of the APGD-CE run of the convergence check.
         tol: accuracy gap (a fraction of the subset) above which the black-box and convergence checks are
             raised; smaller gaps on a 100-example subset are within noise.
@@ -75,6 +79,7 @@ class SanityChecks:
     square_queries: int = 1000
     large_eps: float | None = None
     large_eps_max_accuracy: float = 0.1
+    constant_share: float = 0.99
     long_steps: int = 100
     tol: float = 0.03
     norm: str = "linf"
@@ -88,8 +93,9 @@ class SanityChecks:
         x, y = x.to(device), y.to(device)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(int(result.protocol.get("seed", 0)))
+            preds = clean_predictions(model, source, device, image_size, batch_size)
             flags = [check_eval_mode(model), check_deterministic(model, x), check_logits(model, x),
-                     check_eps0_is_clean(model, source, result, device, image_size, batch_size),
+                     check_eps0_is_clean(preds, result), check_constant_predictions(preds, result, self.constant_share),
                      check_input_gradients(model, x, y), check_monotone(result),
                      self.check_black_box(model, x, y, result, subset),
                      self.check_converged(model, x, y, result, subset), self.check_large_eps(model, x, y)]
@@ -190,17 +196,25 @@ def check_logits(model: nn.Module, x: torch.Tensor) -> Flag:
     return Flag("logits", False, "the model outputs logits", 0.0)
 
 
-def check_eps0_is_clean(model: nn.Module, source: ImageSource, result: "RobustnessResult", device: torch.device,
-                        image_size: int, batch_size: int) -> Flag:
-    """Recompute clean predictions in reverse order and other batches; they must match row 0 exactly."""
+def clean_predictions(model: nn.Module, source: ImageSource, device: torch.device, image_size: int,
+                      batch_size: int) -> np.ndarray:
+    """The predicted class of every example of ``source`` (in its order), computed in reverse order and in
+    batches of another size than the evaluation's."""
     order = np.arange(len(source))[::-1].copy()
     size = max(1, batch_size // 2 - 1)
     preds = []
     with torch.no_grad():
-        for xb, yb in eval_batches(source.subset(order), image_size, size):
-            preds.append((model(xb.to(device)).argmax(1).cpu() == yb).numpy())
-    again = np.empty(len(source), dtype=bool)
-    again[order] = np.concatenate(preds)
+        for xb, _ in eval_batches(source.subset(order), image_size, size):
+            preds.append(model(xb.to(device)).argmax(1).cpu().numpy())
+    out = np.empty(len(source), dtype=np.int64)
+    out[order] = np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
+    return out
+
+
+def check_eps0_is_clean(preds: np.ndarray, result: "RobustnessResult") -> Flag:
+    """Clean predictions recomputed in reverse order and other batches (:func:`clean_predictions`) must match
+    row 0 of the evidence exactly."""
+    again = preds == result.labels
     differ = int((again != result.correct[0]).sum())
     if differ:
         return Flag("eps0_is_clean", True, f"{differ} example(s) change correctness when clean accuracy is "
@@ -208,17 +222,39 @@ def check_eps0_is_clean(model: nn.Module, source: ImageSource, result: "Robustne
     return Flag("eps0_is_clean", False, f"ε=0 row equals clean accuracy ({100 * again.mean():.1f} %) exactly", 0.0)
 
 
+def check_constant_predictions(preds: np.ndarray, result: "RobustnessResult", max_share: float = 0.99) -> Flag:
+    """At least ``max_share`` of the clean predictions in one class, while the labels span several."""
+    labels = np.unique(result.labels)
+    if len(labels) < 2:
+        return Flag("constant_predictions", None, "the evaluated examples all have one label: a constant "
+                    "prediction cannot be told apart from a correct one")
+    classes, counts = np.unique(preds, return_counts=True)
+    top, share = int(classes[counts.argmax()]), float(counts.max() / len(preds))
+    if share >= max_share:
+        return Flag("constant_predictions", True, f"{100 * share:.1f} % of the {len(preds)} clean predictions are "
+                    f"class {top} while the labels span {len(labels)} classes: the model collapsed to a constant "
+                    "prediction, so its robustness numbers are meaningless (no attack can change its output); "
+                    "check its training run for diverged weights (optim.lr too high)", share)
+    return Flag("constant_predictions", False, f"clean predictions span {len(classes)} classes; the most frequent, "
+                f"class {top}, takes {100 * share:.1f} %", share)
+
+
 def check_input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Flag:
     from robustft.attacks import crafting
+    from robustft.attacks.base import input_gradient
 
     with crafting(model):
         xg = x.clone().requires_grad_(True)
-        grad = torch.autograd.grad(F.cross_entropy(model(xg), y, reduction="sum"), xg)[0]
+        loss = F.cross_entropy(model(xg), y, reduction="sum")
+        grad = input_gradient(loss, xg)
     zero = int((grad.flatten(1).abs().sum(1) == 0).sum())
     if zero:
+        why, fix = ("saturated softmax or a non-differentiable layer", "add apgd-t or square to the attacks")
+        if not loss.requires_grad:
+            why, fix = ("the model's output has no gradient path to its input: its forward detaches x or runs "
+                        "without autograd", "only a black-box attack can test it: add square to the attacks")
         return Flag("input_gradients", True, f"{zero} of {len(y)} examples have an exactly zero input gradient: "
-                    "gradient attacks cannot move them (saturated softmax or a non-differentiable layer); "
-                    "add apgd-t or square to the attacks", zero / len(y))
+                    f"gradient attacks cannot move them ({why}); {fix}", zero / len(y))
     return Flag("input_gradients", False, f"input gradients are non-zero on all {len(y)} examples", 0.0)
 
 

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import time
+import zipfile
 from pathlib import Path
 from typing import Mapping
 
@@ -28,6 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from robustft import distributed as ddp
+from robustft.errors import ForeignFileError
 from robustft.attacks import Attack
 from robustft.config import format_eps
 from robustft.data import ImageSource, eval_batches
@@ -140,14 +142,34 @@ def _resume(path: Path | None, key: str, num_eps: int, n: int) -> tuple[np.ndarr
     correct, breaker = np.zeros((num_eps, n), dtype=bool), np.full((num_eps, n), -1, dtype=np.int8)
     if path is None or not path.exists():
         return correct, breaker, 0
-    with np.load(path) as z:
-        if str(z["key"]) != key or z["correct"].shape != correct.shape:
-            log.warning("%s belongs to an evaluation with another protocol; starting over", path)
-            return correct, breaker, 0
-        done = int(z["done"])
-        correct[:done], breaker[:done] = z["correct"][:done], z["breaker"][:done]
+    saved_key, done, saved_correct, saved_breaker = _read_state(path)
+    if saved_key != key or saved_correct.shape != correct.shape:
+        log.warning("%s belongs to an evaluation with another protocol; starting over", path)
+        return correct, breaker, 0
+    correct[:done], breaker[:done] = saved_correct[:done], saved_breaker[:done]
     log.info("resuming the evaluation in %s after %d of %d ε", path.parent, done, num_eps)
     return correct, breaker, done
+
+
+def _read_state(path: Path) -> tuple[str, int, np.ndarray, np.ndarray]:
+    """(key, ε done, correct, breaker) of a state written by :func:`_save_state`.
+
+    Raises:
+        ForeignFileError: the file is not such a state (not an .npz, pickled objects, other arrays).
+    """
+    try:
+        with np.load(path) as z:
+            state = str(z["key"]), int(z["done"]), z["correct"].astype(bool), z["breaker"]
+    except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        reason = (str(err.args[0]) if isinstance(err, KeyError) else  # numpy's advice to unpickle is not passed on
+                  "it holds pickled data, which is never loaded" if "pickle" in str(err).lower() else
+                  f"{type(err).__name__}: {err}")
+        raise ForeignFileError(f"{path} is not the partial results of a robustft evaluation ({reason}); delete it "
+                               "to restart this evaluation") from None
+    if state[2].ndim != 2 or state[3].shape != state[2].shape or not 0 <= state[1] <= len(state[2]):
+        raise ForeignFileError(f"{path} is not the partial results of a robustft evaluation (arrays of other "
+                               "shapes or counts); delete it to restart this evaluation")
+    return state
 
 
 def _save_state(path: Path, key: str, done: int, correct: np.ndarray, breaker: np.ndarray) -> None:

@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import yaml
 
-from robustft.config import Config, ConfigError, config_from_dict, format_eps
+from robustft.config import Config, ConfigError, config_from_dict, format_eps, read_config_file
 from robustft.runs import RunDir, write_json
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def expand(spec: SweepSpec) -> list[SweepPoint]:
         ConfigError: a point's config is invalid (every problem, prefixed with the point's name), or two
             points would share a run directory.
     """
-    base = (yaml.safe_load(spec.base.read_text()) or {}) if spec.base else {}
+    base = read_config_file(spec.base) if spec.base else {}
     keys = list(spec.grid)
     points, problems = [], []
     for variant, settings in (spec.variants or {None: {}}).items():
@@ -181,7 +181,7 @@ def run_sweep(points: list[SweepPoint], out_dir: Path,
     ``OUT_DIR/sweep.json`` after each point."""
     from robustft.api import fine_tune
 
-    train = train or (lambda cfg: fine_tune(cfg, resume=True))
+    train = train or (lambda cfg: fine_tune(cfg, resume=True, allow_changes=False))
     outcome = SweepOutcome()
     for i, point in enumerate(points, 1):
         run = RunDir(out_dir / point.name)

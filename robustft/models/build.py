@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import difflib
+import json
 import logging
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
+import yaml
 from torch import nn
 
 from robustft.config import ModelConfig
+from robustft.errors import CheckpointMismatchError, refusing_pickles
 from robustft.models.embedded import EMBEDDED, build_embedded
-from robustft.models.hub import download_failed
+from robustft.models.hub import fetch
 from robustft.models.openclip import build_open_clip, is_open_clip
 
 log = logging.getLogger(__name__)
@@ -51,9 +56,11 @@ def build_model(cfg: ModelConfig, num_classes: int) -> RobustClassifier:
 
     Raises:
         ValueError: unknown backbone name.
-        RuntimeError: pretrained weights could not be fetched (offline) — the message says how to use a
-            local checkpoint instead.
+        WeightsDownloadError: pretrained weights could not be fetched (offline) — the message says how to use
+            a local checkpoint instead (a RuntimeError).
         FileNotFoundError: ``cfg.checkpoint`` does not exist.
+        UnsafeFileError, CheckpointMismatchError: ``cfg.checkpoint`` holds pickled objects, or the weights of
+            another architecture.
     """
     if cfg.name in EMBEDDED:
         backbone, spec = build_embedded(cfg.name, cfg.pretrained and cfg.checkpoint is None, cfg.drop_rate)
@@ -65,7 +72,7 @@ def build_model(cfg: ModelConfig, num_classes: int) -> RobustClassifier:
         backbone = _build_timm(cfg)
         mean, std = backbone.pretrained_cfg["mean"], backbone.pretrained_cfg["std"]
     if cfg.checkpoint is not None:
-        load_backbone_checkpoint(backbone, cfg.checkpoint)
+        load_backbone_checkpoint(backbone, cfg.checkpoint, cfg.name)
     if cfg.bn_momentum is not None:
         set_bn_momentum(backbone, cfg.bn_momentum)
     if cfg.activation is not None:
@@ -78,13 +85,13 @@ def _build_timm(cfg: ModelConfig) -> nn.Module:
         close = [e for e in EMBEDDED if cfg.name in e] + difflib.get_close_matches(cfg.name, timm.list_models(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"model.name: unknown backbone {cfg.name!r}{hint}")
-    hub = cfg.pretrained and cfg.checkpoint is None
-    try:
-        return timm.create_model(cfg.name, pretrained=hub, num_classes=0, drop_rate=cfg.drop_rate)
-    except Exception as err:  # hub errors come in many types (HTTP, OS, HF offline mode)
-        if not hub:
-            raise
-        raise download_failed(repr(cfg.name), err, "a .safetensors or torch state dict of the timm backbone") from err
+    pretrained = cfg.pretrained and cfg.checkpoint is None
+    create = partial(timm.create_model, cfg.name, pretrained=pretrained, num_classes=0, drop_rate=cfg.drop_rate)
+    if not pretrained:
+        return create()
+    source = timm.models.get_pretrained_cfg(cfg.name)
+    return fetch(create, source.hf_hub_id if source is not None else None, repr(cfg.name),
+                 "a .safetensors or torch state dict of the timm backbone")
 
 
 SMOOTH_ACTIVATIONS: dict[str, type[nn.Module]] = {"silu": nn.SiLU, "gelu": nn.GELU, "softplus": nn.Softplus}
@@ -119,20 +126,29 @@ def set_bn_momentum(module: nn.Module, momentum: float) -> None:
             m.momentum = momentum
 
 
+def _read_file(path: Path) -> Any:
+    """What a .safetensors file (its tensors) or a torch file (loaded with ``weights_only=True``) holds."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    with refusing_pickles(path, "model.checkpoint"):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a .safetensors file, or of a torch file loaded with ``weights_only=True``.
 
     A ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper and a DataParallel ``module.`` prefix are removed.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        UnsafeFileError: the torch file holds pickled objects other than tensors and plain data.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"model.checkpoint: no such file {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    state = _read_file(path)
     for key in ("state_dict", "model", "model_state"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -141,25 +157,85 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
-def load_backbone_checkpoint(backbone: nn.Module, path: str | Path) -> None:
+def load_backbone_checkpoint(backbone: nn.Module, path: str | Path, name: str | None = None) -> None:
     """Load local backbone weights; keys the backbone lacks (an old classifier) are ignored and logged.
+    ``name`` is the configured ``model.name`` (for the message; default: the timm architecture).
+
+    A robustft run's checkpoint is accepted too: its ``backbone.`` tensors are used.
 
     Raises:
-        ValueError: backbone tensors are missing from the file or have other shapes.
+        CheckpointMismatchError: backbone tensors are missing from the file or have other shapes; the message
+            names the checkpoint's architecture (as far as it can be told) and the configured one.
     """
     state = read_state_dict(path)
     own = backbone.state_dict()
     if not any(k in state for k in own) and any(k.startswith("visual.") for k in own):
         state = {f"visual.{k}": v for k, v in state.items()}  # an image-tower state dict of an OpenCLIP backbone
+    if not any(k in state for k in own) and any(f"backbone.{k}" in state for k in own):
+        state = {k.removeprefix("backbone."): v for k, v in state.items()}  # a RobustClassifier's (a run's)
     extra = sorted(k for k in state if k not in own)
     missing = sorted(k for k in own if k not in state)
     wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
     if missing or wrong:
-        raise ValueError(
-            f"model.checkpoint: {path} does not fit the backbone: {len(missing)} missing tensors "
-            f"(e.g. {missing[:3]}), {len(wrong)} with other shapes (e.g. {wrong[:3]}); "
-            "is it a state dict of the same timm architecture?"
+        name = name or getattr(backbone, "pretrained_cfg", {}).get("architecture") or type(backbone).__name__
+        if len(missing) == len(own):
+            fit = f"none of the {len(own)} backbone tensors is in it"
+        else:
+            shapes = "".join(f", e.g. {k} {list(state[k].shape)} vs {list(own[k].shape)}" for k in wrong[:1])
+            fit = (f"{len(missing)} of {len(own)} backbone tensors missing, e.g. {missing[:2]}; {len(wrong)} with "
+                   f"other shapes{shapes}")
+        raise CheckpointMismatchError(
+            f"model.checkpoint: {path} does not fit the backbone: it holds the weights of "
+            f"{checkpoint_architecture(Path(path).expanduser(), state)}, but model.name is {name!r} ({fit}); "
+            f"set model.name to the checkpoint's architecture, or point model.checkpoint at weights of {name}"
         )
     backbone.load_state_dict({k: state[k] for k in own}, strict=True)
     if extra:
         log.info("ignored %d tensors of %s not in the backbone (e.g. %s)", len(extra), path, extra[:3])
+
+
+KEY_FAMILIES = (("patch_embed.proj.weight", "a vision transformer"), ("stages.0.blocks.0.conv_dw.weight", "a ConvNeXt"),
+                ("layer1.0.conv1.weight", "a ResNet"), ("conv_stem.weight", "an EfficientNet or MobileNet"),
+                ("features.0.weight", "a torchvision VGG-style network"))
+"""A key only one family of architectures has, and the family, for a checkpoint that records no architecture."""
+ARCH_KEYS = ("arch", "architecture", "model_name")
+"""Entries in which training scripts record the architecture (timm's train.py: ``arch``; its hub configs:
+``architecture``)."""
+
+
+def checkpoint_architecture(path: Path, state: dict[str, torch.Tensor]) -> str:
+    """The architecture of a checkpoint, in words: as recorded in the file, in a ``config.json`` beside it
+    (a hub download), or in the ``config.yaml`` of the run it belongs to; else guessed from its keys."""
+    for where, record in _records(path):
+        found = next((record[k] for k in ARCH_KEYS if isinstance(record.get(k), str)), None)
+        if found:
+            return f"{found!r} (recorded in {where})"
+    family = next((f for key, f in KEY_FAMILIES if key in state), "an architecture it does not record")
+    first = next(iter(state.items()), None)
+    example = f", e.g. {first[0]} {list(first[1].shape)}" if first else ""
+    return f"{family} ({len(state)} tensors{example})"
+
+
+def _records(path: Path) -> list[tuple[str, dict]]:
+    """(where, dict) of the metadata that may name a checkpoint's architecture; unreadable ones are skipped."""
+    out: list[tuple[str, dict]] = []
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            out.append(("its metadata", f.metadata() or {}))
+    else:
+        raw = _read_file(path)
+        out.append(("the file", raw if isinstance(raw, dict) else {}))
+    beside = path.parent / "config.json"
+    if beside.is_file():
+        try:
+            out.append((str(beside), json.loads(beside.read_text())))
+        except ValueError:
+            pass
+    run_config = path.parent.parent / "config.yaml"
+    if path.parent.name == "checkpoints" and run_config.is_file():
+        model = yaml.safe_load(run_config.read_text())
+        model = model.get("model") if isinstance(model, dict) else None
+        out.append((str(run_config), {"arch": model.get("name")} if isinstance(model, dict) else {}))
+    return [(w, r) for w, r in out if isinstance(r, dict)]

@@ -16,6 +16,8 @@ import timm
 import torch
 from torch import nn
 
+from robustft.errors import refusing_pickles
+
 log = logging.getLogger(__name__)
 
 
@@ -75,6 +77,8 @@ def build_embedded(name: str, pretrained: bool, drop_rate: float = 0.0) -> tuple
     backbone = timm.create_model(spec.timm_name, pretrained=False, num_classes=0, drop_rate=drop_rate)
     if pretrained:
         path = spec.weights_path()
-        load_in_order(backbone, torch.load(path, map_location="cpu", weights_only=True), spec.dropped_prefixes)
+        with refusing_pickles(path):
+            weights = torch.load(path, map_location="cpu", weights_only=True)
+        load_in_order(backbone, weights, spec.dropped_prefixes)
         log.info("loaded embedded ImageNet weights for %s from %s", name, path)
     return backbone, spec

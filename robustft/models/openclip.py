@@ -10,11 +10,12 @@ Inputs are normalised with the weights' mean and std (CLIP's, not ImageNet's).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from torch import nn
 
-from robustft.models.hub import download_failed
+from robustft.models.hub import fetch
 
 PREFIX = "open_clip:"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -71,12 +72,12 @@ def build_open_clip(name: str, pretrained: bool, drop_rate: float = 0.0) -> Open
     if pretrained and tag is None:
         raise ValueError(f"model.name: {name!r} names no pretrained tag; write open_clip:{arch}.TAG with TAG one of "
                          f"{open_clip.list_pretrained_tags_by_model(arch)}, or set model.pretrained=false")
-    try:
-        model = open_clip.create_model(arch, pretrained=tag if pretrained else None)
-    except Exception as err:  # hub errors come in many types (HTTP, OS, HF offline mode)
-        if not pretrained:
-            raise
-        raise download_failed(f"OpenCLIP {arch}/{tag}", err, "the model's open_clip_model.safetensors") from err
+    if pretrained:
+        repo_id = ((open_clip.get_pretrained_cfg(arch, tag) or {}).get("hf_hub") or "").strip("/") or None
+        model = fetch(partial(open_clip.create_model, arch, pretrained=tag), repo_id, f"OpenCLIP {arch}/{tag}",
+                      "the model's open_clip_model.safetensors")
+    else:
+        model = open_clip.create_model(arch, pretrained=None)
     if drop_rate > 0:
         raise ValueError("model.drop_rate: OpenCLIP towers take no dropout before the head; set it to 0")
     cfg = open_clip.get_pretrained_cfg(arch, tag) if tag else {}

@@ -9,28 +9,67 @@
     RUN/eval/NAME/           one evaluation (NAME: its attacks): robustness.json and correct.npz, and
                              partial.npz while it runs (a killed evaluation resumes from it)
     RUN/DONE                 written last, when training and evaluation have finished
+    RUN/resumes.jsonl        one row per resume that changed optimiser settings (RESUMABLE_KEYS), and
+    RUN/config.original.yaml the config the run started with (config.yaml then holds the current one)
+
+A start that stops before the first checkpoint leaves only config.yaml, env.json and metrics.jsonl; the next
+start of the same run takes such a folder over (:meth:`RunDir.abandoned`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
+import re
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
+import yaml
+
 from robustft.config import Config, config_to_dict, load_config, save_config
+
+log = logging.getLogger(__name__)
+
+RESUMABLE_KEYS = frozenset({"optim.lr", "optim.head_lr", "optim.weight_decay", "optim.head_weight_decay",
+                            "optim.grad_clip", "optim.warmup_epochs", "optim.min_lr_ratio", "train.precision"})
+"""Keys a resume may change (recorded in resumes.jsonl): the remedies of a run whose loss diverged, which act
+only on the steps still to come (optimiser settings; the arithmetic of the forward passes). Everything else
+defines the run and is refused, AdamW's betas included (the checkpoint's moment estimates were averaged under
+the old ones)."""
+
+TEMP_FILE = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp")
+"""The name :func:`atomic_write` gives its temporary file: ``.NAME.XXXXXXXX.tmp`` (tempfile.mkstemp)."""
+
+_STARTED = {"config.yaml", "env.json", "metrics.jsonl", "checkpoints"}
+"""What a start leaves before its first checkpoint."""
+
+
+def _umask() -> int:
+    """The process's umask (read from /proc where it can be, so no other thread sees a changed one)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write`` on a temporary file beside ``path``, fsync, then rename it over ``path``, so that
-    readers see the old or the new content, never a partial one (a killed run loses nothing)."""
+    readers see the old or the new content, never a partial one (a killed run loses nothing). The file gets
+    the mode of any other new file (0666 less the umask), not mkstemp's 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -44,6 +83,18 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Atomically write a text file."""
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Delete the temporary files that writes in ``folder`` killed before their rename left (only names of
+    :data:`TEMP_FILE`'s pattern); returns them. Call it where no write can be in progress."""
+    stale = sorted(p for p in folder.glob(".*.tmp") if TEMP_FILE.fullmatch(p.name) and p.is_file())
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d temporary file(s) left by an interrupted write in %s: %s", len(stale), folder,
+                 ", ".join(p.name for p in stale))
+    return stale
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -114,6 +165,33 @@ class RunDir:
     def done(self) -> bool:
         return (self.path / "DONE").exists()
 
+    @property
+    def resumes_path(self) -> Path:
+        """One JSON row per resume that changed settings (:data:`RESUMABLE_KEYS`)."""
+        return self.path / "resumes.jsonl"
+
+    @property
+    def original_config_path(self) -> Path:
+        """The config the run started with, kept once a resume has changed config.yaml."""
+        return self.path / "config.original.yaml"
+
+    def abandoned(self) -> bool:
+        """Whether the folder holds only what a start that stopped before its first checkpoint leaves
+        (config.yaml, env.json, metrics.jsonl, an empty checkpoints/, temporary files): no checkpoint, no
+        evaluation, not DONE, nothing else. A new start of the run may take it over."""
+        if not self.path.is_dir():
+            return False
+        names = {p.name for p in self.path.iterdir() if not TEMP_FILE.fullmatch(p.name)}
+        folder = self.path / "checkpoints"
+        if not names <= _STARTED or (folder.exists() and not folder.is_dir()):
+            return False
+        return not folder.is_dir() or all(TEMP_FILE.fullmatch(p.name) for p in folder.iterdir())
+
+    def remove_temp_files(self) -> list[Path]:
+        """Delete what writes of an earlier, killed start left in the run folder and checkpoints/ (a killed
+        checkpoint write leaves ``checkpoints/.last.pt.XXXXXXXX.tmp``); call it before training starts."""
+        return remove_temp_files(self.path) + remove_temp_files(self.path / "checkpoints")
+
     def create(self, cfg: Config) -> None:
         """Make the folder and write config.yaml and env.json (a fresh start: old metrics are dropped)."""
         (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -127,10 +205,46 @@ class RunDir:
             raise FileNotFoundError(f"{self.path} is not a run directory (no config.yaml)")
         return load_config(self.config_path)
 
-    def differences(self, cfg: Config) -> list[str]:
-        """Keys whose values differ between ``cfg`` and the run's saved config."""
+    def changes(self, cfg: Config) -> dict[str, tuple[Any, Any]]:
+        """``section.key``: (saved value, value in ``cfg``) of every key that differs from the run's config."""
         saved, new = config_to_dict(self.config()), config_to_dict(cfg)
-        return [f"{s}.{k}: {saved[s][k]!r} -> {new[s][k]!r}" for s in new for k in new[s] if saved[s][k] != new[s][k]]
+        return {f"{s}.{k}": (saved[s][k], new[s][k]) for s in new for k in new[s] if saved[s][k] != new[s][k]}
+
+    def differences(self, cfg: Config) -> list[str]:
+        """Keys whose values differ between ``cfg`` and the run's saved config, as ``key: old -> new``."""
+        return [f"{key}: {old!r} -> {new!r}" for key, (old, new) in self.changes(cfg).items()]
+
+    def resume_changes(self, cfg: Config, allowed: frozenset[str] = RESUMABLE_KEYS) -> dict[str, tuple[Any, Any]]:
+        """What resuming the run with ``cfg`` changes (see :meth:`changes`), every key among ``allowed``.
+
+        Raises:
+            ValueError: ``cfg`` changes another key; the message names each with its two values.
+        """
+        changes = self.changes(cfg)
+        refused = [f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items() if key not in allowed]
+        if refused:
+            may = f"only {', '.join(sorted(allowed))}" if allowed else "nothing"
+            raise ValueError(f"cannot resume {self.path} with a different config: {'; '.join(refused)} (a resume "
+                             f"may change {may}; for a new run choose another train.run_name or train.out_dir)")
+        return changes
+
+    def record_resume(self, cfg: Config, epochs_done: int, step: int) -> dict[str, tuple[Any, Any]]:
+        """Resume the run under ``cfg`` from the checkpoint after ``epochs_done`` epochs (global ``step``):
+        when it changes settings (:meth:`resume_changes`), log them, append them to resumes.jsonl, keep the
+        starting config as config.original.yaml (once) and save ``cfg`` as config.yaml. Returns the changes."""
+        changes = self.resume_changes(cfg)
+        if not changes:
+            return changes
+        log.warning("resuming %s after epoch %d with changed settings: %s", self.path, epochs_done,
+                    "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items()))
+        if not self.original_config_path.exists():
+            atomic_write_text(self.original_config_path, self.config_path.read_text())
+        row = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "epochs_done": epochs_done, "step": step,
+               "changes": {key: {"from": old, "to": new} for key, (old, new) in changes.items()}}
+        with open(self.resumes_path, "a") as f:
+            f.write(json.dumps(row, default=str) + "\n")
+        atomic_write_text(self.config_path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))  # as save_config
+        return changes
 
     def log(self, row: dict[str, Any]) -> None:
         """Append one row to metrics.jsonl."""

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from robustft.errors import DiskFullError, disk_full_reason, refusing_pickles
 from robustft.runs import atomic_write
 
 
@@ -34,8 +35,22 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` that never leaves a partial file at ``path``."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+    """``torch.save`` that never leaves a partial file at ``path``.
+
+    Raises:
+        DiskFullError: the disk (or quota) filled up during the write; what was at ``path`` is intact.
+    """
+    existed = path.exists()
+    try:
+        atomic_write(path, lambda f: torch.save(obj, f))
+    except (OSError, RuntimeError) as err:
+        reason = disk_full_reason(err)
+        if reason is None:
+            raise
+        then = (f"the previous {path.name} is intact: free some space, then continue the run with --resume"
+                if existed else "nothing was saved before it: free some space, then start the run again with "
+                "--resume (it starts over)")
+        raise DiskFullError(f"disk full while writing the checkpoint {path} ({reason}); {then}") from err
 
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, epochs_done: int,
@@ -50,10 +65,16 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (safely: ``weights_only=True``)."""
+    """Read a checkpoint written by :func:`save_checkpoint` (safely: ``weights_only=True``).
+
+    Raises:
+        FileNotFoundError: there is no file at ``path``.
+        UnsafeFileError: the file holds pickled objects other than tensors and plain data.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; nothing to resume (start without --resume)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    with refusing_pickles(path):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def load_model_weights(path: Path, model: nn.Module) -> dict[str, Any]:

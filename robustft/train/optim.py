@@ -13,21 +13,35 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
 
     Each group carries ``base_lr``, the peak the LR schedule multiplies.
     """
-    head_lr = cfg.head_lr if cfg.head_lr is not None else cfg.lr
-    head_wd = cfg.head_weight_decay if cfg.head_weight_decay is not None else cfg.weight_decay
     groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         part = "head" if name.startswith("head.") else "backbone"
         groups.setdefault((part, p.ndim > 1), []).append(p)
-    settings = {"backbone": (cfg.lr, cfg.weight_decay), "head": (head_lr, head_wd)}
+    settings = _settings(cfg)
     out = []
     for (part, decay), params in sorted(groups.items()):
         lr, wd = settings[part]
         out.append({"params": params, "lr": lr, "base_lr": lr, "weight_decay": wd if decay else 0.0,
                     "name": f"{part}{'' if decay else '_no_decay'}"})
     return out
+
+
+def _settings(cfg: OptimConfig) -> dict[str, tuple[float, float]]:
+    """(peak LR, weight decay) of the backbone and of the head."""
+    head_lr = cfg.head_lr if cfg.head_lr is not None else cfg.lr
+    head_wd = cfg.head_weight_decay if cfg.head_weight_decay is not None else cfg.weight_decay
+    return {"backbone": (cfg.lr, cfg.weight_decay), "head": (head_lr, head_wd)}
+
+
+def apply_settings(optimizer: torch.optim.Optimizer, cfg: OptimConfig) -> None:
+    """Set every group's peak LR and weight decay from ``cfg`` again: ``load_state_dict`` brings back the
+    checkpoint's, and a resume may change them (robustft.runs.RESUMABLE_KEYS)."""
+    settings = _settings(cfg)
+    for group in optimizer.param_groups:
+        lr, wd = settings[group["name"].removesuffix("_no_decay")]
+        group.update(base_lr=lr, weight_decay=0.0 if group["name"].endswith("_no_decay") else wd)
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:

@@ -8,7 +8,7 @@ import os
 import random
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NoReturn
 
 import numpy as np
 import torch
@@ -29,14 +29,20 @@ from robustft.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_
 from robustft.train.ema import EMA, Swapped
 from robustft.train.monitor import (CatastrophicOverfittingError, best_robust_epoch, collapsed, overfit_verdict,
                                     reference_attack)
-from robustft.train.optim import build_optimizer, set_lr
+from robustft.train.optim import apply_settings, build_optimizer, set_lr
 from robustft.train.speed import Accelerator
 
 log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
-    """The training loss or its gradient became NaN or infinite; the last good checkpoint is kept."""
+    """The training loss or its gradient became NaN or infinite, or the weights or buffers diverged (NaN, ∞ or
+    beyond :data:`MAX_ABS_WEIGHT`); the last good checkpoint is kept."""
+
+
+MAX_ABS_WEIGHT = 1e10
+"""|value| of a weight, buffer (BatchNorm running statistics) or averaged weight above which training has
+diverged: trained networks stay within ~1e4, float32 overflows to ∞ at 3.4e38."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -130,11 +136,44 @@ def _check_finite(loss: float, model: nn.Module, epoch: int, step: int, run: Run
         bad = ddp.all_reduce_sum(bad)
     if bad[0] or bad[1]:
         what = f"the training loss became {loss}" if bad[0] else "the gradient became non-finite (the loss did not)"
-        hint = " or train.precision=fp32" if precision != "fp32" else ""
+        _stop(what, epoch, step, run, precision)
+
+
+def _check_weights(model: nn.Module, ema: EMA | None, epoch: int, step: int, run: RunDir, precision: str) -> None:
+    """Stop before a checkpoint would keep NaN, ∞ or exploded values (|v| > :data:`MAX_ABS_WEIGHT`) in the
+    weights, the buffers or the weight average. A finite training loss does not vouch for them: BatchNorm
+    trains on batch statistics, so its running statistics can overflow unseen and collapse the evaluated model.
+    Once per epoch: one reduction per tensor, one transfer and one collective."""
+    tensors = model.state_dict() | ({f"ema.{k}": v for k, v in ema.params.items()} if ema is not None else {})
+    named = [(k, v) for k, v in tensors.items() if v.is_floating_point() and v.numel()]
+    peaks = torch.stack([v.detach().abs().max().float() for _, v in named]).cpu() if named else torch.zeros(0)
+    bad = ~(peaks <= MAX_ABS_WEIGHT)  # NaN compares false, so it counts as bad
+    count = [float(bad.sum())]
+    if ddp.current().world > 1:  # every process stops together, or the others would wait forever
+        count = ddp.all_reduce_sum(count)
+    if not count[0]:
+        return
+    worst = [f"{k} ({peaks[i].item():.3g})" for i, (k, _) in enumerate(named) if bad[i]][:3]
+    _stop(f"the weights diverged although the loss stayed finite: {int(bad.sum())} tensor(s) of weights or buffers "
+          f"hold NaN, ∞ or values beyond ±{MAX_ABS_WEIGHT:.0e}, e.g. {', '.join(worst) or 'on another process'}",
+          epoch, step, run, precision)
+
+
+def _stop(what: str, epoch: int, step: int, run: RunDir, precision: str) -> NoReturn:
+    """Raise the :class:`NonFiniteLossError` of a diverged run: ``what`` went wrong, where, what was kept
+    and how to go on (the loss, gradient and weight checks all stop this way)."""
+    hint = " or train.precision=fp32" if precision != "fp32" else ""
+    if not run.checkpoint_path.exists():  # stopped in the first epoch: there is nothing to resume
         raise NonFiniteLossError(
-            f"{what} at epoch {epoch} (step {step}); the last good checkpoint ({run.checkpoint_path}) is kept. "
-            f"Lower optim.lr, set optim.grad_clip{hint}, then resume with --resume."
+            f"{what} at epoch {epoch} (step {step}), before the first checkpoint; nothing was kept. "
+            f"Lower optim.lr or set optim.grad_clip{hint}, then run again (without --resume: the new start "
+            f"takes over {run.path})."
         )
+    raise NonFiniteLossError(
+        f"{what} at epoch {epoch} (step {step}); the last good checkpoint ({run.checkpoint_path}) is kept. "
+        f"Lower optim.lr or set optim.grad_clip{hint}, then resume from it: --resume --set optim.lr=... "
+        f"(a resume may change these; the run records the change in resumes.jsonl)."
+    )
 
 
 def micro_batch_size(cfg: DataConfig, world: int) -> int:
@@ -208,7 +247,7 @@ def fit(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callable[[dict
     shard = ddp.init_from_env(device)
     seed_everything(cfg.train.seed)
     data = build_data(cfg.data)
-    model = build_model(cfg.model, cfg.model.num_classes or data.num_classes).to(device)
+    model = build_model(cfg.model, data.head_classes(cfg.model.num_classes)).to(device)
     speed = Accelerator(cfg.train, device)
     if shard.world > 1 and len(data.train) < cfg.data.batch_size:
         raise ValueError(f"data.batch_size: {cfg.data.batch_size} is more than the {len(data.train)} training "
@@ -227,6 +266,7 @@ def fit(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callable[[dict
         ckpt = load_checkpoint(run.checkpoint_path)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        apply_settings(optimizer, cfg.optim)  # the checkpoint's LR and weight decay, unless the resume changed them
         if ema is not None:
             ema.load_checkpoint_state(ckpt["ema"])
         start_epoch, step, elapsed = ckpt["epochs_done"], ckpt["step"], ckpt.get("elapsed", 0.0)
@@ -234,6 +274,7 @@ def fit(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callable[[dict
         eps_schedule = eps_schedule.with_state(ckpt.get("schedule", {}))
         if shard.main:
             run.truncate_metrics(start_epoch)
+            run.record_resume(cfg, start_epoch, step)  # changed optimiser settings: logged, kept in the run
         log.info("resuming %s at epoch %d/%d (step %d)", run.path, start_epoch, epochs, step)
     d, stopped = cfg.data, None
     history = [r for r in run.rows("epoch") if r["epoch"] < start_epoch] if resume else []  # kept epoch rows
@@ -262,6 +303,7 @@ def fit(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callable[[dict
                 run.log({"kind": "step", "epoch": epoch, "step": step, "eps": eps,
                          "lr": optimizer.param_groups[0]["lr"], "loss": out.loss.item(), **out.parts})
         # --- end of epoch: validate and monitor the weights to be evaluated, log, checkpoint (process 0 writes)
+        _check_weights(model, ema, epoch, step, run, speed.describe()["precision"])  # nothing diverged is kept
         stats = stats.reduced()
         row = {"kind": "epoch", "epoch": epoch, "step": step, "eps": eps, "eps_mean": stats.eps / stats.n,
                "lr": optimizer.param_groups[0]["lr"], "train_loss": stats.loss / stats.n,
