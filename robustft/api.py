@@ -8,9 +8,12 @@ The CLI calls exactly these; they are also the Python API::
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Callable
+
+import torch
 
 from robustft.attacks import build_eval_attacks, describe_attack
 from robustft.config import Config, apply_overrides, config_from_dict, config_to_dict, evaluation_name
@@ -70,6 +73,8 @@ def fine_tune(cfg: Config, name: str | None = None, resume: bool = False,
                     "over and replaces its config.yaml and env.json", run.path)
     if not resume and shard.main:
         run.create(cfg)
+    elif shard.main:
+        _warn_thread_change(run)
     fit(cfg, run, resume=resume, on_epoch=on_epoch)
     if cfg.train.evaluate:
         evaluate_run(run.path)
@@ -77,6 +82,16 @@ def fine_tune(cfg: Config, name: str | None = None, resume: bool = False,
         run.mark_done()
     ddp.barrier()
     return run
+
+
+def _warn_thread_change(run: RunDir) -> None:
+    """A resume under another intra-op thread count continues correctly but not bit-identically (README)."""
+    env = run.path / "env.json"
+    started = json.loads(env.read_text()).get("threads") if env.is_file() else None
+    if started is not None and started != torch.get_num_threads():
+        log.warning("%s started with %d intra-op thread(s) and resumes with %d: the continuation is correct but "
+                    "not bit-identical to an uninterrupted run (set OMP_NUM_THREADS=%d for that)", run.path,
+                    started, torch.get_num_threads(), started)
 
 
 def resolve_target(target: str | Path) -> tuple[RunDir, Path]:

@@ -141,6 +141,18 @@ def test_resume_removes_the_temporary_files_of_a_killed_checkpoint_write(tiny_co
     assert len(set(modes.values())) == 1, modes  # atomic writes (last.pt, DONE, summary) get the umask too
 
 
+
+def test_a_resume_under_another_thread_count_says_it_is_not_bit_identical(tiny_config, caplog):
+    cfg = tiny_config.replace("train", evaluate=False)
+    run = fine_tune(cfg, name="tiny")
+    env = json.loads((run.path / "env.json").read_text())
+    (run.path / "env.json").write_text(json.dumps({**env, "threads": torch.get_num_threads() + 1}))
+    (run.path / "DONE").unlink()
+    with caplog.at_level("WARNING"):
+        fine_tune(cfg, name="tiny", resume=True)
+    assert f"started with {torch.get_num_threads() + 1} intra-op thread(s) and resumes with " \
+           f"{torch.get_num_threads()}: the continuation is correct but not bit-identical" in caplog.text
+
 AUTO = ["schedule.kind=auto", "schedule.t1=null", "schedule.t2=null", "schedule.patience=1",
         "schedule.tolerance=1.0", "train.epochs=4"]
 """An auto schedule that must find its plateau at epoch 1 (no gain can beat a tolerance of 100 points): ε is
