@@ -64,10 +64,10 @@ def test_floats_in_a_yaml_file(tmp_path):
 
 
 def test_list_of_float_fields_and_eps_fields():
-    cfg = load_config(None, ["eval.eps_weights=[1e-1, 1]", "attack.eps=8/255", "eval.eps_grid=[0, 4/255, 1e-2]"])
-    assert cfg.eval.eps_weights == [0.1, 1.0] and all(type(w) is float for w in cfg.eval.eps_weights)
+    cfg = load_config(None, ["eval.eps_weights=[1e-1, 1, 2]", "attack.eps=8/255", "eval.eps_grid=[0, 1e-2, 4/255]"])
+    assert cfg.eval.eps_weights == [0.1, 1.0, 2.0] and all(type(w) is float for w in cfg.eval.eps_weights)
     assert cfg.attack.eps == pytest.approx(8 / 255)
-    assert cfg.eval.eps_grid == pytest.approx([0.0, 4 / 255, 0.01])
+    assert cfg.eval.eps_grid == pytest.approx([0.0, 0.01, 4 / 255])
 
 
 @pytest.mark.parametrize("override,key", [
