@@ -55,3 +55,23 @@ def toy_images(n: int, seed: int, classes: int = 3) -> "ImageArray":
     else:
         raise ValueError(f"toy_images has 3 or 4 classes, not {classes}")
     return ImageArray(images, labels)
+
+
+def poison_loss_after(monkeypatch, calls_before: int) -> None:
+    """Make the training loss NaN from objective call ``calls_before + 1`` on (each epoch has 4 steps)."""
+    import robustft.train.trainer as trainer
+
+    real = trainer.build_objective
+
+    def poisoned(c):
+        objective, calls = real(c), {"n": 0}
+
+        def call(model, x, y, eps):
+            out = objective(model, x, y, eps)
+            calls["n"] += 1
+            if calls["n"] > calls_before:
+                out.loss = out.loss * float("nan")
+            return out
+        return call
+
+    monkeypatch.setattr(trainer, "build_objective", poisoned)

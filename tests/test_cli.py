@@ -17,8 +17,8 @@ from PIL import Image
 
 import robustft.cli as cli
 import robustft.train.checkpoint as checkpoint
-import robustft.train.trainer as trainer
 from conftest import TINY
+from helpers import poison_loss_after
 from robustft.cli import main
 
 
@@ -105,19 +105,7 @@ def test_a_train_that_failed_before_its_first_checkpoint_can_be_rerun(config_fil
 
 
 def test_non_finite_stop_then_resume_with_a_lower_lr(config_file, tiny_overrides, tmp_path, capsys, monkeypatch):
-    real = trainer.build_objective
-
-    def nan_in_epoch_2(c):
-        objective, calls = real(c), {"n": 0}
-
-        def call(model, x, y, eps):
-            out = objective(model, x, y, eps)
-            calls["n"] += 1
-            out.loss = out.loss * float("nan") if calls["n"] > 4 else out.loss
-            return out
-        return call
-
-    monkeypatch.setattr(trainer, "build_objective", nan_in_epoch_2)
+    poison_loss_after(monkeypatch, 4)  # NaN from epoch 1 on (4 steps per epoch)
     args = ["train", str(config_file), *_sets(tiny_overrides + ["train.evaluate=false"])]
     assert main(args) == 2
     err = capsys.readouterr().err

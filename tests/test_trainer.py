@@ -14,6 +14,7 @@ from robustft.config import apply_overrides, config_from_dict, config_to_dict
 from robustft.runs import RunDir
 from robustft.schedules import UniformSchedule, cosine_lr_multiplier
 from robustft.train import NonFiniteLossError, load_checkpoint
+from helpers import poison_loss_after
 
 
 def _tree(path) -> set[str]:
@@ -280,28 +281,10 @@ def test_non_finite_loss_or_gradient_stops_and_keeps_last_checkpoint(tiny_config
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
-def _poison_after(monkeypatch, calls_before: int) -> None:
-    """Make the training loss NaN from objective call ``calls_before + 1`` on (each epoch has 4 steps)."""
-    real = trainer.build_objective
-
-    def poisoned(c):
-        objective, calls = real(c), {"n": 0}
-
-        def call(model, x, y, eps):
-            out = objective(model, x, y, eps)
-            calls["n"] += 1
-            if calls["n"] > calls_before:
-                out.loss = out.loss * float("nan")
-            return out
-        return call
-
-    monkeypatch.setattr(trainer, "build_objective", poisoned)
-
-
 def test_non_finite_stop_then_the_advised_resume_finishes_the_run(tiny_config, monkeypatch, caplog):
     """Lower optim.lr, set optim.grad_clip, resume: what the message says is what a resume accepts."""
     cfg = tiny_config.replace("train", evaluate=False)
-    _poison_after(monkeypatch, 4)
+    poison_loss_after(monkeypatch, 4)
     with pytest.raises(NonFiniteLossError) as err:
         fine_tune(cfg, name="nan")
     run = RunDir(Path(cfg.train.out_dir) / "nan")
@@ -332,7 +315,7 @@ def test_non_finite_stop_then_the_advised_resume_finishes_the_run(tiny_config, m
 
 def test_non_finite_stop_in_the_first_epoch_says_to_rerun(tiny_config, monkeypatch):
     cfg = tiny_config.replace("train", evaluate=False, epochs=2)
-    _poison_after(monkeypatch, 1)
+    poison_loss_after(monkeypatch, 1)
     with pytest.raises(NonFiniteLossError) as err:
         fine_tune(cfg.replace("optim", lr=1e8), name="nan")
     run = RunDir(Path(cfg.train.out_dir) / "nan")
