@@ -36,11 +36,13 @@ CANDIDATES: dict[str, dict[str, object]] = {
     "e24_ep30_h25_50": {"train.epochs": 30, "attack.eps": "24/255", "eval.eps_step": "6/255"},
     "s64_n300_e16_ep30": {"data.image_size": 64, "data.n_train": 300, "train.epochs": 30, "attack.eps": "16/255",
                           "eval.eps_step": "4/255"},
+    "e32_ep30_h10_apgd7": {"train.epochs": 30, "attack.eps": "32/255", "attack.num_steps": 7,
+                           "eval.eps_step": "8/255"},
 }
 """Candidate name → settings that differ from the demo's (robustft/experiments/demo.py)."""
 HINGES: dict[str, tuple[float, float]] = {"e16_ep30_h10": (0.1, 0.5), "e24_ep30_h10": (0.1, 0.5),
                                            "e16_ep30_h25_50": (0.25, 0.5), "e24_ep30_h25_50": (0.25, 0.5),
-                                           "s64_n300_e16_ep30": (0.1, 0.5)}
+                                           "s64_n300_e16_ep30": (0.1, 0.5), "e32_ep30_h10_apgd7": (0.1, 0.5)}
 """Candidate name → the scheduled variant's hinges (t1, t2) where they differ from the demo's."""
 
 

@@ -27,7 +27,8 @@ def test_every_candidate_is_a_valid_config_that_differs_only_where_it_says(searc
         assert [p.name for p in points] == [f"{variant}-seed0", f"{variant}-seed2"]
         cfg = points[0].config
         assert cfg.train.out_dir == str(tmp_path / name) and points[1].config.train.seed == 2
-        assert cfg.data.n_train == DEMO_SETTINGS["data.n_train"], name
+        assert cfg.data.n_train == changes.get("data.n_train", DEMO_SETTINGS["data.n_train"]), name
+        assert cfg.data.image_size == changes.get("data.image_size", DEMO_SETTINGS["data.image_size"]), name
         assert cfg.train.epochs == changes.get("train.epochs", DEMO_SETTINGS["train.epochs"]), name
         assert cfg.objective.name == DEMO_VARIANTS[variant]["objective.name"], name
         eps = changes.get("attack.eps", DEMO_SETTINGS["attack.eps"])
