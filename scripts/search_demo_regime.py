@@ -66,11 +66,12 @@ def main() -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--out", default="runs/demo_regime")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--jobs", type=int, default=1, help="runs side by side, one process each (default 1)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     spec = candidate_spec(args.candidate, args.variants, args.seeds, args.out, args.set)
     points = expand(spec)
-    outcome = run_sweep(points, spec.out_dir)
+    outcome = run_sweep(points, spec.out_dir, jobs=args.jobs)
     print(outcome.summary())
     finished = finished_runs(points, spec.out_dir)
     table = subprocess.call(["robustft", "table", *map(str, finished)]) if finished else 1

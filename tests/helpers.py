@@ -75,3 +75,22 @@ def poison_loss_after(monkeypatch, calls_before: int) -> None:
         return call
 
     monkeypatch.setattr(trainer, "build_objective", poisoned)
+
+
+def train_in_sweep_worker(cfg) -> None:
+    """A sweep's ``train`` that a worker process can unpickle: writes the run's config, DONE and
+    ``worker.json`` (its process id and torch's thread count); raises for the run named ``c``."""
+    import json
+    import os
+    from pathlib import Path
+
+    from robustft.config import save_config
+
+    run = Path(cfg.train.out_dir) / cfg.train.run_name
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "worker.json").write_text(json.dumps({"pid": os.getpid(), "threads": torch.get_num_threads(),
+                                                 "tqdm_disabled": os.environ.get("TQDM_DISABLE")}))
+    if cfg.train.run_name == "c":
+        raise RuntimeError("boom in a worker")
+    save_config(cfg, run / "config.yaml")
+    (run / "DONE").write_text("done\n")

@@ -4,12 +4,15 @@ behaviour with a fake trainer, and one tiny real sweep through the command line.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from conftest import TINY
+from helpers import train_in_sweep_worker
 from robustft.cli import main
 from robustft.config import ConfigError, load_config, save_config
 from robustft.experiments.demo import DEMO_VARIANTS
@@ -230,6 +233,29 @@ def test_a_done_run_made_with_another_config_is_not_skipped(points, tmp_path):
     assert fake.calls == ["a"] and outcome.status["a"] == "ran" and outcome.names("skipped") == ["b", "c", "d"]
 
 
+def test_jobs_run_the_points_in_worker_processes_with_a_share_of_the_threads(points, tmp_path):
+    out = tmp_path / "sw"
+    run_sweep(points[:1], out, train=FakeTrain())  # a is DONE before the parallel sweep starts
+    outcome = run_sweep(points, out, train=train_in_sweep_worker, jobs=2)
+    assert outcome.status == {"a": "skipped", "b": "ran", "c": "failed", "d": "ran"}
+    assert outcome.errors == {"c": "RuntimeError: boom in a worker"} and "Traceback" in outcome.tracebacks["c"]
+    assert set(outcome.seconds) == {"b", "c", "d"}
+    workers = {n: json.loads((out / n / "worker.json").read_text()) for n in "bcd"}
+    assert all(w["pid"] != os.getpid() for w in workers.values())
+    assert {w["threads"] for w in workers.values()} == {max(1, torch.get_num_threads() // 2)}
+    assert {w["tqdm_disabled"] for w in workers.values()} == {"1"}
+    record = json.loads((out / "sweep.json").read_text())["points"]
+    assert [p["status"] for p in record] == ["skipped", "ran", "failed", "ran"]
+    assert record[2]["error"] == "RuntimeError: boom in a worker"
+    again = run_sweep(points, out, train=train_in_sweep_worker, jobs=2)  # only c is left, and fails again
+    assert again.status == {"a": "skipped", "b": "skipped", "c": "failed", "d": "skipped"}
+
+
+def test_jobs_must_be_positive(points, tmp_path):
+    with pytest.raises(ValueError, match="jobs: at least 1, got 0"):
+        run_sweep(points, tmp_path / "sw", train=FakeTrain(), jobs=0)
+
+
 def test_keyboard_interrupt_propagates(points, tmp_path):
     fake = FakeTrain(fail={"b"}, error=KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
@@ -278,6 +304,20 @@ def test_cli_sweep_end_to_end(tmp_path, monkeypatch, capsys):
     record = {p["name"]: p for p in json.loads((out / "sweep.json").read_text())["points"]}
     assert {n: p["status"] for n, p in record.items()} == {"standard": "skipped", "fix": "skipped", "broken": "failed"}
     assert "no_such_data" in record["broken"]["error"] and "load_imagefolder" in record["broken"]["traceback"]
+
+
+def test_cli_sweep_jobs_trains_the_points_side_by_side(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    variants = {k: DEMO_VARIANTS[k] for k in ("standard", "fix")}
+    sweep = _write(tmp_path / "tiny_sweep.yaml", {"out_dir": "runs/sw", "set": {**_tiny_set(), "train.epochs": 1},
+                                                  "variants": variants})
+    assert main(["-q", "sweep", str(sweep), "--jobs", "2"]) == 0
+    stdout = capsys.readouterr().out
+    assert "ran: 2 (standard, fix)" in stdout and "| fix | fix | 8/255 |" in stdout
+    assert all((Path("runs/sw") / n / "eval" / "apgd-ce" / "robustness.json").exists() for n in ("standard", "fix"))
+    with pytest.raises(SystemExit):
+        main(["-q", "sweep", str(sweep), "--jobs", "0"])
+    assert "--jobs: must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_cli_sweep_bad_file(tmp_path, capsys):

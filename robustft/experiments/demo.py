@@ -56,14 +56,14 @@ class DemoResult:
     """None when no run finished."""
 
 
-def run_demo(out_dir: str | Path = "runs/demo", seeds: int = 1) -> DemoResult:
-    """Train and evaluate the demo's runs (skipping finished ones), then write the report to
-    ``OUT_DIR/report``."""
+def run_demo(out_dir: str | Path = "runs/demo", seeds: int = 1, jobs: int = 1) -> DemoResult:
+    """Train and evaluate the demo's runs (skipping finished ones), ``jobs`` at a time
+    (:func:`robustft.experiments.sweep.run_sweep`), then write the report to ``OUT_DIR/report``."""
     spec = demo_spec(out_dir, seeds)
     points = expand(spec)
     log.info("demo: %d runs (%s) into %s; finished runs are reused, a killed run resumes", len(points),
              ", ".join(p.name for p in points), spec.out_dir)
-    outcome = run_sweep(points, spec.out_dir)
+    outcome = run_sweep(points, spec.out_dir, jobs=jobs)
     finished = finished_runs(points, spec.out_dir)
     report = render_report(finished, spec.out_dir / "report", title="robustft demo: standard vs fix vs "
                            "Epsilon-Scheduling") if finished else None

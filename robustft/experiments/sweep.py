@@ -18,15 +18,24 @@ Runs are named ``VARIANT-key1value-key2value`` (the last part of every grid key,
 later keeps the names of the runs already made). Re-running a sweep skips DONE runs whose config is the
 sweep's and resumes killed ones; a failing run (or a DONE run made with another config) is recorded and the
 sweep goes on.
+
+``jobs`` > 1 runs that many points at once, each in its own process with an equal share of torch's threads
+(``robustft sweep --jobs 2``): on a CPU, small models use threads poorly (two threads train EfficientNet-Lite0
+at 32 px only 1.3× faster than one, BENCHMARKS.md), so two one-thread runs side by side finish a sweep sooner
+than one two-thread run after another. Workers log their epoch lines prefixed with the run's name and show no
+progress bars. On GPUs keep ``jobs`` = 1 (or use ``train.processes`` for one run over several).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import multiprocessing
+import os
 import re
 import time
 import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -174,36 +183,105 @@ class SweepOutcome:
         return "\n".join(lines)
 
 
-def run_sweep(points: list[SweepPoint], out_dir: Path,
-              train: Callable[[Config], Any] | None = None) -> SweepOutcome:
-    """Run every point not yet DONE with ``train`` (default: :func:`robustft.api.fine_tune` with resume,
-    which refuses a run directory made with another config); record failures and go on. Writes
-    ``OUT_DIR/sweep.json`` after each point."""
+def _default_train(cfg: Config) -> Any:
     from robustft.api import fine_tune
 
-    train = train or (lambda cfg: fine_tune(cfg, resume=True, allow_changes=False))
+    return fine_tune(cfg, resume=True, allow_changes=False)
+
+
+def _run_point(train: Callable[[Config], Any], point: SweepPoint) -> tuple[str, str | None, str | None, float]:
+    """Train one point; (status, error, traceback, seconds), with any exception caught and recorded."""
+    t0 = time.perf_counter()
+    try:
+        train(point.config)
+        return "ran", None, None, time.perf_counter() - t0
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # a failing run must not stop the sweep; it is recorded with its traceback
+        return "failed", f"{type(err).__name__}: {err}", traceback.format_exc(), time.perf_counter() - t0
+
+
+def _worker_init(threads: int, level: int) -> None:
+    """A sweep worker process: its share of the threads, no progress bars, log lines to stderr."""
+    import torch
+
+    os.environ["TQDM_DISABLE"] = "1"  # several bars on one terminal garble each other; the epoch lines remain
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=level, format="%(message)s", force=True)
+
+
+def _run_point_in_worker(train: Callable[[Config], Any], point: SweepPoint) -> tuple[str, str | None, str | None,
+                                                                                      float]:
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter(f"[{point.name}] %(message)s"))
+    return _run_point(train, point)
+
+
+def run_sweep(points: list[SweepPoint], out_dir: Path, train: Callable[[Config], Any] | None = None,
+              jobs: int = 1) -> SweepOutcome:
+    """Run every point not yet DONE with ``train`` (default: :func:`robustft.api.fine_tune` with resume,
+    which refuses a run directory made with another config); record failures and go on. ``jobs`` > 1 runs
+    that many points at once in worker processes (``train`` must then be picklable: a module-level
+    function), each with ``torch.get_num_threads() // jobs`` threads (at least 1). Writes
+    ``OUT_DIR/sweep.json`` each time a point ends."""
+    if jobs < 1:
+        raise ValueError(f"jobs: at least 1, got {jobs}")
+    train = train or _default_train
     outcome = SweepOutcome()
-    for i, point in enumerate(points, 1):
-        run = RunDir(out_dir / point.name)
-        if run.done and not run.differences(point.config):
-            outcome.status[point.name] = "skipped"
-            log.info("[%d/%d] %s: DONE, skipped", i, len(points), point.name)
-        else:
-            log.info("[%d/%d] %s: running", i, len(points), point.name)
-            t0 = time.perf_counter()
-            try:
-                train(point.config)
-                outcome.status[point.name] = "ran"
-            except KeyboardInterrupt:
-                raise
-            except Exception as err:  # a failing run must not stop the sweep; it is recorded with its traceback
-                outcome.status[point.name], outcome.errors[point.name] = "failed", f"{type(err).__name__}: {err}"
-                log.error("[%d/%d] %s failed: %s", i, len(points), point.name, outcome.errors[point.name])
-                outcome.tracebacks[point.name] = traceback.format_exc()
-            outcome.seconds[point.name] = time.perf_counter() - t0
+
+    def record(i: int, point: SweepPoint, result: tuple[str, str | None, str | None, float]) -> None:
+        status, error, tb, seconds = result
+        outcome.status[point.name] = status
+        if status != "skipped":
+            outcome.seconds[point.name] = seconds
+        if error is not None:
+            outcome.errors[point.name], outcome.tracebacks[point.name] = error, tb
+            log.error("[%d/%d] %s failed: %s", i, len(points), point.name, error)
         write_json(out_dir / "sweep.json", {"points": [{"name": p.name, "variant": p.variant, "values": p.values,
                                                          "status": outcome.status.get(p.name, "pending"),
                                                          "error": outcome.errors.get(p.name),
                                                          "traceback": outcome.tracebacks.get(p.name),
                                                          "seconds": outcome.seconds.get(p.name)} for p in points]})
+
+    todo = []
+    for i, point in enumerate(points, 1):
+        run = RunDir(out_dir / point.name)
+        if run.done and not run.differences(point.config):
+            log.info("[%d/%d] %s: DONE, skipped", i, len(points), point.name)
+            record(i, point, ("skipped", None, None, 0.0))
+        else:
+            todo.append((i, point))
+    if jobs == 1 or len(todo) <= 1:
+        for i, point in todo:
+            log.info("[%d/%d] %s: running", i, len(points), point.name)
+            record(i, point, _run_point(train, point))
+        return outcome
+
+    import torch
+
+    threads = max(1, torch.get_num_threads() // jobs)
+    log.info("sweep: %d runs, %d at a time with %d thread%s each", len(todo), jobs, threads, "s" * (threads > 1))
+    context = multiprocessing.get_context("spawn")  # fork after torch has started threads is unsafe
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
+                             initargs=(threads, logging.getLogger().getEffectiveLevel())) as pool:
+        running = {}
+        for i, point in todo:
+            log.info("[%d/%d] %s: queued", i, len(points), point.name)
+            running[pool.submit(_run_point_in_worker, train, point)] = (i, point)
+        try:
+            while running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    i, point = running.pop(future)
+                    try:
+                        result = future.result()
+                    except KeyboardInterrupt:
+                        raise
+                    except Exception as err:  # the worker itself died (e.g. killed for memory)
+                        result = ("failed", f"{type(err).__name__}: {err}", traceback.format_exc(), float("nan"))
+                    record(i, point, result)
+                    log.info("[%d/%d] %s: %s", i, len(points), point.name, result[0])
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return outcome
