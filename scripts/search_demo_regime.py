@@ -38,11 +38,20 @@ CANDIDATES: dict[str, dict[str, object]] = {
                           "eval.eps_step": "4/255"},
     "e32_ep30_h10_apgd7": {"train.epochs": 30, "attack.eps": "32/255", "attack.num_steps": 7,
                            "eval.eps_step": "8/255"},
+    "e32_ep30_h25_apgd7": {"train.epochs": 30, "attack.eps": "32/255", "attack.num_steps": 7,
+                           "eval.eps_step": "8/255"},
+    "e32_ep50_h25_apgd7": {"train.epochs": 50, "attack.eps": "32/255", "attack.num_steps": 7,
+                           "eval.eps_step": "8/255"},
+    "n500_e32_ep30_h10_apgd5": {"data.n_train": 500, "train.epochs": 30, "attack.eps": "32/255",
+                                "attack.num_steps": 5, "eval.eps_step": "8/255"},
+    "n500_e32_ep30_h25_apgd5": {"data.n_train": 500, "train.epochs": 30, "attack.eps": "32/255",
+                                "attack.num_steps": 5, "eval.eps_step": "8/255"},
 }
 """Candidate name → settings that differ from the demo's (robustft/experiments/demo.py)."""
 HINGES: dict[str, tuple[float, float]] = {"e16_ep30_h10": (0.1, 0.5), "e24_ep30_h10": (0.1, 0.5),
                                            "e16_ep30_h25_50": (0.25, 0.5), "e24_ep30_h25_50": (0.25, 0.5),
-                                           "s64_n300_e16_ep30": (0.1, 0.5), "e32_ep30_h10_apgd7": (0.1, 0.5)}
+                                           "s64_n300_e16_ep30": (0.1, 0.5), "e32_ep30_h10_apgd7": (0.1, 0.5),
+                                           "n500_e32_ep30_h10_apgd5": (0.1, 0.5)}
 """Candidate name → the scheduled variant's hinges (t1, t2) where they differ from the demo's."""
 
 
@@ -74,7 +83,7 @@ def main() -> int:
     outcome = run_sweep(points, spec.out_dir, jobs=args.jobs)
     print(outcome.summary())
     finished = finished_runs(points, spec.out_dir)
-    table = subprocess.call(["robustft", "table", *map(str, finished)]) if finished else 1
+    table = subprocess.call([sys.executable, "-m", "robustft", "table", *map(str, finished)]) if finished else 1
     return 1 if outcome.names("failed") else table
 
 
