@@ -49,3 +49,14 @@ def test_a_candidate_can_move_the_scheduled_variants_hinges_only(search, tmp_pat
     (demo,) = expand(search.candidate_spec("e16_ep30", ["scheduled"], [0], tmp_path))
     assert (demo.config.schedule.t1, demo.config.schedule.t2) == (DEMO_VARIANTS["scheduled"]["schedule.t1"],
                                                     DEMO_VARIANTS["scheduled"]["schedule.t2"])
+
+
+def test_the_gpu_driver_names_only_known_candidates(search):
+    """scripts/search_demo_regime_gpu.sh runs candidates by name: each must exist in the search script."""
+    driver = (SCRIPT.parent / "search_demo_regime_gpu.sh").read_text()
+    named = [line.split()[1] for line in driver.splitlines() if line.startswith("search ")]
+    assert len(named) >= 3
+    assert set(named) <= set(search.CANDIDATES), set(named) - set(search.CANDIDATES)
+    assert {"e32_ep30_h25_apgd7", "e32_ep50_h25_apgd7"} <= set(named)
+    for name in ("e32_ep30_h25_apgd7", "e32_ep50_h25_apgd7"):  # the paper's hinges: the demo's 25 % / 75 %
+        assert name not in search.HINGES
