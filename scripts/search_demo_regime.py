@@ -24,6 +24,8 @@ import yaml
 from robustft.experiments.demo import DEMO_VARIANTS, demo_spec
 from robustft.experiments.sweep import SweepSpec, expand, finished_runs, run_sweep
 
+E32_APGD7 = {"train.epochs": 30, "attack.eps": "32/255", "attack.num_steps": 7, "eval.eps_step": "8/255"}
+"""30 epochs at ε_g = 32/255 with a 7-step training attack: the base of the 32/255 candidates."""
 CANDIDATES: dict[str, dict[str, object]] = {
     "demo": {},
     "ep30": {"train.epochs": 30},
@@ -36,16 +38,11 @@ CANDIDATES: dict[str, dict[str, object]] = {
     "e24_ep30_h25_50": {"train.epochs": 30, "attack.eps": "24/255", "eval.eps_step": "6/255"},
     "s64_n300_e16_ep30": {"data.image_size": 64, "data.n_train": 300, "train.epochs": 30, "attack.eps": "16/255",
                           "eval.eps_step": "4/255"},
-    "e32_ep30_h10_apgd7": {"train.epochs": 30, "attack.eps": "32/255", "attack.num_steps": 7,
-                           "eval.eps_step": "8/255"},
-    "e32_ep30_h25_apgd7": {"train.epochs": 30, "attack.eps": "32/255", "attack.num_steps": 7,
-                           "eval.eps_step": "8/255"},
-    "e32_ep50_h25_apgd7": {"train.epochs": 50, "attack.eps": "32/255", "attack.num_steps": 7,
-                           "eval.eps_step": "8/255"},
-    "n500_e32_ep30_h10_apgd5": {"data.n_train": 500, "train.epochs": 30, "attack.eps": "32/255",
-                                "attack.num_steps": 5, "eval.eps_step": "8/255"},
-    "n500_e32_ep30_h25_apgd5": {"data.n_train": 500, "train.epochs": 30, "attack.eps": "32/255",
-                                "attack.num_steps": 5, "eval.eps_step": "8/255"},
+    "e32_ep30_h10_apgd7": E32_APGD7,
+    "e32_ep30_h25_apgd7": E32_APGD7,
+    "e32_ep50_h25_apgd7": {**E32_APGD7, "train.epochs": 50},
+    "n500_e32_ep30_h10_apgd5": {**E32_APGD7, "data.n_train": 500, "attack.num_steps": 5},
+    "n500_e32_ep30_h25_apgd5": {**E32_APGD7, "data.n_train": 500, "attack.num_steps": 5},
 }
 """Candidate name → settings that differ from the demo's (robustft/experiments/demo.py)."""
 HINGES: dict[str, tuple[float, float]] = {"e16_ep30_h10": (0.1, 0.5), "e24_ep30_h10": (0.1, 0.5),
