@@ -28,7 +28,6 @@ import copy
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Callable
 
 import torch

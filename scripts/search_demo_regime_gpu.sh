@@ -28,22 +28,26 @@ search() {  # CANDIDATE VARIANT...: within what is left of SEARCH_SECONDS
   echo "search $1: exit $? ($(date +%T))"
 }
 echo "search: started $(date +%T)"
-search e32_ep30_h10_apgd7 standard fix scheduled
-search e32_ep30_h25_apgd7 scheduled
-search e32_ep50_h25_apgd7 fix scheduled
-search n500_e32_ep30_h10_apgd5 standard fix scheduled
-search n500_e32_ep30_h25_apgd5 scheduled
+CANDIDATES=(  # candidate and the variants it runs
+  "e32_ep30_h10_apgd7 standard fix scheduled"
+  "e32_ep30_h25_apgd7 scheduled"
+  "e32_ep50_h25_apgd7 fix scheduled"
+  "n500_e32_ep30_h10_apgd5 standard fix scheduled"
+  "n500_e32_ep30_h25_apgd5 scheduled"
+)
+# shellcheck disable=SC2086
+for c in "${CANDIDATES[@]}"; do search $c; done
 robust=$(find "$OUT" -name DONE -path '*seed*' | xargs -r -n1 dirname | grep -v '/standard-seed' | sort)
 echo "AutoAttack at 32/255 on 200 test images: $(wc -w <<<"$robust") robust runs ($(date +%T))"
 # shellcheck disable=SC2086
-printf '%s\n' $robust | xargs -r -P "${JOBS:-3}" -I{} bash -c 'limit() { if [ "$1" -gt 0 ]; then timeout "$1" "${@:2}"; \
-  else "${@:2}"; fi; }; limit '"$AA_S"' python3 -m robustft -q eval {} --attacks strong --n 200 \
+export -f limit
+printf '%s\n' $robust | xargs -r -P "${JOBS:-3}" -I{} bash -c 'limit '"$AA_S"' python3 -m robustft -q eval {} --attacks strong --n 200 \
   --eps-grid 0,32/255 --no-checks >{}/autoattack.log 2>&1; echo "  {}: exit $?"' &
 # shellcheck disable=SC2086
 printf '%s\n' $robust | xargs -r -P "${JOBS:-3}" -I{} python3 -m robustft -q eval {} --attacks apgd-ce,apgd-t --set eval.num_steps=10 \
   --set eval.targets=3 --n 500 --no-checks --name cet10 >/dev/null 2>&1 &
 wait
-for c in e32_ep30_h10_apgd7 e32_ep30_h25_apgd7 e32_ep50_h25_apgd7 n500_e32_ep30_h10_apgd5 n500_e32_ep30_h25_apgd5; do
+for c in "${CANDIDATES[@]%% *}"; do
   runs=$(find "$OUT/$c" -name DONE 2>/dev/null | xargs -r -n1 dirname | sort)
   [ -n "$runs" ] || continue
   echo "## $c: APGD-CE + APGD-T (20 steps, 3 targets), 500 test images"

@@ -54,7 +54,8 @@ def test_a_candidate_can_move_the_scheduled_variants_hinges_only(search, tmp_pat
 def test_the_gpu_driver_names_only_known_candidates(search):
     """scripts/search_demo_regime_gpu.sh runs candidates by name: each must exist in the search script."""
     driver = (SCRIPT.parent / "search_demo_regime_gpu.sh").read_text()
-    named = [line.split()[1] for line in driver.splitlines() if line.startswith("search ")]
+    named = [line.split()[0].strip('"') for line in driver.split("CANDIDATES=(")[1].split(")")[0].splitlines()[1:]
+             if line.strip()]
     assert len(named) >= 3
     assert set(named) <= set(search.CANDIDATES), set(named) - set(search.CANDIDATES)
     assert {"e32_ep30_h25_apgd7", "e32_ep50_h25_apgd7"} <= set(named)
