@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Create or reuse the virtual environment, install robustft into it with the extras in ROBUSTFT_EXTRAS
-# (default: test; scripts/test.sh adds tune, i.e. Ray Tune), and install the Fashion-MNIST Debian package;
-# with ROBUSTFT_BROWSER=1 also Debian's chromium (a test opens the HTML report in it). Sourced by
-# scripts/main.sh and scripts/test.sh; safe to run again (it skips what is done).
+# (default: test; scripts/test.sh adds tune, i.e. Ray Tune) at the tested versions of constraints.txt,
+# and install the Fashion-MNIST Debian package; with ROBUSTFT_BROWSER=1 also Debian's chromium (a test opens
+# the HTML report in it). Sourced by scripts/main.sh and scripts/test.sh; safe to run again (it skips what is done).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 VENV="${ROBUSTFT_VENV:-.venv}"
@@ -10,8 +10,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating virtual environment $VENV" >&2
   "${PYTHON:-python3}" -m venv "$VENV"
 fi
-stamp="$VENV/.robustft-install"  # "HASH-OF-pyproject.toml EXTRA,EXTRA" of the last install
-hash="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+stamp="$VENV/.robustft-install"  # "HASH-OF-pyproject.toml+constraints.txt EXTRA,EXTRA" of the last install
+hash="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
 have="$(cat "$stamp" 2>/dev/null || true)"
 extras="${ROBUSTFT_EXTRAS:-test}"
 if [ "${have%% *}" = "$hash" ]; then extras="$extras,${have#* }"; fi  # keep the extras installed before
@@ -19,7 +19,7 @@ extras="$(tr ',' '\n' <<<"$extras" | sed '/^$/d' | sort -u | paste -sd, -)"
 if [ "$have" != "$hash $extras" ]; then
   echo "setup: installing robustft[$extras] and its dependencies (first time: a few minutes)" >&2
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e ".[$extras]"
+  "$VENV/bin/python" -m pip install -q -e ".[$extras]" -c constraints.txt
   echo "$hash $extras" > "$stamp"
 fi
 apt_install() {  # PACKAGE WHY: install a Debian package, or say what that costs
