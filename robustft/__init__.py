@@ -1,6 +1,13 @@
 """robustft: robust fine-tuning of non-robust pretrained classifiers with Epsilon-Scheduling.
 
-The public API::
+The public API, on your own model and data (README "Python API")::
+
+    import robustft
+    summary = robustft.fit(model, train_loader, val=val_loader, epochs=10, objective=objective,
+                           schedule=robustft.eps_schedule("hinge", eps=8/255, epochs=10))
+    result = robustft.evaluate(model, test_loader, eps_grid=[0, 4/255, 8/255], attacks=["apgd-ce", "apgd-t"])
+
+and on a config (what the command line runs)::
 
     from robustft import load_config, fine_tune, evaluate_run
     cfg = load_config("configs/fmnist_scheduled.yaml", ["data.n_train=3000"])
@@ -17,11 +24,13 @@ from robustft.data import build_data
 from robustft.eval import RobustnessResult, evaluate, expected_robustness
 from robustft.models import build_model
 from robustft.objectives import build_objective
-from robustft.report import diagnose_run
+from robustft.analysis import diagnose_run
 from robustft.schedules import build_eps_schedule
+from robustft.train import eps_schedule, fit
+from robustft import attacks, models, objectives
 
 __version__ = "0.1.0"
 
 __all__ = ["Config", "RobustnessResult", "build_data", "build_eps_schedule", "build_model", "build_objective",
-           "diagnose_run", "evaluate", "evaluate_run", "expected_robustness", "fine_tune", "load_config",
-           "parse_eps", "run_dir_for", "save_config"]
+           "attacks", "diagnose_run", "eps_schedule", "evaluate", "evaluate_run", "expected_robustness", "fine_tune",
+           "fit", "load_config", "models", "objectives", "parse_eps", "run_dir_for", "save_config"]

@@ -22,7 +22,7 @@ from robustft.eval import RobustnessResult, SanityChecks, default_eps_grid, eval
 from robustft.models import build_model
 from robustft.runs import RESUMABLE_KEYS, RunDir, remove_temp_files, versions
 from robustft import distributed as ddp
-from robustft.train import fit, load_model_weights, resolve_device
+from robustft.train import fit_config, load_model_weights, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def fine_tune(cfg: Config, name: str | None = None, resume: bool = False,
         run.create(cfg)
     elif shard.main:
         _warn_thread_change(run)
-    fit(cfg, run, resume=resume, on_epoch=on_epoch)
+    fit_config(cfg, run, resume=resume, on_epoch=on_epoch)
     if cfg.train.evaluate:
         evaluate_run(run.path)
     if shard.main:

@@ -15,9 +15,9 @@ from robustft.api import RunExistsError, evaluate_run, fine_tune
 from robustft.config import ConfigError, load_config, parse_eps_grid
 from robustft.errors import UserError, disk_full_reason
 from robustft.eval.diagnostics import DEFAULT_GAP
-from robustft.experiments.tune import TuneError
+from robustft.experiments import load_sweep, run_demo, sweep_and_report, sweep_plan
+from robustft.experiments.tune import SearchSettings, TuneError, trials_table, tune_hparams
 from robustft.report import diagnose_run, evaluation_report, render_diagnosis, render_report, results_table
-from robustft.report.render import expand_run_dirs
 from robustft.train import NonFiniteLossError
 
 EXAMPLES = """examples:
@@ -183,32 +183,21 @@ def _range(text: str, name: str) -> tuple[float, float]:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from robustft.experiments.sweep import expand, finished_runs, load_sweep, run_sweep
-
     spec = load_sweep(args.sweep)
-    points = expand(spec)
     if args.dry_run:
-        for p in points:
-            print(f"{spec.out_dir / p.name}  " + " ".join(f"{k}={v}" for k, v in p.values.items()))
+        print(sweep_plan(spec))
         return 0
-    outcome = run_sweep(points, spec.out_dir, jobs=args.jobs)
-    done = finished_runs(points, spec.out_dir)
-    if done:
-        print(results_table(done))
-    print(f"\nsweep {args.sweep}: {len(points)} runs in {spec.out_dir}\n{outcome.summary()}")
-    if args.report and done:
-        print(f"report: {render_report(done, spec.out_dir / 'report', title=f'robustft sweep {args.sweep.stem}').html}")
-    return 1 if outcome.names("failed") else 0
+    result = sweep_and_report(spec, args.jobs, args.report, f"robustft sweep {args.sweep.stem}", f"sweep {args.sweep}")
+    print(result.text())
+    return 1 if result.failed else 0
 
 
 def _report(args: argparse.Namespace) -> None:
-    files = render_report(expand_run_dirs(args.run_dirs), args.out, args.title, args.evaluation, args.delay_threshold)
+    files = render_report(args.run_dirs, args.out, args.title, args.evaluation, args.delay_threshold)
     print(f"report: {files.markdown}\n        {files.html}")
 
 
 def _tune(args: argparse.Namespace) -> None:
-    from robustft.experiments.tune import SearchSettings, trials_table, tune_hparams
-
     cfg = load_config(args.config, args.overrides)
     settings = SearchSettings(lr=_range(args.lr_range, "lr-range"), weight_decay=_range(args.wd_range, "wd-range"),
                               num_samples=args.samples, time_budget_s=args.time_budget, grace_period=args.grace_period,
@@ -221,19 +210,9 @@ def _tune(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from robustft.experiments.demo import run_demo
-
-    demo = run_demo(args.out, args.seeds, args.jobs)
-    if demo.finished:
-        print(results_table(demo.finished))
-    if demo.report is not None:
-        text = demo.report.markdown.read_text()  # the statistics, flags and diagnosis; the table is above
-        print("\n" + text[text.index("## Fix vs schedules"):text.index("## Figures")].strip())
-        print(f"\nreport: {demo.report.html}\n        {demo.report.markdown}")
-    if demo.outcome.names("failed"):
-        print(demo.outcome.summary(), file=sys.stderr)
-        return 1
-    return 0
+    result = run_demo(args.out, args.seeds, args.jobs)
+    print(result.text())
+    return 1 if result.failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,8 +11,8 @@ from torch import nn
 
 from robustft.attacks import APGD
 from robustft.data import to_float
-from robustft.eval import RobustnessResult, SanityChecks, evaluate
-from robustft.eval.checks import Flag, check_constant_predictions
+from robustft.eval import Flag, RobustnessResult, SanityChecks, evaluate
+from robustft.eval.checks import check_constant_predictions
 
 CPU = torch.device("cpu")
 EPS = 8 / 255

@@ -19,7 +19,7 @@ from robustft.config import ConfigError, apply_overrides, config_from_dict, conf
 from robustft.data import build_data, to_float
 from robustft.models import build_model
 from robustft.runs import RunDir
-from robustft.train import load_checkpoint, load_model_weights
+from robustft.train import Validation, load_checkpoint, load_model_weights
 from robustft.train.ema import EMA, Swapped
 from robustft.train.monitor import (MONITOR_KEYS, CatastrophicOverfittingError, best_robust_epoch, collapsed,
                                     overfit_verdict,
@@ -220,7 +220,7 @@ def pgd_trained():
 
 def test_monitor_raises_its_flag_on_catastrophic_overfitting(fgsm_trained, pgd_trained):
     cfg, data, model = fgsm_trained
-    numbers = trainer.monitor(model, data, cfg, CPU, cfg.attack.eps)
+    numbers = trainer.monitor(model, Validation.from_config(cfg, data), CPU, cfg.attack.eps)
     assert set(numbers) == set(MONITOR_KEYS) and numbers["mon_eps"] == 0.3
     assert numbers["mon_gap"] == pytest.approx(numbers["mon_attack_acc"] - numbers["mon_ref_acc"])
     # the model beats the attack it was trained on, and a 10-step APGD breaks it completely
@@ -230,30 +230,32 @@ def test_monitor_raises_its_flag_on_catastrophic_overfitting(fgsm_trained, pgd_t
 
     # the same kind of model trained with 5-step PGD: no gap, no flag, and more robust under the reference
     cfg_p, data_p, model_p = pgd_trained
-    numbers_p = trainer.monitor(model_p, data_p, cfg_p, CPU, cfg_p.attack.eps)
+    numbers_p = trainer.monitor(model_p, Validation.from_config(cfg_p, data_p), CPU, cfg_p.attack.eps)
     assert abs(numbers_p["mon_gap"]) < cfg_p.train.overfit_gap / 2
     assert numbers_p["mon_ref_acc"] > numbers["mon_ref_acc"] + 0.03
     verdict_p = overfit_verdict([{"epoch": 0, **numbers_p}], cfg_p.train.overfit_gap)
     assert not verdict_p.raised and verdict_p.epochs == []
     # measured by FGSM rather than by its own attack, the PGD model shows no gap either
     cfg_f = with_overrides(cfg_p, ["attack.name=fgsm", "attack.random_start=false", "attack.rel_step_size=null"])
-    assert abs(trainer.monitor(model_p, data_p, cfg_f, CPU, 0.3)["mon_gap"]) < cfg_p.train.overfit_gap
+    fgsm_view = Validation.from_config(cfg_f, data_p)
+    assert abs(trainer.monitor(model_p, fgsm_view, CPU, 0.3)["mon_gap"]) < cfg_p.train.overfit_gap
 
 
 def test_monitor_is_off_at_eps_zero_and_with_monitor_n_zero(fgsm_trained):
     cfg, data, model = fgsm_trained
-    assert trainer.monitor(model, data, cfg, CPU, 0.0) == {}
-    assert trainer.monitor(model, data, cfg.replace("train", monitor_n=0), CPU, 0.3) == {}
+    assert trainer.monitor(model, Validation.from_config(cfg, data), CPU, 0.0) == {}
+    assert trainer.monitor(model, Validation.from_config(cfg.replace("train", monitor_n=0), data), CPU, 0.3) == {}
 
 
 def test_monitor_is_seeded_and_leaves_the_global_rng_alone(fgsm_trained):
     cfg, data, model = fgsm_trained
     cfg = with_overrides(cfg, ["attack.random_start=true", "train.monitor_n=64"])  # FGSM-RS draws random starts
     torch.manual_seed(123)
-    first = trainer.monitor(model, data, cfg, CPU, 0.3)
+    first = trainer.monitor(model, Validation.from_config(cfg, data), CPU, 0.3)
     after = torch.rand(3)
     torch.manual_seed(999)
-    assert trainer.monitor(model, data, cfg, CPU, 0.3) == first  # the same numbers every epoch for the same model
+    same = trainer.monitor(model, Validation.from_config(cfg, data), CPU, 0.3)
+    assert same == first  # the same numbers every epoch for the same model
     torch.manual_seed(123)
     assert torch.equal(torch.rand(3), after)
 
@@ -295,10 +297,10 @@ def fake_monitor(monkeypatch, values: dict[int, tuple[float, float]], first_epoc
     monitor runs."""
     real, calls = REAL_MONITOR, {"n": first_epoch}
 
-    def monitor(model, data, cfg, device, eps):
+    def monitor(model, val, device, eps):
         epoch, calls["n"] = calls["n"], calls["n"] + 1
         if epoch not in values:
-            return real(model, data, cfg, device, eps)
+            return real(model, val, device, eps)
         attack_acc, ref_acc = values[epoch]
         return {"mon_eps": eps, "mon_attack_acc": attack_acc, "mon_ref_acc": ref_acc, "mon_gap": attack_acc - ref_acc}
 
@@ -354,7 +356,7 @@ def test_stop_without_a_checkpoint_to_keep_raises(tiny_config, monkeypatch, tmp_
     row0 = {"epoch": 0, "mon_gap": 0.0, "mon_ref_acc": 0.5}
     run = RunDir(tmp_path / "none")
     with pytest.raises(CatastrophicOverfittingError, match="epoch 2"):
-        trainer._overfit_stop(cfg, {"epoch": 1, "mon_gap": 0.9, "mon_attack_acc": 0.9, "mon_ref_acc": 0.0,
+        trainer._overfit_stop(cfg.train, {"epoch": 1, "mon_gap": 0.9, "mon_attack_acc": 0.9, "mon_ref_acc": 0.0,
                                     "mon_eps": 8 / 255}, 1, [row0], run)
 
 
@@ -544,10 +546,10 @@ def test_validation_and_evaluation_use_the_ema_weights(tiny_config, monkeypatch)
     model = build_model(cfg.model, data.num_classes)
     last = run.rows("epoch")[-1]
     model.load_state_dict(ckpt["eval_model"])
-    averaged = trainer.validate(model, data, cfg, CPU)
+    averaged = trainer.validate(model, Validation.from_config(cfg, data), CPU)
     assert averaged["val_clean_loss"] == pytest.approx(last["val_clean_loss"], rel=1e-6)
     model.load_state_dict(ckpt["model"])
-    assert trainer.validate(model, data, cfg, CPU)["val_clean_loss"] != pytest.approx(last["val_clean_loss"], rel=1e-6)
+    assert trainer.validate(model, Validation.from_config(cfg, data), CPU)["val_clean_loss"] != pytest.approx(last["val_clean_loss"], rel=1e-6)
 
 
 # ==================================================================================== train.select: best_robust

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from robustft.config import ConfigError, DataConfig
 from robustft.data.datasets import DATASETS
-from robustft.data.loader import eval_batches, num_train_batches, to_float, train_batches
-from robustft.data.sources import ImageArray, ImageFiles, ImageSource
+from robustft.data.loader import (LoaderBatches, SourceBatches, TrainData, as_train_data, eval_batches,
+                                  num_train_batches, to_float, train_batches)
+from robustft.data.sources import ImageArray, ImageFiles, ImageSource, TensorImages, as_source
 from robustft.data.splits import stratified_split, stratified_subset
 
 log = logging.getLogger(__name__)
@@ -70,5 +71,6 @@ def build_data(cfg: DataConfig) -> DataSplits:
     return DataSplits(train, val, test, classes, cfg.name)
 
 
-__all__ = ["DATASETS", "DataSplits", "ImageArray", "ImageFiles", "ImageSource", "build_data", "eval_batches",
+__all__ = ["DATASETS", "DataSplits", "ImageArray", "ImageFiles", "ImageSource", "LoaderBatches", "SourceBatches",
+           "TensorImages", "TrainData", "as_source", "as_train_data", "build_data", "eval_batches",
            "num_train_batches", "stratified_split", "stratified_subset", "to_float", "train_batches"]

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from robustft.config import DataConfig
 from robustft.data.paper import PAPER_DATASETS
 from robustft.data.sources import ImageArray, ImageFiles, ImageSource
+from robustft.data.splits import stratified_split
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +94,7 @@ def load_fashion_mnist(cfg: DataConfig) -> tuple[Splits, list[str]]:
 
 def load_digits(cfg: DataConfig, test_fraction: float = 0.2) -> tuple[Splits, list[str]]:
     """scikit-learn's 8×8 digits (1,797 images, ships in the wheel); a stratified 20 % test split."""
-    from sklearn.datasets import load_digits as sk_digits
-
-    from robustft.data.splits import stratified_split
+    from sklearn.datasets import load_digits as sk_digits  # scikit-learn loads slowly; only this dataset needs it
 
     bunch = sk_digits()
     images = torch.from_numpy(np.round(bunch.images * 255 / 16).astype(np.uint8)).unsqueeze(1)

@@ -17,7 +17,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -31,10 +31,14 @@ GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 
 
 def to_float(images: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 [B, C, H, W] → float RGB [B, 3, size, size] in [0, 1]."""
-    x = images.float().div_(255.0)
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
+    """uint8 [B, C, H, W] → float RGB [B, 3, size, size] in [0, 1]; float images (already in [0, 1], in the
+    model's channels) are only resized."""
+    if images.is_floating_point():
+        x = images.to(torch.float32, copy=True)  # the caller's tensor is never changed in place
+    else:
+        x = images.float().div_(255.0)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
     return x.contiguous()
@@ -262,3 +266,78 @@ def eval_batches(source: ImageSource, size: int, batch_size: int, num_workers: i
     jobs = (partial(_eval_batch, source, size, torch.arange(start, min(start + batch_size, len(source))))
             for start in range(0, len(source), batch_size))
     return prefetch(jobs, num_workers)
+
+
+# ------------------------------------------------------------------------------------ training data per epoch
+class TrainData(Protocol):
+    """Training batches, one iterable per epoch: what the training loop draws from."""
+
+    steps_per_epoch: int
+    """Optimiser steps (batches) in one epoch."""
+
+    def epoch(self, epoch: int) -> Iterable[Batch]:
+        """The batches of epoch ``epoch`` (0-based), images float [B, C, H, W] in [0, 1]."""
+        ...
+
+
+@dataclass(frozen=True)
+class SourceBatches:
+    """robustft's own training batches of an image source (:func:`train_batches`): every epoch's order and
+    augmentation follow from (seed, epoch), so a resumed run sees the batches it would have seen."""
+
+    source: ImageSource
+    size: int
+    batch_size: int
+    seed: int = 0
+    flip: bool = False
+    pad_crop: int = 0
+    color_jitter: float = 0.0
+    rotation: float = 0.0
+    shard: tuple[int, int] = (0, 1)
+    num_workers: int = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return num_train_batches(len(self.source), self.batch_size)
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        return train_batches(self.source, self.size, self.batch_size, self.seed, epoch, self.flip, self.pad_crop,
+                             self.color_jitter, self.rotation, shard=self.shard, num_workers=self.num_workers)
+
+
+@dataclass(frozen=True)
+class LoaderBatches:
+    """Any re-iterable of ``(images, labels)`` batches with a length (a torch ``DataLoader`` included),
+    iterated once per epoch. A shuffling DataLoader draws its order from torch's global generator, which a
+    checkpoint saves and a resume restores."""
+
+    loader: Iterable[Batch]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.loader)  # type: ignore[arg-type]
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        for batch in self.loader:
+            yield batch[0], batch[1]
+
+
+def as_train_data(train: Any) -> TrainData:
+    """``train`` as :class:`TrainData`: as it is when it has ``epoch()`` and ``steps_per_epoch``, else a
+    re-iterable of batches with a length (:class:`LoaderBatches`).
+
+    Raises:
+        TypeError: ``train`` is neither, or is a one-shot iterator (it would be empty from the second epoch).
+    """
+    if hasattr(train, "epoch") and hasattr(train, "steps_per_epoch"):
+        return train
+    if isinstance(train, Iterator) or not hasattr(train, "__iter__"):
+        raise TypeError(f"train: want a DataLoader (or another re-iterable of (images, labels) batches with a "
+                        f"length), got {type(train).__name__}; a one-shot iterator or generator would be empty "
+                        "after the first epoch")
+    if not hasattr(train, "__len__"):
+        raise TypeError(f"train: {type(train).__name__} has no length; the LR schedule needs the number of "
+                        "batches per epoch (use a DataLoader over a map-style dataset, or a list of batches)")
+    if len(train) == 0:
+        raise ValueError("train: no batches")
+    return LoaderBatches(train)

@@ -1,10 +1,11 @@
-"""Image sources: labelled images that can be subset and read in batches as uint8 [B, C, H, W]."""
+"""Image sources: labelled images that can be subset and read in batches as [B, C, H, W] tensors (uint8 for
+the datasets robustft loads; float in [0, 1] for tensors a user passes in, :class:`TensorImages`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +22,8 @@ class ImageSource(Protocol):
     def __len__(self) -> int: ...
 
     def read(self, index: torch.Tensor) -> torch.Tensor:
-        """uint8 images [B, C, H, W] (C is 1 or 3) at the given positions."""
+        """Images [B, C, H, W] at the given positions: uint8 (C is 1 or 3; made RGB in [0, 1] by
+        :func:`robustft.data.to_float`) or float in [0, 1] (taken as they are)."""
         ...
 
     def subset(self, index: Sequence[int] | torch.Tensor) -> "ImageSource": ...
@@ -49,6 +51,61 @@ class ImageArray:
     def subset(self, index: Sequence[int] | torch.Tensor) -> "ImageArray":
         index = torch.as_tensor(index, dtype=torch.long)
         return ImageArray(self.images[index], self.labels[index])
+
+
+@dataclass
+class TensorImages:
+    """Float images in [0, 1] held in memory, in the channels the model takes (a user's own data)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if not self.images.is_floating_point() or self.images.dim() != 4:
+            raise ValueError(f"images: want float [N, C, H, W] in [0, 1], got {self.images.dtype} "
+                             f"{tuple(self.images.shape)}")
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+        if len(self.images) and (self.images.min() < 0 or self.images.max() > 1):
+            raise ValueError(f"images: pixel values must lie in [0, 1] (found {self.images.min().item():.3g} to "
+                             f"{self.images.max().item():.3g}); ε is in pixel units, so pass unnormalised images "
+                             "and put the normalisation inside the model (robustft.models.Normalized)")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def read(self, index: torch.Tensor) -> torch.Tensor:
+        return self.images[index]
+
+    def subset(self, index: Sequence[int] | torch.Tensor) -> "TensorImages":
+        index = torch.as_tensor(index, dtype=torch.long)
+        return TensorImages(self.images[index], self.labels[index])
+
+
+def as_source(data: Any) -> ImageSource:
+    """Labelled images as an :data:`ImageSource`: a source as it is, ``(images, labels)`` tensors, or any
+    iterable of ``(images, labels)`` batches (a torch ``DataLoader`` included), read once into memory.
+
+    Raises:
+        TypeError: ``data`` is none of these.
+        ValueError: the images are not float [N, C, H, W] in [0, 1] (see :class:`TensorImages`) or there are none.
+    """
+    if isinstance(data, (ImageArray, ImageFiles, TensorImages)) or (hasattr(data, "read") and hasattr(data, "subset")):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        return TensorImages(data[0].float() if data[0].dtype == torch.float64 else data[0], data[1].long())
+    if not hasattr(data, "__iter__"):
+        raise TypeError(f"expected an image source, (images, labels) tensors or an iterable of (images, labels) "
+                        f"batches such as a DataLoader; got {type(data).__name__}")
+    xs, ys = [], []
+    for batch in data:
+        if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
+            raise TypeError(f"each batch must be (images, labels); got {type(batch).__name__}")
+        xs.append(torch.as_tensor(batch[0]).detach().cpu())
+        ys.append(torch.as_tensor(batch[1]).detach().cpu())
+    if not xs:
+        raise ValueError("the data yielded no batches")
+    return as_source((torch.cat(xs), torch.cat(ys)))
 
 
 def read_image(path: Path, size: int) -> np.ndarray:

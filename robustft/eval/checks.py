@@ -28,34 +28,20 @@ passed and None when it does not apply. What each one catches:
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustft.attacks import APGD, AutoAttack, build_threat_model, crafting
+from robustft.attacks.base import input_gradient
 from robustft.config import format_eps
 from robustft.data import ImageSource, eval_batches
-
-if TYPE_CHECKING:
-    from robustft.eval.result import RobustnessResult
+from robustft.eval.result import Flag, RobustnessResult
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Flag:
-    """The outcome of one check: ``raised`` True (a problem), False (passed) or None (not applicable)."""
-
-    name: str
-    raised: bool | None
-    message: str
-    value: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -84,7 +70,7 @@ class SanityChecks:
     tol: float = 0.03
     norm: str = "linf"
 
-    def __call__(self, model: nn.Module, source: ImageSource, result: "RobustnessResult", *,
+    def __call__(self, model: nn.Module, source: ImageSource, result: RobustnessResult, *,
                  device: torch.device, image_size: int, batch_size: int = 256) -> list[Flag]:
         """Run every check on ``model`` evaluated on ``source`` with evidence ``result``."""
         model.eval()
@@ -103,11 +89,9 @@ class SanityChecks:
             (log.warning if f.raised else log.info)("check %s: %s", f.name, f.message)
         return flags
 
-    def check_black_box(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, result: "RobustnessResult",
+    def check_black_box(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, result: RobustnessResult,
                         subset: np.ndarray) -> Flag:
         """Square alone at ε_g on the subset versus the evaluation's worst case on the same examples."""
-        from robustft.attacks import AutoAttack
-
         eps = result.eps[-1]
         if eps == 0:
             return Flag("black_box", None, "ε_g = 0: nothing to attack")
@@ -123,11 +107,9 @@ class SanityChecks:
             msg += ": the white-box attacks are weaker than a black-box one, a sign of gradient masking"
         return Flag("black_box", raised, msg, float(white.mean() - black.mean()))
 
-    def check_converged(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, result: "RobustnessResult",
+    def check_converged(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, result: RobustnessResult,
                         subset: np.ndarray) -> Flag:
         """A much longer APGD-CE at ε_g on the subset must not break much of what the evaluation left standing."""
-        from robustft.attacks import APGD, build_threat_model
-
         eps = result.eps[-1]
         if eps == 0:
             return Flag("converged", None, "ε_g = 0: nothing to attack")
@@ -145,8 +127,6 @@ class SanityChecks:
 
     def check_large_eps(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Flag:
         """APGD-CE at a radius large enough to erase any image should leave almost nothing correct."""
-        from robustft.attacks import APGD, build_threat_model
-
         eps = self.large_eps or (0.5 if self.norm == "linf" else 0.5 * float(x[0].numel()) ** 0.5)
         attack = APGD(num_steps=10, select="misclassified", threat=build_threat_model(self.norm))
         acc = float(_correct_after(model, attack, x, y, eps).mean())
@@ -211,7 +191,7 @@ def clean_predictions(model: nn.Module, source: ImageSource, device: torch.devic
     return out
 
 
-def check_eps0_is_clean(preds: np.ndarray, result: "RobustnessResult") -> Flag:
+def check_eps0_is_clean(preds: np.ndarray, result: RobustnessResult) -> Flag:
     """Clean predictions recomputed in reverse order and other batches (:func:`clean_predictions`) must match
     row 0 of the evidence exactly."""
     again = preds == result.labels
@@ -222,7 +202,7 @@ def check_eps0_is_clean(preds: np.ndarray, result: "RobustnessResult") -> Flag:
     return Flag("eps0_is_clean", False, f"ε=0 row equals clean accuracy ({100 * again.mean():.1f} %) exactly", 0.0)
 
 
-def check_constant_predictions(preds: np.ndarray, result: "RobustnessResult", max_share: float = 0.99) -> Flag:
+def check_constant_predictions(preds: np.ndarray, result: RobustnessResult, max_share: float = 0.99) -> Flag:
     """At least ``max_share`` of the clean predictions in one class, while the labels span several."""
     labels = np.unique(result.labels)
     if len(labels) < 2:
@@ -240,9 +220,6 @@ def check_constant_predictions(preds: np.ndarray, result: "RobustnessResult", ma
 
 
 def check_input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Flag:
-    from robustft.attacks import crafting
-    from robustft.attacks.base import input_gradient
-
     with crafting(model):
         xg = x.clone().requires_grad_(True)
         loss = F.cross_entropy(model(xg), y, reduction="sum")
@@ -258,7 +235,7 @@ def check_input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) ->
     return Flag("input_gradients", False, f"input gradients are non-zero on all {len(y)} examples", 0.0)
 
 
-def check_monotone(result: "RobustnessResult") -> Flag:
+def check_monotone(result: RobustnessResult) -> Flag:
     if result.protocol.get("mode") == "incremental":
         return Flag("monotone", None, "incremental evaluation: monotone by construction")
     acc = np.asarray(result.accuracy)

@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from robustft.eval.checks import Flag
 from robustft.eval.metrics import delay_time
+from robustft.eval.result import Flag
 
 FAILURE_FRACTION = 0.10
 """Transfer failure: clean accuracy within this fraction of the way from chance to 100 %."""

@@ -21,7 +21,7 @@ import logging
 import time
 import zipfile
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -30,12 +30,13 @@ from tqdm.auto import tqdm
 
 from robustft import distributed as ddp
 from robustft.errors import ForeignFileError
-from robustft.attacks import Attack
-from robustft.config import format_eps
-from robustft.data import ImageSource, eval_batches
+from robustft.attacks import Attack, build_eval_attacks
+from robustft.config import EvalConfig, format_eps
+from robustft.data import ImageSource, as_source, eval_batches
 from robustft.eval.checks import SanityChecks
 from robustft.eval.metrics import expected_robustness
 from robustft.eval.result import RobustnessResult
+from robustft.runs import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +64,23 @@ def _survivors(model: nn.Module, source: ImageSource, eps: float, attack: Attack
     return np.concatenate(out) if out else np.zeros(0, dtype=bool)
 
 
-def evaluate(model: nn.Module, source: ImageSource, eps_grid: list[float], attacks: Mapping[str, Attack], *,
-             device: torch.device, image_size: int, batch_size: int = 256, mode: str = "incremental",
-             seed: int = 0, protocol: dict | None = None, state_path: Path | None = None,
-             checks: SanityChecks | None = None, weights: list[float] | None = None,
-             bootstrap: int = 1000) -> RobustnessResult:
-    """Attack ``source`` at every ε of the grid with every attack; returns the evidence and the protocol.
+def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
+             attacks: Mapping[str, Attack] | Sequence[str] = ("apgd-ce",), *, device: torch.device | None = None,
+             image_size: int | None = None, batch_size: int = 256, mode: str = "incremental", seed: int = 0,
+             protocol: dict | None = None, state_path: Path | None = None, checks: SanityChecks | bool | None = None,
+             weights: list[float] | None = None, bootstrap: int = 1000, norm: str = "linf") -> RobustnessResult:
+    """Attack ``data`` at every ε of the grid with every attack; returns the evidence and the protocol.
 
     Args:
-        attacks: name → attack, run in this order at each ε (worst case over all of them).
+        model: any module taking [0, 1] pixels and returning logits.
+        data: an image source, ``(images, labels)`` tensors, or any iterable of ``(images, labels)`` batches (a
+            DataLoader), read once; images float in [0, 1] (or robustft's uint8 sources).
+        attacks: name → attack, run in this order at each ε (worst case over all of them); or evaluation
+            attack names (``apgd-ce``, ``apgd-t``, ``square``, ``autoattack``, the presets ``default`` and
+            ``strong``; README "Evaluation you can check") built with their default settings.
+        device: where to attack (default: the model's).
+        image_size: side of the images the model takes (default: the data's).
+        norm: threat model of attacks given by name (``linf`` or ``l2``).
         mode: ``incremental`` or ``independent`` (see the module docstring).
         seed: seeds each ε (as ``seed + index``) without disturbing the caller's random state.
         protocol: extra facts recorded with the result (attack descriptions, split, checkpoint, ...).
@@ -82,7 +91,16 @@ def evaluate(model: nn.Module, source: ImageSource, eps_grid: list[float], attac
         bootstrap: resamples for the confidence intervals.
 
     The model is put in eval mode. ε = 0 is added to the grid if missing (its row is clean accuracy).
+    ``checks=True`` runs the default sanity checks (:class:`SanityChecks`).
     """
+    source = as_source(data)
+    device = device if device is not None else next(model.parameters()).device
+    image_size = image_size if image_size is not None else int(source.read(torch.arange(1)).shape[-1])
+    if not isinstance(attacks, Mapping):
+        attacks = build_eval_attacks(EvalConfig(attacks=[attacks] if isinstance(attacks, str) else list(attacks)), norm)
+    if checks is True:
+        checks = SanityChecks(norm=norm)
+    checks = checks or None
     if mode not in ("incremental", "independent"):
         raise ValueError(f"mode must be incremental or independent, got {mode!r}")
     if not attacks:
@@ -173,8 +191,6 @@ def _read_state(path: Path) -> tuple[str, int, np.ndarray, np.ndarray]:
 
 
 def _save_state(path: Path, key: str, done: int, correct: np.ndarray, breaker: np.ndarray) -> None:
-    from robustft.runs import atomic_write
-
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: np.savez(f, key=np.asarray(key), done=np.asarray(done), correct=correct,
                                           breaker=breaker))

@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from robustft.config import format_eps
-from robustft.eval.checks import Flag
 from robustft.eval.metrics import bootstrap_intervals, expected_robustness, wilson_interval
+from robustft.runs import atomic_write, write_json
+
+
+@dataclass
+class Flag:
+    """The outcome of one sanity check (:mod:`robustft.eval.checks`): ``raised`` True (a problem), False
+    (passed) or None (not applicable)."""
+
+    name: str
+    raised: bool | None
+    message: str
+    value: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -94,8 +108,6 @@ class RobustnessResult:
 
     def save(self, folder: Path) -> None:
         """Write ``correct.npz`` (the evidence) and ``robustness.json`` (the numbers) into ``folder``."""
-        from robustft.runs import atomic_write, write_json
-
         arrays = {"eps": np.asarray(self.eps), "correct": self.correct, "labels": self.labels}
         if self.breaker is not None:
             arrays["breaker"] = self.breaker

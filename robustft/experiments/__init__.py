@@ -1,7 +1,10 @@
-"""Experiments: sweeps over configs, hyper-parameter search (Ray Tune, optional), statistics across runs,
-and the demo."""
+"""Experiments: sweeps over configs, hyper-parameter search (Ray Tune, optional), the sweep → report pipeline
+and the demo; statistics across runs are re-exported from :mod:`robustft.analysis`."""
 
-from robustft.experiments.stats import aggregate, compare_to_fix, load_results, paired_ttest
+from robustft.analysis.stats import aggregate, compare_to_fix, load_results, paired_ttest
+from robustft.experiments.demo import run_demo
+from robustft.experiments.pipeline import SweepResult, sweep_and_report, sweep_plan
 from robustft.experiments.sweep import expand, load_sweep, run_sweep
 
-__all__ = ["aggregate", "compare_to_fix", "expand", "load_results", "load_sweep", "paired_ttest", "run_sweep"]
+__all__ = ["SweepResult", "aggregate", "compare_to_fix", "expand", "load_results", "load_sweep", "paired_ttest",
+           "run_demo", "run_sweep", "sweep_and_report", "sweep_plan"]

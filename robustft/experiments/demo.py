@@ -10,14 +10,10 @@ Finished runs are reused and a killed run resumes, so running it again continues
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
 from pathlib import Path
 
-from robustft.experiments.sweep import SweepOutcome, SweepPoint, SweepSpec, expand, finished_runs, run_sweep
-from robustft.report.render import ReportFiles, render_report
-
-log = logging.getLogger(__name__)
+from robustft.experiments.pipeline import SweepResult, sweep_and_report
+from robustft.experiments.sweep import SweepSpec
 
 DEMO_SETTINGS = {
     "data.name": "fashion_mnist", "data.image_size": 32, "data.n_train": 1000, "data.n_val": 500,
@@ -46,25 +42,8 @@ def demo_spec(out_dir: str | Path = "runs/demo", seeds: int = 1) -> SweepSpec:
                      grid={"train.seed": list(range(seeds))})
 
 
-@dataclass(frozen=True)
-class DemoResult:
-    points: list[SweepPoint]
-    outcome: SweepOutcome
-    finished: list[Path]
-    """Run directories that are DONE."""
-    report: ReportFiles | None
-    """None when no run finished."""
-
-
-def run_demo(out_dir: str | Path = "runs/demo", seeds: int = 1, jobs: int = 1) -> DemoResult:
-    """Train and evaluate the demo's runs (skipping finished ones), ``jobs`` at a time
-    (:func:`robustft.experiments.sweep.run_sweep`), then write the report to ``OUT_DIR/report``."""
-    spec = demo_spec(out_dir, seeds)
-    points = expand(spec)
-    log.info("demo: %d runs (%s) into %s; finished runs are reused, a killed run resumes", len(points),
-             ", ".join(p.name for p in points), spec.out_dir)
-    outcome = run_sweep(points, spec.out_dir, jobs=jobs)
-    finished = finished_runs(points, spec.out_dir)
-    report = render_report(finished, spec.out_dir / "report", title="robustft demo: standard vs fix vs "
-                           "Epsilon-Scheduling") if finished else None
-    return DemoResult(points, outcome, finished, report)
+def run_demo(out_dir: str | Path = "runs/demo", seeds: int = 1, jobs: int = 1) -> SweepResult:
+    """Train and evaluate the demo's runs (skipping finished ones), ``jobs`` at a time, then write the report
+    to ``OUT_DIR/report`` (:func:`robustft.experiments.pipeline.sweep_and_report`)."""
+    return sweep_and_report(demo_spec(out_dir, seeds), jobs, title="robustft demo: standard vs fix vs "
+                            "Epsilon-Scheduling", label="demo")

@@ -40,8 +40,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 import yaml
 
+from robustft.api import fine_tune
 from robustft.config import Config, ConfigError, config_from_dict, format_eps, read_config_file
 from robustft.runs import RunDir, write_json
 
@@ -184,8 +186,6 @@ class SweepOutcome:
 
 
 def _default_train(cfg: Config) -> Any:
-    from robustft.api import fine_tune
-
     return fine_tune(cfg, resume=True, allow_changes=False)
 
 
@@ -203,8 +203,6 @@ def _run_point(train: Callable[[Config], Any], point: SweepPoint) -> tuple[str, 
 
 def _worker_init(threads: int, level: int) -> None:
     """A sweep worker process: its share of the threads, no progress bars, log lines to stderr."""
-    import torch
-
     os.environ["TQDM_DISABLE"] = "1"  # several bars on one terminal garble each other; the epoch lines remain
     torch.set_num_threads(threads)
     logging.basicConfig(level=level, format="%(message)s", force=True)
@@ -256,8 +254,6 @@ def run_sweep(points: list[SweepPoint], out_dir: Path, train: Callable[[Config],
             log.info("[%d/%d] %s: running", i, len(points), point.name)
             record(i, point, _run_point(train, point))
         return outcome
-
-    import torch
 
     threads = max(1, torch.get_num_threads() // jobs)
     log.info("sweep: %d runs, %d at a time with %d thread%s each", len(todo), jobs, threads, "s" * (threads > 1))

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from robustft.api import fine_tune
 from robustft.config import Config, ConfigError, config_from_dict, config_to_dict, save_config
 from robustft.runs import write_json
 
@@ -71,10 +74,7 @@ def tuning_config(cfg: Config, preset: str) -> Config:
 
 def _trial(params: dict[str, float], base: dict[str, Any], trials_dir: str, threads: int) -> None:
     """One Ray Tune trial: train the base config with the sampled LR and WD, reporting each epoch."""
-    import torch
-    from ray import tune
-
-    from robustft.api import fine_tune
+    from ray import tune  # optional (pip install 'robustft[tune]') and slow to import: only searches load it
 
     torch.set_num_threads(max(1, threads))
     raw = {k: dict(v) for k, v in base.items()}
@@ -111,7 +111,7 @@ def tune_hparams(cfg: Config, out_dir: str | Path, settings: SearchSettings = Se
         ConfigError: bad settings or preset.
         TuneError: no trial finished without an error.
     """
-    try:
+    try:  # optional and slow to import, see _trial
         import ray
         from ray import tune
         from ray.tune.schedulers import ASHAScheduler

@@ -7,7 +7,7 @@ import json
 import logging
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import timm
 import torch
@@ -33,6 +33,27 @@ class InputNormalization(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+
+class Normalized(nn.Module):
+    """A model that expects normalised input, made to take [0, 1] pixels: ``model((x − mean) / std)``.
+
+    robustft's attacks and ε live in pixel space, so a user's model that was trained on normalised input
+    (ImageNet mean/std, say) is wrapped once and then fine-tuned and evaluated like any robustft model::
+
+        model = Normalized(torchvision_model, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    """
+
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        if len(mean) != len(std) or not len(mean) or any(s <= 0 for s in std):
+            raise ValueError(f"Normalized: want one mean and one positive std per channel, got mean={list(mean)} "
+                             f"std={list(std)}")
+        self.normalize = InputNormalization(tuple(mean), tuple(std))
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(self.normalize(x))
 
 
 class RobustClassifier(nn.Module):

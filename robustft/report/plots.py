@@ -1,9 +1,13 @@
-"""Report figures (matplotlib, Agg backend): each function takes run results and returns a Figure.
+"""Report figures: each function takes run results and returns a matplotlib Figure drawn by Agg.
 
 - :func:`robustness_curves`: accuracy vs ε (mean over seeds, ± std band), one line per setting;
 - :func:`training_curves`: validation clean accuracy per epoch with ε(t) overlaid and the delay marked;
 - :func:`clean_vs_eps`: clean accuracy vs ε_g (the paper's Figure 1), standard fine-tuning at ε_g = 0;
 - :func:`schedules`: ε(t) per epoch as each run trained.
+
+Figures are ``matplotlib.figure.Figure`` objects printed by ``FigureCanvasAgg``, never pyplot's: no backend is
+chosen and no figure registered globally, so a notebook that renders a report keeps its own backend and
+figures. matplotlib itself is imported by the first figure, not by ``import robustft.report``.
 """
 
 from __future__ import annotations
@@ -11,22 +15,18 @@ from __future__ import annotations
 import io
 import json
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from robustft.config import parse_eps  # noqa: E402
-from robustft.eval.metrics import delay_time  # noqa: E402
-from robustft.report.table import robustness_file  # noqa: E402
-from robustft.runs import RunDir  # noqa: E402
+from robustft.analysis.rows import robustness_file
+from robustft.analysis.stats import Aggregate, RunResult
+from robustft.config import parse_eps
+from robustft.eval.metrics import delay_time
+from robustft.runs import RunDir
 
 if TYPE_CHECKING:
-    from robustft.experiments.stats import Aggregate, RunResult
+    from matplotlib.figure import Figure
 
 COLORS = {"standard": "#7f7f7f", "fix": "#d62728", "hinge": "#1f77b4", "warmup": "#2ca02c", "switch": "#9467bd",
           "linear": "#17becf", "uniform": "#bcbd22", "piecewise": "#8c564b", "auto": "#ff7f0e"}
@@ -44,11 +44,21 @@ def linestyle(setting: str) -> str:
     return ("--", ":", "-.")[sum(map(ord, setting)) % 3]
 
 
+def new_figure(**kwargs: Any) -> Figure:
+    """A Figure on an Agg canvas, outside pyplot (``kwargs``: :class:`matplotlib.figure.Figure`'s)."""
+    # matplotlib is slow to import and only reports draw: it loads here, not with the package
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def to_png(fig: Figure, dpi: int = 110) -> bytes:
-    """The figure as PNG bytes; closes it."""
+    """The figure as PNG bytes."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
     return buf.getvalue()
 
 
@@ -65,7 +75,8 @@ def _grid(n: int, width: float = 4.2, height: float = 3.0) -> tuple[Figure, list
     cols = min(n, 3)
     rows = math.ceil(n / cols)
     # constrained layout leaves room for the suptitle and for legends below the axes
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, layout="constrained")
+    fig = new_figure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
@@ -145,7 +156,8 @@ def training_curves(results: list[RunResult], delay_threshold: float | None = No
 def clean_vs_eps(groups: list[Aggregate]) -> Figure:
     """Clean accuracy vs ε_g per setting and backbone × dataset (mean ± std over repeats); standard
     fine-tuning is plotted at ε_g = 0. The paper's Figure 1 shows fix falling away as ε_g grows."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig = new_figure(figsize=(5.5, 3.6))
+    ax = fig.subplots()
     pairs = sorted({(g.backbone, g.dataset) for g in groups})
     markers = "osD^v<>"
     for i, (backbone, dataset) in enumerate(pairs):
@@ -166,7 +178,8 @@ def clean_vs_eps(groups: list[Aggregate]) -> Figure:
 
 def schedules(results: list[RunResult]) -> Figure:
     """ε(t) per epoch (the mean ε of the epoch's steps) of each distinct setting, as trained."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    fig = new_figure(figsize=(5.5, 3.4))
+    ax = fig.subplots()
     seen = set()
     for r in results:
         label = f"{r.setting} ε_g={r.row['eps']}"

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
+from robustft.analysis.diagnosis import SAME_KEYS, diagnose_run, training_verdict
+from robustft.analysis.rows import robustness_file
+from robustft.analysis.stats import METRICS, Aggregate, RunResult, aggregate, compare_to_fix, load_results, mean_std
 from robustft.config import parse_eps
 from robustft.eval.diagnostics import DEFAULT_GAP
-from robustft.experiments.stats import (METRICS, Aggregate, RunResult, aggregate, compare_to_fix, load_results,
-                                        mean_std)
 from robustft.report import plots
-from robustft.report.diagnose import SAME_KEYS, diagnose_run, training_verdict
-from robustft.report.table import percent, robustness_file
+from robustft.report.table import percent
 from robustft.runs import RunDir, atomic_write, atomic_write_text, versions
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ Block = Union[str, list, Table, Figure]
 class Section:
     title: str
     blocks: list[Block] = field(default_factory=list)
+    finding: bool = False
+    """Part of the findings a terminal shows (:attr:`ReportFiles.findings`)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class ReportFiles:
     markdown: Path
     html: Path
     figures: list[Path]
+    findings: str
+    """The paired t-tests, sanity checks and diagnosis in Markdown, for a terminal (the report has them too)."""
 
 
 def results_section(groups: list[Aggregate]) -> Section:
@@ -79,13 +83,15 @@ def stats_section(results: list[RunResult]) -> Section:
     tests = compare_to_fix(results)
     if not tests:
         return Section("Fix vs schedules: paired t-tests", [
-            "No matched pairs: a paired test needs a fix run and a scheduled run that differ only in the schedule."])
+            "No matched pairs: a paired test needs a fix run and a scheduled run that differ only in the schedule."],
+            finding=True)
     rows = [[t.treatment, "fix", LABELS[t.metric], str(t.n), f"{100 * t.mean_diff:+.1f}", f"{t.wins}/{t.n}",
              "—" if t.t is None else f"{t.t:.2f}", "—" if t.p is None else f"{t.p:.2g}"] for t in tests]
     return Section("Fix vs schedules: paired t-tests", [
         "Two-sided paired t-test over runs that share everything but the schedule (configuration and seed); "
         "difference = schedule − fix in accuracy points. '—': undefined (fewer than 2 pairs or identical differences).",
-        Table(["schedule", "vs", "metric", "pairs", "mean diff (points)", "schedule higher", "t", "p"], rows)])
+        Table(["schedule", "vs", "metric", "pairs", "mean diff (points)", "schedule higher", "t", "p"], rows)],
+        finding=True)
 
 
 def checks_section(results: list[RunResult]) -> Section:
@@ -103,7 +109,7 @@ def checks_section(results: list[RunResult]) -> Section:
     blocks: list[Block] = [items if items else "No sanity flag was raised."]
     if unchecked:
         blocks.append("Checks not run (no evaluation, or evaluated with checks off): " + ", ".join(unchecked) + ".")
-    return Section("Sanity checks", blocks)
+    return Section("Sanity checks", blocks, finding=True)
 
 
 def find_reference(r: RunResult, results: list[RunResult]) -> RunResult | None:
@@ -132,7 +138,8 @@ def diagnosis_section(results: list[RunResult], delay_threshold: float | None, g
         f"Against standard fine-tuning of the same data, model, optimiser, epochs and seed. Gap: reference clean − "
         f"run clean (points; suboptimal transfer above {100 * gap:.0f}). Delay: epochs until validation clean "
         f"accuracy first exceeds {threshold}. Details: `robustft diagnose RUN --reference REF`.",
-        Table(["run", "reference", "clean (%, split)", "gap", "delay (epochs)", "flags raised"], rows)])
+        Table(["run", "reference", "clean (%, split)", "gap", "delay (epochs)", "flags raised"], rows)],
+        finding=True)
 
 
 def figures_section(results: list[RunResult], groups: list[Aggregate], delay_threshold: float | None) -> Section:
@@ -191,10 +198,11 @@ def _md_block(b: Block) -> str:
 
 def render_markdown(title: str, sections: list[Section]) -> str:
     """The report as Markdown; figures are referenced as ``figures/NAME.png``."""
-    out = [f"# {title}", "", _provenance()]
-    for s in sections:
-        out += ["", f"## {s.title}"] + [x for b in s.blocks for x in ("", _md_block(b))]
-    return "\n".join(out) + "\n"
+    return "\n".join([f"# {title}", "", _provenance(), "", _md_sections(sections)]) + "\n"
+
+
+def _md_sections(sections: list[Section]) -> str:
+    return "\n\n".join("\n\n".join([f"## {s.title}"] + [_md_block(b) for b in s.blocks]) for s in sections)
 
 
 def _inline(text: str) -> str:
@@ -251,7 +259,8 @@ def expand_run_dirs(paths: list[Path]) -> list[Path]:
 def render_report(paths: list[str | Path], out: str | Path, title: str = "robustft report",
                   evaluation: str | None = None, delay_threshold: float | None = None,
                   gap: float = DEFAULT_GAP) -> ReportFiles:
-    """Write ``OUT/report.md`` (with ``OUT/figures/*.png``) and ``OUT/report.html`` (self-contained).
+    """Write ``OUT/report.md`` (with ``OUT/figures/*.png``) and ``OUT/report.html`` (self-contained) of run
+    directories; a folder of run directories (a sweep's ``out_dir``) stands for all of them.
 
     Raises:
         FileNotFoundError: a path is not a run directory.
@@ -259,6 +268,7 @@ def render_report(paths: list[str | Path], out: str | Path, title: str = "robust
     """
     if not paths:
         raise ValueError("report: give at least one run directory")
+    paths = expand_run_dirs([Path(p) for p in paths])
     for p in paths:
         if not RunDir(Path(p)).config_path.is_file():
             raise FileNotFoundError(f"{p} is not a run directory (no config.yaml); report reads run directories")
@@ -270,4 +280,5 @@ def render_report(paths: list[str | Path], out: str | Path, title: str = "robust
     atomic_write_text(out / "report.md", render_markdown(title, sections))
     atomic_write_text(out / "report.html", render_html(title, sections))
     log.info("report written to %s", out)
-    return ReportFiles(out / "report.md", out / "report.html", [out / "figures" / f"{f.name}.png" for f in figures])
+    return ReportFiles(out / "report.md", out / "report.html", [out / "figures" / f"{f.name}.png" for f in figures],
+                       _md_sections([s for s in sections if s.finding]))

@@ -2,41 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
-from robustft.config import evaluation_name, format_eps
-from robustft.eval import RobustnessResult
-from robustft.runs import RunDir
-
-
-def robustness_file(run: RunDir, evaluation: str | None) -> Path:
-    """eval/NAME/robustness.json (NAME: ``evaluation``, else the run config's own evaluation)."""
-    name = evaluation or evaluation_name(run.config().eval)
-    path = run.evaluation_dir(name) / "robustness.json"
-    legacy = run.eval_dir / "robustness.json"  # runs written before evaluations had names
-    return legacy if evaluation is None and not path.exists() and legacy.exists() else path
-
-
-def run_row(path: str | Path, evaluation: str | None = None) -> dict[str, Any]:
-    """One table row from a run directory's config, summary.json and an evaluation's robustness.json."""
-    run = RunDir(Path(path))
-    cfg = run.config()
-    summary_path, rob_path = run.path / "summary.json", robustness_file(run, evaluation)
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    rob = json.loads(rob_path.read_text()) if rob_path.exists() else {}
-    schedule = "standard" if cfg.objective.name == "standard" else cfg.schedule.kind
-    if cfg.objective.name == "trades":
-        schedule += f" (TRADES β={cfg.objective.beta:g}{', CE inner' if cfg.objective.trades_inner == 'ce' else ''})"
-    checked = bool(rob.get("flags"))
-    flags = [f["name"] for f in rob.get("flags", []) if f.get("raised")] if checked else None
-    if summary.get("catastrophic_overfitting", {}).get("raised"):  # the training monitor's flag
-        flags = (flags or []) + ["catastrophic_overfitting"]
-    return {"run": run.path.name, "schedule": schedule, "eps": format_eps(cfg.attack.eps),
-            "clean": rob.get("clean"), "adv": rob.get("adv"), "e_adv": rob.get("expected_robustness"),
-            "n": rob.get("n"), "delay": summary.get("delay_epochs"), "train_s": summary.get("train_time_s"),
-            "evaluation": evaluation, "attacks": "+".join(rob.get("protocol", {}).get("attack_order", [])) or None, "flags": flags}
+from robustft.analysis.rows import run_row
+from robustft.config import format_eps
+from robustft.eval.result import RobustnessResult
 
 
 def percent(v: float | None) -> str:

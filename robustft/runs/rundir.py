@@ -192,11 +192,13 @@ class RunDir:
         checkpoint write leaves ``checkpoints/.last.pt.XXXXXXXX.tmp``); call it before training starts."""
         return remove_temp_files(self.path) + remove_temp_files(self.path / "checkpoints")
 
-    def create(self, cfg: Config) -> None:
-        """Make the folder and write config.yaml and env.json (a fresh start: old metrics are dropped)."""
+    def create(self, cfg: Config | None) -> None:
+        """Make the folder and write config.yaml (unless ``cfg`` is None: a run of the object API, which has
+        no config) and env.json (a fresh start: old metrics are dropped)."""
         (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.metrics_path.unlink(missing_ok=True)
-        save_config(cfg, self.config_path)
+        if cfg is not None:
+            save_config(cfg, self.config_path)
         write_json(self.path / "env.json", environment())
 
     def config(self) -> Config:

@@ -2,7 +2,10 @@
 
 from robustft.train.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
 from robustft.train.optim import build_optimizer, param_groups
-from robustft.train.trainer import NonFiniteLossError, fit, resolve_device
+from robustft.train.api import eps_schedule, fit
+from robustft.train.trainer import NonFiniteLossError, fit_config, resolve_device, train_loop
+from robustft.train.validation import Validation
 
-__all__ = ["NonFiniteLossError", "build_optimizer", "fit", "load_checkpoint", "load_model_weights", "param_groups",
+__all__ = ["NonFiniteLossError", "Validation", "build_optimizer", "eps_schedule", "fit", "fit_config", "train_loop",
+           "load_checkpoint", "load_model_weights", "param_groups",
            "resolve_device", "save_checkpoint"]

@@ -1,4 +1,10 @@
-"""The training loop: robust fine-tuning with an ε schedule, per-epoch validation and checkpoints."""
+"""The training loop: robust fine-tuning with an ε schedule, per-epoch validation and checkpoints.
+
+:func:`train_loop` is the one loop: it takes objects (a model on [0, 1] pixels, training batches, an objective,
+an ε schedule, an optimiser and its LR schedule, what to validate) and, with a run directory, checkpoints
+every epoch and resumes exactly. :func:`fit_config` builds those objects from a :class:`Config` (the CLI's and
+``robustft.fine_tune``'s path); :func:`robustft.train.api.fit` builds them from a user's own model and data.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import os
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, NoReturn
 
 import numpy as np
@@ -15,11 +22,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from robustft.attacks import Attack, build_attack
-from robustft.config import Config, DataConfig
-from robustft.data import DataSplits, ImageSource, build_data, eval_batches, num_train_batches, train_batches
+from robustft.config import Config, DataConfig, TrainConfig
+from robustft.data import SourceBatches, TrainData, build_data
 from robustft.eval.diagnostics import failure_threshold
-from robustft.eval.metrics import accuracy, delay_time
+from robustft.eval.metrics import delay_time
 from robustft.models import build_model
 from robustft.objectives import Objective, ObjectiveOutput, build_objective
 from robustft.runs import RunDir, write_json
@@ -27,10 +33,10 @@ from robustft.schedules import Schedule, build_eps_schedule, build_lr_schedule
 from robustft import distributed as ddp
 from robustft.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from robustft.train.ema import EMA, Swapped
-from robustft.train.monitor import (CatastrophicOverfittingError, best_robust_epoch, collapsed, overfit_verdict,
-                                    reference_attack)
+from robustft.train.monitor import CatastrophicOverfittingError, best_robust_epoch, collapsed, overfit_verdict
 from robustft.train.optim import apply_settings, build_optimizer, set_lr
 from robustft.train.speed import Accelerator
+from robustft.train.validation import Validation, monitor, validate
 
 log = logging.getLogger(__name__)
 
@@ -82,51 +88,7 @@ class EpochStats:
         return EpochStats(*ddp.all_reduce_sum([self.loss, self.correct, self.n, self.eps]))
 
 
-def validate(model: nn.Module, data: DataSplits, cfg: Config, device: torch.device) -> dict[str, float]:
-    """Clean accuracy and loss on the validation split; adversarial ones at ε_g on its first ``val_adv_n``
-    examples, with the training attack seeded per batch (comparable across epochs). Under torchrun every
-    process takes its share of the batches and the counts are summed."""
-    model.eval()
-    out = dict(zip(("val_clean_acc", "val_clean_loss"), _sharded_accuracy(model, data.val, cfg, device)))
-    n_adv = min(cfg.train.val_adv_n, len(data.val))
-    if n_adv > 0 and cfg.attack.eps > 0:
-        subset = data.val.subset(torch.arange(n_adv))
-        acc, loss = _sharded_accuracy(model, subset, cfg, device, build_attack(cfg.attack), cfg.attack.eps)
-        out.update(val_adv_acc=acc, val_adv_loss=loss)
-    return out
-
-
-def monitor(model: nn.Module, data: DataSplits, cfg: Config, device: torch.device, eps: float) -> dict[str, float]:
-    """The catastrophic-overfitting monitor's numbers at the epoch's ``eps`` (robustft/train/monitor.py):
-    accuracy on the first ``train.monitor_n`` validation examples under the training attack and under
-    APGD-CE; nothing while ε = 0 or with the monitor off."""
-    n = min(cfg.train.monitor_n, len(data.val))
-    if n == 0 or eps == 0:
-        return {}
-    model.eval()
-    subset = data.val.subset(torch.arange(n))
-    train_acc = _sharded_accuracy(model, subset, cfg, device, build_attack(cfg.attack), eps)[0]
-    ref_acc = _sharded_accuracy(model, subset, cfg, device, reference_attack(cfg.train.monitor_steps,
-                                                                              cfg.attack.norm), eps)[0]
-    return {"mon_eps": eps, "mon_attack_acc": train_acc, "mon_ref_acc": ref_acc, "mon_gap": train_acc - ref_acc}
-
-
-def _sharded_accuracy(model: nn.Module, source: ImageSource, cfg: Config, device: torch.device,
-                      attack: Attack | None = None, eps: float = 0.0) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) over this process's batches of ``source``, summed over processes."""
-    shard, size, bs = ddp.current(), cfg.data.image_size, cfg.data.eval_batch_size
-    correct = loss = n = 0.0
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        for b in range(shard.rank, -(-len(source) // bs), shard.world):  # every world-th batch, from rank
-            part = source.subset(torch.arange(b * bs, min((b + 1) * bs, len(source))))
-            torch.manual_seed(cfg.train.seed * 1_000_003 + b)
-            acc_b, loss_b = accuracy(model, eval_batches(part, size, bs), device, attack, eps)
-            correct, loss, n = correct + acc_b * len(part), loss + loss_b * len(part), n + len(part)
-    correct, loss, n = ddp.all_reduce_sum([correct, loss, n])
-    return correct / max(n, 1), loss / max(n, 1)
-
-
-def _check_finite(loss: float, model: nn.Module, epoch: int, step: int, run: RunDir, precision: str) -> None:
+def _check_finite(loss: float, model: nn.Module, epoch: int, step: int, run: RunDir | None, precision: str) -> None:
     """Stop before an update that would write NaN or ∞ into the weights: a non-finite loss, or a finite loss
     whose gradient is not (one reduction over all gradients; no GradScaler hides either in fp32 or bf16)."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
@@ -139,7 +101,8 @@ def _check_finite(loss: float, model: nn.Module, epoch: int, step: int, run: Run
         _stop(what, epoch, step, run, precision)
 
 
-def _check_weights(model: nn.Module, ema: EMA | None, epoch: int, step: int, run: RunDir, precision: str) -> None:
+def _check_weights(model: nn.Module, ema: EMA | None, epoch: int, step: int, run: RunDir | None,
+                   precision: str) -> None:
     """Stop before a checkpoint would keep NaN, ∞ or exploded values (|v| > :data:`MAX_ABS_WEIGHT`) in the
     weights, the buffers or the weight average. A finite training loss does not vouch for them: BatchNorm
     trains on batch statistics, so its running statistics can overflow unseen and collapse the evaluated model.
@@ -159,10 +122,13 @@ def _check_weights(model: nn.Module, ema: EMA | None, epoch: int, step: int, run
           epoch, step, run, precision)
 
 
-def _stop(what: str, epoch: int, step: int, run: RunDir, precision: str) -> NoReturn:
+def _stop(what: str, epoch: int, step: int, run: RunDir | None, precision: str) -> NoReturn:
     """Raise the :class:`NonFiniteLossError` of a diverged run: ``what`` went wrong, where, what was kept
     and how to go on (the loss, gradient and weight checks all stop this way)."""
     hint = " or train.precision=fp32" if precision != "fp32" else ""
+    if run is None:
+        raise NonFiniteLossError(f"{what} at epoch {epoch} (step {step}). Lower the learning rate or clip the "
+                                 f"gradient norm{hint}; train with a run directory to keep checkpoints to resume from.")
     if not run.checkpoint_path.exists():  # stopped in the first epoch: there is nothing to resume
         raise NonFiniteLossError(
             f"{what} at epoch {epoch} (step {step}), before the first checkpoint; nothing was kept. "
@@ -200,9 +166,9 @@ class StepContext:
     net: nn.Module  # the model's forward passes: channels-last, compiled and in DDP under torchrun as configured
     objective: Objective
     speed: Accelerator
-    micro: int
+    micro: int | None  # examples per forward/backward pass (None: the whole batch)
     seed: int
-    run: RunDir
+    run: RunDir | None
 
 
 def train_step(ctx: StepContext, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, epoch: int,
@@ -212,7 +178,8 @@ def train_step(ctx: StepContext, model: nn.Module, x: torch.Tensor, y: torch.Ten
     micro-batch starts from the step's BatchNorm statistics and draws its attack and dropout randomness from
     a seed of (seed, step, its index in the global batch), so runs on 1 or N processes with the same
     micro-batches compute the same step."""
-    shard, xs, ys = ddp.current(), x.split(ctx.micro), y.split(ctx.micro)
+    shard = ddp.current()
+    xs, ys = (x.split(ctx.micro), y.split(ctx.micro)) if ctx.micro else ((x,), (y,))
     chunks = len(ys)
     running, worst = ddp.RunningStats(model, chunks), 0.0
     for j, (xb, yb) in enumerate(zip(xs, ys)):
@@ -234,39 +201,42 @@ def train_step(ctx: StepContext, model: nn.Module, x: torch.Tensor, y: torch.Ten
     return out
 
 
-def fit(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callable[[dict], None] | None = None) -> dict:
-    """Fine-tune the configured model into ``run``; returns the training summary (also in summary.json).
+def train_loop(model: nn.Module, data: TrainData, *, objective: Objective, eps_schedule: Schedule,
+               optimizer: torch.optim.Optimizer, lr_at: Callable[[int], float], opts: TrainConfig,
+               device: torch.device, validation: Validation | None = None, grad_clip: float | None = None,
+               micro_batch: int | None = None, run: RunDir | None = None, resume: bool = False,
+               on_resume: Callable[[dict], None] | None = None, on_epoch: Callable[[dict], None] | None = None,
+               num_classes: int | None = None) -> dict:
+    """Fine-tune ``model`` for ``opts.epochs`` epochs; returns the training summary (with ``run``, also its
+    summary.json). The one training loop of robustft: :func:`fit_config` and :func:`robustft.train.api.fit`
+    build its arguments.
 
-    With ``resume`` the run continues from its last checkpoint: weights, optimiser, weight average, LR and
-    ε schedule positions and random state are restored, so it ends as an uninterrupted run would.
-    ``on_epoch`` is called with each epoch's row after its checkpoint is written (a hyper-parameter search
-    reports it). Under ``torchrun`` the processes share each batch and only process 0 writes to ``run``.
+    Each optimiser step takes a batch of ``data.epoch(epoch)``, sets the LR to each group's ``base_lr`` ×
+    ``lr_at(step)`` and ε to ``eps_schedule.eps_at(epoch, i, steps)``, and minimises ``objective`` (which
+    attacks at that ε). After each epoch the weights to be evaluated (the weight average with
+    ``opts.ema_decay``) are validated on ``validation`` (clean accuracy, ``val_adv_*``, the overfitting
+    monitor). With ``run`` each epoch's row goes to metrics.jsonl and a checkpoint is written; ``resume``
+    continues from it (weights, optimiser, weight average, schedule positions and random state restored, so
+    the run ends as an uninterrupted one would), after ``on_resume(checkpoint)``. ``on_epoch`` is called with
+    each epoch's row after its checkpoint. When training ends ``model`` holds the weights to evaluate (the
+    weight average, or the best robust epoch's under ``opts.select: best_robust``). Under ``torchrun`` the
+    processes share each batch (each ``data`` yields its process's share) and only process 0 writes to ``run``.
     """
-    # --- setup: processes, data, model, objective, optimiser, weight average and the two schedules
-    device = resolve_device(cfg.train.device)
     shard = ddp.init_from_env(device)
-    seed_everything(cfg.train.seed)
-    data = build_data(cfg.data)
-    model = build_model(cfg.model, data.head_classes(cfg.model.num_classes)).to(device)
-    speed = Accelerator(cfg.train, device)
-    if shard.world > 1 and len(data.train) < cfg.data.batch_size:
-        raise ValueError(f"data.batch_size: {cfg.data.batch_size} is more than the {len(data.train)} training "
-                         f"examples, so {shard.world} processes cannot share a batch; lower it")
-    ctx = StepContext(ddp.wrap(speed.prepare(model), device), build_objective(cfg), speed,
-                      micro_batch_size(cfg.data, shard.world), cfg.train.seed, run)
-    optimizer = build_optimizer(model, cfg.optim)
-    ema = EMA(model, cfg.train.ema_decay) if cfg.train.ema_decay is not None else None
-    epochs, steps_per_epoch = cfg.train.epochs, num_train_batches(len(data.train), cfg.data.batch_size)
-    lr_at = build_lr_schedule(cfg.optim, epochs, steps_per_epoch)
-    eps_target = 0.0 if cfg.objective.name == "standard" else cfg.attack.eps  # the ε the objective trains at
-    eps_schedule = build_eps_schedule(cfg.schedule, eps_target, epochs, seed=cfg.train.seed)
+    seed_everything(opts.seed)
+    speed = Accelerator(opts, device)
+    ctx = StepContext(ddp.wrap(speed.prepare(model), device), objective, speed, micro_batch, opts.seed, run)
+    ema = EMA(model, opts.ema_decay) if opts.ema_decay is not None else None
+    epochs, steps_per_epoch = opts.epochs, data.steps_per_epoch
+    eps_target = eps_schedule.eps_target
     start_epoch, step, elapsed = 0, 0, 0.0
     # --- resume: weights, optimiser, weight average, progress and random state from the last checkpoint
     if resume:
+        if run is None:
+            raise ValueError("resume: there is nothing to resume from without a run directory")
         ckpt = load_checkpoint(run.checkpoint_path)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        apply_settings(optimizer, cfg.optim)  # the checkpoint's LR and weight decay, unless the resume changed them
         if ema is not None:
             ema.load_checkpoint_state(ckpt["ema"])
         start_epoch, step, elapsed = ckpt["epochs_done"], ckpt["step"], ckpt.get("elapsed", 0.0)
@@ -274,17 +244,16 @@ def fit(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callable[[dict
         eps_schedule = eps_schedule.with_state(ckpt.get("schedule", {}))
         if shard.main:
             run.truncate_metrics(start_epoch)
-            run.record_resume(cfg, start_epoch, step)  # changed optimiser settings: logged, kept in the run
+        if on_resume is not None:
+            on_resume(ckpt)
         log.info("resuming %s at epoch %d/%d (step %d)", run.path, start_epoch, epochs, step)
-    d, stopped = cfg.data, None
-    history = [r for r in run.rows("epoch") if r["epoch"] < start_epoch] if resume else []  # kept epoch rows
+    stopped, stopped_row, kept_best = None, [], None
+    rows = [r for r in run.rows("epoch") if r["epoch"] < start_epoch] if resume and run is not None else []
     for epoch in range(start_epoch, epochs):
         t0, stats = time.perf_counter(), EpochStats()
         eps = eps_schedule.eps_at(epoch)
         model.train()
-        batches = train_batches(data.train, d.image_size, d.batch_size, cfg.train.seed, epoch, d.flip, d.pad_crop,
-                                d.color_jitter, d.rotation, shard=(shard.rank, shard.world), num_workers=d.num_workers)
-        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
+        bar = tqdm(data.epoch(epoch), total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
                    disable=None if shard.main else True, leave=False)
         for i, (x, y) in enumerate(bar):
             # --- one optimiser step at the scheduled ε and LR, over this process's micro-batches
@@ -292,49 +261,110 @@ def fit(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callable[[dict
             set_lr(optimizer, lr_at(step))
             optimizer.zero_grad(set_to_none=True)
             out = train_step(ctx, model, x, y, eps, epoch, step, stats)
-            if cfg.optim.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            if grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
             if ema is not None:
                 ema.update(model)
             step += 1
             bar.set_postfix(loss=f"{stats.loss / stats.n:.3f}", eps=f"{eps * 255:.2f}/255")
-            if step % cfg.train.log_every == 0 and shard.main:
+            if run is not None and step % opts.log_every == 0 and shard.main:
                 run.log({"kind": "step", "epoch": epoch, "step": step, "eps": eps,
                          "lr": optimizer.param_groups[0]["lr"], "loss": out.loss.item(), **out.parts})
+        if stats.n == 0:
+            raise ValueError(f"epoch {epoch + 1}: the training data yielded no batches")
         # --- end of epoch: validate and monitor the weights to be evaluated, log, checkpoint (process 0 writes)
         _check_weights(model, ema, epoch, step, run, speed.describe()["precision"])  # nothing diverged is kept
         stats = stats.reduced()
         row = {"kind": "epoch", "epoch": epoch, "step": step, "eps": eps, "eps_mean": stats.eps / stats.n,
                "lr": optimizer.param_groups[0]["lr"], "train_loss": stats.loss / stats.n,
                "train_acc": stats.correct / stats.n}
-        with Swapped(model, ema):
-            row |= validate(model, data, cfg, device) | monitor(model, data, cfg, device, row["eps_mean"])
-        eps_schedule = _observe(eps_schedule, epoch, row)
+        if validation is not None:
+            with Swapped(model, ema):
+                row |= validate(model, validation, device) | monitor(model, validation, device, row["eps_mean"])
+            eps_schedule = _observe(eps_schedule, epoch, row)
         elapsed += time.perf_counter() - t0
         row["elapsed_s"] = elapsed
         log.info("epoch %d/%d  ε=%.2f/255  %s", epoch + 1, epochs, eps * 255,
                  "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith(("train_", "val_", "mon_"))))
-        if _overfit_stop(cfg, row, epoch, history, run):
-            stopped = epoch
-            if shard.main:
+        if _overfit_stop(opts, row, epoch, rows, run):
+            stopped, stopped_row = epoch, [row]
+            if run is not None and shard.main:
                 run.log(row)
             break
-        if shard.main:
+        rows.append(row)
+        best = _best_weights(opts, model, ema, eps_target, rows)
+        if run is not None and shard.main:
             run.log(row)
             extra = {"elapsed": elapsed, "schedule": eps_schedule.state()}
             if ema is not None:
                 extra |= {"ema": ema.checkpoint_state(), "eval_model": ema.state_dict(model)}
-            history.append(row)
-            _keep_best(cfg, run, model, ema, eps_target, history, step)  # first: a kill between the two redoes it
+            if best is not None:  # first: a kill between the two writes redoes it
+                save_checkpoint(run.best_path, model, None, epoch + 1, step, {"eval_model": best})
             save_checkpoint(run.checkpoint_path, model, optimizer, epoch + 1, step, extra)
-            if on_epoch is not None:
-                on_epoch(row)
+        kept_best = best if best is not None else kept_best
+        if on_epoch is not None and shard.main:
+            on_epoch(row)
     ddp.barrier()
-    return write_summary(run, cfg, eps_schedule, data.num_classes, speed, stopped) if shard.main else {}
+    select = _selection(opts, eps_target, rows, run)
+    if select["rule"] == "best_robust":  # an earlier start of a resumed run may have found it
+        model.load_state_dict(kept_best if kept_best is not None else _load_eval_weights(run.best_path))
+    elif ema is not None:
+        model.load_state_dict(ema.state_dict(model))
+    summary = summarize(rows, stopped_row, opts, eps_schedule, num_classes, speed, select,
+                        has_val=validation is not None and len(validation.source) > 0)
+    if run is not None and shard.main:
+        write_json(run.path / "summary.json", summary)
+    return summary
 
 
-def _overfit_stop(cfg: Config, row: dict, epoch: int, history: list[dict], run: RunDir) -> bool:
+def _load_eval_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The evaluated weights of a checkpoint (its weight average when it has one)."""
+    ckpt = load_checkpoint(path)
+    return ckpt.get("eval_model", ckpt["model"])
+
+
+def fit_config(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Fine-tune the configured model into ``run``: build the data, model, objective, optimiser and schedules
+    of ``cfg`` and run :func:`train_loop`; returns the training summary (also in summary.json). With
+    ``resume`` the run continues from its last checkpoint; a resume may change the optimiser settings of
+    ``robustft.runs.RESUMABLE_KEYS`` (recorded in the run)."""
+    device = resolve_device(cfg.train.device)
+    shard = ddp.init_from_env(device)
+    seed_everything(cfg.train.seed)
+    data = build_data(cfg.data)
+    model = build_model(cfg.model, data.head_classes(cfg.model.num_classes)).to(device)
+    if shard.world > 1 and len(data.train) < cfg.data.batch_size:
+        raise ValueError(f"data.batch_size: {cfg.data.batch_size} is more than the {len(data.train)} training "
+                         f"examples, so {shard.world} processes cannot share a batch; lower it")
+    d = cfg.data
+    batches = SourceBatches(data.train, d.image_size, d.batch_size, cfg.train.seed, d.flip, d.pad_crop, d.color_jitter,
+                            d.rotation, shard=(shard.rank, shard.world), num_workers=d.num_workers)
+    optimizer = build_optimizer(model, cfg.optim)
+    eps_target = 0.0 if cfg.objective.name == "standard" else cfg.attack.eps  # the ε the objective trains at
+    eps_schedule = build_eps_schedule(cfg.schedule, eps_target, cfg.train.epochs, seed=cfg.train.seed)
+
+    def on_resume(ckpt: dict) -> None:
+        apply_settings(optimizer, cfg.optim)  # the checkpoint's LR and weight decay, unless the resume changed them
+        if shard.main:
+            run.record_resume(cfg, ckpt["epochs_done"], ckpt["step"])  # changed optimiser settings: logged, kept
+
+    summary = train_loop(model, batches, objective=build_objective(cfg), eps_schedule=eps_schedule,
+                         optimizer=optimizer, lr_at=build_lr_schedule(cfg.optim, cfg.train.epochs,
+                                                                       batches.steps_per_epoch),
+                         opts=cfg.train, device=device, validation=Validation.from_config(cfg, data),
+                         grad_clip=cfg.optim.grad_clip, micro_batch=micro_batch_size(cfg.data, shard.world),
+                         run=run, resume=resume, on_resume=on_resume, on_epoch=on_epoch,
+                         num_classes=data.num_classes)
+    if shard.main and cfg.data.n_val > 0:
+        final = summary["final"].get("val_clean_acc")
+        if final is not None and final < failure_threshold(data.num_classes):
+            log.warning("transfer failure: validation clean accuracy %.1f %% is near chance (%d classes); "
+                        "see `robustft diagnose %s`", 100 * final, data.num_classes, run.path)
+    return summary
+
+
+def _overfit_stop(opts: TrainConfig, row: dict, epoch: int, history: list[dict], run: RunDir | None) -> bool:
     """Whether the monitor found catastrophic overfitting in this epoch and the run should end before
     checkpointing it (``train.on_overfit: stop`` and a collapse, see robustft/train/monitor.py); logs a
     warning whenever the gap is above the threshold.
@@ -343,33 +373,33 @@ def _overfit_stop(cfg: Config, row: dict, epoch: int, history: list[dict], run: 
         CatastrophicOverfittingError: the run must stop but has no checkpoint to fall back on.
     """
     gap = row.get("mon_gap")
-    if gap is None or gap <= cfg.train.overfit_gap:
+    if gap is None or gap <= opts.overfit_gap:
         return False
     log.warning("monitor, epoch %d: accuracy under the training attack %.1f %% vs %.1f %% under APGD-CE at "
                 "ε=%.2f/255 (gap above %.0f points: the training attack is much weaker than APGD-CE on this model; "
                 "catastrophic overfitting if it persists to the end or APGD-CE accuracy collapses)", epoch + 1,
-                100 * row["mon_attack_acc"], 100 * row["mon_ref_acc"], 255 * row["mon_eps"], 100 * cfg.train.overfit_gap)
-    if cfg.train.on_overfit != "stop" or not collapsed(history, row, cfg.train.overfit_gap):
+                100 * row["mon_attack_acc"], 100 * row["mon_ref_acc"], 255 * row["mon_eps"], 100 * opts.overfit_gap)
+    if opts.on_overfit != "stop" or not collapsed(history, row, opts.overfit_gap):
         return False
-    if epoch == 0 or not run.checkpoint_path.exists():
+    if epoch == 0 or (run is not None and not run.checkpoint_path.exists()):
         raise CatastrophicOverfittingError(
             f"catastrophic overfitting in epoch {epoch + 1} and no earlier checkpoint to keep; train with "
             "attack.name=nfgsm or a multi-step attack, or a smaller ε_g")
-    log.warning("train.on_overfit=stop: training ends; the run keeps the checkpoint of epoch %d", epoch)
+    log.warning("train.on_overfit=stop: training ends; the run keeps the weights of epoch %d", epoch)
     return True
 
 
-def _keep_best(cfg: Config, run: RunDir, model: nn.Module, ema: EMA | None, eps_target: float, history: list[dict],
-               step: int) -> None:
-    """With ``train.select: best_robust``, write the evaluated weights to ``checkpoints/best.pt`` when this epoch
-    is the best so far (monitor accuracy under APGD-CE, among epochs trained at ε_g)."""
-    if cfg.train.select != "best_robust":
-        return
+def _best_weights(opts: TrainConfig, model: nn.Module, ema: EMA | None, eps_target: float,
+                  history: list[dict]) -> dict[str, torch.Tensor] | None:
+    """With ``train.select: best_robust``, a copy of the weights to evaluate when this epoch (the last row of
+    ``history``) is the best so far (monitor accuracy under APGD-CE, among epochs trained at ε_g), else None."""
+    if opts.select != "best_robust":
+        return None
     best = best_robust_epoch(history, eps_target)
-    epochs_done = history[-1]["epoch"] + 1
-    if best is not None and best["epoch"] == epochs_done - 1:
-        weights = ema.state_dict(model) if ema is not None else model.state_dict()
-        save_checkpoint(run.best_path, model, None, epochs_done, step, {"eval_model": weights})
+    if best is None or best["epoch"] != history[-1]["epoch"]:
+        return None
+    weights = ema.state_dict(model) if ema is not None else model.state_dict()
+    return {k: v.detach().clone() for k, v in weights.items()}
 
 
 def _observe(schedule: Schedule, epoch: int, row: dict) -> Schedule:
@@ -382,41 +412,36 @@ def _observe(schedule: Schedule, epoch: int, row: dict) -> Schedule:
     return after
 
 
-def write_summary(run: RunDir, cfg: Config, schedule: Schedule, num_classes: int,
-                  speed: Accelerator | None = None, stopped: int | None = None) -> dict:
-    """Summarise the epoch rows of a run into summary.json: wall time, delay time, final validation
-    numbers, the resolved ε schedule (where auto switched), the number of classes (chance level), the
-    overfitting monitor's verdict, the epoch training stopped at (``train.on_overfit: stop``) and which
-    checkpoint is evaluated."""
-    all_rows = run.rows("epoch")
-    rows = all_rows[:-1] if stopped is not None else all_rows  # the stopped epoch's weights were not kept
+def summarize(rows: list[dict], stopped_row: list[dict], opts: TrainConfig, schedule: Schedule,
+              num_classes: int | None, speed: Accelerator | None, select: dict, has_val: bool = True) -> dict:
+    """The training summary of the epoch rows whose weights were kept (and ``stopped_row``: [the row of the
+    epoch training stopped at], or []): wall time, delay time, final validation numbers, the resolved ε
+    schedule (where auto switched), the number of classes (chance level), the overfitting monitor's verdict,
+    the epoch training stopped at (``train.on_overfit: stop``) and which weights are evaluated (``select``)."""
+    stopped = stopped_row[0]["epoch"] if stopped_row else None
     summary = {"epochs": len(rows), "train_time_s": rows[-1]["elapsed_s"] if rows else 0.0,
                "num_classes": num_classes, "schedule": schedule.describe(),
-               "delay_threshold": cfg.train.delay_threshold,
-               "delay_epochs": delay_time([r["val_clean_acc"] for r in rows], cfg.train.delay_threshold),
+               "delay_threshold": opts.delay_threshold,
+               "delay_epochs": delay_time([r["val_clean_acc"] for r in rows], opts.delay_threshold) if has_val else None,
                "final": {k: v for k, v in (rows[-1] if rows else {}).items() if k.startswith(("val_", "train_", "mon_"))},
                "processes": ddp.current().world, **(speed.describe() if speed is not None else {}),
-               "catastrophic_overfitting": overfit_verdict(all_rows, cfg.train.overfit_gap, stopped).to_dict(),
-               "stopped_at_epoch": stopped, "select": _selection(cfg, run, rows)}
+               "catastrophic_overfitting": overfit_verdict(rows + stopped_row, opts.overfit_gap, stopped).to_dict(),
+               "stopped_at_epoch": stopped, "select": select}
     if summary["schedule"]["kind"] == "auto" and rows and not any(r.get("eps_mean", r["eps"]) for r in rows):
         log.warning("auto schedule: validation clean accuracy did not plateau before the last epoch, so ε stayed 0 "
                     "for the whole run; lower schedule.patience, raise schedule.tolerance or train longer")
-    final = summary["final"].get("val_clean_acc")
-    if cfg.data.n_val > 0 and final is not None and final < failure_threshold(num_classes):
-        log.warning("transfer failure: validation clean accuracy %.1f %% is near chance (%d classes); "
-                    "see `robustft diagnose %s`", 100 * final, num_classes, run.path)
-    write_json(run.path / "summary.json", summary)
     return summary
 
 
-def _selection(cfg: Config, run: RunDir, rows: list[dict]) -> dict:
+def _selection(opts: TrainConfig, eps_target: float, rows: list[dict], run: RunDir | None) -> dict:
     """Which weights the evaluation takes: the rule, the epoch (1-based count of epochs done) and file."""
-    weights = "ema" if cfg.train.ema_decay is not None else "live"
-    if cfg.train.select == "best_robust":
-        best = best_robust_epoch(rows, 0.0 if cfg.objective.name == "standard" else cfg.attack.eps)
-        if best is not None and run.best_path.exists():
+    weights = "ema" if opts.ema_decay is not None else "live"
+    last = run.checkpoint_path.name if run is not None else None
+    if opts.select == "best_robust":
+        best = best_robust_epoch(rows, eps_target)
+        if best is not None:
             return {"rule": "best_robust", "epochs_done": best["epoch"] + 1, "mon_ref_acc": best["mon_ref_acc"],
-                    "checkpoint": run.best_path.name, "weights": weights}
+                    "checkpoint": run.best_path.name if run is not None else None, "weights": weights}
         log.warning("train.select=best_robust: no epoch was trained at ε_g with the monitor on; the final "
-                    "checkpoint is evaluated")
-    return {"rule": "final", "epochs_done": len(rows), "checkpoint": run.checkpoint_path.name, "weights": weights}
+                    "weights are evaluated")
+    return {"rule": "final", "epochs_done": len(rows), "checkpoint": last, "weights": weights}

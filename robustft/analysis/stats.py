@@ -1,0 +1,211 @@
+"""Statistics across runs: mean ± std over seeds, and paired t-tests of a schedule against fix across
+matched configurations (the paper's Table 9, with seeds as extra pairs)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robustft.analysis.rows import run_row
+from robustft.config import config_to_dict
+from robustft.runs import RunDir
+
+METRICS = ("clean", "adv", "e_adv")
+SEED_KEYS = {("train", "seed"), ("train", "run_name"), ("train", "out_dir")}
+"""Config keys that do not make two runs different settings (repeats of one setting differ only here)."""
+INCIDENTAL_KEYS = {("train", k) for k in ("device", "log_every", "delay_threshold", "evaluate", "val_adv_n")} | {
+    ("data", k) for k in ("cache_dir", "download", "eval_batch_size")} | {("eval", "bootstrap")}
+"""Config keys that change neither the trained model nor its test numbers."""
+SCHEDULE_KEYS = {"fix": (), "hinge": ("t1", "t2"), "warmup": ("t2",), "switch": ("t1",), "linear": (),
+                 "uniform": (), "piecewise": ("points",), "auto": ("patience", "tolerance", "tolerance_mode", "latest_t1", "t2")}
+"""The schedule keys each kind uses (``granularity`` too, except for fix)."""
+OBJECTIVE_KEYS = {"standard": (), "adversarial": (), "trades": ("beta", "trades_inner")}
+
+
+def objective_identity(config: dict[str, Any]) -> tuple:
+    """The objective and the keys it uses."""
+    o = config["objective"]
+    return (o["name"],) + tuple((k, repr(o[k])) for k in OBJECTIVE_KEYS.get(o["name"], sorted(o)) if k in o)
+
+
+def schedule_identity(config: dict[str, Any]) -> tuple:
+    """The ε schedule and the keys its kind uses (none for standard fine-tuning, which has no ε)."""
+    if config["objective"]["name"] == "standard":
+        return ()
+    s = config["schedule"]
+    keys = SCHEDULE_KEYS.get(s["kind"], tuple(sorted(s)))
+    return (s["kind"],) + tuple((k, repr(s[k])) for k in keys + (("granularity",) if s["kind"] != "fix" else ()) if k in s)
+
+
+@dataclass
+class RunResult:
+    """One run's numbers and what identifies its setting."""
+
+    path: Path
+    row: dict[str, Any]
+    config: dict[str, Any]
+    name: str = ""
+    """Display name: the folder name, with its parent where two runs share one."""
+    setting: str = ""
+    """The method: ``standard``, ``fix``, ``hinge``, …, with the keys that tell apart two settings of one kind."""
+
+    @property
+    def backbone(self) -> str:
+        return self.config["model"]["name"]
+
+    @property
+    def dataset(self) -> str:
+        return self.config["data"]["name"]
+
+    @property
+    def seed(self) -> int:
+        return self.config["train"]["seed"]
+
+    @property
+    def is_fix(self) -> bool:
+        """Adversarial training at ε_g from the first step (any robust objective)."""
+        return self.config["objective"]["name"] != "standard" and self.config["schedule"]["kind"] == "fix"
+
+    def key(self, drop_schedule: bool = False) -> tuple:
+        """What makes a setting: every key but the seed and incidental ones, with the objective and the
+        schedule reduced to the keys they use (the schedule left out if ``drop_schedule``); hashable."""
+        drop = SEED_KEYS | INCIDENTAL_KEYS
+        rest = tuple(sorted((f"{s}.{k}", repr(v)) for s, sec in self.config.items() if s not in ("objective", "schedule")
+                            for k, v in sec.items() if (s, k) not in drop))
+        return rest + (objective_identity(self.config),) + (() if drop_schedule else (schedule_identity(self.config),))
+
+
+def load_results(paths: list[str | Path], evaluation: str | None = None) -> list[RunResult]:
+    """The results of run directories (config, summary and evaluation), in the given order; a directory
+    given twice counts once."""
+    unique = list({Path(p).resolve(): Path(p) for p in reversed(paths)}.values())[::-1]  # first of each, as given
+    results = [RunResult(p, run_row(p, evaluation), config_to_dict(RunDir(p).config())) for p in unique]
+    names = [r.path.name for r in results]
+    for r in results:
+        r.name = r.path.name if names.count(r.path.name) == 1 else f"{r.path.parent.name}/{r.path.name}"
+        r.setting = r.row["schedule"]
+    _disambiguate(results)
+    return results
+
+
+def _disambiguate(results: list[RunResult]) -> None:
+    """Give settings of one kind that differ in the keys their method uses distinct labels, e.g.
+    ``auto (latest_t1=None)`` and ``auto (latest_t1=0.5)``; the label does not depend on the order of runs."""
+    for label in dict.fromkeys(r.setting for r in results):
+        same = [r for r in results if r.setting == label]
+        methods = [dict(schedule_identity(r.config)[1:] + objective_identity(r.config)[1:]) for r in same]
+        differing = sorted({k for m in methods for k in m if len({m2.get(k) for m2 in methods}) > 1})
+        for r, m in zip(same, methods):
+            if differing:
+                r.setting = f"{label} (" + ", ".join(f"{k}={m.get(k, '—')}" for k in differing) + ")"
+
+
+@dataclass
+class Aggregate:
+    """Mean, sample standard deviation and count of each metric over the repeats of one setting."""
+
+    setting: str
+    backbone: str
+    dataset: str
+    eps: Any
+    runs: list[RunResult] = field(default_factory=list)
+
+    def values(self, metric: str) -> list[float]:
+        return [r.row[metric] for r in self.runs if r.row[metric] is not None]
+
+    def mean(self, metric: str) -> float | None:
+        v = self.values(metric)
+        return sum(v) / len(v) if v else None
+
+    def std(self, metric: str) -> float | None:
+        """Sample standard deviation (n − 1); None with fewer than two values."""
+        v = self.values(metric)
+        if len(v) < 2:
+            return None
+        m = sum(v) / len(v)
+        return math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
+
+    def n(self, metric: str = "clean") -> int:
+        return len(self.values(metric))
+
+    def flags(self) -> list[str]:
+        """Sanity flags raised in any repeat, each with how many repeats raised it."""
+        names = [f for r in self.runs for f in (r.row["flags"] or [])]
+        return [f"{f} ({names.count(f)}/{len(self.runs)})" for f in dict.fromkeys(names)]
+
+
+def aggregate(results: list[RunResult]) -> list[Aggregate]:
+    """Group runs that differ only in their seed; groups in order of first appearance."""
+    groups: dict[tuple, Aggregate] = {}
+    for r in results:
+        g = groups.setdefault(r.key(), Aggregate(r.setting, r.backbone, r.dataset, r.row["eps"]))
+        g.runs.append(r)
+    return list(groups.values())
+
+
+def mean_std(mean: float | None, std: float | None, n: int, scale: float = 100.0) -> str:
+    """``mean ± std (n)`` in percent; ``—`` without values, no ± for a single one."""
+    if mean is None:
+        return "—"
+    return f"{scale * mean:.1f}" + (f" ± {scale * std:.1f}" if std is not None else "") + (f" (n={n})" if n > 1 else "")
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """A paired t-test of ``treatment`` against ``baseline`` on one metric."""
+
+    metric: str
+    baseline: str
+    treatment: str
+    n: int
+    mean_diff: float
+    """Mean of treatment − baseline over the pairs (fraction, not percent)."""
+    t: float | None
+    p: float | None
+    """Two-sided p-value; None when n < 2 or every difference is equal."""
+    wins: int
+    """Pairs where the treatment is higher."""
+
+
+def paired_ttest(baseline: list[float], treatment: list[float]) -> tuple[float | None, float | None]:
+    """(t, two-sided p) of the paired t-test of ``treatment − baseline``; (None, None) when it is undefined
+    (fewer than two pairs, or no spread in the differences)."""
+    from scipy import stats  # scipy takes a second to import and only this test needs it
+
+    if len(baseline) != len(treatment):
+        raise ValueError(f"paired t-test needs pairs: {len(baseline)} baseline values vs {len(treatment)}")
+    d = [b - a for a, b in zip(baseline, treatment)]
+    # equal differences up to rounding (0.3 - 0.2 != 0.2 - 0.1 in floats) would give t ~ 1e16 and p ~ 0
+    if len(d) < 2 or max(d) - min(d) <= 1e-9 * max(1.0, *(abs(v) for v in [*baseline, *treatment])):
+        return None, None
+    res = stats.ttest_rel(treatment, baseline)
+    return float(res.statistic), float(res.pvalue)
+
+
+def matched_pairs(results: list[RunResult], treatment: str) -> list[tuple[RunResult, RunResult]]:
+    """(fix run, ``treatment`` run) pairs that share everything but the schedule (objective and seed included)."""
+    base = {(r.key(drop_schedule=True), r.seed): r for r in results if r.is_fix}
+    return [(base[(r.key(drop_schedule=True), r.seed)], r) for r in results
+            if r.setting == treatment and not r.is_fix and (r.key(drop_schedule=True), r.seed) in base]
+
+
+def compare_to_fix(results: list[RunResult]) -> list[PairedTest]:
+    """Paired t-tests of every scheduled setting against fix with the same objective, on each metric, over
+    matched (configuration, seed) pairs."""
+    settings = [s for s in dict.fromkeys(r.setting for r in results if not r.is_fix
+                                         and r.config["objective"]["name"] != "standard")]
+    tests = []
+    for s in settings:
+        pairs = matched_pairs(results, s)
+        baseline = pairs[0][0].setting if pairs else "fix"
+        for metric in METRICS:
+            ok = [(a.row[metric], b.row[metric]) for a, b in pairs if None not in (a.row[metric], b.row[metric])]
+            if not ok:
+                continue
+            a, b = [x for x, _ in ok], [y for _, y in ok]
+            t, p = paired_ttest(a, b)
+            tests.append(PairedTest(metric, baseline, s, len(ok), sum(y - x for x, y in ok) / len(ok), t, p,
+                                    sum(y > x for x, y in ok)))
+    return tests
