@@ -106,7 +106,7 @@ def accuracy(args: argparse.Namespace) -> None:
                     *args.overrides, *precision_overrides(name)])
                 run = fine_tune(cfg)
                 result = evaluate_run(run.path)
-                train_time = RunDir(run.path).rows("epoch")[-1]["elapsed_s"]
+                train_time = RunDir(run.path).epoch_rows()[-1].elapsed_s
                 rows[seed, name] = (result.clean, result.adv, result.expected, train_time)
                 print(f"  seed {seed}, {name}: clean {100 * result.clean:.1f}, adv {100 * result.adv:.1f}, "
                       f"E.adv {100 * result.expected:.1f}, training {train_time:.1f} s", flush=True)

@@ -59,9 +59,9 @@ def timed_run(cfg: Config) -> dict:
     run = fine_tune(cfg)
     wall = time.perf_counter() - t0
     summary = json.loads((run.path / "summary.json").read_text())
-    rows = RunDir(run.path).rows("epoch")
-    elapsed = [0.0] + [r["elapsed_s"] for r in rows]
-    epochs = [(r["eps_mean"], elapsed[i + 1] - elapsed[i]) for i, r in enumerate(rows)]
+    rows = RunDir(run.path).epoch_rows()
+    elapsed = [0.0] + [r.elapsed_s for r in rows]
+    epochs = [(r.eps_mean, elapsed[i + 1] - elapsed[i]) for i, r in enumerate(rows)]
     shutil.rmtree(run.path)
     return {"train_time_s": summary["train_time_s"], "wall_s": wall, "epochs": epochs}
 

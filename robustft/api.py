@@ -20,7 +20,7 @@ from robustft.config import Config, apply_overrides, config_from_dict, config_to
 from robustft.data import build_data, stratified_subset
 from robustft.eval import RobustnessResult, SanityChecks, default_eps_grid, evaluate
 from robustft.models import build_model
-from robustft.runs import RESUMABLE_KEYS, RunDir, remove_temp_files, versions
+from robustft.runs import RESUMABLE_KEYS, EpochRow, RunDir, remove_temp_files, versions
 from robustft import distributed as ddp
 from robustft.train import fit_config, load_model_weights, resolve_device
 
@@ -40,7 +40,7 @@ def run_dir_for(cfg: Config, name: str | None = None) -> RunDir:
 
 
 def fine_tune(cfg: Config, name: str | None = None, resume: bool = False,
-              on_epoch: Callable[[dict], None] | None = None, allow_changes: bool = True) -> RunDir:
+              on_epoch: Callable[[EpochRow], None] | None = None, allow_changes: bool = True) -> RunDir:
     """Train (or resume) a run, evaluate it if ``train.evaluate``, and mark it DONE; ``on_epoch`` gets each
     epoch's metrics row (see :func:`robustft.train.fit`).
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from robustft import distributed as ddp
 from robustft.api import RunExistsError, evaluate_run, fine_tune
-from robustft.config import ConfigError, load_config, parse_eps_grid
+from robustft.config import (EVAL_ATTACKS, EVAL_PRESETS, OBJECTIVES, SCHEDULES, TRAIN_ATTACKS, ConfigError, load_config,
+                             parse_eps_grid)
 from robustft.errors import UserError, disk_full_reason
 from robustft.eval.diagnostics import DEFAULT_GAP
 from robustft.experiments import load_sweep, run_demo, sweep_and_report, sweep_plan
@@ -41,6 +42,11 @@ USER_ERRORS = (UserError, ConfigError, RunExistsError, FileNotFoundError, NonFin
 """Errors printed as one line (exit code 2): their messages say what to do. Any other error keeps its traceback."""
 
 
+def registered_kinds() -> str:
+    """The kinds a config can name, from the registries (``robustft train --help``)."""
+    return "\n".join(f"{r.key} (registered):\n{r.help()}" for r in (SCHEDULES, OBJECTIVES, TRAIN_ATTACKS, EVAL_ATTACKS))
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="robustft", description="Robust fine-tuning with Epsilon-Scheduling, "
                                 "and honest robustness evaluation.", epilog=EXAMPLES,
@@ -48,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and the results")
     p.add_argument(*DEBUG_FLAGS, action="store_true", help=DEBUG_HELP)
     sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="fine-tune (then evaluate) a config into a run directory")
+    t = sub.add_parser("train", help="fine-tune (then evaluate) a config into a run directory",
+                       epilog=registered_kinds(), formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("config", type=Path, help="YAML config (see configs/)")
     _add_set(t, "override config values after the config, e.g. --set attack.eps=8/255 train.epochs=4")
     t.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint; --set may "
@@ -59,8 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("target", type=Path, metavar="RUN_DIR|CHECKPOINT")
     e.add_argument("--eps-grid", metavar="SPEC", help="START:STOP:STEP (e.g. 0:8/255:1/255) or a comma list; "
                    "default 0 … ε_g by eval.eps_step")
-    e.add_argument("--attacks", metavar="A,B", help="comma list of apgd-ce, apgd-dlr, apgd-t, pgd, square, "
-                   "autoattack, aa-apgd-ce, or a preset: cheap (apgd-ce), strong (autoattack)")
+    presets = ", ".join(f"{name} ({'+'.join(attacks)})" for name, attacks in EVAL_PRESETS.items())
+    e.add_argument("--attacks", metavar="A,B", help=f"comma list of {', '.join(EVAL_ATTACKS)}, or a preset: {presets}")
     e.add_argument("--n", type=int, help="test examples (stratified subset)")
     e.add_argument("--mode", choices=["incremental", "independent"])
     e.add_argument("--name", help="folder under RUN/eval/ (default: the attacks)")

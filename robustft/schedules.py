@@ -40,10 +40,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from robustft.config import OptimConfig, ScheduleConfig, hinges_in_epochs, to_epochs
+from robustft.config import (SCHEDULES, Config, OptimConfig, ScheduleConfig, hinges_in_epochs, hinges_in_range,
+                             points_problems, to_epochs)
 
-HINGE_KINDS = ("fix", "hinge", "warmup", "switch", "linear")
-"""The kinds that are one two-hinge schedule (:class:`HingeSchedule`)."""
 
 
 def hinge_multiplier(t: float, t1: float, t2: float) -> float:
@@ -221,22 +220,63 @@ class AutoSchedule(Schedule):
 
 def build_eps_schedule(cfg: ScheduleConfig, eps_target: float, epochs: int, seed: int = 0) -> Schedule:
     """The ε schedule of a config, with hinges and points resolved to epochs (``seed`` feeds uniform)."""
+    return SCHEDULES[cfg.kind].build(cfg, eps_target, epochs, seed)
+
+
+# ------------------------------------------------------------------------ the kinds (``schedule.kind``)
+def _hinged(cfg: ScheduleConfig, eps_target: float, epochs: int, seed: int) -> Schedule:
+    t1, t2 = resolve_hinges(cfg, epochs)
+    return HingeSchedule(eps_target=eps_target, per_step=cfg.granularity == "step", t1=t1, t2=t2, kind=cfg.kind)
+
+
+def _ramp_problems(s: ScheduleConfig, config: Config) -> list[str]:
+    """A hand-set ramp must not end before it starts."""
+    if not hinges_in_range(s, config.train.epochs):
+        return []  # said already
+    t1, t2 = hinges_in_epochs(s, config.train.epochs)
+    return [] if t2 >= t1 else [f"schedule.t1/t2: the ramp ends (t2 = {t2:g} epochs) before it starts (t1 = {t1:g} "
+                                f"epochs){'; t2 defaults to 0.75 of training' if s.t2 is None else ''}"]
+
+
+def _warmup_problems(s: ScheduleConfig, config: Config) -> list[str]:
+    return (["schedule.t1: warmup starts at 0; set t2 only"] if s.t1 not in (None, 0, 0.0) else []) + \
+        _ramp_problems(s, config)
+
+
+def _uniform(cfg: ScheduleConfig, eps_target: float, epochs: int, seed: int) -> Schedule:
+    return UniformSchedule(eps_target=eps_target, per_step=cfg.granularity == "step", seed=seed)
+
+
+def _piecewise(cfg: ScheduleConfig, eps_target: float, epochs: int, seed: int) -> Schedule:
+    points = tuple((float(p), float(a)) for p, a in cfg.points or ())
+    return PiecewiseSchedule(eps_target=eps_target, per_step=cfg.granularity == "step", points=points, epochs=epochs)
+
+
+def _auto(cfg: ScheduleConfig, eps_target: float, epochs: int, seed: int) -> Schedule:
     per_step = cfg.granularity == "step"
-    if cfg.kind in HINGE_KINDS:
-        t1, t2 = resolve_hinges(cfg, epochs)
-        return HingeSchedule(eps_target=eps_target, per_step=per_step, t1=t1, t2=t2, kind=cfg.kind)
-    if cfg.kind == "uniform":
-        return UniformSchedule(eps_target=eps_target, per_step=per_step, seed=seed)
-    if cfg.kind == "piecewise":
-        points = tuple((float(p), float(a)) for p, a in cfg.points or ())
-        return PiecewiseSchedule(eps_target=eps_target, per_step=per_step, points=points, epochs=epochs)
-    if cfg.kind == "auto":
-        ramp_end = to_epochs(cfg.t2, epochs) if cfg.t2 is not None else end_of_training(epochs, per_step)
-        latest = to_epochs(cfg.latest_t1, epochs) if cfg.latest_t1 is not None else None
-        return AutoSchedule(eps_target=eps_target, per_step=per_step, patience=cfg.patience,
-                            tolerance=cfg.tolerance, relative=cfg.tolerance_mode == "relative", ramp_end=ramp_end,
-                            latest=latest)
-    raise ValueError(f"schedule.kind: unknown schedule {cfg.kind!r}")
+    ramp_end = to_epochs(cfg.t2, epochs) if cfg.t2 is not None else end_of_training(epochs, per_step)
+    latest = to_epochs(cfg.latest_t1, epochs) if cfg.latest_t1 is not None else None
+    return AutoSchedule(eps_target=eps_target, per_step=per_step, patience=cfg.patience, tolerance=cfg.tolerance,
+                        relative=cfg.tolerance_mode == "relative", ramp_end=ramp_end, latest=latest)
+
+
+AUTO_KEYS = ("patience", "tolerance", "tolerance_mode", "latest_t1", "t2", "granularity")
+SCHEDULES.register("fix", _hinged, summary="RFT-fix: ε_g from the first step")
+SCHEDULES.register("hinge", _hinged, keys=("t1", "t2", "granularity"), check=_ramp_problems,
+                   summary="Epsilon-Scheduling: ε = 0 until t1, linear to ε_g at t2 (default 0.25 / 0.75)")
+SCHEDULES.register("warmup", _hinged, keys=("t2", "granularity"), check=_warmup_problems,
+                   summary="linear warm-up: from 0 at the start to ε_g at t2")
+SCHEDULES.register("switch", _hinged, keys=("t1", "granularity"), summary="hard switch from 0 to ε_g at t1")
+SCHEDULES.register("linear", _hinged, keys=("granularity",), summary="linear from 0 to ε_g over all of training")
+SCHEDULES.register("uniform", _uniform, keys=("granularity",), summary="ε ~ U[0, ε_g], drawn every epoch (or step)")
+SCHEDULES.register("piecewise", _piecewise, keys=("points", "granularity"),
+                   check=lambda s, config: ["schedule.points: piecewise needs points: [[progress, α], ...]"]
+                   if s.points is None else points_problems(s.points),
+                   summary="linear through [[progress, α], ...] points")
+SCHEDULES.register("auto", _auto, keys=AUTO_KEYS,
+                   check=lambda s, config: [] if config.data.n_val > 0 else
+                   ["schedule.kind: auto watches validation accuracy and needs data.n_val > 0"],
+                   summary="ε = 0 until validation accuracy plateaus, then linear to ε_g at t2")
 
 
 def cosine_lr_multiplier(step: int, total_steps: int, warmup_steps: int, min_ratio: float = 0.0) -> float:

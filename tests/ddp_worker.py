@@ -5,6 +5,7 @@ import argparse
 
 from robustft.api import fine_tune
 from robustft.config import load_config
+from robustft.runs import EpochRow
 
 
 def main() -> None:
@@ -14,8 +15,8 @@ def main() -> None:
     p.add_argument("--stop-after", type=int)
     args = p.parse_args()
 
-    def stop(row: dict) -> None:
-        if args.stop_after is not None and row["epoch"] + 1 >= args.stop_after:
+    def stop(row: EpochRow) -> None:
+        if args.stop_after is not None and row.epoch + 1 >= args.stop_after:
             raise SystemExit(3)
 
     fine_tune(load_config(args.config, args.overrides), on_epoch=stop)

@@ -280,16 +280,16 @@ def test_schedule_integer_hinge_beyond_training_rejected():
 
 
 def test_fix_with_hinges_rejected():
-    with pytest.raises(ConfigError, match="fix schedule takes no hinges"):
+    with pytest.raises(ConfigError, match="schedule.t1: the fix ε schedule does not take it"):
         load_config(None, ["schedule.kind=fix", "schedule.t1=2"])
-    with pytest.raises(ConfigError, match="fix schedule takes no hinges"):
+    with pytest.raises(ConfigError, match="schedule.t2: the fix ε schedule does not take it"):
         load_config(None, ["schedule.kind=fix", "schedule.t2=0.5"])
 
 
 def test_other_schedule_combinations():
     with pytest.raises(ConfigError, match="warmup starts at 0"):
         load_config(None, ["schedule.kind=warmup", "schedule.t1=2"])
-    with pytest.raises(ConfigError, match="switch has one hinge"):
+    with pytest.raises(ConfigError, match=r"schedule.t2: the switch ε schedule does not take it \(it takes t1\)"):
         load_config(None, ["schedule.kind=switch", "schedule.t2=2"])
     assert load_config(None, ["schedule.kind=switch", "schedule.t1=3"]).schedule.t1 == 3
 
@@ -308,26 +308,26 @@ def test_new_schedules_and_trades_load_and_round_trip(overrides, tmp_path):
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["schedule.kind=cosine"], "schedule.kind: unknown schedule 'cosine'"),
-    (["schedule.kind=linear", "schedule.t2=0.5"], "linear schedule takes no hinges"),
-    (["schedule.kind=uniform", "schedule.t1=2"], "uniform schedule takes no hinges"),
-    (["schedule.kind=auto", "schedule.t1=2"], "auto starts its ramp"),
+    (["schedule.kind=cosine"], "schedule.kind: unknown ε schedule 'cosine'"),
+    (["schedule.kind=linear", "schedule.t2=0.5"], "schedule.t2: the linear ε schedule does not take it"),
+    (["schedule.kind=uniform", "schedule.t1=2"], "schedule.t1: the uniform ε schedule does not take it"),
+    (["schedule.kind=auto", "schedule.t1=2"], "schedule.t1: the auto ε schedule does not take it (it takes t2, latest_t1)"),
     (["schedule.kind=piecewise"], "piecewise needs points"),
-    (["schedule.points=[[0, 0], [1, 1]]"], "only piecewise takes them"),
+    (["schedule.points=[[0, 0], [1, 1]]"], "schedule.points: the hinge ε schedule does not take it"),
     (["schedule.kind=piecewise", "schedule.points=[[0, 0], [0.5]]"], "[progress, multiplier] pairs"),
     (["schedule.kind=piecewise", "schedule.points=[[0.5, 0], [0.2, 1]]"], "must increase within [0, 1]"),
     (["schedule.kind=piecewise", "schedule.points=[[0, 0], [2, 1]]"], "must increase within [0, 1]"),
     (["schedule.kind=piecewise", "schedule.points=[[0, -1], [1, 1]]"], "multipliers must be >= 0"),
     (["schedule.kind=piecewise", "schedule.points=0.5"], "schedule.points: expected a list"),
     (["schedule.patience=0"], "schedule.patience"),
-    (["schedule.latest_t1=0.5"], "only the auto schedule takes it"),
+    (["schedule.latest_t1=0.5"], "schedule.latest_t1: the hinge ε schedule does not take it"),
     (["schedule.kind=auto", "schedule.latest_t1=1.5"], "schedule.latest_t1: a float is a fraction"),
     (["schedule.kind=auto", "data.n_val=0"], "auto watches validation accuracy and needs data.n_val > 0"),
     (["schedule.t1=0.9"], "the ramp ends (t2 = 6 epochs) before it starts (t1 = 7.2 epochs); t2 defaults"),
     (["schedule.kind=warmup", "schedule.t2=0"], None),
     (["schedule.tolerance=-0.1"], "schedule.tolerance"),
     (["schedule.tolerance_mode=percent"], "absolute or relative"),
-    (["objective.name=mart"], "choose standard, adversarial or trades"),
+    (["objective.name=mart"], "choose standard, adversarial, trades"),
     (["objective.beta=-1"], "objective.beta"),
     (["objective.trades_inner=dlr"], "objective.trades_inner"),
 ])

@@ -10,15 +10,16 @@ from robustft.cli import main
 from robustft.config import load_config
 from robustft.eval.diagnostics import Curve, diagnose, epoch_table, failure_threshold, sparkline
 from robustft.report import diagnose_run, render_diagnosis
-from robustft.runs import RunDir, write_json
+from robustft.runs import EpochRow, RunDir, write_json
 
 STANDARD = [0.40, 0.70, 0.80, 0.82, 0.84]
 DELAYED = [0.10, 0.12, 0.14, 0.30, 0.45]
 
 
 def _curve(accs, clean=None, classes=10, threshold=0.15, name="run"):
-    rows = [{"epoch": i, "eps": 8 / 255, "val_clean_acc": a, "val_clean_loss": 2 - a, "val_adv_acc": a / 4,
-             "val_adv_loss": 3 - a} for i, a in enumerate(accs)]
+    rows = [EpochRow(epoch=i, step=4 * (i + 1), eps=8 / 255, eps_mean=8 / 255, lr=1e-3, train_loss=1.0, train_acc=a,
+                     val_clean_acc=a, val_clean_loss=2 - a, val_adv_acc=a / 4, val_adv_loss=3 - a, elapsed_s=i + 1.0)
+            for i, a in enumerate(accs)]
     return Curve(name=name, rows=rows, clean=accs[-1] if clean is None else clean, clean_source="validation",
                  num_classes=classes, delay_threshold=threshold)
 
@@ -73,7 +74,7 @@ def _run_dir(root, name, accs, overrides=(), test_clean=None, schedule=None):
     run = RunDir(root / name)
     run.create(cfg)
     for row in _curve(accs).rows:
-        run.log({"kind": "epoch", **row})
+        run.log(row)
     schedule = schedule or {"kind": cfg.schedule.kind, "t1": 0.0, "t2": 0.0}
     write_json(run.path / "summary.json", {"num_classes": 10, "schedule": schedule})
     if test_clean is not None:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustft.attacks import FGSM, L2, NFGSM, PGD, Linf, build_attack, build_trades_attack, describe_attack
-from robustft.config import DEFAULT_REL_STEP, AttackConfig, ConfigError, load_config
+from robustft.config import TRAIN_ATTACKS, AttackConfig, ConfigError, load_config
 
 NUM_CLASSES = 3
 
@@ -256,7 +256,8 @@ def test_model_state_restored_when_forward_raises(batch, name, training):
 
 # ------------------------------------------------------------------------------------ factories and config
 def test_default_rel_steps():
-    assert DEFAULT_REL_STEP == {"pgd": 0.25, "fgsm": 1.25, "nfgsm": 1.0}
+    assert {n: TRAIN_ATTACKS[n].extra.get("rel_step") for n in TRAIN_ATTACKS} == {"apgd": None, "pgd": 0.25, "fgsm": 1.25,
+                                                                             "nfgsm": 1.0}
     assert AttackConfig().rel_step_size is None and AttackConfig().noise_mult == 2.0
 
 

@@ -14,7 +14,7 @@ from robustft.config import apply_overrides, config_from_dict, config_to_dict
 from robustft.data import SourceBatches, TensorImages, as_source, as_train_data, build_data
 from robustft.models import Normalized, build_model
 from robustft.objectives import AdversarialObjective, StandardObjective
-from robustft.runs import RunDir
+from robustft.runs import EpochRow, RunDir
 from robustft.schedules import build_lr_schedule
 from robustft.train import build_optimizer, fit_config, load_checkpoint
 from robustft.train.trainer import seed_everything
@@ -84,8 +84,8 @@ def test_fit_on_a_dataloader_checkpoints_and_resumes_exactly(tmp_path):
         torch.manual_seed(5)  # the DataLoader's shuffle draws from torch's global generator
         loader = DataLoader(TensorDataset(x[:300], y[:300]), batch_size=50, shuffle=True)
 
-        def on_epoch(row: dict) -> None:
-            if row["epoch"] == die_after:
+        def on_epoch(row: EpochRow) -> None:
+            if row.epoch == die_after:
                 raise Killed
 
         return robustft.fit(model, loader, val=val, objective=AdversarialObjective(APGD(num_steps=2)),
@@ -104,8 +104,8 @@ def test_fit_on_a_dataloader_checkpoints_and_resumes_exactly(tmp_path):
     resumed = small_cnn(seed=9)  # other initial weights: the checkpoint's replace them
     run(resumed, tmp_path / "killed", resume=True)
     assert same_weights(resumed.state_dict(), whole.state_dict())
-    rows = RunDir(tmp_path / "killed").rows("epoch")
-    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    rows = RunDir(tmp_path / "killed").epoch_rows()
+    assert [r.epoch for r in rows] == [0, 1, 2]
 
 
 def test_fit_without_a_run_directory_writes_nothing_and_trains(tmp_path, monkeypatch):

@@ -551,6 +551,6 @@ def test_fine_tune_a_paper_preset_on_a_fake_tree(tmp_path, tiny_overrides):
     assert cfg.data.color_jitter == 0.25 and cfg.data.rotation == 10  # the preset's augmentation is on
     run = fine_tune(cfg)
     assert run.done
-    rows = [r for r in run.rows("epoch")]
-    assert len(rows) == 2 and all(np.isfinite(r["train_loss"]) for r in rows)
+    rows = run.epoch_rows()
+    assert len(rows) == 2 and all(np.isfinite(r.train_loss) for r in rows)
     assert json.loads((run.path / "summary.json").read_text())["num_classes"] == 3

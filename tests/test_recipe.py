@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from robustft.attacks import APGD, L2, Linf, build_attack
 from robustft.config import ConfigError, apply_overrides, config_from_dict, config_to_dict, load_config, save_config
 from robustft.data import build_data, to_float
 from robustft.models import build_model
-from robustft.runs import RunDir
+from robustft.runs import EpochRow, RunDir, read_rows
 from robustft.train import Validation, load_checkpoint, load_model_weights
 from robustft.train.ema import EMA, Swapped
 from robustft.train.monitor import (MONITOR_KEYS, CatastrophicOverfittingError, best_robust_epoch, collapsed,
@@ -97,13 +98,15 @@ def test_scientific_notation_in_schedule_points():
 
 
 # ==================================================================================== monitor: verdict and selection
-def row(epoch, eps, gap=None, ref=None, eps_mean=None):
-    r = {"kind": "epoch", "epoch": epoch, "eps": eps, "eps_mean": eps if eps_mean is None else eps_mean}
+def row(epoch, eps, gap=None, ref=None, eps_mean=None) -> EpochRow:
+    eps_mean = eps if eps_mean is None else eps_mean
+    monitored = {}
     if gap is not None or ref is not None:
         ref = 0.3 if ref is None else ref
         gap = 0.0 if gap is None else gap
-        r |= {"mon_eps": r["eps_mean"], "mon_attack_acc": ref + gap, "mon_ref_acc": ref, "mon_gap": gap}
-    return r
+        monitored = {"mon_eps": eps_mean, "mon_attack_acc": ref + gap, "mon_ref_acc": ref, "mon_gap": gap}
+    return EpochRow(epoch=epoch, step=4 * (epoch + 1), eps=eps, eps_mean=eps_mean, lr=1e-3, train_loss=1.0,
+                    train_acc=0.5, elapsed_s=float(epoch + 1), **monitored)
 
 
 def test_overfit_verdict_flags_epochs_above_the_threshold():
@@ -143,11 +146,9 @@ def test_best_robust_epoch_only_counts_epochs_trained_at_eps_g():
     rows = [row(0, 0.0), row(1, EPS_G / 2, ref=0.9),  # the ramp: higher accuracy at a smaller ε, ignored
             row(2, EPS_G, ref=0.4), row(3, EPS_G, ref=0.6), row(4, EPS_G, ref=0.5),
             row(5, EPS_G, ref=0.95, eps_mean=EPS_G * 0.9)]  # ε drawn per step: not entirely at ε_g
-    assert best_robust_epoch(rows, EPS_G)["epoch"] == 3
+    assert best_robust_epoch(rows, EPS_G).epoch == 3
     tie = [row(2, EPS_G, ref=0.6), row(3, EPS_G, ref=0.6), row(4, EPS_G, ref=0.5)]
-    assert best_robust_epoch(tie, EPS_G)["epoch"] == 2  # the earliest on a tie
-    without_mean = [{k: v for k, v in r.items() if k != "eps_mean"} for r in rows[2:5]]
-    assert best_robust_epoch(without_mean, EPS_G)["epoch"] == 3
+    assert best_robust_epoch(tie, EPS_G).epoch == 2  # the earliest on a tie
     assert best_robust_epoch(rows[:2], EPS_G) is None
     assert best_robust_epoch([row(0, EPS_G), row(1, EPS_G)], EPS_G) is None  # not monitored
     assert best_robust_epoch(rows, 0.0) is None
@@ -225,7 +226,7 @@ def test_monitor_raises_its_flag_on_catastrophic_overfitting(fgsm_trained, pgd_t
     assert numbers["mon_gap"] == pytest.approx(numbers["mon_attack_acc"] - numbers["mon_ref_acc"])
     # the model beats the attack it was trained on, and a 10-step APGD breaks it completely
     assert numbers["mon_attack_acc"] > 0.5 and numbers["mon_ref_acc"] < 0.05
-    verdict = overfit_verdict([{"epoch": 0, **numbers}], cfg.train.overfit_gap)
+    verdict = overfit_verdict([replace(row(0, cfg.attack.eps), **numbers)], cfg.train.overfit_gap)
     assert verdict.raised and verdict.epochs == [0] and verdict.max_gap > 0.4
 
     # the same kind of model trained with 5-step PGD: no gap, no flag, and more robust under the reference
@@ -233,7 +234,7 @@ def test_monitor_raises_its_flag_on_catastrophic_overfitting(fgsm_trained, pgd_t
     numbers_p = trainer.monitor(model_p, Validation.from_config(cfg_p, data_p), CPU, cfg_p.attack.eps)
     assert abs(numbers_p["mon_gap"]) < cfg_p.train.overfit_gap / 2
     assert numbers_p["mon_ref_acc"] > numbers["mon_ref_acc"] + 0.03
-    verdict_p = overfit_verdict([{"epoch": 0, **numbers_p}], cfg_p.train.overfit_gap)
+    verdict_p = overfit_verdict([replace(row(0, cfg_p.attack.eps), **numbers_p)], cfg_p.train.overfit_gap)
     assert not verdict_p.raised and verdict_p.epochs == []
     # measured by FGSM rather than by its own attack, the PGD model shows no gap either
     cfg_f = with_overrides(cfg_p, ["attack.name=fgsm", "attack.random_start=false", "attack.rel_step_size=null"])
@@ -264,27 +265,27 @@ def test_monitor_is_seeded_and_leaves_the_global_rng_alone(fgsm_trained):
 def test_monitor_rows_and_summary_end_to_end(tiny_config):
     cfg = with_overrides(tiny_config, ["train.evaluate=false", "attack.name=fgsm", "train.monitor_n=32"])
     run = fine_tune(cfg, name="fgsm")
-    epochs = run.rows("epoch")
-    assert [r["eps"] for r in epochs] == [0.0, 0.0, pytest.approx(EPS_G)]
+    epochs = run.epoch_rows()
+    assert [r.eps for r in epochs] == [0.0, 0.0, pytest.approx(EPS_G)]
     for r in epochs[:2]:
-        assert not set(MONITOR_KEYS) & set(r), "no monitor while ε = 0"
+        assert not set(MONITOR_KEYS) & set(r.to_json()), "no monitor while ε = 0"
     last = epochs[2]
-    assert set(MONITOR_KEYS) <= set(last)
-    assert last["mon_eps"] == pytest.approx(EPS_G)
-    assert 0 <= last["mon_ref_acc"] <= 1 and 0 <= last["mon_attack_acc"] <= 1
-    assert last["mon_gap"] == pytest.approx(last["mon_attack_acc"] - last["mon_ref_acc"])
+    assert set(MONITOR_KEYS) <= set(last.to_json())
+    assert last.mon_eps == pytest.approx(EPS_G)
+    assert 0 <= last.mon_ref_acc <= 1 and 0 <= last.mon_attack_acc <= 1
+    assert last.mon_gap == pytest.approx(last.mon_attack_acc - last.mon_ref_acc)
     summary = json.loads((run.path / "summary.json").read_text())
     co = summary["catastrophic_overfitting"]
     assert co == overfit_verdict(epochs, 0.10).to_dict()
     assert set(co) == {"raised", "epochs", "max_gap", "threshold"} and co["threshold"] == 0.10
-    assert co["max_gap"] == pytest.approx(last["mon_gap"])
+    assert co["max_gap"] == pytest.approx(last.mon_gap)
     assert summary["stopped_at_epoch"] is None and summary["epochs"] == 3
     assert summary["select"]["rule"] == "final" and summary["select"]["checkpoint"] == "last.pt"
     assert summary["select"]["weights"] == "live" and summary["select"]["epochs_done"] == 3
-    assert summary["final"]["mon_gap"] == last["mon_gap"]
+    assert summary["final"]["mon_gap"] == last.mon_gap
 
     off = fine_tune(cfg.replace("train", monitor_n=0), name="off")
-    assert not any(set(MONITOR_KEYS) & set(r) for r in off.rows("epoch"))
+    assert not any(set(MONITOR_KEYS) & set(r.to_json()) for r in off.epoch_rows())
     assert json.loads((off.path / "summary.json").read_text())["catastrophic_overfitting"]["max_gap"] is None
 
 
@@ -323,8 +324,8 @@ def test_on_overfit_stop_ends_training_and_evaluates_the_last_good_checkpoint(ti
     assert summary["catastrophic_overfitting"]["max_gap"] == pytest.approx(0.9)
     assert summary["select"] == {"rule": "final", "epochs_done": 1, "checkpoint": "last.pt", "weights": "live"}
     assert load_checkpoint(run.checkpoint_path)["epochs_done"] == 1  # the overfitted weights were not kept
-    epochs = run.rows("epoch")
-    assert [r["epoch"] for r in epochs] == [0, 1] and epochs[1]["mon_gap"] == pytest.approx(0.9)
+    epochs = run.epoch_rows()
+    assert [r.epoch for r in epochs] == [0, 1] and epochs[1].mon_gap == pytest.approx(0.9)
     rob = json.loads((run.evaluation_dir("apgd-ce") / "robustness.json").read_text())
     assert rob["protocol"]["checkpoint_epochs"] == 1 and rob["protocol"]["checkpoint"] == "last.pt"
 
@@ -353,11 +354,9 @@ def test_on_overfit_stop_needs_a_collapse_not_an_early_gap(tiny_config, monkeypa
 
 def test_stop_without_a_checkpoint_to_keep_raises(tiny_config, monkeypatch, tmp_path):
     cfg = with_overrides(tiny_config, STOP)
-    row0 = {"epoch": 0, "mon_gap": 0.0, "mon_ref_acc": 0.5}
     run = RunDir(tmp_path / "none")
     with pytest.raises(CatastrophicOverfittingError, match="epoch 2"):
-        trainer._overfit_stop(cfg.train, {"epoch": 1, "mon_gap": 0.9, "mon_attack_acc": 0.9, "mon_ref_acc": 0.0,
-                                    "mon_eps": 8 / 255}, 1, [row0], run)
+        trainer._overfit_stop(cfg.train, row(1, EPS_G, gap=0.9, ref=0.0), 1, [row(0, EPS_G, ref=0.5)], run)
 
 
 # ==================================================================================== EMA: units
@@ -504,8 +503,8 @@ def assert_same_tensors(a: dict, b: dict):
         assert torch.equal(a[k], b[k]), k
 
 
-def without_time(rows):
-    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]
+def without_time(run: RunDir) -> list[dict]:
+    return [{k: v for k, v in r.to_json().items() if k != "elapsed_s"} for r in read_rows(run.path)]
 
 
 def test_ema_run_killed_and_resumed_ends_bit_identical(tiny_config, monkeypatch):
@@ -517,7 +516,7 @@ def test_ema_run_killed_and_resumed_ends_bit_identical(tiny_config, monkeypatch)
     assert_same_tensors(a["ema"]["params"], b["ema"]["params"])
     assert_same_tensors(a["eval_model"], b["eval_model"])
     assert a["ema"]["updates"] == b["ema"]["updates"] == 12 and a["ema"]["decay"] == 0.9
-    assert without_time(straight.rows()) == without_time(resumed.rows())
+    assert without_time(straight) == without_time(resumed)
     # the evaluated weights are the average (with the live BatchNorm statistics), not the last iterate
     params = set(a["ema"]["params"])
     assert any(not torch.equal(a["eval_model"][k], a["model"][k]) for k in params)
@@ -544,12 +543,12 @@ def test_validation_and_evaluation_use_the_ema_weights(tiny_config, monkeypatch)
     # the last epoch's validation row was computed with the averaged weights too
     data = build_data(cfg.data)
     model = build_model(cfg.model, data.num_classes)
-    last = run.rows("epoch")[-1]
+    last = run.epoch_rows()[-1]
     model.load_state_dict(ckpt["eval_model"])
     averaged = trainer.validate(model, Validation.from_config(cfg, data), CPU)
-    assert averaged["val_clean_loss"] == pytest.approx(last["val_clean_loss"], rel=1e-6)
+    assert averaged["val_clean_loss"] == pytest.approx(last.val_clean_loss, rel=1e-6)
     model.load_state_dict(ckpt["model"])
-    assert trainer.validate(model, Validation.from_config(cfg, data), CPU)["val_clean_loss"] != pytest.approx(last["val_clean_loss"], rel=1e-6)
+    assert trainer.validate(model, Validation.from_config(cfg, data), CPU)["val_clean_loss"] != pytest.approx(last.val_clean_loss, rel=1e-6)
 
 
 # ==================================================================================== train.select: best_robust
@@ -563,7 +562,7 @@ def test_select_best_robust_keeps_and_evaluates_the_best_epoch(tiny_config, monk
     cfg = with_overrides(tiny_config, BEST + ["train.ema_decay=0.9"])
     fake_monitor(monkeypatch, SCRIPTED)
     run = fine_tune(cfg, name="best")
-    assert [r["eps"] for r in run.rows("epoch")] == pytest.approx([0, 0, EPS_G / 2, EPS_G, EPS_G])
+    assert [r.eps for r in run.epoch_rows()] == pytest.approx([0, 0, EPS_G / 2, EPS_G, EPS_G])
     assert run.evaluated_checkpoint() == run.best_path and run.best_path.exists()
     best, last = load_checkpoint(run.best_path), load_checkpoint(run.checkpoint_path)
     assert best["epochs_done"] == 4 and last["epochs_done"] == 5

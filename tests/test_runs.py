@@ -9,7 +9,7 @@ import stat
 import pytest
 
 from robustft.config import load_config, save_config
-from robustft.runs import RESUMABLE_KEYS, RunDir, atomic_write_text, remove_temp_files
+from robustft.runs import RESUMABLE_KEYS, RunDir, StepRow, atomic_write_text, remove_temp_files
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def _started(tmp_path, **extra_files) -> RunDir:
     """What a start that failed in its first epoch leaves (config.yaml, env.json, step rows)."""
     run = RunDir(tmp_path / "run")
     run.create(load_config(None, ["data.name=digits"]))
-    run.log({"kind": "step", "epoch": 0, "step": 2})
+    run.log(StepRow(epoch=0, step=2, eps=0.0, lr=1e-3, loss=2.3))
     (run.path / "checkpoints" / ".last.pt.abcdefgh.tmp").write_bytes(b"partial")
     for name, text in extra_files.items():
         (run.path / name).parent.mkdir(parents=True, exist_ok=True)

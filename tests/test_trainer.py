@@ -11,7 +11,7 @@ import torch
 import robustft.train.trainer as trainer
 from robustft.api import RunExistsError, fine_tune
 from robustft.config import apply_overrides, config_from_dict, config_to_dict
-from robustft.runs import RunDir
+from robustft.runs import RunDir, StepRow, read_rows
 from robustft.schedules import UniformSchedule, cosine_lr_multiplier
 from robustft.train import NonFiniteLossError, load_checkpoint
 from helpers import poison_loss_after
@@ -26,13 +26,13 @@ def test_fine_tune_writes_the_run_directory(tiny_config):
     assert _tree(run.path) == {"config.yaml", "env.json", "metrics.jsonl", "summary.json", "checkpoints",
                                "checkpoints/last.pt", "eval", "eval/apgd-ce", "eval/apgd-ce/robustness.json",
                                "eval/apgd-ce/correct.npz", "DONE"}
-    epochs = run.rows("epoch")
-    assert [r["epoch"] for r in epochs] == [0, 1, 2]
+    epochs = run.epoch_rows()
+    assert [r.epoch for r in epochs] == [0, 1, 2]
     # the hinge schedule t1=1, t2=2 (epochs): ε = 0, 0, ε_g
-    assert [r["eps"] for r in epochs] == [0.0, 0.0, pytest.approx(8 / 255)]
-    for key in ("step", "lr", "train_loss", "train_acc", "val_clean_acc", "val_clean_loss", "val_adv_acc"):
-        assert all(key in r for r in epochs)
-    assert run.rows("step"), "step rows are logged every train.log_every steps"
+    assert [r.eps for r in epochs] == [0.0, 0.0, pytest.approx(8 / 255)]
+    for key in ("val_clean_acc", "val_clean_loss", "val_adv_acc"):
+        assert all(getattr(r, key) is not None for r in epochs)
+    assert run.step_rows(), "step rows are logged every train.log_every steps"
     rob = json.loads((run.evaluation_dir("apgd-ce") / "robustness.json").read_text())
     assert rob["n"] == 32 and len(rob["curve"]) == 3 and rob["protocol"]["attack_order"] == ["apgd-ce"]
     assert {f["name"] for f in rob["flags"]} >= {"eps0_is_clean", "input_gradients", "black_box", "large_eps"}
@@ -91,7 +91,7 @@ def test_a_start_that_failed_before_its_first_checkpoint_is_taken_over(tiny_conf
         fine_tune(cfg, name="tiny", resume=resume)  # the corrected config
     assert f"{run.path} has no checkpoint (an earlier start stopped before its first one); this start takes it " \
            "over and replaces its config.yaml and env.json" in caplog.text
-    assert run.done and run.config() == cfg and [r["epoch"] for r in run.rows("epoch")] == [0, 1]
+    assert run.done and run.config() == cfg and [r.epoch for r in run.epoch_rows()] == [0, 1]
     assert not list(run.path.rglob("*.tmp")) and not run.resumes_path.exists()
 
 
@@ -197,19 +197,19 @@ def test_killed_run_resumes_to_the_same_weights(tiny_config, monkeypatch, overri
     for k in a["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0, msg=k)
     drop = ("elapsed_s",)
-    rows_a = [{k: v for k, v in r.items() if k not in drop} for r in straight.rows()]
-    rows_b = [{k: v for k, v in r.items() if k not in drop} for r in resumed.rows()]
+    rows_a = [{k: v for k, v in r.to_json().items() if k not in drop} for r in read_rows(straight.path)]
+    rows_b = [{k: v for k, v in r.to_json().items() if k not in drop} for r in read_rows(resumed.path)]
     assert rows_a == rows_b
-    assert len({r["eps"] for r in rows_a if r["kind"] == "step"}) > 1  # ε really changed during the run
+    assert len({r.eps for r in read_rows(straight.path, StepRow)}) > 1  # ε really changed during the run
 
 
 def test_auto_schedule_switch_is_logged_checkpointed_and_summarised(tiny_config):
     cfg = config_from_dict(apply_overrides(config_to_dict(tiny_config.replace("train", evaluate=False)), AUTO))
     run = fine_tune(cfg, name="auto")
-    epochs = run.rows("epoch")
-    assert [r["eps"] for r in epochs] == [0.0, 0.0, pytest.approx(4 / 255), pytest.approx(8 / 255)]
-    assert [r.get("schedule_switch") for r in epochs] == [None, 1.0, None, None]
-    assert epochs[2]["eps_mean"] == pytest.approx(4 / 255)
+    epochs = run.epoch_rows()
+    assert [r.eps for r in epochs] == [0.0, 0.0, pytest.approx(4 / 255), pytest.approx(8 / 255)]
+    assert [r.schedule_switch for r in epochs] == [None, 1.0, None, None]
+    assert epochs[2].eps_mean == pytest.approx(4 / 255)
     ckpt = load_checkpoint(run.checkpoint_path)
     assert ckpt["schedule"]["switch"] == 1.0 and len(ckpt["schedule"]["history"]) == 4
     summary = json.loads((run.path / "summary.json").read_text())
@@ -221,7 +221,7 @@ def test_uniform_schedule_draws_from_the_run_seed(tiny_config):
     overrides = ["schedule.kind=uniform", "schedule.t1=null", "schedule.t2=null", "train.seed=3"]
     cfg = config_from_dict(apply_overrides(config_to_dict(tiny_config.replace("train", evaluate=False)), overrides))
     run = fine_tune(cfg, name="uniform")
-    drawn = [r["eps"] for r in run.rows("epoch")]
+    drawn = [r.eps for r in run.epoch_rows()]
     assert drawn == [UniformSchedule(8 / 255, seed=3).eps_at(e) for e in range(3)]
     assert drawn != [UniformSchedule(8 / 255, seed=0).eps_at(e) for e in range(3)]
 
@@ -238,7 +238,7 @@ def test_auto_schedule_that_never_switches_warns(tiny_config, caplog):
                                            ["schedule.kind=auto", "schedule.t1=null", "schedule.t2=null"]))
     with caplog.at_level("WARNING"):
         run = fine_tune(cfg, name="auto_late")
-    assert all(r["eps"] == 0.0 for r in run.rows("epoch"))
+    assert all(r.eps == 0.0 for r in run.epoch_rows())
     assert "ε stayed 0 for the whole run" in caplog.text
 
 
@@ -309,8 +309,8 @@ def test_non_finite_stop_then_the_advised_resume_finishes_the_run(tiny_config, m
     assert row["changes"] == {"optim.lr": {"from": 0.003, "to": 0.001}, "optim.grad_clip": {"from": None, "to": 1.0}}
     # epoch 0 ran at the old peak LR, epochs 1 and 2 at the new one (the checkpoint's optimiser had the old)
     peaks = [0.003, 0.001, 0.001]
-    for peak, r in zip(peaks, run.rows("epoch"), strict=True):
-        assert r["lr"] == pytest.approx(peak * cosine_lr_multiplier(r["step"] - 1, 12, 0)), r["epoch"]
+    for peak, r in zip(peaks, run.epoch_rows(), strict=True):
+        assert r.lr == pytest.approx(peak * cosine_lr_multiplier(r.step - 1, 12, 0)), r.epoch
 
 
 def test_non_finite_stop_in_the_first_epoch_says_to_rerun(tiny_config, monkeypatch):
@@ -366,7 +366,7 @@ def test_diverged_buffers_stop_the_run_and_keep_the_last_good_checkpoint(tiny_co
     ckpt = load_checkpoint(run.checkpoint_path)
     assert ckpt["epochs_done"] == 1
     assert all(v.abs().max() <= trainer.MAX_ABS_WEIGHT for v in ckpt["model"].values() if v.is_floating_point())
-    assert not run.done and [r["epoch"] for r in run.rows("epoch")] == [0]
+    assert not run.done and [r.epoch for r in run.epoch_rows()] == [0]
 
 
 def test_a_huge_learning_rate_stops_at_the_first_epoch_without_a_checkpoint(tiny_config):

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from robustft.analysis.rows import run_row
-from robustft.config import config_to_dict
+from robustft.config import config_to_dict, is_clean_objective
 from robustft.eval.diagnostics import DEFAULT_GAP, Curve, Diagnosis, diagnose
 from robustft.eval.result import Flag
 from robustft.runs import RunDir
@@ -30,13 +30,13 @@ def load_curve(path: str | Path, use_test: bool = True, delay_threshold: float |
     """
     run = RunDir(Path(path))
     cfg = run.config()
-    rows = run.rows("epoch")
+    rows = run.epoch_rows()
     if not rows:
         raise FileNotFoundError(f"{run.path} has no epoch rows in metrics.jsonl yet: nothing to diagnose")
     summary_path = run.path / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     test_clean = run_row(run.path, evaluation)["clean"] if use_test else None
-    clean, source = (test_clean, "test") if test_clean is not None else (rows[-1]["val_clean_acc"], "validation")
+    clean, source = (test_clean, "test") if test_clean is not None else (rows[-1].val_clean_acc, "validation")
     classes = summary.get("num_classes") or cfg.model.num_classes or KNOWN_CLASSES.get(cfg.data.name)
     return Curve(name=run.path.name, rows=rows, clean=clean, clean_source=source, num_classes=classes,
                  delay_threshold=cfg.train.delay_threshold if delay_threshold is None else delay_threshold,
@@ -47,11 +47,11 @@ def training_verdict(path: str | Path) -> OverfitVerdict | None:
     """The overfitting monitor's verdict on a run directory's epoch rows (None for standard fine-tuning)."""
     run = RunDir(Path(path))
     cfg = run.config()
-    if cfg.objective.name == "standard":
+    if is_clean_objective(cfg.objective.name):
         return None
     summary = run.path / "summary.json"
     stopped = json.loads(summary.read_text()).get("stopped_at_epoch") if summary.exists() else None
-    return overfit_verdict(run.rows("epoch"), cfg.train.overfit_gap, stopped)
+    return overfit_verdict(run.epoch_rows(), cfg.train.overfit_gap, stopped)
 
 
 def config_differences(run: str | Path, reference: str | Path) -> list[str]:
@@ -60,7 +60,7 @@ def config_differences(run: str | Path, reference: str | Path) -> list[str]:
     a, b = config_to_dict(RunDir(Path(run)).config()), config_to_dict(RunDir(Path(reference)).config())
     out = [f"{s}.{k}: {a[s][k]!r} vs reference {b[s][k]!r}" for s, keys in SAME_KEYS.items()
            for k in (keys or a[s]) if a[s][k] != b[s][k]]
-    if b["objective"]["name"] != "standard":
+    if not is_clean_objective(b["objective"]["name"]):
         out.append(f"the reference is not standard fine-tuning (objective {b['objective']['name']!r})")
     return out
 

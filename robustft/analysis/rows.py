@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from robustft.config import evaluation_name, format_eps
+from robustft.config import evaluation_name, format_eps, is_clean_objective
 from robustft.runs import RunDir
 
 
@@ -26,7 +26,7 @@ def run_row(path: str | Path, evaluation: str | None = None) -> dict[str, Any]:
     summary_path, rob_path = run.path / "summary.json", robustness_file(run, evaluation)
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     rob = json.loads(rob_path.read_text()) if rob_path.exists() else {}
-    schedule = "standard" if cfg.objective.name == "standard" else cfg.schedule.kind
+    schedule = "standard" if is_clean_objective(cfg.objective.name) else cfg.schedule.kind
     if cfg.objective.name == "trades":
         schedule += f" (TRADES β={cfg.objective.beta:g}{', CE inner' if cfg.objective.trades_inner == 'ce' else ''})"
     checked = bool(rob.get("flags"))

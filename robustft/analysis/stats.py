@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from robustft.analysis.rows import run_row
-from robustft.config import config_to_dict
+from robustft.config import OBJECTIVES, SCHEDULES, config_to_dict, is_clean_objective
 from robustft.runs import RunDir
 
 METRICS = ("clean", "adv", "e_adv")
@@ -18,25 +18,20 @@ SEED_KEYS = {("train", "seed"), ("train", "run_name"), ("train", "out_dir")}
 INCIDENTAL_KEYS = {("train", k) for k in ("device", "log_every", "delay_threshold", "evaluate", "val_adv_n")} | {
     ("data", k) for k in ("cache_dir", "download", "eval_batch_size")} | {("eval", "bootstrap")}
 """Config keys that change neither the trained model nor its test numbers."""
-SCHEDULE_KEYS = {"fix": (), "hinge": ("t1", "t2"), "warmup": ("t2",), "switch": ("t1",), "linear": (),
-                 "uniform": (), "piecewise": ("points",), "auto": ("patience", "tolerance", "tolerance_mode", "latest_t1", "t2")}
-"""The schedule keys each kind uses (``granularity`` too, except for fix)."""
-OBJECTIVE_KEYS = {"standard": (), "adversarial": (), "trades": ("beta", "trades_inner")}
 
 
 def objective_identity(config: dict[str, Any]) -> tuple:
-    """The objective and the keys it uses."""
+    """The objective and the keys it uses (its registry entry's)."""
     o = config["objective"]
-    return (o["name"],) + tuple((k, repr(o[k])) for k in OBJECTIVE_KEYS.get(o["name"], sorted(o)) if k in o)
+    return (o["name"],) + tuple((k, repr(o[k])) for k in OBJECTIVES.keys_of(o["name"], o) if k in o)
 
 
 def schedule_identity(config: dict[str, Any]) -> tuple:
-    """The ε schedule and the keys its kind uses (none for standard fine-tuning, which has no ε)."""
-    if config["objective"]["name"] == "standard":
+    """The ε schedule and the keys its kind uses (its registry entry's; none for a clean objective, which has no ε)."""
+    if is_clean_objective(config["objective"]["name"]):
         return ()
     s = config["schedule"]
-    keys = SCHEDULE_KEYS.get(s["kind"], tuple(sorted(s)))
-    return (s["kind"],) + tuple((k, repr(s[k])) for k in keys + (("granularity",) if s["kind"] != "fix" else ()) if k in s)
+    return (s["kind"],) + tuple((k, repr(s[k])) for k in SCHEDULES.keys_of(s["kind"], s) if k in s)
 
 
 @dataclass
@@ -66,7 +61,7 @@ class RunResult:
     @property
     def is_fix(self) -> bool:
         """Adversarial training at ε_g from the first step (any robust objective)."""
-        return self.config["objective"]["name"] != "standard" and self.config["schedule"]["kind"] == "fix"
+        return not is_clean_objective(self.config["objective"]["name"]) and self.config["schedule"]["kind"] == "fix"
 
     def key(self, drop_schedule: bool = False) -> tuple:
         """What makes a setting: every key but the seed and incidental ones, with the objective and the
@@ -195,7 +190,7 @@ def compare_to_fix(results: list[RunResult]) -> list[PairedTest]:
     """Paired t-tests of every scheduled setting against fix with the same objective, on each metric, over
     matched (configuration, seed) pairs."""
     settings = [s for s in dict.fromkeys(r.setting for r in results if not r.is_fix
-                                         and r.config["objective"]["name"] != "standard")]
+                                         and not is_clean_objective(r.config["objective"]["name"]))]
     tests = []
     for s in settings:
         pairs = matched_pairs(results, s)

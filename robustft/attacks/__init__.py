@@ -12,30 +12,34 @@ from robustft.attacks.base import Attack, crafting
 from robustft.attacks.fgsm import FGSM, NFGSM
 from robustft.attacks.pgd import PGD
 from robustft.attacks.threat import L2, Linf, ThreatModel, build_threat_model
-from robustft.config import DEFAULT_REL_STEP, EVAL_ATTACKS, TRAIN_ATTACKS, AttackConfig, EvalConfig, expand_attacks
+from robustft.config import EVAL_ATTACKS, TRAIN_ATTACKS, AttackConfig, EvalConfig, expand_attacks
 
 
 def rel_step(cfg: AttackConfig, name: str | None = None) -> float:
     """``attack.rel_step_size``, or the default of attack ``name`` (the configured one) when it is null."""
-    return cfg.rel_step_size if cfg.rel_step_size is not None else DEFAULT_REL_STEP[name or cfg.name]
+    return cfg.rel_step_size if cfg.rel_step_size is not None else TRAIN_ATTACKS[name or cfg.name].extra["rel_step"]
 
 
-TRAIN_BUILDERS: dict[str, Callable[[AttackConfig, ThreatModel], Attack]] = {
-    "apgd": lambda cfg, threat: APGD(num_steps=cfg.num_steps, random_start=cfg.random_start, restarts=cfg.restarts,
-                                     threat=threat),
-    "pgd": lambda cfg, threat: PGD(num_steps=cfg.num_steps, rel_step_size=rel_step(cfg), random_start=cfg.random_start,
-                                   restarts=cfg.restarts, threat=threat),
-    "fgsm": lambda cfg, threat: FGSM(rel_step_size=rel_step(cfg), random_start=cfg.random_start, threat=threat),
-    "nfgsm": lambda cfg, threat: NFGSM(noise_mult=cfg.noise_mult, rel_step_size=rel_step(cfg)),
-}
-assert set(TRAIN_BUILDERS) == set(TRAIN_ATTACKS)
+TRAIN_ATTACKS.register("apgd", lambda cfg, threat: APGD(num_steps=cfg.num_steps, random_start=cfg.random_start,
+                                                        restarts=cfg.restarts, threat=threat),
+                       summary="APGD-CE, attack.num_steps iterations, step-size free, highest-loss point")
+TRAIN_ATTACKS.register("pgd", lambda cfg, threat: PGD(num_steps=cfg.num_steps, rel_step_size=rel_step(cfg),
+                                                      random_start=cfg.random_start, restarts=cfg.restarts,
+                                                      threat=threat),
+                       extra={"rel_step": 0.25}, summary="PGD, attack.num_steps sign steps of rel_step_size · ε")
+TRAIN_ATTACKS.register("fgsm", lambda cfg, threat: FGSM(rel_step_size=rel_step(cfg), random_start=cfg.random_start,
+                                                        threat=threat),
+                       extra={"rel_step": 1.25}, summary="FGSM with a random start (FGSM-RS), one step of 1.25 ε")
+TRAIN_ATTACKS.register("nfgsm", lambda cfg, threat: NFGSM(noise_mult=cfg.noise_mult, rel_step_size=rel_step(cfg)),
+                       extra={"rel_step": 1.0},
+                       check=lambda a, config: [] if a.norm == "linf" else
+                       ["attack.name: nfgsm is defined for attack.norm=linf only"],
+                       summary="N-FGSM: noise in [−kε, kε], one step of ε, not projected to the ball")
 
 
 def build_attack(cfg: AttackConfig) -> Attack:
     """The training attack of a config (APGD keeps the highest-loss point, as the paper does)."""
-    if cfg.name not in TRAIN_BUILDERS:
-        raise ValueError(f"unknown attack {cfg.name!r}; choose {', '.join(TRAIN_BUILDERS)}")
-    return TRAIN_BUILDERS[cfg.name](cfg, build_threat_model(cfg.norm))
+    return TRAIN_ATTACKS[cfg.name].build(cfg, build_threat_model(cfg.norm))
 
 
 def build_trades_attack(cfg: AttackConfig) -> Attack:
@@ -53,27 +57,30 @@ def _apgd(loss: str) -> Callable[[EvalConfig, str], Attack]:
                                   targets=cfg.targets if loss == "dlr-targeted" else APGD.targets)
 
 
-EVAL_BUILDERS: dict[str, Callable[[EvalConfig, str], Attack]] = {
-    "apgd-ce": _apgd(loss="ce"),
-    "apgd-dlr": _apgd(loss="dlr"),
-    "apgd-t": _apgd(loss="dlr-targeted"),
-    "pgd": lambda cfg, norm: PGD(num_steps=cfg.num_steps, rel_step_size=0.25, restarts=cfg.restarts,
-                                 select="misclassified", threat=build_threat_model(norm)),
-    "square": lambda cfg, norm: AutoAttack(components=("square",), square_queries=cfg.square_queries, norm=norm),
-    "autoattack": lambda cfg, norm: AutoAttack(norm=norm),
-    "aa-apgd-ce": lambda cfg, norm: AutoAttack(components=("apgd-ce",), num_steps=cfg.num_steps,
-                                               restarts=cfg.restarts, norm=norm),
-}
-assert set(EVAL_BUILDERS) == set(EVAL_ATTACKS)
+EVAL_ATTACKS.register("apgd-ce", _apgd(loss="ce"), summary="APGD on cross-entropy (eval.num_steps, eval.restarts)")
+EVAL_ATTACKS.register("apgd-dlr", _apgd(loss="dlr"), summary="APGD on the DLR loss")
+EVAL_ATTACKS.register("apgd-t", _apgd(loss="dlr-targeted"),
+                      summary="targeted APGD-DLR on the eval.targets most likely wrong classes in turn")
+EVAL_ATTACKS.register("pgd", lambda cfg, norm: PGD(num_steps=cfg.num_steps, rel_step_size=0.25, restarts=cfg.restarts,
+                                                   select="misclassified", threat=build_threat_model(norm)),
+                      summary="PGD with steps of ε/4")
+EVAL_ATTACKS.register("square", lambda cfg, norm: AutoAttack(components=("square",), square_queries=cfg.square_queries,
+                                                             norm=norm),
+                      summary="Square, black-box (pyautoattack), eval.square_queries queries")
+EVAL_ATTACKS.register("autoattack", lambda cfg, norm: AutoAttack(norm=norm),
+                      summary="the reference AutoAttack, standard version (pyautoattack)")
+EVAL_ATTACKS.register("aa-apgd-ce", lambda cfg, norm: AutoAttack(components=("apgd-ce",), num_steps=cfg.num_steps,
+                                                                 restarts=cfg.restarts, norm=norm),
+                      summary="the reference implementation's APGD-CE (pyautoattack)")
 
 
 def build_eval_attacks(cfg: EvalConfig, norm: str) -> dict[str, Attack]:
     """The evaluation attacks of a config, by name, in the order they run (presets expanded)."""
     names = expand_attacks(list(cfg.attacks))
-    unknown = [n for n in names if n not in EVAL_BUILDERS]
+    unknown = [n for n in names if n not in EVAL_ATTACKS]
     if unknown:
-        raise ValueError(f"unknown evaluation attack(s) {unknown}; choose from {', '.join(EVAL_BUILDERS)}")
-    return {name: EVAL_BUILDERS[name](cfg, norm) for name in names}
+        raise ValueError(f"unknown evaluation attack(s) {unknown}; choose from {', '.join(EVAL_ATTACKS)}")
+    return {name: EVAL_ATTACKS[name].build(cfg, norm) for name in names}
 
 
 def describe_attack(name: str, attack: Attack) -> dict[str, Any]:
@@ -90,5 +97,5 @@ def describe_attack(name: str, attack: Attack) -> dict[str, Any]:
     return out
 
 
-__all__ = ["APGD", "EVAL_BUILDERS", "FGSM", "NFGSM", "PGD", "TRAIN_BUILDERS", "Attack", "AutoAttack", "L2", "Linf", "ThreatModel", "build_attack",
+__all__ = ["APGD", "EVAL_ATTACKS", "FGSM", "NFGSM", "PGD", "TRAIN_ATTACKS", "Attack", "AutoAttack", "L2", "Linf", "ThreatModel", "build_attack",
            "build_eval_attacks", "build_trades_attack", "rel_step", "build_threat_model", "crafting", "describe_attack"]

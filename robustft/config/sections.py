@@ -277,12 +277,6 @@ DATASET_NAMES = ("fashion_mnist", "digits", "imagefolder", "fgvc_aircraft", "cal
 """Names of the datasets (loaded by ``robustft.data.build_data``)."""
 PAPER_DATASETS = DATASET_NAMES[3:]
 """The paper's fine-grained datasets, read from a local root in their published layouts."""
-TRAIN_ATTACKS = ("apgd", "pgd", "fgsm", "nfgsm")
-"""Names of the training attacks (built by ``robustft.attacks.build_attack``)."""
-DEFAULT_REL_STEP = {"pgd": 0.25, "fgsm": 1.25, "nfgsm": 1.0}
-"""Step size (a fraction of ε) of each training attack when ``attack.rel_step_size`` is null."""
-EVAL_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "pgd", "square", "autoattack", "aa-apgd-ce")
-"""Names of the evaluation attacks (built by ``robustft.attacks.build_eval_attacks``)."""
 EVAL_PRESETS = {"cheap": ["apgd-ce"], "strong": ["autoattack"]}
 
 

@@ -6,8 +6,8 @@ import re
 from typing import Any
 
 from robustft.config.eps import format_eps
-from robustft.config.sections import (DATASET_NAMES, EVAL_ATTACKS, EVAL_PRESETS, TRAIN_ATTACKS, Config, ConfigError,
-                                      ScheduleConfig, expand_attacks)
+from robustft.config.registry import EVAL_ATTACKS, OBJECTIVES, SCHEDULES, TRAIN_ATTACKS, is_clean_objective
+from robustft.config.sections import DATASET_NAMES, EVAL_PRESETS, Config, ConfigError, ScheduleConfig, expand_attacks
 
 
 def validate(cfg: Config) -> None:
@@ -42,20 +42,18 @@ def validate(cfg: Config) -> None:
     need(0 <= m.drop_rate < 1, f"model.drop_rate: must be in [0, 1), got {m.drop_rate}")
     need(m.bn_momentum is None or 0 < m.bn_momentum <= 1, f"model.bn_momentum: must be in (0, 1] or null, got {m.bn_momentum}")
     need(a.norm in ("linf", "l2"), f"attack.norm: unknown norm {a.norm!r}; choose linf or l2")
-    need(a.name in TRAIN_ATTACKS, f"attack.name: unknown attack {a.name!r}; choose {', '.join(TRAIN_ATTACKS)}")
+    p.extend(TRAIN_ATTACKS.problems(a, cfg))
     need(a.num_steps >= 1, f"attack.num_steps: must be >= 1, got {a.num_steps}")
     need(a.restarts >= 1, f"attack.restarts: must be >= 1, got {a.restarts}")
     need(a.rel_step_size is None or a.rel_step_size > 0,
          f"attack.rel_step_size: must be positive or null (the attack's default), got {a.rel_step_size}")
     need(a.noise_mult >= 0, f"attack.noise_mult: must be >= 0 (a multiple of ε), got {a.noise_mult}")
-    need(a.name != "nfgsm" or a.norm == "linf", "attack.name: nfgsm is defined for attack.norm=linf only")
-    need(cfg.objective.name in ("standard", "adversarial", "trades"),
-         f"objective.name: unknown objective {cfg.objective.name!r}; choose standard, adversarial or trades")
+    p.extend(OBJECTIVES.problems(cfg.objective, cfg))
     need(cfg.objective.beta >= 0, f"objective.beta: must be >= 0, got {cfg.objective.beta}")
     need(cfg.objective.trades_inner in ("kl", "ce"),
          f"objective.trades_inner: {cfg.objective.trades_inner!r} is not kl or ce")
     _validate_schedule(s, t.epochs, need)
-    need(s.kind != "auto" or d.n_val > 0, "schedule.kind: auto watches validation accuracy and needs data.n_val > 0")
+    p.extend(SCHEDULES.problems(s, cfg))
     for key in ("lr", "weight_decay", "head_lr", "head_weight_decay"):
         v = getattr(o, key)
         need(v is None or v >= 0, f"optim.{key}: must be >= 0, got {v}")
@@ -72,7 +70,7 @@ def validate(cfg: Config) -> None:
     need(t.on_overfit in ("warn", "stop"), f"train.on_overfit: {t.on_overfit!r} is not warn or stop")
     need(t.ema_decay is None or 0 < t.ema_decay < 1, f"train.ema_decay: must be in (0, 1) or null, got {t.ema_decay}")
     need(t.select in ("final", "best_robust"), f"train.select: {t.select!r} is not final or best_robust")
-    need(t.select != "best_robust" or (t.monitor_n > 0 and cfg.objective.name != "standard"),
+    need(t.select != "best_robust" or (t.monitor_n > 0 and not is_clean_objective(cfg.objective.name)),
          "train.select: best_robust picks by the monitor's APGD-CE accuracy at ε_g; it needs train.monitor_n > 0 "
          "and a robust objective")
     need(0 <= t.delay_threshold < 1, f"train.delay_threshold: must be in [0, 1), got {t.delay_threshold}")
@@ -104,7 +102,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError(p)
 
 
-SCHEDULE_KINDS = ("fix", "hinge", "warmup", "switch", "linear", "uniform", "piecewise", "auto")
 DEFAULT_HINGES = {"hinge": (0.25, 0.75), "warmup": (0, 0.75), "switch": (0.5, None)}
 """Default (t1, t2) of the kinds whose hinges are set by hand: integers are epochs, floats fractions."""
 
@@ -122,52 +119,45 @@ def hinges_in_epochs(s: ScheduleConfig, epochs: int) -> tuple[float, float]:
 
 
 def _validate_schedule(s: ScheduleConfig, epochs: int, need: Any) -> None:
-    need(s.kind in SCHEDULE_KINDS, f"schedule.kind: unknown schedule {s.kind!r}; choose {', '.join(SCHEDULE_KINDS)}")
+    """What every schedule kind shares: the granularity, hinges within training, the auto schedule's knobs
+    (which have defaults); each kind checks its own keys (robustft/schedules.py, ``SCHEDULES``)."""
     need(s.granularity in ("epoch", "step"), f"schedule.granularity: {s.granularity!r} is not epoch or step")
-    hinges_ok = True
     for key in ("t1", "t2", "latest_t1"):
         v = getattr(s, key)
         if v is None:
             continue
-        ok = 0.0 <= v <= 1.0 if isinstance(v, float) else 0 <= v <= epochs
-        hinges_ok &= ok
         if isinstance(v, float):
-            need(ok, f"schedule.{key}: a float is a fraction of training and must be in [0, 1]; "
-                     f"got {v} (write whole epochs as an integer)")
+            need(0.0 <= v <= 1.0, f"schedule.{key}: a float is a fraction of training and must be in [0, 1]; "
+                                  f"got {v} (write whole epochs as an integer)")
         else:
-            need(ok, f"schedule.{key}: {v} epochs is outside [0, train.epochs={epochs}]")
-    no_hinges = ("fix", "linear", "uniform", "piecewise")
-    need(s.kind not in no_hinges or (s.t1 is None and s.t2 is None),
-         f"schedule.t1/t2: the {s.kind} schedule takes no hinges")
-    need(s.kind != "warmup" or s.t1 in (None, 0, 0.0), "schedule.t1: warmup starts at 0; set t2 only")
-    need(s.kind == "auto" or s.latest_t1 is None, "schedule.latest_t1: only the auto schedule takes it")
-    need(s.kind != "auto" or s.t1 is None,
-         "schedule.t1: auto starts its ramp when validation accuracy stops improving; set t2 (the ramp's end) only")
-    need(s.kind != "switch" or s.t2 is None, "schedule.t2: switch has one hinge; set t1 only")
-    if s.kind in ("hinge", "warmup") and hinges_ok:
-        t1, t2 = hinges_in_epochs(s, epochs)
-        need(t2 >= t1, f"schedule.t1/t2: the ramp ends (t2 = {t2:g} epochs) before it starts (t1 = {t1:g} "
-                       f"epochs){'; t2 defaults to 0.75 of training' if s.t2 is None else ''}")
-    need((s.kind == "piecewise") == (s.points is not None),
-         "schedule.points: piecewise needs points, and only piecewise takes them")
-    if s.points is not None:
-        _validate_points(s.points, need)
+            need(0 <= v <= epochs, f"schedule.{key}: {v} epochs is outside [0, train.epochs={epochs}]")
     need(s.patience >= 1, f"schedule.patience: must be >= 1 epoch, got {s.patience}")
     need(s.tolerance >= 0, f"schedule.tolerance: must be >= 0, got {s.tolerance}")
     need(s.tolerance_mode in ("absolute", "relative"),
          f"schedule.tolerance_mode: {s.tolerance_mode!r} is not absolute or relative")
 
 
-def _validate_points(points: list[Any], need: Any) -> None:
-    pairs = all(isinstance(p, (list, tuple)) and len(p) == 2 and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in p) for p in points)
+def hinges_in_range(s: ScheduleConfig, epochs: int) -> bool:
+    """Whether every hinge set is within training (ints: epochs; floats: fractions)."""
+    return all(v is None or (0.0 <= v <= 1.0 if isinstance(v, float) else 0 <= v <= epochs) for v in (s.t1, s.t2))
+
+
+def points_problems(points: list[Any]) -> list[str]:
+    """What is wrong with a piecewise schedule's ``[progress, multiplier]`` points."""
+    p: list[str] = []
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            p.append(msg)
+
+    pairs = all(isinstance(pt, (list, tuple)) and len(pt) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in pt) for pt in points)
     need(pairs and len(points) > 0, f"schedule.points: expected [progress, multiplier] pairs such as "
                                     f"[[0, 0], [0.5, 1]], got {points!r}")
     if not pairs or not points:
-        return
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
+        return p
+    xs, ys = [pt[0] for pt in points], [pt[1] for pt in points]
     need(all(0 <= x <= 1 for x in xs) and all(b > a for a, b in zip(xs, xs[1:])),
          f"schedule.points: progress values must increase within [0, 1] (fractions of training), got {xs}")
     need(all(y >= 0 for y in ys), f"schedule.points: multipliers must be >= 0, got {ys}")
-
-
+    return p

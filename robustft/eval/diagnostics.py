@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 from robustft.eval.metrics import delay_time
 from robustft.eval.result import Flag
+from robustft.runs import EpochRow
 
 FAILURE_FRACTION = 0.10
 """Transfer failure: clean accuracy within this fraction of the way from chance to 100 %."""
@@ -39,7 +40,7 @@ class Curve:
     """What the diagnosis needs of one run: its epoch rows, final clean accuracy and settings."""
 
     name: str
-    rows: list[dict[str, Any]]
+    rows: list[EpochRow]
     clean: float | None
     clean_source: str
     num_classes: int | None
@@ -48,7 +49,7 @@ class Curve:
 
     @property
     def delay(self) -> int | None:
-        return delay_time([r["val_clean_acc"] for r in self.rows], self.delay_threshold)
+        return delay_time([r.val_clean_acc for r in self.rows], self.delay_threshold)
 
 
 @dataclass
@@ -77,11 +78,11 @@ class Diagnosis:
 def epoch_table(run: Curve, reference: Curve | None = None) -> list[dict[str, Any]]:
     """Per epoch: ε (the epoch's mean, for per-step schedules), validation clean and adversarial loss and
     accuracy, the overfitting monitor's accuracies and gap (and the reference's clean accuracy)."""
-    ref = {r["epoch"]: r for r in reference.rows} if reference else {}
-    keys = ("val_clean_acc", "val_clean_loss", "val_adv_acc", "val_adv_loss", "mon_attack_acc", "mon_ref_acc", "mon_gap")
-    return [{"epoch": r["epoch"], "eps": r.get("eps_mean", r.get("eps")), **{k: r.get(k) for k in keys},
-             **({"ref_val_clean_acc": ref.get(r["epoch"], {}).get("val_clean_acc")} if reference else {})}
-            for r in run.rows]
+    ref = {r.epoch: r.val_clean_acc for r in reference.rows} if reference else {}
+    return [{"epoch": r.epoch, "eps": r.eps_mean, "val_clean_acc": r.val_clean_acc, "val_clean_loss": r.val_clean_loss,
+             "val_adv_acc": r.val_adv_acc, "val_adv_loss": r.val_adv_loss, "mon_attack_acc": r.mon_attack_acc,
+             "mon_ref_acc": r.mon_ref_acc, "mon_gap": r.mon_gap,
+             **({"ref_val_clean_acc": ref.get(r.epoch)} if reference else {})} for r in run.rows]
 
 
 def _failure(run: Curve) -> Flag:

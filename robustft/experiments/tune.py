@@ -18,11 +18,12 @@ from typing import Any
 import torch
 
 from robustft.api import fine_tune
-from robustft.config import Config, ConfigError, config_from_dict, config_to_dict, save_config
+from robustft.config import Config, ConfigError, config_from_dict, config_to_dict, is_clean_objective, save_config
 from robustft.runs import write_json
 
 log = logging.getLogger(__name__)
 METRIC = "val_clean_acc"
+"""The name under which trials report their epoch row's ``val_clean_acc`` to Ray Tune (maximised)."""
 PRESETS = ("none", "paper")
 
 
@@ -64,7 +65,7 @@ def tuning_config(cfg: Config, preset: str) -> Config:
     """The config trials train: ``cfg`` itself, or its fix variant under the paper's preset; never evaluated."""
     raw = config_to_dict(cfg)
     if preset == "paper":
-        raw["objective"]["name"] = raw["objective"]["name"] if raw["objective"]["name"] != "standard" else "adversarial"
+        raw["objective"]["name"] = "adversarial" if is_clean_objective(raw["objective"]["name"]) else raw["objective"]["name"]
         raw["schedule"] = {"kind": "fix", "granularity": raw["schedule"]["granularity"]}
     elif preset != "none":
         raise ConfigError([f"preset {preset!r}: expected one of {', '.join(PRESETS)}"])
@@ -81,7 +82,7 @@ def _trial(params: dict[str, float], base: dict[str, Any], trials_dir: str, thre
     raw["optim"].update(lr=params["lr"], weight_decay=params["weight_decay"])
     raw["train"].update(out_dir=trials_dir, run_name=f"trial_{tune.get_context().get_trial_id()}")
     fine_tune(config_from_dict(raw), resume=True,
-              on_epoch=lambda row: tune.report({METRIC: row[METRIC], "epoch": row["epoch"] + 1}))
+              on_epoch=lambda row: tune.report({METRIC: row.val_clean_acc, "epoch": row.epoch + 1}))
 
 
 @dataclass(frozen=True)

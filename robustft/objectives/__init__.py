@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from robustft.attacks import build_attack, build_trades_attack
+from robustft.attacks import Attack, build_attack, build_trades_attack
 from robustft.attacks.base import FullPrecision
-from robustft.config import Config
+from robustft.config import OBJECTIVES, Config
 from robustft.objectives.adversarial import AdversarialObjective
 from robustft.objectives.base import Objective, ObjectiveOutput
 from robustft.objectives.standard import StandardObjective
@@ -12,21 +12,28 @@ from robustft.objectives.trades import TradesObjective
 
 
 def build_objective(cfg: Config) -> Objective:
-    """The objective of a config, with its training attack (in fp32 under autocast if ``train.attack_fp32``)."""
-    attack = build_attack(cfg.attack)
-    if cfg.objective.name == "trades" and cfg.objective.trades_inner == "kl":
-        attack = build_trades_attack(cfg.attack)
-    if cfg.train.attack_fp32:  # under bf16 autocast the attack still computes its gradients in fp32
-        attack = FullPrecision(attack)
-    if cfg.objective.name == "standard":
-        return StandardObjective()
-    if cfg.objective.name == "adversarial":
-        return AdversarialObjective(attack)
-    if cfg.objective.name == "trades":
-        return TradesObjective(attack, beta=cfg.objective.beta)
-    raise ValueError(f"objective.name: unknown objective {cfg.objective.name!r}; choose standard, adversarial "
-                     "or trades")
+    """The objective of a config (``objective.name``, registered in ``OBJECTIVES``), with its training attack."""
+    return OBJECTIVES[cfg.objective.name].build(cfg)
+
+
+def training_attack(cfg: Config, attack: Attack | None = None) -> Attack:
+    """The configured training attack (or ``attack``), in fp32 under autocast if ``train.attack_fp32``."""
+    attack = attack if attack is not None else build_attack(cfg.attack)
+    return FullPrecision(attack) if cfg.train.attack_fp32 else attack  # under bf16 the attack's gradients stay fp32
+
+
+def _trades(cfg: Config) -> Objective:
+    inner = build_trades_attack(cfg.attack) if cfg.objective.trades_inner == "kl" else None
+    return TradesObjective(training_attack(cfg, inner), beta=cfg.objective.beta)
+
+
+OBJECTIVES.register("standard", lambda cfg: StandardObjective(), clean=True,
+                    summary="cross-entropy on clean inputs (standard fine-tuning, the clean reference)")
+OBJECTIVES.register("adversarial", lambda cfg: AdversarialObjective(training_attack(cfg)),
+                    summary="cross-entropy on the training attack's examples (Madry)")
+OBJECTIVES.register("trades", _trades, keys=("beta", "trades_inner"),
+                    summary="clean cross-entropy + beta · KL(clean ‖ attacked) (TRADES)")
 
 
 __all__ = ["AdversarialObjective", "Objective", "ObjectiveOutput", "StandardObjective", "TradesObjective",
-           "build_objective"]
+           "build_objective", "training_attack"]

@@ -113,26 +113,31 @@ def robustness_curves(groups: list[Aggregate]) -> Figure:
     return fig
 
 
+def _percent(fraction: float | None) -> float:
+    """A fraction in percent; NaN (a gap in the plotted line) where the row has no value."""
+    return np.nan if fraction is None else 100 * fraction
+
+
 def training_curves(results: list[RunResult], delay_threshold: float | None = None) -> Figure:
     """Per run: validation clean accuracy per epoch, the overfitting monitor's accuracies under the training
     attack and under APGD-CE (a widening gap between them is catastrophic overfitting), ε(t) on a second
     axis, and the delay time marked (first epoch above ``delay_threshold``, default the run's own)."""
     fig, axes = _grid(len(results))
     for ax, r in zip(axes, results):
-        rows = RunDir(r.path).rows("epoch")
-        epochs = [row["epoch"] + 1 for row in rows]
-        acc = [100 * row["val_clean_acc"] for row in rows]
+        rows = RunDir(r.path).epoch_rows()
+        epochs = [row.epoch + 1 for row in rows]
+        acc = [100 * row.val_clean_acc for row in rows]
         ax.plot(epochs, acc, "o-", ms=3, color=color(r.setting), label="val clean acc")
-        if any("val_adv_acc" in row for row in rows):
-            ax.plot(epochs, [100 * row.get("val_adv_acc", np.nan) for row in rows], "s--", ms=2, lw=1,
+        if any(row.val_adv_acc is not None for row in rows):
+            ax.plot(epochs, [_percent(row.val_adv_acc) for row in rows], "s--", ms=2, lw=1,
                     color=color(r.setting), alpha=0.6, label="val adv acc (ε_g)")
-        if any("mon_gap" in row for row in rows):  # the overfitting monitor, at each epoch's ε
-            ax.plot(epochs, [100 * row.get("mon_attack_acc", np.nan) for row in rows], "^:", ms=2, lw=1,
+        if any(row.mon_gap is not None for row in rows):  # the overfitting monitor, at each epoch's ε
+            ax.plot(epochs, [_percent(row.mon_attack_acc) for row in rows], "^:", ms=2, lw=1,
                     color="tab:red", alpha=0.8, label="monitor: training attack")
-            ax.plot(epochs, [100 * row.get("mon_ref_acc", np.nan) for row in rows], "v-", ms=2, lw=1,
+            ax.plot(epochs, [_percent(row.mon_ref_acc) for row in rows], "v-", ms=2, lw=1,
                     color="tab:purple", alpha=0.8, label="monitor: APGD-CE")
         threshold = r.config["train"]["delay_threshold"] if delay_threshold is None else delay_threshold
-        delay = delay_time([row["val_clean_acc"] for row in rows], threshold)
+        delay = delay_time([row.val_clean_acc for row in rows], threshold)
         if delay is not None:
             ax.axvline(delay, color="k", ls=":", lw=1)
             ax.annotate(f"delay {delay}", (delay, 3), fontsize=7, ha="left")
@@ -140,7 +145,7 @@ def training_curves(results: list[RunResult], delay_threshold: float | None = No
         ax.set_title(f"{r.name} ({r.setting})", fontsize=9)
         ax.grid(alpha=0.3)
         eps_ax = ax.twinx()
-        eps_ax.step(epochs, [255 * row.get("eps_mean", row["eps"]) for row in rows], where="mid", color="k",
+        eps_ax.step(epochs, [255 * row.eps_mean for row in rows], where="mid", color="k",
                     alpha=0.5, lw=1.2, label="ε(t)")
         eps_ax.set_ylabel("ε (/255)")
         eps_ax.set_ylim(0, max(1.0, 255 * parse_eps(r.config["attack"]["eps"])) * 1.05)
@@ -186,8 +191,7 @@ def schedules(results: list[RunResult]) -> Figure:
         if label in seen:
             continue
         seen.add(label)
-        rows = RunDir(r.path).rows("epoch")
-        eps = [0.0] + [255 * row.get("eps_mean", row["eps"]) for row in rows]
+        eps = [0.0] + [255 * row.eps_mean for row in RunDir(r.path).epoch_rows()]
         ax.step(range(len(eps)), eps, where="pre", color=color(r.setting), ls=linestyle(r.setting), lw=1.8, label=label)
     ax.set(xlabel="epoch", ylabel="ε (/255), epoch mean", title="ε schedules as trained")
     ax.grid(alpha=0.3)

@@ -167,7 +167,7 @@ def build_report(paths: list[str | Path], evaluation: str | None = None, delay_t
                  gap: float = DEFAULT_GAP) -> list[Section]:
     """The report's sections, read from run directories only."""
     results = load_results(paths, evaluation)
-    empty = [r for r in results if not RunDir(r.path).rows("epoch")]
+    empty = [r for r in results if not RunDir(r.path).epoch_rows()]
     results = [r for r in results if r not in empty]
     if not results:
         raise ValueError("report: none of the runs has finished an epoch yet: " + ", ".join(r.name for r in empty))

@@ -2,7 +2,7 @@
 
     RUN/config.yaml          resolved config (``robustft train RUN/config.yaml`` reproduces the run)
     RUN/env.json             versions, device, start time
-    RUN/metrics.jsonl        one JSON row per logged step and per epoch
+    RUN/metrics.jsonl        one JSON row per logged step and per epoch (schema: robustft/runs/metrics.py)
     RUN/checkpoints/last.pt  model (and its weight average), optimiser, schedule position, RNG state (atomic)
     RUN/checkpoints/best.pt  the weights of the best robust epoch, under train.select: best_robust
     RUN/summary.json         training summary (wall time, delay time, final validation accuracy)
@@ -32,6 +32,7 @@ from typing import Any, BinaryIO, Callable
 import yaml
 
 from robustft.config import Config, config_to_dict, load_config, save_config
+from robustft.runs.metrics import EpochRow, Row, StepRow, read_rows, to_line
 
 log = logging.getLogger(__name__)
 
@@ -248,22 +249,23 @@ class RunDir:
         atomic_write_text(self.config_path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))  # as save_config
         return changes
 
-    def log(self, row: dict[str, Any]) -> None:
+    def log(self, row: Row) -> None:
         """Append one row to metrics.jsonl."""
         with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(to_line(row))
 
-    def rows(self, kind: str | None = None) -> list[dict[str, Any]]:
-        """Rows of metrics.jsonl, optionally only those of one kind (``step`` or ``epoch``)."""
-        if not self.metrics_path.exists():
-            return []
-        rows = [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
-        return [r for r in rows if kind is None or r.get("kind") == kind]
+    def epoch_rows(self) -> list[EpochRow]:
+        """The epoch rows of metrics.jsonl (:func:`robustft.runs.metrics.read_rows`)."""
+        return read_rows(self.metrics_path, EpochRow)
+
+    def step_rows(self) -> list[StepRow]:
+        """The step rows of metrics.jsonl (:func:`robustft.runs.metrics.read_rows`)."""
+        return read_rows(self.metrics_path, StepRow)
 
     def truncate_metrics(self, epochs_done: int) -> None:
         """Drop rows written after the last checkpoint (of epochs >= ``epochs_done``), for a resume."""
-        kept = [r for r in self.rows() if r["epoch"] < epochs_done]
-        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+        kept = [r for r in read_rows(self.metrics_path) if r.epoch < epochs_done]
+        atomic_write_text(self.metrics_path, "".join(map(to_line, kept)))
 
     def mark_done(self) -> None:
         """Write DONE, last."""

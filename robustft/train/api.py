@@ -28,7 +28,7 @@ from torch import nn
 from robustft.config import OptimConfig, ScheduleConfig, TrainConfig
 from robustft.data import as_source, as_train_data
 from robustft.objectives import Objective
-from robustft.runs import RunDir, remove_temp_files
+from robustft.runs import EpochRow, RunDir, remove_temp_files
 from robustft.schedules import Schedule, build_eps_schedule, build_lr_schedule
 from robustft.train.optim import build_optimizer
 from robustft.train.trainer import train_loop
@@ -60,7 +60,7 @@ def eps_schedule(kind: str = "hinge", *, eps: float, epochs: int, seed: int = 0,
 def fit(model: nn.Module, train: Iterable, *, objective: Objective, schedule: Schedule, epochs: int,
         val: Any = None, optimizer: torch.optim.Optimizer | None = None,
         lr_schedule: Callable[[int], float] | None = None, grad_clip: float | None = None, seed: int = 0,
-        run: str | Path | None = None, resume: bool = False, on_epoch: Callable[[dict], None] | None = None,
+        run: str | Path | None = None, resume: bool = False, on_epoch: Callable[[EpochRow], None] | None = None,
         **options: Any) -> dict:
     """Fine-tune ``model`` in place with ``objective`` under the ε ``schedule``; returns the training summary.
 
@@ -83,7 +83,7 @@ def fit(model: nn.Module, train: Iterable, *, objective: Objective, schedule: Sc
         seed: seeds initialisation-free randomness: attacks, dropout, and a shuffling DataLoader's order.
         run: a run directory: metrics.jsonl, a checkpoint after every epoch and summary.json; with ``resume``
             a killed run continues from its last checkpoint and ends as an uninterrupted one would.
-        on_epoch: called with each epoch's metrics row.
+        on_epoch: called with each epoch's metrics row (:class:`robustft.runs.EpochRow`), after its checkpoint.
         **options: the ``train`` section's loop settings (:data:`LOOP_OPTIONS`), e.g. ``ema_decay=0.99``,
             ``monitor_n=128``, ``on_overfit="stop"``, ``select="best_robust"``, ``precision="bf16"``, ``device``
             is the model's.

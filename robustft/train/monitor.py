@@ -34,11 +34,13 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from robustft.attacks import APGD, Attack, build_threat_model
+from robustft.runs import EpochRow
 
 log = logging.getLogger(__name__)
 
 MONITOR_KEYS = ("mon_eps", "mon_attack_acc", "mon_ref_acc", "mon_gap")
-"""The keys the monitor adds to an epoch row of metrics.jsonl (absent while ε = 0 or the monitor is off)."""
+"""The fields the monitor fills in an epoch row (:class:`robustft.runs.EpochRow`; None while ε = 0 or the monitor
+is off)."""
 
 
 class CatastrophicOverfittingError(RuntimeError):
@@ -77,28 +79,28 @@ class OverfitVerdict:
                 "multi-step attack, a smaller ε_g, or train.on_overfit=stop")
 
 
-def overfit_verdict(rows: Sequence[dict[str, Any]], threshold: float, stopped: int | None = None) -> OverfitVerdict:
+def overfit_verdict(rows: Sequence[EpochRow], threshold: float, stopped: int | None = None) -> OverfitVerdict:
     """The verdict on a run's epoch rows (with the row of the epoch it ``stopped`` at, if any): raised when
     the last monitored kept epoch's gap is above ``threshold`` or the run stopped for overfitting."""
-    gaps = [(r["epoch"], r["mon_gap"]) for r in rows if r.get("mon_gap") is not None]
+    gaps = [(r.epoch, r.mon_gap) for r in rows if r.mon_gap is not None]
     kept = [g for e, g in gaps if stopped is None or e < stopped]
     raised = stopped is not None or bool(kept and kept[-1] > threshold)
     return OverfitVerdict(raised, [e for e, g in gaps if g > threshold], max(g for _, g in gaps) if gaps else None,
                           threshold)
 
 
-def collapsed(previous: Sequence[dict[str, Any]], row: dict[str, Any], threshold: float) -> bool:
+def collapsed(previous: Sequence[EpochRow], row: EpochRow, threshold: float) -> bool:
     """Whether ``row`` is a collapse after the epoch rows ``previous``: its gap is above ``threshold`` and its
     reference accuracy fell by more than ``threshold / 2`` from the last monitored epoch before it."""
-    before = [r for r in previous if r.get("mon_ref_acc") is not None]
-    if row.get("mon_gap") is None or row["mon_gap"] <= threshold or not before:
+    before = [r for r in previous if r.mon_ref_acc is not None]
+    if row.mon_gap is None or row.mon_gap <= threshold or not before:
         return False
-    return before[-1]["mon_ref_acc"] - row["mon_ref_acc"] > threshold / 2
+    return before[-1].mon_ref_acc - row.mon_ref_acc > threshold / 2
 
 
-def best_robust_epoch(rows: Sequence[dict[str, Any]], eps_target: float) -> dict[str, Any] | None:
+def best_robust_epoch(rows: Sequence[EpochRow], eps_target: float) -> EpochRow | None:
     """The epoch row with the highest ``mon_ref_acc`` among epochs trained entirely at ε_g (the earliest on a
     tie), or None when there is none; validation data only, and only after the ramp has ended."""
-    full = [r for r in rows if r.get("mon_ref_acc") is not None and eps_target > 0
-            and abs(r.get("eps_mean", r["eps"]) - eps_target) <= 1e-9 * eps_target]
-    return max(full, key=lambda r: (r["mon_ref_acc"], -r["epoch"])) if full else None
+    full = [r for r in rows if r.mon_ref_acc is not None and eps_target > 0
+            and abs(r.eps_mean - eps_target) <= 1e-9 * eps_target]
+    return max(full, key=lambda r: (r.mon_ref_acc, -r.epoch)) if full else None

@@ -13,7 +13,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, NoReturn
 
@@ -22,13 +22,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from robustft.config import Config, DataConfig, TrainConfig
+from robustft.config import Config, DataConfig, TrainConfig, is_clean_objective
 from robustft.data import SourceBatches, TrainData, build_data
 from robustft.eval.diagnostics import failure_threshold
 from robustft.eval.metrics import delay_time
 from robustft.models import build_model
 from robustft.objectives import Objective, ObjectiveOutput, build_objective
-from robustft.runs import RunDir, write_json
+from robustft.runs import EpochRow, RunDir, StepRow, write_json
 from robustft.schedules import Schedule, build_eps_schedule, build_lr_schedule
 from robustft import distributed as ddp
 from robustft.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
@@ -205,7 +205,7 @@ def train_loop(model: nn.Module, data: TrainData, *, objective: Objective, eps_s
                optimizer: torch.optim.Optimizer, lr_at: Callable[[int], float], opts: TrainConfig,
                device: torch.device, validation: Validation | None = None, grad_clip: float | None = None,
                micro_batch: int | None = None, run: RunDir | None = None, resume: bool = False,
-               on_resume: Callable[[dict], None] | None = None, on_epoch: Callable[[dict], None] | None = None,
+               on_resume: Callable[[dict], None] | None = None, on_epoch: Callable[[EpochRow], None] | None = None,
                num_classes: int | None = None) -> dict:
     """Fine-tune ``model`` for ``opts.epochs`` epochs; returns the training summary (with ``run``, also its
     summary.json). The one training loop of robustft: :func:`fit_config` and :func:`robustft.train.api.fit`
@@ -248,7 +248,7 @@ def train_loop(model: nn.Module, data: TrainData, *, objective: Objective, eps_s
             on_resume(ckpt)
         log.info("resuming %s at epoch %d/%d (step %d)", run.path, start_epoch, epochs, step)
     stopped, stopped_row, kept_best = None, [], None
-    rows = [r for r in run.rows("epoch") if r["epoch"] < start_epoch] if resume and run is not None else []
+    rows = [r for r in run.epoch_rows() if r.epoch < start_epoch] if resume and run is not None else []
     for epoch in range(start_epoch, epochs):
         t0, stats = time.perf_counter(), EpochStats()
         eps = eps_schedule.eps_at(epoch)
@@ -269,24 +269,25 @@ def train_loop(model: nn.Module, data: TrainData, *, objective: Objective, eps_s
             step += 1
             bar.set_postfix(loss=f"{stats.loss / stats.n:.3f}", eps=f"{eps * 255:.2f}/255")
             if run is not None and step % opts.log_every == 0 and shard.main:
-                run.log({"kind": "step", "epoch": epoch, "step": step, "eps": eps,
-                         "lr": optimizer.param_groups[0]["lr"], "loss": out.loss.item(), **out.parts})
+                run.log(StepRow(epoch=epoch, step=step, eps=eps, lr=optimizer.param_groups[0]["lr"],
+                                loss=out.loss.item(), parts=out.parts))
         if stats.n == 0:
             raise ValueError(f"epoch {epoch + 1}: the training data yielded no batches")
         # --- end of epoch: validate and monitor the weights to be evaluated, log, checkpoint (process 0 writes)
         _check_weights(model, ema, epoch, step, run, speed.describe()["precision"])  # nothing diverged is kept
         stats = stats.reduced()
-        row = {"kind": "epoch", "epoch": epoch, "step": step, "eps": eps, "eps_mean": stats.eps / stats.n,
-               "lr": optimizer.param_groups[0]["lr"], "train_loss": stats.loss / stats.n,
-               "train_acc": stats.correct / stats.n}
+        measured, eps_mean = {}, stats.eps / stats.n
         if validation is not None:
             with Swapped(model, ema):
-                row |= validate(model, validation, device) | monitor(model, validation, device, row["eps_mean"])
-            eps_schedule = _observe(eps_schedule, epoch, row)
+                measured = validate(model, validation, device) | monitor(model, validation, device, eps_mean)
         elapsed += time.perf_counter() - t0
-        row["elapsed_s"] = elapsed
+        row = EpochRow(epoch=epoch, step=step, eps=eps, eps_mean=eps_mean, lr=optimizer.param_groups[0]["lr"],
+                       train_loss=stats.loss / stats.n, train_acc=stats.correct / stats.n, elapsed_s=elapsed,
+                       **measured)
+        if validation is not None:
+            eps_schedule, row = _observe(eps_schedule, epoch, row)
         log.info("epoch %d/%d  ε=%.2f/255  %s", epoch + 1, epochs, eps * 255,
-                 "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith(("train_", "val_", "mon_"))))
+                 "  ".join(f"{k}={v:.4f}" for k, v in row.measurements().items()))
         if _overfit_stop(opts, row, epoch, rows, run):
             stopped, stopped_row = epoch, [row]
             if run is not None and shard.main:
@@ -324,7 +325,8 @@ def _load_eval_weights(path: Path) -> dict[str, torch.Tensor]:
     return ckpt.get("eval_model", ckpt["model"])
 
 
-def fit_config(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callable[[dict], None] | None = None) -> dict:
+def fit_config(cfg: Config, run: RunDir, resume: bool = False,
+               on_epoch: Callable[[EpochRow], None] | None = None) -> dict:
     """Fine-tune the configured model into ``run``: build the data, model, objective, optimiser and schedules
     of ``cfg`` and run :func:`train_loop`; returns the training summary (also in summary.json). With
     ``resume`` the run continues from its last checkpoint; a resume may change the optimiser settings of
@@ -341,7 +343,7 @@ def fit_config(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callabl
     batches = SourceBatches(data.train, d.image_size, d.batch_size, cfg.train.seed, d.flip, d.pad_crop, d.color_jitter,
                             d.rotation, shard=(shard.rank, shard.world), num_workers=d.num_workers)
     optimizer = build_optimizer(model, cfg.optim)
-    eps_target = 0.0 if cfg.objective.name == "standard" else cfg.attack.eps  # the ε the objective trains at
+    eps_target = 0.0 if is_clean_objective(cfg.objective.name) else cfg.attack.eps  # the ε the objective trains at
     eps_schedule = build_eps_schedule(cfg.schedule, eps_target, cfg.train.epochs, seed=cfg.train.seed)
 
     def on_resume(ckpt: dict) -> None:
@@ -364,7 +366,7 @@ def fit_config(cfg: Config, run: RunDir, resume: bool = False, on_epoch: Callabl
     return summary
 
 
-def _overfit_stop(opts: TrainConfig, row: dict, epoch: int, history: list[dict], run: RunDir | None) -> bool:
+def _overfit_stop(opts: TrainConfig, row: EpochRow, epoch: int, history: list[EpochRow], run: RunDir | None) -> bool:
     """Whether the monitor found catastrophic overfitting in this epoch and the run should end before
     checkpointing it (``train.on_overfit: stop`` and a collapse, see robustft/train/monitor.py); logs a
     warning whenever the gap is above the threshold.
@@ -372,13 +374,13 @@ def _overfit_stop(opts: TrainConfig, row: dict, epoch: int, history: list[dict],
     Raises:
         CatastrophicOverfittingError: the run must stop but has no checkpoint to fall back on.
     """
-    gap = row.get("mon_gap")
+    gap = row.mon_gap
     if gap is None or gap <= opts.overfit_gap:
         return False
     log.warning("monitor, epoch %d: accuracy under the training attack %.1f %% vs %.1f %% under APGD-CE at "
                 "ε=%.2f/255 (gap above %.0f points: the training attack is much weaker than APGD-CE on this model; "
                 "catastrophic overfitting if it persists to the end or APGD-CE accuracy collapses)", epoch + 1,
-                100 * row["mon_attack_acc"], 100 * row["mon_ref_acc"], 255 * row["mon_eps"], 100 * opts.overfit_gap)
+                100 * row.mon_attack_acc, 100 * row.mon_ref_acc, 255 * row.mon_eps, 100 * opts.overfit_gap)
     if opts.on_overfit != "stop" or not collapsed(history, row, opts.overfit_gap):
         return False
     if epoch == 0 or (run is not None and not run.checkpoint_path.exists()):
@@ -390,57 +392,57 @@ def _overfit_stop(opts: TrainConfig, row: dict, epoch: int, history: list[dict],
 
 
 def _best_weights(opts: TrainConfig, model: nn.Module, ema: EMA | None, eps_target: float,
-                  history: list[dict]) -> dict[str, torch.Tensor] | None:
+                  history: list[EpochRow]) -> dict[str, torch.Tensor] | None:
     """With ``train.select: best_robust``, a copy of the weights to evaluate when this epoch (the last row of
     ``history``) is the best so far (monitor accuracy under APGD-CE, among epochs trained at ε_g), else None."""
     if opts.select != "best_robust":
         return None
     best = best_robust_epoch(history, eps_target)
-    if best is None or best["epoch"] != history[-1]["epoch"]:
+    if best is None or best.epoch != history[-1].epoch:
         return None
     weights = ema.state_dict(model) if ema is not None else model.state_dict()
     return {k: v.detach().clone() for k, v in weights.items()}
 
 
-def _observe(schedule: Schedule, epoch: int, row: dict) -> Schedule:
-    """Show the schedule the epoch's validation accuracy; log (and record in ``row``) an auto switch."""
-    after = schedule.observe(epoch, row["val_clean_acc"])
+def _observe(schedule: Schedule, epoch: int, row: EpochRow) -> tuple[Schedule, EpochRow]:
+    """Show the schedule the epoch's validation accuracy; log (and record in the row returned) an auto switch."""
+    after = schedule.observe(epoch, row.val_clean_acc)
     if after.state().get("switch") is not None and schedule.state().get("switch") is None:
-        row["schedule_switch"] = after.state()["switch"]
+        row = replace(row, schedule_switch=after.state()["switch"])
         log.info("auto schedule: validation clean accuracy stopped improving after epoch %d; ε ramps up "
                  "from epoch %d", epoch + 1, epoch + 2)
-    return after
+    return after, row
 
 
-def summarize(rows: list[dict], stopped_row: list[dict], opts: TrainConfig, schedule: Schedule,
+def summarize(rows: list[EpochRow], stopped_row: list[EpochRow], opts: TrainConfig, schedule: Schedule,
               num_classes: int | None, speed: Accelerator | None, select: dict, has_val: bool = True) -> dict:
     """The training summary of the epoch rows whose weights were kept (and ``stopped_row``: [the row of the
     epoch training stopped at], or []): wall time, delay time, final validation numbers, the resolved ε
     schedule (where auto switched), the number of classes (chance level), the overfitting monitor's verdict,
     the epoch training stopped at (``train.on_overfit: stop``) and which weights are evaluated (``select``)."""
-    stopped = stopped_row[0]["epoch"] if stopped_row else None
-    summary = {"epochs": len(rows), "train_time_s": rows[-1]["elapsed_s"] if rows else 0.0,
+    stopped = stopped_row[0].epoch if stopped_row else None
+    summary = {"epochs": len(rows), "train_time_s": rows[-1].elapsed_s if rows else 0.0,
                "num_classes": num_classes, "schedule": schedule.describe(),
                "delay_threshold": opts.delay_threshold,
-               "delay_epochs": delay_time([r["val_clean_acc"] for r in rows], opts.delay_threshold) if has_val else None,
-               "final": {k: v for k, v in (rows[-1] if rows else {}).items() if k.startswith(("val_", "train_", "mon_"))},
+               "delay_epochs": delay_time([r.val_clean_acc for r in rows], opts.delay_threshold) if has_val else None,
+               "final": rows[-1].measurements() if rows else {},
                "processes": ddp.current().world, **(speed.describe() if speed is not None else {}),
                "catastrophic_overfitting": overfit_verdict(rows + stopped_row, opts.overfit_gap, stopped).to_dict(),
                "stopped_at_epoch": stopped, "select": select}
-    if summary["schedule"]["kind"] == "auto" and rows and not any(r.get("eps_mean", r["eps"]) for r in rows):
+    if summary["schedule"]["kind"] == "auto" and rows and not any(r.eps_mean for r in rows):
         log.warning("auto schedule: validation clean accuracy did not plateau before the last epoch, so ε stayed 0 "
                     "for the whole run; lower schedule.patience, raise schedule.tolerance or train longer")
     return summary
 
 
-def _selection(opts: TrainConfig, eps_target: float, rows: list[dict], run: RunDir | None) -> dict:
+def _selection(opts: TrainConfig, eps_target: float, rows: list[EpochRow], run: RunDir | None) -> dict:
     """Which weights the evaluation takes: the rule, the epoch (1-based count of epochs done) and file."""
     weights = "ema" if opts.ema_decay is not None else "live"
     last = run.checkpoint_path.name if run is not None else None
     if opts.select == "best_robust":
         best = best_robust_epoch(rows, eps_target)
         if best is not None:
-            return {"rule": "best_robust", "epochs_done": best["epoch"] + 1, "mon_ref_acc": best["mon_ref_acc"],
+            return {"rule": "best_robust", "epochs_done": best.epoch + 1, "mon_ref_acc": best.mon_ref_acc,
                     "checkpoint": run.best_path.name if run is not None else None, "weights": weights}
         log.warning("train.select=best_robust: no epoch was trained at ε_g with the monitor on; the final "
                     "weights are evaluated")

@@ -1,0 +1,131 @@
+"""Registries: one per kind of component a config names (ε schedules, objectives, training attacks, evaluation
+attacks). Each entry is declared once, beside its implementation, with its name, its builder, the keys of its
+config section it uses and the validation of those keys::
+
+    SCHEDULES.register("hinge", build_hinge, keys=("t1", "t2", "granularity"), check=ramp_problems,
+                       summary="Epsilon-Scheduling: ε = 0 until t1, a linear ramp to ε_g at t2")
+
+Config validation (robustft/config/validate.py), the builders and ``robustft --help`` ask the registries, so
+adding a kind is one ``register`` call in one module. The registries live here, below everything that
+registers into them; the entries are registered when their modules are imported, which ``import robustft``
+does (robustft/schedules.py, robustft/objectives/__init__.py, robustft/attacks/__init__.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered kind.
+
+    Attributes:
+        name: what a config writes (``schedule.kind: hinge``).
+        build: the builder; its arguments are the registry's (see each registry's docstring).
+        keys: the keys of its config section it uses. The registry's ``optional`` keys it does not list must be
+            left unset (null), so a config never sets a key that has no effect.
+        check: the problems with its own keys, ``check(section, config) -> messages`` (empty when fine).
+        summary: one line for ``--help`` and error messages.
+        clean: objectives only: trains on clean inputs and never attacks (the clean reference of a comparison).
+        extra: constants of this kind other modules need (e.g. a training attack's default step size).
+    """
+
+    name: str
+    build: Callable[..., Any]
+    keys: tuple[str, ...] = ()
+    check: Callable[[Any, Any], Iterable[str]] | None = None
+    summary: str = ""
+    clean: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Registry:
+    """The kinds of one config key, by name, in registration order."""
+
+    def __init__(self, what: str, key: str, optional: tuple[str, ...] = ()):
+        self.what = what
+        self.key = key
+        """``section.key`` that names the kind, e.g. ``schedule.kind``."""
+        self.optional = optional
+        """Keys of the section that only some kinds take (null unless the chosen kind lists them)."""
+        self._entries: dict[str, Entry] = {}
+
+    def register(self, name: str, build: Callable[..., Any], **fields: Any) -> Entry:
+        """Declare a kind (see :class:`Entry` for ``fields``); returns its entry.
+
+        Raises:
+            ValueError: ``name`` is already registered.
+        """
+        if name in self._entries:
+            raise ValueError(f"{self.key}: {name!r} is already registered")
+        entry = Entry(name, build, **fields)
+        self._entries[name] = entry
+        return entry
+
+    def unregister(self, name: str) -> None:
+        """Remove a kind (a test's toy kind)."""
+        del self._entries[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, name: str) -> Entry:
+        """The entry of ``name``.
+
+        Raises:
+            ValueError: no such kind; the message lists the registered ones.
+        """
+        if name not in self._entries:
+            raise ValueError(self.unknown(name))
+        return self._entries[name]
+
+    def unknown(self, name: object) -> str:
+        return f"{self.key}: unknown {self.what} {name!r}; choose {', '.join(self._entries) or '(none registered)'}"
+
+    def entries(self) -> list[Entry]:
+        return list(self._entries.values())
+
+    def problems(self, section: Any, config: Any) -> list[str]:
+        """What is wrong with ``section`` (a config section naming a kind by :attr:`key`) for its kind: an unknown
+        name, an optional key its kind does not take, and the kind's own check."""
+        name = getattr(section, self.key.split(".")[1])
+        if name not in self._entries:
+            return [self.unknown(name)]
+        entry = self._entries[name]
+        section_name = self.key.split(".")[0]
+        takes = ", ".join(k for k in self.optional if k in entry.keys) or "none of " + ", ".join(self.optional)
+        out = [f"{section_name}.{k}: the {name} {self.what} does not take it (it takes {takes}); remove it or set "
+               "it to null" for k in self.optional if k not in entry.keys and getattr(section, k) is not None]
+        return out + list(entry.check(section, config) if entry.check is not None else [])
+
+    def help(self) -> str:
+        """``name: summary`` lines, for ``--help``."""
+        return "\n".join(f"  {e.name:<12} {e.summary}" for e in self._entries.values())
+
+    def keys_of(self, name: str, section: Mapping[str, Any]) -> tuple[str, ...]:
+        """The keys of ``section`` (a config section as a mapping) that kind ``name`` uses: all of them, sorted,
+        for a kind not registered here (a run of a kind from elsewhere is kept apart by every key)."""
+        return self._entries[name].keys if name in self._entries else tuple(sorted(section))
+
+
+SCHEDULES = Registry("ε schedule", "schedule.kind", optional=("t1", "t2", "latest_t1", "points"))
+"""ε schedules; ``build(schedule_config, eps_target, epochs, seed) -> Schedule`` (robustft/schedules.py)."""
+OBJECTIVES = Registry("objective", "objective.name")
+"""Training objectives; ``build(config) -> Objective`` (robustft/objectives/__init__.py)."""
+TRAIN_ATTACKS = Registry("training attack", "attack.name")
+"""Training attacks; ``build(attack_config, threat_model) -> Attack`` (robustft/attacks/__init__.py)."""
+EVAL_ATTACKS = Registry("evaluation attack", "eval.attacks")
+"""Evaluation attacks; ``build(eval_config, norm) -> Attack`` (robustft/attacks/__init__.py)."""
+
+
+def is_clean_objective(name: str) -> bool:
+    """Whether the objective ``name`` trains on clean inputs only (standard fine-tuning: the clean reference)."""
+    return name in OBJECTIVES and OBJECTIVES[name].clean
