@@ -74,8 +74,8 @@ def contenders(cfg: Config, model: torch.nn.Module, x: torch.Tensor, y: torch.Te
         optimizer = build_optimizer(own, cfg.optim)
         counter = iter(range(10**9))
         for kind, eps in (("clean", 0.0), ("adv", cfg.attack.eps)):
-            timed[f"{name}/{kind}"] = synced(
-                lambda ctx=ctx, own=own, opt=optimizer, eps=eps: our_step(ctx, own, opt, x, y, eps, next(counter)))
+            timed[f"{name}/{kind}"] = synced(lambda ctx=ctx, own=own, opt=optimizer, eps=eps, counter=counter:
+                                             our_step(ctx, own, opt, x, y, eps, next(counter)))
     return timed
 
 

@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import interleaved, machine, median, paired_ratio  # noqa: E402
-
 from robustft.experiments.demo import demo_spec  # noqa: E402
 from robustft.experiments.sweep import SweepSpec, expand, run_sweep  # noqa: E402
 from robustft.runs import RunDir  # noqa: E402
+
+from timing import interleaved, machine, median, paired_ratio  # noqa: E402
 
 
 def sweep_spec(out_dir: Path, n_train: int, epochs: int, n_test: int) -> SweepSpec:

@@ -18,16 +18,16 @@ Lower-level pieces: :func:`build_model`, :func:`build_data`, :func:`build_eps_sc
 :func:`evaluate`, :func:`diagnose_run`.
 """
 
+from robustft import attacks, models, objectives
+from robustft.analysis import diagnose_run
 from robustft.api import evaluate_run, fine_tune, run_dir_for
 from robustft.config import Config, load_config, parse_eps, save_config
 from robustft.data import build_data
 from robustft.eval import RobustnessResult, evaluate, expected_robustness
 from robustft.models import build_model
 from robustft.objectives import build_objective
-from robustft.analysis import diagnose_run
 from robustft.schedules import build_eps_schedule
 from robustft.train import eps_schedule, fit
-from robustft import attacks, models, objectives
 
 __version__ = "0.1.0"
 

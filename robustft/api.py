@@ -15,13 +15,13 @@ from typing import Callable
 
 import torch
 
+from robustft import distributed as ddp
 from robustft.attacks import build_eval_attacks, describe_attack
 from robustft.config import Config, apply_overrides, config_from_dict, config_to_dict, evaluation_name
 from robustft.data import build_data, stratified_subset
 from robustft.eval import RobustnessResult, SanityChecks, default_eps_grid, evaluate
 from robustft.models import build_model
 from robustft.runs import RESUMABLE_KEYS, EpochRow, RunDir, remove_temp_files, versions
-from robustft import distributed as ddp
 from robustft.train import fit_config, load_model_weights, resolve_device
 
 log = logging.getLogger(__name__)

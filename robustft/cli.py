@@ -12,8 +12,16 @@ from pathlib import Path
 
 from robustft import distributed as ddp
 from robustft.api import RunExistsError, evaluate_run, fine_tune
-from robustft.config import (EVAL_ATTACKS, EVAL_PRESETS, OBJECTIVES, SCHEDULES, TRAIN_ATTACKS, ConfigError, load_config,
-                             parse_eps_grid)
+from robustft.config import (
+    EVAL_ATTACKS,
+    EVAL_PRESETS,
+    OBJECTIVES,
+    SCHEDULES,
+    TRAIN_ATTACKS,
+    ConfigError,
+    load_config,
+    parse_eps_grid,
+)
 from robustft.errors import UserError, disk_full_reason
 from robustft.eval.diagnostics import DEFAULT_GAP
 from robustft.experiments import load_sweep, run_demo, sweep_and_report, sweep_plan

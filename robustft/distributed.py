@@ -17,6 +17,7 @@ import datetime
 import logging
 import os
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -84,8 +85,8 @@ def all_gather_array(part: np.ndarray) -> np.ndarray:
     if current().world == 1:
         return part
     parts: list[np.ndarray | None] = [None] * current().world
-    dist.all_gather_object(parts, part)
-    return np.concatenate(parts)
+    dist.all_gather_object(parts, part)  # fills every slot
+    return np.concatenate(cast(list[np.ndarray], parts))
 
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:
@@ -120,6 +121,14 @@ def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
             and m.running_mean is not None]
 
 
+def _statistics(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The running mean, running variance and update count buffers of a layer :func:`_batchnorms` returned."""
+    mean, var, count = bn.running_mean, bn.running_var, bn.num_batches_tracked
+    if mean is None or var is None or count is None:
+        raise ValueError(f"{type(bn).__name__} does not track running statistics")
+    return mean, var, count
+
+
 class RunningStats:
     """BatchNorm running statistics over one optimiser step split into micro-batches and processes.
 
@@ -134,8 +143,7 @@ class RunningStats:
     def __init__(self, model: nn.Module, chunks: int):
         self.chunks = chunks
         self.layers = _batchnorms(model) if chunks > 1 or current().world > 1 else []
-        self.start = [(bn.running_mean.clone(), bn.running_var.clone(), int(bn.num_batches_tracked))
-                      for bn in self.layers]
+        self.start = [(mean.clone(), var.clone(), int(count)) for mean, var, count in map(_statistics, self.layers)]
         # per layer: (mean, var) after this process's micro-batches so far, and the product of their decays
         self.local = [(m.clone(), v.clone(), 1.0) if bn.momentum is not None else (0 * m, 0 * v, 1.0)
                       for bn, (m, v, _) in zip(self.layers, self.start)]
@@ -144,21 +152,23 @@ class RunningStats:
     def begin_chunk(self) -> None:
         """Put the step's starting statistics back before a micro-batch."""
         for bn, (mean0, var0, count0) in zip(self.layers, self.start):
-            bn.running_mean.copy_(mean0)
-            bn.running_var.copy_(var0)
-            bn.num_batches_tracked.fill_(count0)
+            running_mean, running_var, count = _statistics(bn)
+            running_mean.copy_(mean0)
+            running_var.copy_(var0)
+            count.fill_(count0)
 
     def end_chunk(self) -> None:
         """Fold the micro-batch's updates into this process's sequence."""
         for i, (bn, (mean0, var0, count0)) in enumerate(zip(self.layers, self.start)):
-            n = int(bn.num_batches_tracked) - count0
+            running_mean, running_var, count = _statistics(bn)
+            n = int(count) - count0
             self.updates[i] += n
             mean, var, decay = self.local[i]
             if bn.momentum is None:  # cumulative averages: summed here, averaged in finish()
-                self.local[i] = (mean + bn.running_mean, var + bn.running_var, 1.0)
+                self.local[i] = (mean + running_mean, var + running_var, 1.0)
                 continue
             d = (1 - bn.momentum) ** n  # r_j = d·r0 + c_j, and the sequence continues as r ← d·r + c_j
-            self.local[i] = (d * mean + bn.running_mean - d * mean0, d * var + bn.running_var - d * var0, decay * d)
+            self.local[i] = (d * mean + running_mean - d * mean0, d * var + running_var - d * var0, decay * d)
 
     def finish(self) -> None:
         """Write the combined statistics of every micro-batch of every process into the model."""
@@ -177,7 +187,8 @@ class RunningStats:
             dist.all_reduce(flat)
         offset = 0
         for i, (bn, (mean0, var0, count0), start) in enumerate(zip(self.layers, self.start, starts)):
-            for buf, r0 in ((bn.running_mean, mean0), (bn.running_var, var0)):
+            running_mean, running_var, count = _statistics(bn)
+            for buf, r0 in ((running_mean, mean0), (running_var, var0)):
                 buf.copy_(start * r0 + flat[offset:offset + buf.numel()].view_as(buf))
                 offset += buf.numel()
-            bn.num_batches_tracked.fill_(count0 + shard.world * self.updates[i])
+            count.fill_(count0 + shard.world * self.updates[i])

@@ -80,16 +80,17 @@ def disk_full_reason(err: BaseException) -> str | None:
     """
     seen: set[int] = set()
     short_write = None
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        text = str(err)
-        if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
-            return os.strerror(err.errno)
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        text = str(e)
+        if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
+            return os.strerror(e.errno)
         for reason in ("No space left on device", "Disk quota exceeded"):
             if reason in text:
                 return reason
-        if isinstance(err, RuntimeError) and "inline_container.cc" in text and (
+        if isinstance(e, RuntimeError) and "inline_container.cc" in text and (
                 "file write failed" in text or "unexpected pos" in text):
             short_write = "torch's writer stopped short, as it does on a full disk"
-        err = err.__cause__ or err.__context__
+        e = e.__cause__ or e.__context__
     return short_write

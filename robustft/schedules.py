@@ -40,9 +40,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from robustft.config import (SCHEDULES, Config, OptimConfig, ScheduleConfig, hinges_in_epochs, hinges_in_range,
-                             points_problems, to_epochs)
-
+from robustft.config import (
+    SCHEDULES,
+    Config,
+    OptimConfig,
+    ScheduleConfig,
+    hinges_in_epochs,
+    hinges_in_range,
+    points_problems,
+    to_epochs,
+)
 
 
 def hinge_multiplier(t: float, t1: float, t2: float) -> float:

@@ -8,14 +8,14 @@ were (also on error); ``eps == 0`` returns ``x`` without running the model.
 from __future__ import annotations
 
 import pytest
-from helpers import fit_briefly, toy_data
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustft.attacks import (APGD, FGSM, L2, PGD, AutoAttack, Linf, build_attack, build_eval_attacks,
-                              describe_attack)
+from robustft.attacks import APGD, FGSM, L2, PGD, AutoAttack, Linf, build_attack, build_eval_attacks, describe_attack
 from robustft.config import EVAL_ATTACKS, AttackConfig, EvalConfig
+
+from helpers import fit_briefly, toy_data
 
 EPS = {"linf": 8 / 255, "l2": 0.5}
 THREATS = {"linf": Linf, "l2": L2}

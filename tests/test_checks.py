@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import fit_briefly, toy_cnn, toy_images
 from torch import nn
 
 from robustft.attacks import APGD
 from robustft.data import to_float
 from robustft.eval import Flag, RobustnessResult, SanityChecks, evaluate
 from robustft.eval.checks import check_constant_predictions
+
+from helpers import fit_briefly, toy_cnn, toy_images
 
 CPU = torch.device("cpu")
 EPS = 8 / 255

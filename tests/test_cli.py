@@ -17,9 +17,10 @@ from PIL import Image
 
 import robustft.cli as cli
 import robustft.train.checkpoint as checkpoint
+from robustft.cli import main
+
 from conftest import TINY
 from helpers import poison_loss_after
-from robustft.cli import main
 
 
 @pytest.fixture

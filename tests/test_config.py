@@ -510,12 +510,13 @@ def test_weights_that_do_not_match_the_grid_are_refused(grid, weights, points):
 
 def test_e_adv_of_an_unsorted_grid_with_weights_equals_the_sorted_one():
     import torch
-    from helpers import fit_briefly, toy_images
     from torch import nn
 
     from robustft.attacks import PGD
     from robustft.data import to_float
     from robustft.eval import evaluate
+
+    from helpers import fit_briefly, toy_images
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 32), nn.ReLU(), nn.Linear(32, 4))

@@ -28,7 +28,6 @@ from robustft.data.datasets import read_idx
 from robustft.data.loader import augment
 
 
-
 # ------------------------------------------------------------------------------------ splits
 def _labels(counts: list[int]) -> torch.Tensor:
     return torch.cat([torch.full((c,), k, dtype=torch.long) for k, c in enumerate(counts)])

@@ -14,6 +14,7 @@ import torch
 
 from robustft.config import DataConfig
 from robustft.train.trainer import micro_batch_size
+
 from conftest import TINY
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ def _raised_during(outer: Exception, inner: Exception) -> Exception:
         try:
             raise inner
         except Exception:
-            raise outer
+            raise outer  # noqa: B904 (implicitly chained on purpose: the test needs outer.__context__)
     except Exception as err:
         return err
 

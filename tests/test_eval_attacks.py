@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import fit_briefly
-from test_attacks import Recorder, assert_in_ball
 from torch import nn
 
 from robustft.attacks import APGD, AutoAttack, build_eval_attacks
 from robustft.attacks.losses import dlr, dlr_targeted
 from robustft.config import EVAL_ATTACKS, EvalConfig
+
+from helpers import fit_briefly
+from test_attacks import Recorder, assert_in_ball
 
 EPS = {"linf": 8 / 255, "l2": 0.5}
 CPU_DEVICE = torch.device("cpu")

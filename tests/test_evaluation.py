@@ -7,12 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import fit_briefly, toy_images
 from torch import nn
 
 from robustft.attacks import APGD, PGD
 from robustft.data import to_float
 from robustft.eval import RobustnessResult, bootstrap_intervals, evaluate, expected_robustness
+
+from helpers import fit_briefly, toy_images
 
 CPU = torch.device("cpu")
 GRID = [1 / 255, 2 / 255, 4 / 255, 6 / 255]

@@ -8,14 +8,14 @@ FGSM (with or without its random start) keeps the attack contract of tests/test_
 from __future__ import annotations
 
 import pytest
-from helpers import fit_briefly, toy_data
-from test_attacks import batch, tiny_net, trained  # noqa: F401 (fixtures and the tiny net shared with the PGD/APGD tests)
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from robustft.attacks import FGSM, L2, NFGSM, PGD, Linf, build_attack, build_trades_attack, describe_attack
 from robustft.config import TRAIN_ATTACKS, AttackConfig, ConfigError, load_config
+
+from test_attacks import batch, tiny_net, trained  # noqa: F401 (batch, trained: fixtures of the PGD/APGD tests)
 
 NUM_CLASSES = 3
 
@@ -130,7 +130,7 @@ def test_nfgsm_without_noise_is_plain_fgsm():
     assert NFGSM(noise_mult=0.5, rel_step_size=0.75).max_radius == 1.25
 
 
-def test_nfgsm_points_stay_in_the_box_and_within_k_plus_one_eps(trained):
+def test_nfgsm_points_stay_in_the_box_and_within_k_plus_one_eps(trained):  # noqa: F811 (fixture from test_attacks)
     g = torch.Generator().manual_seed(4)
     x = (torch.rand(8, 3, 8, 8, generator=g) > 0.5).float()  # pixels at 0 and 1
     y = torch.arange(8) % NUM_CLASSES
@@ -144,7 +144,7 @@ def test_nfgsm_points_stay_in_the_box_and_within_k_plus_one_eps(trained):
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_fgsm_rs_stays_inside_the_eps_ball_and_box(trained, batch, norm):
+def test_fgsm_rs_stays_inside_the_eps_ball_and_box(trained, batch, norm):  # noqa: F811 (fixture from test_attacks)
     threat = Linf() if norm == "linf" else L2()
     g = torch.Generator().manual_seed(4)
     bounds = (torch.rand(6, 3, 8, 8, generator=g) > 0.5).float()
@@ -161,7 +161,7 @@ def test_fgsm_rs_stays_inside_the_eps_ball_and_box(trained, batch, norm):
 
 
 @pytest.mark.parametrize("name", ["fgsm-rs", "fgsm"])
-def test_fgsm_increases_the_loss(trained, batch, name):
+def test_fgsm_increases_the_loss(trained, batch, name):  # noqa: F811 (fixture from test_attacks)
     x, y = batch
     torch.manual_seed(0)
     x_adv = ATTACKS[name]()(trained, x, y, 8 / 255)
@@ -181,7 +181,7 @@ class Exploding(nn.Module):
 
 
 @ALL
-def test_eps_zero_returns_x_without_calling_the_model(batch, name):
+def test_eps_zero_returns_x_without_calling_the_model(batch, name):  # noqa: F811 (fixture from test_attacks)
     x, y = batch
     model = Exploding().train()
     assert ATTACKS[name]()(model, x, y, 0.0) is x
@@ -202,7 +202,7 @@ class Recorder(nn.Module):
 
 @pytest.mark.parametrize("training", [True, False])
 @ALL
-def test_model_state_is_left_as_it_was(batch, name, training):
+def test_model_state_is_left_as_it_was(batch, name, training):  # noqa: F811 (fixture from test_attacks)
     x, y = batch
     model = tiny_net(5)
     rec = Recorder()
@@ -232,7 +232,7 @@ def test_model_state_is_left_as_it_was(batch, name, training):
 
 @pytest.mark.parametrize("training", [True, False])
 @ALL
-def test_model_state_restored_when_forward_raises(batch, name, training):
+def test_model_state_restored_when_forward_raises(batch, name, training):  # noqa: F811 (fixture from test_attacks)
     class Boom(nn.Module):
         def __init__(self):
             super().__init__()

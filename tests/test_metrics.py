@@ -6,13 +6,14 @@ import json
 
 import numpy as np
 import pytest
-from helpers import fit_briefly, toy_cnn, toy_images
 import torch
 from torch import nn
 
 from robustft.attacks import APGD, PGD
 from robustft.data import ImageArray, eval_batches, to_float
 from robustft.eval import RobustnessResult, accuracy, default_eps_grid, delay_time, evaluate, expected_robustness
+
+from helpers import fit_briefly, toy_cnn, toy_images
 
 CPU = torch.device("cpu")
 

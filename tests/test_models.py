@@ -21,10 +21,9 @@ from torch import nn
 import robustft.models.build as build_mod
 from robustft.config import ModelConfig
 from robustft.errors import CheckpointMismatchError, WeightsDownloadError
-from robustft.models.hub import check_hub
 from robustft.models import EMBEDDED, InputNormalization, RobustClassifier, build_model, load_backbone_checkpoint
 from robustft.models.embedded import build_embedded
-
+from robustft.models.hub import check_hub
 
 
 # ============================================================================ reference EfficientNet-Lite0

@@ -9,15 +9,16 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import fit_briefly, toy_cnn, toy_data
 from torch import nn
 
 from robustft.attacks import PGD, build_trades_attack
-from robustft.attacks.losses import kl
 from robustft.attacks.base import FullPrecision
+from robustft.attacks.losses import kl
 from robustft.config import AttackConfig, load_config
 from robustft.objectives import AdversarialObjective, StandardObjective, TradesObjective, build_objective
 from robustft.objectives.trades import kl_divergence
+
+from helpers import fit_briefly, toy_cnn, toy_data
 
 EPS = 8 / 255
 

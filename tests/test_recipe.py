@@ -22,9 +22,14 @@ from robustft.models import build_model
 from robustft.runs import EpochRow, RunDir, read_rows
 from robustft.train import Validation, load_checkpoint, load_model_weights
 from robustft.train.ema import EMA, Swapped
-from robustft.train.monitor import (MONITOR_KEYS, CatastrophicOverfittingError, best_robust_epoch, collapsed,
-                                    overfit_verdict,
-                                    reference_attack)
+from robustft.train.monitor import (
+    MONITOR_KEYS,
+    CatastrophicOverfittingError,
+    best_robust_epoch,
+    collapsed,
+    overfit_verdict,
+    reference_attack,
+)
 
 EPS_G = 8 / 255
 CPU = torch.device("cpu")

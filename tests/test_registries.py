@@ -12,8 +12,16 @@ import pytest
 from robustft.analysis.stats import schedule_identity
 from robustft.api import fine_tune
 from robustft.cli import registered_kinds
-from robustft.config import (EVAL_ATTACKS, OBJECTIVES, SCHEDULES, TRAIN_ATTACKS, ConfigError, config_to_dict,
-                             is_clean_objective, load_config)
+from robustft.config import (
+    EVAL_ATTACKS,
+    OBJECTIVES,
+    SCHEDULES,
+    TRAIN_ATTACKS,
+    ConfigError,
+    config_to_dict,
+    is_clean_objective,
+    load_config,
+)
 from robustft.schedules import Schedule, build_eps_schedule
 
 

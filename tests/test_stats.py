@@ -9,8 +9,15 @@ from pathlib import Path
 import pytest
 from scipy import stats as sps
 
-from robustft.analysis.stats import (RunResult, aggregate, compare_to_fix, load_results, matched_pairs, mean_std,
-                                     paired_ttest)
+from robustft.analysis.stats import (
+    RunResult,
+    aggregate,
+    compare_to_fix,
+    load_results,
+    matched_pairs,
+    mean_std,
+    paired_ttest,
+)
 from robustft.config import config_from_dict, config_to_dict, load_config, save_config
 
 BASE = config_to_dict(load_config(None))

@@ -11,12 +11,13 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY
-from helpers import train_in_sweep_worker
 from robustft.cli import main
 from robustft.config import ConfigError, load_config, save_config
 from robustft.experiments.demo import DEMO_VARIANTS
 from robustft.experiments.sweep import SweepSpec, expand, load_sweep, run_sweep
+
+from conftest import TINY
+from helpers import train_in_sweep_worker
 
 
 def _write(path: Path, obj) -> Path:
@@ -165,8 +166,9 @@ def points(tmp_path):
 class FakeTrain:
     """Records the run names it is called with; marks them DONE, or raises for the names in ``fail``."""
 
-    def __init__(self, fail=(), error=RuntimeError("boom: out of memory")):
-        self.calls, self.fail, self.error, self.seen_json = [], set(fail), error, {}
+    def __init__(self, fail=(), error=None):
+        self.error = error if error is not None else RuntimeError("boom: out of memory")
+        self.calls, self.fail, self.seen_json = [], set(fail), {}
 
     def __call__(self, cfg):
         name = cfg.train.run_name

@@ -14,6 +14,7 @@ from robustft.config import apply_overrides, config_from_dict, config_to_dict
 from robustft.runs import RunDir, StepRow, read_rows
 from robustft.schedules import UniformSchedule, cosine_lr_multiplier
 from robustft.train import NonFiniteLossError, load_checkpoint
+
 from helpers import poison_loss_after
 
 

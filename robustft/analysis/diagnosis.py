@@ -72,7 +72,7 @@ def diagnose_run(path: str | Path, reference: str | Path | None = None, max_gap:
     ``evaluation`` picks ``eval/NAME`` for the test clean accuracy (default: each run's own)."""
     run = load_curve(path, delay_threshold=delay_threshold, evaluation=evaluation)
     ref = load_curve(reference, delay_threshold=run.delay_threshold, evaluation=evaluation) if reference else None
-    if ref is not None and (ref.clean_source != run.clean_source):  # compare like with like
+    if reference and ref is not None and ref.clean_source != run.clean_source:  # compare like with like
         run = load_curve(path, False, run.delay_threshold)
         ref = load_curve(reference, False, run.delay_threshold)
     result = diagnose(run, ref, max_gap)

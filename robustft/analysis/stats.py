@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from robustft.analysis.rows import run_row
 from robustft.config import OBJECTIVES, SCHEDULES, config_to_dict, is_clean_objective
@@ -72,7 +72,7 @@ class RunResult:
         return rest + (objective_identity(self.config),) + (() if drop_schedule else (schedule_identity(self.config),))
 
 
-def load_results(paths: list[str | Path], evaluation: str | None = None) -> list[RunResult]:
+def load_results(paths: Sequence[str | Path], evaluation: str | None = None) -> list[RunResult]:
     """The results of run directories (config, summary and evaluation), in the given order; a directory
     given twice counts once."""
     unique = list({Path(p).resolve(): Path(p) for p in reversed(paths)}.values())[::-1]  # first of each, as given

@@ -18,6 +18,7 @@ the examples not yet broken.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, overload
 
 import torch
 from torch import nn
@@ -98,6 +99,8 @@ class APGD:
                     t = None if target is None else target[rows]
                     state = self._run(model, x[rows], y[rows], eps, t)
                     best = state if best is None else _merge(best, state, rows)
+        if best is None:
+            raise ValueError(f"APGD ran no attack: restarts={self.restarts}, targets={self.targets}")
         return self.threat.project(self._pick(best), x, eps)
 
     def _target_classes(self, model: nn.Module, x: torch.Tensor) -> list[torch.Tensor | None]:
@@ -135,6 +138,14 @@ class APGD:
             at += k
         return marks
 
+    @overload
+    def _probe(self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+               need_grad: Literal[True], fooled: torch.Tensor | None = ...
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+    @overload
+    def _probe(self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+               need_grad: bool, fooled: torch.Tensor | None = ...
+               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]: ...
     def _probe(self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
                need_grad: bool, fooled: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
@@ -152,7 +163,7 @@ class APGD:
             t = None if target is None else target[live]
             loss[live], g, logits = loss_and_grad(model, x_adv[live], y[live], need_grad, loss_fn, t)
             wrong[live] = logits.argmax(1) != y[live]
-            if need_grad:
+            if grad is not None and g is not None:  # both are, with need_grad
                 grad[live] = g
         return loss, grad, wrong
 
@@ -173,9 +184,11 @@ class APGD:
             x_next = self._step(s, x, x_prev, eps, first=i == 1)
             x_prev = s.x_adv
             last = i == self.num_steps
-            loss, grad, wrong = self._probe(model, x_next, y, target, need_grad=not last, fooled=s.fooled)
-            s.x_adv, s.grad = x_next, grad
-            s.record(x_next, loss, grad, wrong)
+            loss, grad_next, wrong = self._probe(model, x_next, y, target, need_grad=not last, fooled=s.fooled)
+            s.x_adv = x_next
+            if grad_next is not None:  # the last iteration takes none: no step follows it
+                s.grad = grad_next
+            s.record(x_next, loss, grad_next, wrong)
             history.append(loss)
             if i in marks and not last:
                 halve = self._should_halve(history, last_check, i, best_at_check, s.loss_best, halved_at_check)

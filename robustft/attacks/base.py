@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Protocol
+from typing import Iterator, Literal, Protocol, overload
 
 import torch
 from torch import nn
@@ -58,6 +58,16 @@ def input_gradient(loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(x) if grad is None else grad
 
 
+@overload
+def loss_and_grad(
+    model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, need_grad: Literal[True] = ..., loss_fn: Loss = ...,
+    target: torch.Tensor | None = ...,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+@overload
+def loss_and_grad(
+    model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, need_grad: bool, loss_fn: Loss = ...,
+    target: torch.Tensor | None = ...,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]: ...
 def loss_and_grad(
     model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, need_grad: bool = True, loss_fn: Loss = ce,
     target: torch.Tensor | None = None,

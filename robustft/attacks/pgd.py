@@ -55,13 +55,10 @@ class PGD:
         with crafting(model):
             ref = self._reference(model, x)
             if self.restarts == 1 and self.select == "max_loss":
-                return self._run(model, x, y, eps, ref)[0]
-            best, best_loss, fooled = None, None, None
-            for _ in range(self.restarts):
+                return self._ascend(model, x, y, eps, ref)[0]
+            best, best_loss, fooled = self._run(model, x, y, eps, ref)
+            for _ in range(self.restarts - 1):
                 x_adv, loss, wrong = self._run(model, x, y, eps, ref)
-                if best is None:
-                    best, best_loss, fooled = x_adv, loss, wrong
-                    continue
                 take = (wrong & ~fooled) | ((wrong == fooled) & (loss > best_loss))
                 best = torch.where(per_example(take, x), x_adv, best)
                 best_loss, fooled = torch.where(take, loss, best_loss), fooled | wrong
@@ -81,10 +78,10 @@ class PGD:
             return self.threat.project(x + self.start_noise * torch.randn_like(x), x, eps)
         return x.clone()
 
-    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, ref: torch.Tensor | None
-             ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """One run: (point, its loss, misclassified); with ``select="misclassified"`` the point is the
-        first misclassified iterate where there is one. Loss and flag are None for a lone max-loss run."""
+    def _ascend(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, ref: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The gradient steps of one run: (last iterate, first misclassified iterate, ever misclassified); the
+        last two are tracked with ``select="misclassified"`` only (otherwise they stay the start and all False)."""
         x_adv = self._start(x, eps)
         step = self.rel_step_size * eps
         keep = self.select == "misclassified"
@@ -97,11 +94,17 @@ class PGD:
                 new = (logits.argmax(1) != y) & ~fooled
                 x_fooled, fooled = torch.where(per_example(new, x), x_adv, x_fooled), fooled | new
             x_adv = self.threat.project(x_adv + step * self.threat.ascent(grad), x, eps).detach()
-        if self.restarts == 1 and not keep:
-            return x_adv, None, None
+        return x_adv, x_fooled, fooled
+
+    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, ref: torch.Tensor | None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One run: (point, its loss, misclassified); with ``select="misclassified"`` the point is the
+        first misclassified iterate where there is one."""
+        x_adv, x_fooled, fooled = self._ascend(model, x, y, eps, ref)
+        loss_fn = LOSSES[self.loss]
         loss, _, logits = loss_and_grad(model, x_adv, y, need_grad=False, loss_fn=loss_fn, target=ref)
         wrong = logits.argmax(1) != y
-        if keep:
+        if self.select == "misclassified":
             x_adv = torch.where(per_example(fooled & ~wrong, x), x_fooled, x_adv)
             wrong = wrong | fooled
         return x_adv, loss, wrong

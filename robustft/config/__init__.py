@@ -7,15 +7,50 @@ A config file is YAML with one mapping per section (``data``, ``model``, ``attac
 """
 
 from robustft.config.eps import format_eps, parse_eps, parse_eps_grid
-from robustft.config.io import (apply_overrides, config_from_dict, config_to_dict, load_config, read_config_file,
-                                save_config)
-from robustft.config.registry import (EVAL_ATTACKS, OBJECTIVES, SCHEDULES, TRAIN_ATTACKS, Entry, Registry,
-                                      is_clean_objective)
-from robustft.config.sections import (DATASET_NAMES, EPS_KEYS, EVAL_PRESETS, PAPER_DATASETS, SECTIONS, AttackConfig,
-                                      Config, ConfigError, DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, OptimConfig, ScheduleConfig, TrainConfig,
-                                      evaluation_name, expand_attacks)
-from robustft.config.validate import (DEFAULT_HINGES, hinges_in_epochs, hinges_in_range, points_problems, to_epochs,
-                                      validate)
+from robustft.config.io import (
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    read_config_file,
+    save_config,
+)
+from robustft.config.registry import (
+    EVAL_ATTACKS,
+    OBJECTIVES,
+    SCHEDULES,
+    TRAIN_ATTACKS,
+    Entry,
+    Registry,
+    is_clean_objective,
+)
+from robustft.config.sections import (
+    DATASET_NAMES,
+    EPS_KEYS,
+    EVAL_PRESETS,
+    PAPER_DATASETS,
+    SECTIONS,
+    AttackConfig,
+    Config,
+    ConfigError,
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    ObjectiveConfig,
+    OptimConfig,
+    ScheduleConfig,
+    TrainConfig,
+    evaluation_name,
+    expand_attacks,
+)
+from robustft.config.validate import (
+    DEFAULT_HINGES,
+    hinges_in_epochs,
+    hinges_in_range,
+    points_problems,
+    to_epochs,
+    validate,
+)
 
 __all__ = ["DATASET_NAMES", "DEFAULT_HINGES", "EPS_KEYS", "EVAL_ATTACKS", "EVAL_PRESETS", "OBJECTIVES", "PAPER_DATASETS",
            "SCHEDULES", "SECTIONS", "TRAIN_ATTACKS", "Entry", "Registry", "hinges_in_range", "is_clean_objective",

@@ -16,7 +16,6 @@ from robustft.config.eps import format_eps, parse_eps
 from robustft.config.sections import EPS_KEYS, SECTIONS, Config, ConfigError
 from robustft.config.validate import validate
 
-
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 """Decimal and scientific notation (1e-4, 1E-4, .5, 2.): YAML 1.1 reads some of these as strings."""
 

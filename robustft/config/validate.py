@@ -115,7 +115,8 @@ def hinges_in_epochs(s: ScheduleConfig, epochs: int) -> tuple[float, float]:
     """(t1, t2) of a hinge, warmup or switch schedule in epochs, each kind's defaults filled in."""
     d1, d2 = DEFAULT_HINGES[s.kind]
     t1 = to_epochs(s.t1 if s.t1 is not None else d1, epochs)
-    return (t1, t1) if s.kind == "switch" else (t1, to_epochs(s.t2 if s.t2 is not None else d2, epochs))
+    t2 = s.t2 if s.t2 is not None else d2
+    return (t1, t1) if s.kind == "switch" or t2 is None else (t1, to_epochs(t2, epochs))
 
 
 def _validate_schedule(s: ScheduleConfig, epochs: int, need: Any) -> None:

@@ -7,8 +7,16 @@ from dataclasses import dataclass
 
 from robustft.config import ConfigError, DataConfig
 from robustft.data.datasets import DATASETS
-from robustft.data.loader import (LoaderBatches, SourceBatches, TrainData, as_train_data, eval_batches,
-                                  num_train_batches, to_float, train_batches)
+from robustft.data.loader import (
+    LoaderBatches,
+    SourceBatches,
+    TrainData,
+    as_train_data,
+    eval_batches,
+    num_train_batches,
+    to_float,
+    train_batches,
+)
 from robustft.data.sources import ImageArray, ImageFiles, ImageSource, TensorImages, as_source
 from robustft.data.splits import stratified_split, stratified_subset
 

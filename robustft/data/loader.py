@@ -107,6 +107,8 @@ def apply_augmentation(x: torch.Tensor, aug: Augmentation) -> torch.Tensor:
         padded = F.pad(x, (aug.pad_crop,) * 4)
         x = torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(aug.offsets.tolist())])
     if aug.jitter is not None:
+        if aug.jitter_order is None:
+            raise ValueError("Augmentation: jitter is set without jitter_order")
         x = _color_jitter(x, aug.jitter, aug.jitter_order)
     if aug.rotation is not None:
         x = _rotate(x, aug.rotation)
@@ -272,8 +274,10 @@ def eval_batches(source: ImageSource, size: int, batch_size: int, num_workers: i
 class TrainData(Protocol):
     """Training batches, one iterable per epoch: what the training loop draws from."""
 
-    steps_per_epoch: int
-    """Optimiser steps (batches) in one epoch."""
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps (batches) in one epoch."""
+        ...
 
     def epoch(self, epoch: int) -> Iterable[Batch]:
         """The batches of epoch ``epoch`` (0-based), images float [B, C, H, W] in [0, 1]."""

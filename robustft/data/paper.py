@@ -338,13 +338,13 @@ def load_cub200(cfg: DataConfig) -> tuple[Splits, list[str]]:
     for table, values in tables.items():
         if values.keys() != files.keys():
             raise ValueError(_root_message(name, f"{base / table} and {base / 'images.txt'} list other image ids"))
-    parts: Splits = {}
+    parts: dict[str, ImageFiles] = {}
     for part, flag in (("train", 1), ("test", 0)):
         ids = [i for i in files if _int(name, tables["train_test_split.txt"][i], base / "train_test_split.txt") == flag]
         labels = [_int(name, tables["image_class_labels.txt"][i], base / "image_class_labels.txt") - 1 for i in ids]
         parts[part] = _files(name, [base / "images" / files[i] for i in ids], labels, cfg, base / "images.txt")
-    parts["train"], parts["val"] = _split_off(parts["train"], round(len(parts["train"]) * 600 / 5994), cfg.split_seed)
-    return parts, classes
+    train, val = _split_off(parts["train"], round(len(parts["train"]) * 600 / 5994), cfg.split_seed)
+    return {"train": train, "val": val, "test": parts["test"]}, classes
 
 
 def _dogs_part(name: str, base: Path, part: str, folders: list[str], cfg: DataConfig) -> ImageFiles:

@@ -26,7 +26,7 @@ class ImageSource(Protocol):
         :func:`robustft.data.to_float`) or float in [0, 1] (taken as they are)."""
         ...
 
-    def subset(self, index: Sequence[int] | torch.Tensor) -> "ImageSource": ...
+    def subset(self, index: Sequence[int] | np.ndarray | torch.Tensor) -> "ImageSource": ...
 
 
 @dataclass
@@ -48,7 +48,7 @@ class ImageArray:
     def read(self, index: torch.Tensor) -> torch.Tensor:
         return self.images[index]
 
-    def subset(self, index: Sequence[int] | torch.Tensor) -> "ImageArray":
+    def subset(self, index: Sequence[int] | np.ndarray | torch.Tensor) -> "ImageArray":
         index = torch.as_tensor(index, dtype=torch.long)
         return ImageArray(self.images[index], self.labels[index])
 
@@ -77,7 +77,7 @@ class TensorImages:
     def read(self, index: torch.Tensor) -> torch.Tensor:
         return self.images[index]
 
-    def subset(self, index: Sequence[int] | torch.Tensor) -> "TensorImages":
+    def subset(self, index: Sequence[int] | np.ndarray | torch.Tensor) -> "TensorImages":
         index = torch.as_tensor(index, dtype=torch.long)
         return TensorImages(self.images[index], self.labels[index])
 
@@ -123,7 +123,7 @@ def read_image(path: Path, size: int) -> np.ndarray:
         with Image.open(path) as im:
             if im.format == "JPEG":
                 im.draft("RGB", (2 * size, 2 * size))
-            return np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
+            return np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
     except (OSError, SyntaxError) as err:  # PIL reports some malformed files (PNG chunks) as SyntaxError
         raise BadImageError(f"cannot read the image {path} ({err}); it is truncated, corrupt or not an image: "
                             "delete or replace that file, then run the command again (train: with --resume)") from err
@@ -146,6 +146,6 @@ class ImageFiles:
             out[row] = torch.from_numpy(read_image(self.paths[i], self.size).copy()).permute(2, 0, 1)
         return out
 
-    def subset(self, index: Sequence[int] | torch.Tensor) -> "ImageFiles":
+    def subset(self, index: Sequence[int] | np.ndarray | torch.Tensor) -> "ImageFiles":
         index = torch.as_tensor(index, dtype=torch.long)
         return ImageFiles([self.paths[i] for i in index.tolist()], self.labels[index], self.size)

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustft.attacks import APGD, AutoAttack, build_threat_model, crafting
+from robustft.attacks import APGD, Attack, AutoAttack, build_threat_model, crafting
 from robustft.attacks.base import input_gradient
 from robustft.config import format_eps
 from robustft.data import ImageSource, eval_batches
@@ -138,7 +138,7 @@ class SanityChecks:
         return Flag("large_eps", raised, msg, acc)
 
 
-def _correct_after(model: nn.Module, attack: Any, x: torch.Tensor, y: torch.Tensor, eps: float) -> np.ndarray:
+def _correct_after(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tensor, eps: float) -> np.ndarray:
     """Per example: still classified correctly after ``attack`` at ``eps``."""
     x_adv = attack(model, x, y, eps)
     with torch.no_grad():

@@ -66,11 +66,11 @@ class Diagnosis:
         return next(f for f in self.flags if f.name == name)
 
     def to_dict(self) -> dict[str, Any]:
-        def curve(c: Curve | None) -> dict[str, Any] | None:
-            return None if c is None else {"run": c.name, "clean": c.clean, "clean_source": c.clean_source,
-                                           "delay_epochs": c.delay, "delay_threshold": c.delay_threshold,
-                                           "num_classes": c.num_classes, "schedule": c.schedule}
-        return {**curve(self.run), "reference": curve(self.reference), "gap": self.gap,
+        def curve(c: Curve) -> dict[str, Any]:
+            return {"run": c.name, "clean": c.clean, "clean_source": c.clean_source, "delay_epochs": c.delay,
+                    "delay_threshold": c.delay_threshold, "num_classes": c.num_classes, "schedule": c.schedule}
+        reference = None if self.reference is None else curve(self.reference)
+        return {**curve(self.run), "reference": reference, "gap": self.gap,
                 "flags": [f.to_dict() for f in self.flags], "notes": self.notes,
                 "epochs": epoch_table(self.run, self.reference)}
 
@@ -95,7 +95,7 @@ def _failure(run: Curve) -> Flag:
 
 
 def _suboptimal(run: Curve, reference: Curve | None, gap: float | None, max_gap: float) -> Flag:
-    if gap is None:
+    if gap is None or reference is None or reference.clean is None:
         return Flag("suboptimal_transfer", None, "needs a standard fine-tuning reference run (--reference)")
     return Flag("suboptimal_transfer", gap > max_gap,
                 f"{100 * gap:.1f} points below the reference's {100 * reference.clean:.1f} % "

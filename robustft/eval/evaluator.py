@@ -29,10 +29,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from robustft import distributed as ddp
-from robustft.errors import ForeignFileError
 from robustft.attacks import Attack, build_eval_attacks
 from robustft.config import EvalConfig, format_eps
 from robustft.data import ImageSource, as_source, eval_batches
+from robustft.errors import ForeignFileError
 from robustft.eval.checks import SanityChecks
 from robustft.eval.metrics import expected_robustness
 from robustft.eval.result import RobustnessResult
@@ -51,13 +51,14 @@ def default_eps_grid(eps_target: float, step: float = 1 / 255) -> list[float]:
     return grid
 
 
-def _survivors(model: nn.Module, source: ImageSource, eps: float, attack: Attack, device: torch.device,
+def _survivors(model: nn.Module, source: ImageSource, eps: float, attack: Attack | None, device: torch.device,
                image_size: int, batch_size: int, bar: tqdm) -> np.ndarray:
-    """Boolean per example of ``source``: still classified correctly after the attack at ``eps``."""
+    """Boolean per example of ``source``: still classified correctly after the attack at ``eps`` (clean
+    without an attack or at ε = 0)."""
     out = []
     for x, y in eval_batches(source, image_size, batch_size):
         x, y = x.to(device), y.to(device)
-        x_adv = attack(model, x, y, eps) if eps > 0 else x
+        x_adv = attack(model, x, y, eps) if attack is not None and eps > 0 else x
         with torch.no_grad():
             out.append((model(x_adv).argmax(1) == y).cpu().numpy())
         bar.update(len(y))

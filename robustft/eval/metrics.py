@@ -25,21 +25,26 @@ def expected_robustness(eps: Sequence[float], accuracy: Sequence[float],
         ValueError: the grid does not start at 0, is not increasing, lengths differ, or the weights are
             negative or integrate to 0.
     """
-    eps, acc = np.asarray(eps, dtype=float), np.asarray(accuracy, dtype=float)
-    if eps.ndim != 1 or len(eps) == 0 or acc.shape[-1] != len(eps):
-        raise ValueError(f"need matching grids, got eps {eps.shape} and accuracy {acc.shape}")
-    if eps[0] != 0 or np.any(np.diff(eps) <= 0):
-        raise ValueError(f"the ε grid must start at 0 and increase, got {eps.tolist()}")
-    w = np.ones_like(eps) if weights is None else np.asarray(weights, dtype=float)
-    if w.shape != eps.shape or np.any(w < 0):
-        raise ValueError(f"need one non-negative weight per grid point ({len(eps)}), got {np.asarray(weights).tolist()}")
-    if len(eps) == 1:
-        return float(acc[..., 0]) if acc.ndim == 1 else acc[..., 0]
-    norm = np.trapezoid(w, eps)
+    return float(_expected_robustness(eps, np.asarray(accuracy, dtype=float), weights))
+
+
+def _expected_robustness(eps: Sequence[float], acc: np.ndarray, weights: Sequence[float] | None) -> np.ndarray:
+    """:func:`expected_robustness` along the last axis of ``acc`` (accuracies [..., E])."""
+    grid = np.asarray(eps, dtype=float)
+    if grid.ndim != 1 or len(grid) == 0 or acc.shape[-1] != len(grid):
+        raise ValueError(f"need matching grids, got eps {grid.shape} and accuracy {acc.shape}")
+    if grid[0] != 0 or np.any(np.diff(grid) <= 0):
+        raise ValueError(f"the ε grid must start at 0 and increase, got {grid.tolist()}")
+    w = np.ones_like(grid) if weights is None else np.asarray(weights, dtype=float)
+    if w.shape != grid.shape or np.any(w < 0):
+        raise ValueError(f"need one non-negative weight per grid point ({len(grid)}), "
+                         f"got {np.asarray(weights).tolist()}")
+    if len(grid) == 1:
+        return acc[..., 0]
+    norm = np.trapezoid(w, grid)
     if norm <= 0:
         raise ValueError(f"the ε weights integrate to 0 on the grid: {w.tolist()}")
-    out = np.trapezoid(acc * w, eps, axis=-1) / norm
-    return float(out) if acc.ndim == 1 else out
+    return np.trapezoid(acc * w, grid, axis=-1) / norm
 
 
 def wilson_interval(successes: int, n: int, level: float = 0.95) -> list[float]:
@@ -63,16 +68,17 @@ def bootstrap_intervals(eps: Sequence[float], correct: np.ndarray, weights: Sequ
     e, n = correct.shape
     counts = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).T  # [N, B] times each example is drawn
     acc = (correct.astype(np.float64) @ counts / n).T  # [B, E]
-    stats = {"clean": acc[:, 0], "adv": acc[:, -1], "expected_robustness": expected_robustness(eps, acc, weights)}
+    stats = {"clean": acc[:, 0], "adv": acc[:, -1], "expected_robustness": _expected_robustness(eps, acc, weights)}
     q = [(1 - level) / 2, (1 + level) / 2]
     return {k: np.quantile(v, q).tolist() for k, v in stats.items()}
 
 
-def delay_time(val_clean_acc: Sequence[float], threshold: float = 0.05) -> int | None:
+def delay_time(val_clean_acc: Sequence[float | None], threshold: float = 0.05) -> int | None:
     """Epochs trained until validation clean accuracy first exceeds ``threshold`` (1 = after the first
-    epoch), or None if it never did. The paper uses 5 % on 100–200-class tasks."""
+    epoch), or None if it never did (an epoch without a value, None, does not). The paper uses 5 % on
+    100–200-class tasks."""
     for i, acc in enumerate(val_clean_acc):
-        if acc > threshold:
+        if acc is not None and acc > threshold:
             return i + 1
     return None
 
@@ -85,7 +91,7 @@ def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def accuracy(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device,
              attack: Attack | None = None, eps: float = 0.0) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of ``model`` in its current mode, on attacked inputs if ``attack``."""
-    correct, loss, n = 0, 0.0, 0
+    correct, loss, n = 0.0, 0.0, 0
     for x, y in batches:
         x, y = x.to(device), y.to(device)
         if attack is not None and eps > 0:

@@ -108,7 +108,7 @@ class RobustnessResult:
 
     def save(self, folder: Path) -> None:
         """Write ``correct.npz`` (the evidence) and ``robustness.json`` (the numbers) into ``folder``."""
-        arrays = {"eps": np.asarray(self.eps), "correct": self.correct, "labels": self.labels}
+        arrays: dict[str, Any] = {"eps": np.asarray(self.eps), "correct": self.correct, "labels": self.labels}
         if self.breaker is not None:
             arrays["breaker"] = self.breaker
         atomic_write(folder / "correct.npz", lambda f: np.savez_compressed(f, **arrays))

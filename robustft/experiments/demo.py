@@ -11,6 +11,7 @@ Finished runs are reused and a killed run resumes, so running it again continues
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from robustft.experiments.pipeline import SweepResult, sweep_and_report
 from robustft.experiments.sweep import SweepSpec
@@ -27,7 +28,7 @@ DEMO_SETTINGS = {
 }
 """The demo's regime (see the module docstring); every run of the demo shares it."""
 NO_HINGES = {"schedule.t1": None, "schedule.t2": None}
-DEMO_VARIANTS = {
+DEMO_VARIANTS: dict[str, dict[str, Any]] = {
     "standard": {"objective.name": "standard", "schedule.kind": "fix", **NO_HINGES},
     "fix": {"objective.name": "adversarial", "schedule.kind": "fix", **NO_HINGES},
     "scheduled": {"objective.name": "adversarial", "schedule.kind": "hinge", "schedule.t1": 0.25, "schedule.t2": 0.75},

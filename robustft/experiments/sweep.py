@@ -142,7 +142,8 @@ def expand(spec: SweepSpec) -> list[SweepPoint]:
     base = read_config_file(spec.base) if spec.base else {}
     keys = list(spec.grid)
     points, problems = [], []
-    for variant, settings in (spec.variants or {None: {}}).items():
+    variants: list[tuple[str | None, dict[str, Any]]] = list(spec.variants.items()) if spec.variants else [(None, {})]
+    for variant, settings in variants:
         for combo in itertools.product(*(spec.grid[k] for k in keys)):
             values = dict(zip(keys, combo))
             parts = ([variant] if variant else []) + [_slug(k, values[k]) for k in keys]
@@ -233,7 +234,9 @@ def run_sweep(points: list[SweepPoint], out_dir: Path, train: Callable[[Config],
         if status != "skipped":
             outcome.seconds[point.name] = seconds
         if error is not None:
-            outcome.errors[point.name], outcome.tracebacks[point.name] = error, tb
+            outcome.errors[point.name] = error
+            if tb is not None:
+                outcome.tracebacks[point.name] = tb
             log.error("[%d/%d] %s failed: %s", i, len(points), point.name, error)
         write_json(out_dir / "sweep.json", {"points": [{"name": p.name, "variant": p.variant, "values": p.values,
                                                          "status": outcome.status.get(p.name, "pending"),

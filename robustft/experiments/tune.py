@@ -13,13 +13,16 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from robustft.api import fine_tune
 from robustft.config import Config, ConfigError, config_from_dict, config_to_dict, is_clean_objective, save_config
 from robustft.runs import write_json
+
+if TYPE_CHECKING:  # Ray is optional and slow to import
+    from ray.tune import Result
 
 log = logging.getLogger(__name__)
 METRIC = "val_clean_acc"
@@ -142,9 +145,7 @@ def tune_hparams(cfg: Config, out_dir: str | Path, settings: SearchSettings = Se
              tuned.train.epochs, settings.lr, settings.weight_decay,
              f", budget {settings.time_budget_s:.0f} s" if settings.time_budget_s else "")
     grid = tuner.fit()
-    trials = [{"trial": (r.metrics or {}).get("trial_id"), "lr": r.config["lr"], "weight_decay": r.config["weight_decay"],
-               METRIC: (r.metrics or {}).get(METRIC), "epochs": (r.metrics or {}).get("epoch"),
-               "error": None if r.error is None else str(r.error)} for r in grid]
+    trials = [_trial_row(grid[i]) for i in range(len(grid))]  # a ResultGrid is indexed (its annotations lack __iter__)
     scored = [t for t in trials if t[METRIC] is not None and t["error"] is None]
     if not scored:
         write_json(out / "tune.json", {"metric": METRIC, "preset": preset, "settings": settings.__dict__,
@@ -154,6 +155,14 @@ def tune_hparams(cfg: Config, out_dir: str | Path, settings: SearchSettings = Se
                         f"{out / 'tune.json'} and its run directory under {out / 'trials'}")
     best = max(scored, key=lambda t: (t["epochs"] or 0, t[METRIC]))
     return _write_results(cfg, tuned, out, best, trials, preset, settings, name)
+
+
+def _trial_row(result: Result) -> dict[str, Any]:
+    """What tune.json keeps of one trial."""
+    metrics, config = result.metrics or {}, result.config or {}
+    return {"trial": metrics.get("trial_id"), "lr": config["lr"], "weight_decay": config["weight_decay"],
+            METRIC: metrics.get(METRIC), "epochs": metrics.get("epoch"),
+            "error": None if result.error is None else str(result.error)}
 
 
 def _write_results(cfg: Config, tuned: Config, out: Path, best: dict, trials: list[dict], preset: str,

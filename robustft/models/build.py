@@ -7,7 +7,7 @@ import json
 import logging
 from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import timm
 import torch
@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 class InputNormalization(nn.Module):
     """(x − mean) / std per channel, so attacks and ε live in [0, 1] pixel space."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
         super().__init__()
@@ -83,22 +86,26 @@ def build_model(cfg: ModelConfig, num_classes: int) -> RobustClassifier:
         UnsafeFileError, CheckpointMismatchError: ``cfg.checkpoint`` holds pickled objects, or the weights of
             another architecture.
     """
+    mean: Sequence[float]
+    std: Sequence[float]
     if cfg.name in EMBEDDED:
         backbone, spec = build_embedded(cfg.name, cfg.pretrained and cfg.checkpoint is None, cfg.drop_rate)
         mean, std = spec.mean, spec.std
     elif is_open_clip(cfg.name):
-        backbone = build_open_clip(cfg.name, cfg.pretrained and cfg.checkpoint is None, cfg.drop_rate)
-        mean, std = backbone.pretrained_cfg["mean"], backbone.pretrained_cfg["std"]
+        tower = build_open_clip(cfg.name, cfg.pretrained and cfg.checkpoint is None, cfg.drop_rate)
+        backbone, mean, std = tower, tower.pretrained_cfg["mean"], tower.pretrained_cfg["std"]
     else:
         backbone = _build_timm(cfg)
-        mean, std = backbone.pretrained_cfg["mean"], backbone.pretrained_cfg["std"]
+        pretrained_cfg = cast(dict[str, Any], backbone.pretrained_cfg)  # an attribute of every timm model
+        mean, std = pretrained_cfg["mean"], pretrained_cfg["std"]
     if cfg.checkpoint is not None:
         load_backbone_checkpoint(backbone, cfg.checkpoint, cfg.name)
     if cfg.bn_momentum is not None:
         set_bn_momentum(backbone, cfg.bn_momentum)
     if cfg.activation is not None:
         replace_activations(backbone, cfg.activation)
-    return RobustClassifier(InputNormalization(tuple(mean), tuple(std)), backbone, backbone.num_features, num_classes)
+    num_features = cast(int, backbone.num_features)  # set by timm models and the OpenCLIP tower
+    return RobustClassifier(InputNormalization(tuple(mean), tuple(std)), backbone, num_features, num_classes)
 
 
 def _build_timm(cfg: ModelConfig) -> nn.Module:

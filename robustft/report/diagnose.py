@@ -22,7 +22,8 @@ def render_diagnosis(d: Diagnosis) -> str:
     lines = [f"# Diagnosis of {r.name}", "",
              f"- schedule: {_schedule_text(r.schedule)}",
              f"- final {r.clean_source} clean accuracy: {percent(r.clean)} %"
-             + (f"; reference {ref.name}: {percent(ref.clean)} %, gap {100 * d.gap:.1f} points" if d.gap is not None else ""),
+             + (f"; reference {ref.name}: {percent(ref.clean)} %, gap {100 * d.gap:.1f} points"
+                if d.gap is not None and ref is not None else ""),
              f"- delay time: {r.delay if r.delay is not None else 'never'} epoch(s) to validation clean accuracy "
              f"> {100 * r.delay_threshold:.0f} %" + (f" (reference: {ref.delay})" if ref else "")]
     lines += ["", "Flags:"] + [f"- [{'RAISED' if f.raised else 'n/a' if f.raised is None else 'ok'}] {f.name}: "

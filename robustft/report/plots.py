@@ -126,7 +126,7 @@ def training_curves(results: list[RunResult], delay_threshold: float | None = No
     for ax, r in zip(axes, results):
         rows = RunDir(r.path).epoch_rows()
         epochs = [row.epoch + 1 for row in rows]
-        acc = [100 * row.val_clean_acc for row in rows]
+        acc = [_percent(row.val_clean_acc) for row in rows]
         ax.plot(epochs, acc, "o-", ms=3, color=color(r.setting), label="val clean acc")
         if any(row.val_adv_acc is not None for row in rows):
             ax.plot(epochs, [_percent(row.val_adv_acc) for row in rows], "s--", ms=2, lw=1,

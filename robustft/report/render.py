@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
 from robustft.analysis.diagnosis import SAME_KEYS, diagnose_run, training_verdict
 from robustft.analysis.rows import robustness_file
@@ -22,7 +22,7 @@ from robustft.config import parse_eps
 from robustft.eval.diagnostics import DEFAULT_GAP
 from robustft.report import plots
 from robustft.report.table import percent
-from robustft.runs import RunDir, atomic_write, atomic_write_text, versions
+from robustft.runs import RunDir, atomic_write_bytes, atomic_write_text, versions
 
 log = logging.getLogger(__name__)
 LABELS = {"clean": "Clean", "adv": "Adv.", "e_adv": "E.adv"}
@@ -144,13 +144,15 @@ def diagnosis_section(results: list[RunResult], delay_threshold: float | None, g
 
 def figures_section(results: list[RunResult], groups: list[Aggregate], delay_threshold: float | None) -> Section:
     """The four figures, as PNG bytes."""
-    figs = [Figure("robustness_curves", "Accuracy vs ε under the evaluation attack (mean ± std over seeds).",
-                   plots.to_png(plots.robustness_curves(groups))),
-            Figure("training_curves", "Validation clean accuracy per epoch, ε(t) overlaid (black), delay time dotted.",
-                   plots.to_png(plots.training_curves(results, delay_threshold))),
-            Figure("clean_vs_eps", "Clean accuracy vs ε_g (standard fine-tuning at 0): the cost of robustness.",
-                   plots.to_png(plots.clean_vs_eps(groups))),
-            Figure("schedules", "The ε schedules as trained (epoch means).", plots.to_png(plots.schedules(results)))]
+    figs: list[Block] = [
+        Figure("robustness_curves", "Accuracy vs ε under the evaluation attack (mean ± std over seeds).",
+               plots.to_png(plots.robustness_curves(groups))),
+        Figure("training_curves", "Validation clean accuracy per epoch, ε(t) overlaid (black), delay time dotted.",
+               plots.to_png(plots.training_curves(results, delay_threshold))),
+        Figure("clean_vs_eps", "Clean accuracy vs ε_g (standard fine-tuning at 0): the cost of robustness.",
+               plots.to_png(plots.clean_vs_eps(groups))),
+        Figure("schedules", "The ε schedules as trained (epoch means).", plots.to_png(plots.schedules(results))),
+    ]
     return Section("Figures", figs)
 
 
@@ -163,7 +165,7 @@ def runs_section(results: list[RunResult]) -> Section:
                                        "train time", "directory"], rows)])
 
 
-def build_report(paths: list[str | Path], evaluation: str | None = None, delay_threshold: float | None = None,
+def build_report(paths: Sequence[str | Path], evaluation: str | None = None, delay_threshold: float | None = None,
                  gap: float = DEFAULT_GAP) -> list[Section]:
     """The report's sections, read from run directories only."""
     results = load_results(paths, evaluation)
@@ -247,7 +249,7 @@ def _provenance() -> str:
     return f"Generated {time.strftime('%Y-%m-%d %H:%M')} by robustft {v['robustft']} (torch {v['torch']}) from run directories only."
 
 
-def expand_run_dirs(paths: list[Path]) -> list[Path]:
+def expand_run_dirs(paths: Sequence[Path]) -> list[Path]:
     """Run directories as given, a folder of run directories standing for its children (sorted)."""
     out = []
     for p in paths:
@@ -256,7 +258,7 @@ def expand_run_dirs(paths: list[Path]) -> list[Path]:
     return out
 
 
-def render_report(paths: list[str | Path], out: str | Path, title: str = "robustft report",
+def render_report(paths: Sequence[str | Path], out: str | Path, title: str = "robustft report",
                   evaluation: str | None = None, delay_threshold: float | None = None,
                   gap: float = DEFAULT_GAP) -> ReportFiles:
     """Write ``OUT/report.md`` (with ``OUT/figures/*.png``) and ``OUT/report.html`` (self-contained) of run
@@ -268,15 +270,15 @@ def render_report(paths: list[str | Path], out: str | Path, title: str = "robust
     """
     if not paths:
         raise ValueError("report: give at least one run directory")
-    paths = expand_run_dirs([Path(p) for p in paths])
-    for p in paths:
-        if not RunDir(Path(p)).config_path.is_file():
+    run_dirs = expand_run_dirs([Path(p) for p in paths])
+    for p in run_dirs:
+        if not RunDir(p).config_path.is_file():
             raise FileNotFoundError(f"{p} is not a run directory (no config.yaml); report reads run directories")
     out = Path(out)
-    sections = build_report(paths, evaluation, delay_threshold, gap)
+    sections = build_report(run_dirs, evaluation, delay_threshold, gap)
     figures = [b for s in sections for b in s.blocks if isinstance(b, Figure)]
     for f in figures:
-        atomic_write(out / "figures" / f"{f.name}.png", lambda h, png=f.png: h.write(png))
+        atomic_write_bytes(out / "figures" / f"{f.name}.png", f.png)
     atomic_write_text(out / "report.md", render_markdown(title, sections))
     atomic_write_text(out / "report.html", render_html(title, sections))
     log.info("report written to %s", out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 from robustft.analysis.rows import run_row
 from robustft.config import format_eps
@@ -13,7 +14,7 @@ def percent(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.1f}"
 
 
-def results_table(paths: list[str | Path], evaluation: str | None = None) -> str:
+def results_table(paths: Sequence[str | Path], evaluation: str | None = None) -> str:
     """A Markdown table: run, schedule, ε_g, Clean, Adv., E.adv (%), test n, attacks, sanity flags raised,
     delay time, train time. ``evaluation`` picks ``eval/NAME`` (default: each run's own)."""
     lines = ["| run | schedule | ε_g | Clean | Adv. | E.adv | n | attacks | flags | delay (epochs) | train time |",

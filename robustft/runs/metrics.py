@@ -166,7 +166,7 @@ def _field_names(cls: type) -> set[str]:
     return {f.name for f in fields(cls)}
 
 
-def _check_required(cls: type, data: dict[str, Any], where: str) -> set[str]:
+def _check_required(cls: type[Row], data: dict[str, Any], where: str) -> set[str]:
     """The field names of ``cls``; raises when ``data`` lacks a required one (no default)."""
     required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
     missing = [k for k in required if k not in data]
@@ -198,7 +198,7 @@ def parse_row(line: str, where: str) -> Row:
 def read_rows(path: str | Path) -> list[Row]: ...
 @overload
 def read_rows(path: str | Path, kind: type[R]) -> list[R]: ...
-def read_rows(path: str | Path, kind: type[EpochRow] | type[StepRow] | None = None) -> list[Any]:
+def read_rows(path: str | Path, kind: type | None = None) -> list[Any]:  # the overloads above type it
     """The rows of a metrics.jsonl (``path``: the file, or a run directory holding it), in file order; only
     those of one ``kind`` (:class:`EpochRow` or :class:`StepRow`) when given. A missing file has no rows.
 

@@ -63,7 +63,7 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write`` on a temporary file beside ``path``, fsync, then rename it over ``path``, so that
     readers see the old or the new content, never a partial one (a killed run loses nothing). The file gets
     the mode of any other new file (0666 less the umask), not mkstemp's 0600."""
@@ -84,6 +84,11 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Atomically write a text file."""
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Atomically write a binary file."""
+    atomic_write(path, lambda f: f.write(data))
 
 
 def remove_temp_files(folder: Path) -> list[Path]:

@@ -1,8 +1,8 @@
 """Training: optimiser groups, checkpoints and the fit loop."""
 
+from robustft.train.api import eps_schedule, fit
 from robustft.train.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
 from robustft.train.optim import build_optimizer, param_groups
-from robustft.train.api import eps_schedule, fit
 from robustft.train.trainer import NonFiniteLossError, fit_config, resolve_device, train_loop
 from robustft.train.validation import Validation
 

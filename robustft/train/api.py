@@ -114,10 +114,10 @@ def fit(model: nn.Module, train: Iterable, *, objective: Objective, schedule: Sc
     for group in optimizer.param_groups:
         group.setdefault("base_lr", group["lr"])
     run_dir = _prepare_run(run, resume) if run is not None else None
+    resuming = resume and run_dir is not None and run_dir.checkpoint_path.exists()
     return train_loop(model, data, objective=objective, eps_schedule=schedule, optimizer=optimizer,
                       lr_at=lr_schedule or (lambda step: 1.0), opts=opts, device=device, validation=validation,
-                      grad_clip=grad_clip, run=run_dir, resume=resume and run_dir.checkpoint_path.exists(),
-                      on_epoch=on_epoch)
+                      grad_clip=grad_clip, run=run_dir, resume=resuming, on_epoch=on_epoch)
 
 
 def _check(opts: TrainConfig, schedule: Schedule, val: Any) -> None:

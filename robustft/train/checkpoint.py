@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -16,7 +16,8 @@ from robustft.runs import atomic_write
 
 def rng_state() -> dict[str, Any]:
     """The state of every random generator training draws from."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    # the legacy tuple (numpy's stub types the no-argument call as legacy=False's dict)
+    name, keys, pos, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
              "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached)}
     if torch.cuda.is_available():

@@ -16,6 +16,8 @@ so a resumed run continues it exactly.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -52,11 +54,11 @@ class EMA:
         live = model.state_dict()
         return {k: (self.params[k].clone() if k in self.params else v.detach().clone()) for k, v in live.items()}
 
-    def checkpoint_state(self) -> dict[str, object]:
+    def checkpoint_state(self) -> dict[str, Any]:
         """What a checkpoint keeps of the average (to continue it exactly)."""
         return {"params": self.params, "updates": self.updates, "decay": self.decay}
 
-    def load_checkpoint_state(self, state: dict[str, object]) -> None:
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`checkpoint_state`."""
         params = state["params"]
         assert isinstance(params, dict)
@@ -64,7 +66,7 @@ class EMA:
         if missing:
             raise ValueError(f"the checkpoint's EMA lacks {len(missing)} parameter(s), e.g. {sorted(missing)[:3]}")
         self.params = {k: params[k].to(self.params[k].device).clone() for k in self.params}
-        self.updates = int(state["updates"])  # type: ignore[arg-type]
+        self.updates = int(state["updates"])
 
 
 class Swapped:

@@ -92,10 +92,10 @@ def overfit_verdict(rows: Sequence[EpochRow], threshold: float, stopped: int | N
 def collapsed(previous: Sequence[EpochRow], row: EpochRow, threshold: float) -> bool:
     """Whether ``row`` is a collapse after the epoch rows ``previous``: its gap is above ``threshold`` and its
     reference accuracy fell by more than ``threshold / 2`` from the last monitored epoch before it."""
-    before = [r for r in previous if r.mon_ref_acc is not None]
-    if row.mon_gap is None or row.mon_gap <= threshold or not before:
+    before = [r.mon_ref_acc for r in previous if r.mon_ref_acc is not None]
+    if row.mon_gap is None or row.mon_gap <= threshold or row.mon_ref_acc is None or not before:
         return False
-    return before[-1].mon_ref_acc - row.mon_ref_acc > threshold / 2
+    return before[-1] - row.mon_ref_acc > threshold / 2
 
 
 def best_robust_epoch(rows: Sequence[EpochRow], eps_target: float) -> EpochRow | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Iterator
+from typing import Iterator, cast
 
 import torch
 from torch import nn
@@ -58,7 +58,7 @@ class Accelerator:
         if not self.compile:
             return model
         log.info("compiling the model's forward pass (%s); the first steps are slow", self.compile_backend)
-        return torch.compile(model, backend=self.compile_backend)
+        return cast(nn.Module, torch.compile(model, backend=self.compile_backend))  # an OptimizedModule
 
     def batch(self, x: torch.Tensor) -> torch.Tensor:
         """A batch on the device, channels-last if asked."""
@@ -71,7 +71,12 @@ class Accelerator:
         with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
             yield
 
+    @property
+    def precision(self) -> str:
+        """``bf16`` or ``fp32``."""
+        return "bf16" if self.dtype is not None else "fp32"
+
     def describe(self) -> dict[str, object]:
         """The resolved settings, for the run's summary."""
-        return {"precision": "bf16" if self.dtype is not None else "fp32", "channels_last": self.channels_last,
+        return {"precision": self.precision, "channels_last": self.channels_last,
                 "compile": self.compile}

@@ -14,7 +14,6 @@ import os
 import random
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Callable, NoReturn
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from robustft import distributed as ddp
 from robustft.config import Config, DataConfig, TrainConfig, is_clean_objective
 from robustft.data import SourceBatches, TrainData, build_data
 from robustft.eval.diagnostics import failure_threshold
@@ -30,7 +30,6 @@ from robustft.models import build_model
 from robustft.objectives import Objective, ObjectiveOutput, build_objective
 from robustft.runs import EpochRow, RunDir, StepRow, write_json
 from robustft.schedules import Schedule, build_eps_schedule, build_lr_schedule
-from robustft import distributed as ddp
 from robustft.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from robustft.train.ema import EMA, Swapped
 from robustft.train.monitor import CatastrophicOverfittingError, best_robust_epoch, collapsed, overfit_verdict
@@ -70,11 +69,11 @@ def seed_everything(seed: int) -> None:
 
 @dataclass
 class EpochStats:
-    """Running sums of one epoch's training batches."""
+    """Running sums of one epoch's training batches (floats once summed over processes)."""
 
     loss: float = 0.0
-    correct: int = 0
-    n: int = 0
+    correct: float = 0
+    n: float = 0
     eps: float = 0.0
 
     def add(self, loss: float, logits: torch.Tensor, y: torch.Tensor, eps: float) -> None:
@@ -195,8 +194,8 @@ def train_step(ctx: StepContext, model: nn.Module, x: torch.Tensor, y: torch.Ten
         worst = loss if not math.isfinite(loss) else worst
         stats.add(loss, out.logits.detach(), yb, eps)
         running.end_chunk()
-    precision = ctx.speed.describe()["precision"]
-    _check_finite(worst, model, epoch, step, ctx.run, precision)  # once per step: one collective, before any update
+    # once per step: one collective, before any update
+    _check_finite(worst, model, epoch, step, ctx.run, ctx.speed.precision)
     running.finish()
     return out
 
@@ -247,7 +246,8 @@ def train_loop(model: nn.Module, data: TrainData, *, objective: Objective, eps_s
         if on_resume is not None:
             on_resume(ckpt)
         log.info("resuming %s at epoch %d/%d (step %d)", run.path, start_epoch, epochs, step)
-    stopped, stopped_row, kept_best = None, [], None
+    stopped_row: list[EpochRow] = []
+    kept_best: dict[str, torch.Tensor] | None = None
     rows = [r for r in run.epoch_rows() if r.epoch < start_epoch] if resume and run is not None else []
     for epoch in range(start_epoch, epochs):
         t0, stats = time.perf_counter(), EpochStats()
@@ -274,7 +274,7 @@ def train_loop(model: nn.Module, data: TrainData, *, objective: Objective, eps_s
         if stats.n == 0:
             raise ValueError(f"epoch {epoch + 1}: the training data yielded no batches")
         # --- end of epoch: validate and monitor the weights to be evaluated, log, checkpoint (process 0 writes)
-        _check_weights(model, ema, epoch, step, run, speed.describe()["precision"])  # nothing diverged is kept
+        _check_weights(model, ema, epoch, step, run, speed.precision)  # nothing diverged is kept
         stats = stats.reduced()
         measured, eps_mean = {}, stats.eps / stats.n
         if validation is not None:
@@ -289,7 +289,7 @@ def train_loop(model: nn.Module, data: TrainData, *, objective: Objective, eps_s
         log.info("epoch %d/%d  ε=%.2f/255  %s", epoch + 1, epochs, eps * 255,
                  "  ".join(f"{k}={v:.4f}" for k, v in row.measurements().items()))
         if _overfit_stop(opts, row, epoch, rows, run):
-            stopped, stopped_row = epoch, [row]
+            stopped_row = [row]
             if run is not None and shard.main:
                 run.log(row)
             break
@@ -309,7 +309,7 @@ def train_loop(model: nn.Module, data: TrainData, *, objective: Objective, eps_s
     ddp.barrier()
     select = _selection(opts, eps_target, rows, run)
     if select["rule"] == "best_robust":  # an earlier start of a resumed run may have found it
-        model.load_state_dict(kept_best if kept_best is not None else _load_eval_weights(run.best_path))
+        model.load_state_dict(kept_best if kept_best is not None else _load_best_weights(run))
     elif ema is not None:
         model.load_state_dict(ema.state_dict(model))
     summary = summarize(rows, stopped_row, opts, eps_schedule, num_classes, speed, select,
@@ -319,9 +319,12 @@ def train_loop(model: nn.Module, data: TrainData, *, objective: Objective, eps_s
     return summary
 
 
-def _load_eval_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The evaluated weights of a checkpoint (its weight average when it has one)."""
-    ckpt = load_checkpoint(path)
+def _load_best_weights(run: RunDir | None) -> dict[str, torch.Tensor]:
+    """The evaluated weights of the best epoch's checkpoint (its weight average when it has one)."""
+    if run is None:
+        raise ValueError("train.select=best_robust: the best epoch's weights are neither in memory nor in a run "
+                         "directory")
+    ckpt = load_checkpoint(run.best_path)
     return ckpt.get("eval_model", ckpt["model"])
 
 
@@ -374,13 +377,13 @@ def _overfit_stop(opts: TrainConfig, row: EpochRow, epoch: int, history: list[Ep
     Raises:
         CatastrophicOverfittingError: the run must stop but has no checkpoint to fall back on.
     """
-    gap = row.mon_gap
-    if gap is None or gap <= opts.overfit_gap:
+    gap, attack_acc, ref_acc, mon_eps = row.mon_gap, row.mon_attack_acc, row.mon_ref_acc, row.mon_eps
+    if gap is None or attack_acc is None or ref_acc is None or mon_eps is None or gap <= opts.overfit_gap:
         return False
     log.warning("monitor, epoch %d: accuracy under the training attack %.1f %% vs %.1f %% under APGD-CE at "
                 "ε=%.2f/255 (gap above %.0f points: the training attack is much weaker than APGD-CE on this model; "
                 "catastrophic overfitting if it persists to the end or APGD-CE accuracy collapses)", epoch + 1,
-                100 * row.mon_attack_acc, 100 * row.mon_ref_acc, 255 * row.mon_eps, 100 * opts.overfit_gap)
+                100 * attack_acc, 100 * ref_acc, 255 * mon_eps, 100 * opts.overfit_gap)
     if opts.on_overfit != "stop" or not collapsed(history, row, opts.overfit_gap):
         return False
     if epoch == 0 or (run is not None and not run.checkpoint_path.exists()):
@@ -406,6 +409,8 @@ def _best_weights(opts: TrainConfig, model: nn.Module, ema: EMA | None, eps_targ
 
 def _observe(schedule: Schedule, epoch: int, row: EpochRow) -> tuple[Schedule, EpochRow]:
     """Show the schedule the epoch's validation accuracy; log (and record in the row returned) an auto switch."""
+    if row.val_clean_acc is None:  # not validated
+        return schedule, row
     after = schedule.observe(epoch, row.val_clean_acc)
     if after.state().get("switch") is not None and schedule.state().get("switch") is None:
         row = replace(row, schedule_switch=after.state()["switch"])
@@ -421,15 +426,16 @@ def summarize(rows: list[EpochRow], stopped_row: list[EpochRow], opts: TrainConf
     schedule (where auto switched), the number of classes (chance level), the overfitting monitor's verdict,
     the epoch training stopped at (``train.on_overfit: stop``) and which weights are evaluated (``select``)."""
     stopped = stopped_row[0].epoch if stopped_row else None
+    described = schedule.describe()
     summary = {"epochs": len(rows), "train_time_s": rows[-1].elapsed_s if rows else 0.0,
-               "num_classes": num_classes, "schedule": schedule.describe(),
+               "num_classes": num_classes, "schedule": described,
                "delay_threshold": opts.delay_threshold,
                "delay_epochs": delay_time([r.val_clean_acc for r in rows], opts.delay_threshold) if has_val else None,
                "final": rows[-1].measurements() if rows else {},
                "processes": ddp.current().world, **(speed.describe() if speed is not None else {}),
                "catastrophic_overfitting": overfit_verdict(rows + stopped_row, opts.overfit_gap, stopped).to_dict(),
                "stopped_at_epoch": stopped, "select": select}
-    if summary["schedule"]["kind"] == "auto" and rows and not any(r.eps_mean for r in rows):
+    if described["kind"] == "auto" and rows and not any(r.eps_mean for r in rows):
         log.warning("auto schedule: validation clean accuracy did not plateau before the last epoch, so ε stayed 0 "
                     "for the whole run; lower schedule.patience, raise schedule.tolerance or train longer")
     return summary
