@@ -13,8 +13,10 @@ from robustft.analysis.stats import schedule_identity
 from robustft.api import fine_tune
 from robustft.cli import registered_kinds
 from robustft.config import (
+    DATASETS,
     EVAL_ATTACKS,
     OBJECTIVES,
+    PAPER_DATASETS,
     SCHEDULES,
     TRAIN_ATTACKS,
     ConfigError,
@@ -72,11 +74,13 @@ def test_an_unregistered_kind_is_an_error_naming_the_registered_ones():
 
 
 def test_every_registry_is_filled_and_whether_a_run_is_the_clean_reference_is_its_objective():
+    assert list(DATASETS)[:3] == ["fashion_mnist", "digits", "imagefolder"] and len(DATASETS) == 8
+    assert [name for name in DATASETS if DATASETS[name].extra.get("paper")] == list(PAPER_DATASETS)
     assert list(SCHEDULES) == ["fix", "hinge", "warmup", "switch", "linear", "uniform", "piecewise", "auto"]
     assert list(OBJECTIVES) == ["standard", "adversarial", "trades"]
     assert list(TRAIN_ATTACKS) == ["apgd", "pgd", "fgsm", "nfgsm"]
     assert "apgd-t" in EVAL_ATTACKS and "autoattack" in EVAL_ATTACKS
     assert [name for name in OBJECTIVES if is_clean_objective(name)] == ["standard"]
     assert not is_clean_objective("no-such-objective")
-    for registry in (SCHEDULES, OBJECTIVES, TRAIN_ATTACKS, EVAL_ATTACKS):
+    for registry in (DATASETS, SCHEDULES, OBJECTIVES, TRAIN_ATTACKS, EVAL_ATTACKS):
         assert all(e.summary for e in registry.entries()), registry.key

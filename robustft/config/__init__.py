@@ -16,6 +16,7 @@ from robustft.config.io import (
     save_config,
 )
 from robustft.config.registry import (
+    DATASETS,
     EVAL_ATTACKS,
     OBJECTIVES,
     SCHEDULES,
@@ -25,7 +26,6 @@ from robustft.config.registry import (
     is_clean_objective,
 )
 from robustft.config.sections import (
-    DATASET_NAMES,
     EPS_KEYS,
     EVAL_PRESETS,
     PAPER_DATASETS,
@@ -52,7 +52,7 @@ from robustft.config.validate import (
     validate,
 )
 
-__all__ = ["DATASET_NAMES", "DEFAULT_HINGES", "EPS_KEYS", "EVAL_ATTACKS", "EVAL_PRESETS", "OBJECTIVES", "PAPER_DATASETS",
+__all__ = ["DATASETS", "DEFAULT_HINGES", "EPS_KEYS", "EVAL_ATTACKS", "EVAL_PRESETS", "OBJECTIVES", "PAPER_DATASETS",
            "SCHEDULES", "SECTIONS", "TRAIN_ATTACKS", "Entry", "Registry", "hinges_in_range", "is_clean_objective",
            "points_problems", "AttackConfig", "Config", "ConfigError", "DataConfig", "EvalConfig",
            "ModelConfig", "ObjectiveConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "apply_overrides",

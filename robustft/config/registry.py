@@ -8,7 +8,7 @@ config section it uses and the validation of those keys::
 Config validation (robustft/config/validate.py), the builders and ``robustft --help`` ask the registries, so
 adding a kind is one ``register`` call in one module. The registries live here, below everything that
 registers into them; the entries are registered when their modules are imported, which ``import robustft``
-does (robustft/schedules.py, robustft/objectives/__init__.py, robustft/attacks/__init__.py).
+does (robustft/schedules.py, robustft/objectives/__init__.py, robustft/attacks/__init__.py, robustft/data/).
 """
 
 from __future__ import annotations
@@ -122,6 +122,9 @@ OBJECTIVES = Registry("objective", "objective.name")
 """Training objectives; ``build(config) -> Objective`` (robustft/objectives/__init__.py)."""
 TRAIN_ATTACKS = Registry("training attack", "attack.name")
 """Training attacks; ``build(attack_config, threat_model) -> Attack`` (robustft/attacks/__init__.py)."""
+DATASETS = Registry("dataset", "data.name")
+"""Datasets; ``build(data_config) -> (splits, class names)`` with splits ``{"train", "test"[, "val"]: ImageSource}``
+(robustft/data/datasets.py, robustft/data/paper.py)."""
 EVAL_ATTACKS = Registry("evaluation attack", "eval.attacks")
 """Evaluation attacks; ``build(eval_config, norm) -> Attack`` (robustft/attacks/__init__.py)."""
 

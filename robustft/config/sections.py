@@ -272,11 +272,8 @@ class EvalConfig:
     score intervals); 0 turns the intervals off."""
 
 
-DATASET_NAMES = ("fashion_mnist", "digits", "imagefolder", "fgvc_aircraft", "caltech256", "stanford_cars", "cub200",
-                 "stanford_dogs")
-"""Names of the datasets (loaded by ``robustft.data.build_data``)."""
-PAPER_DATASETS = DATASET_NAMES[3:]
-"""The paper's fine-grained datasets, read from a local root in their published layouts."""
+PAPER_DATASETS = ("fgvc_aircraft", "caltech256", "stanford_cars", "cub200", "stanford_dogs")
+"""The paper's fine-grained datasets, read from a local root in their published layouts (robustft/data/paper.py)."""
 EVAL_PRESETS = {"cheap": ["apgd-ce"], "strong": ["autoattack"]}
 
 

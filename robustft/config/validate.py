@@ -6,8 +6,8 @@ import re
 from typing import Any
 
 from robustft.config.eps import format_eps
-from robustft.config.registry import EVAL_ATTACKS, OBJECTIVES, SCHEDULES, TRAIN_ATTACKS, is_clean_objective
-from robustft.config.sections import DATASET_NAMES, EVAL_PRESETS, Config, ConfigError, ScheduleConfig, expand_attacks
+from robustft.config.registry import DATASETS, EVAL_ATTACKS, OBJECTIVES, SCHEDULES, TRAIN_ATTACKS, is_clean_objective
+from robustft.config.sections import EVAL_PRESETS, Config, ConfigError, ScheduleConfig, expand_attacks
 
 
 def validate(cfg: Config) -> None:
@@ -19,8 +19,7 @@ def validate(cfg: Config) -> None:
             p.append(msg)
 
     d, m, a, s, o, t, e = cfg.data, cfg.model, cfg.attack, cfg.schedule, cfg.optim, cfg.train, cfg.eval
-    need(d.name in DATASET_NAMES, f"data.name: unknown dataset {d.name!r}; choose {', '.join(DATASET_NAMES)}")
-    need(d.name != "imagefolder" or bool(d.root), "data.root: imagefolder needs data.root (a folder with train/ and test/)")
+    p.extend(DATASETS.problems(d, cfg))
     need(d.image_size >= 8, f"data.image_size: must be >= 8 pixels, got {d.image_size}")
     for key in ("n_train", "n_test"):
         v = getattr(d, key)

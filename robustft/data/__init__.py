@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from robustft.config import ConfigError, DataConfig
-from robustft.data.datasets import DATASETS
+from robustft.config import DATASETS, ConfigError, DataConfig
+from robustft.data import datasets, paper  # noqa: F401  (importing them registers their datasets in DATASETS)
 from robustft.data.loader import (
     LoaderBatches,
     SourceBatches,
@@ -60,9 +60,7 @@ def build_data(cfg: DataConfig) -> DataSplits:
     Raises:
         ConfigError: ``data.n_val`` leaves no training examples.
     """
-    if cfg.name not in DATASETS:
-        raise ValueError(f"data.name: unknown dataset {cfg.name!r}; choose one of {sorted(DATASETS)}")
-    splits, classes = DATASETS[cfg.name](cfg)
+    splits, classes = DATASETS[cfg.name].build(cfg)
     train = splits["train"]
     if "val" in splits:
         val = splits["val"].subset(stratified_subset(splits["val"].labels, cfg.n_val, cfg.split_seed))

@@ -14,8 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from robustft.config import DataConfig
-from robustft.data.paper import PAPER_DATASETS
+from robustft.config import DATASETS, DataConfig
 from robustft.data.sources import ImageArray, ImageFiles, ImageSource
 from robustft.data.splits import stratified_split
 
@@ -141,5 +140,9 @@ def load_imagefolder(cfg: DataConfig) -> tuple[Splits, list[str]]:
     return splits, list(classes or [])
 
 
-DATASETS = {"fashion_mnist": load_fashion_mnist, "digits": load_digits, "imagefolder": load_imagefolder,
-            **PAPER_DATASETS}
+DATASETS.register("fashion_mnist", load_fashion_mnist,
+                  summary="Fashion-MNIST (Debian's dataset-fashion-mnist, or downloaded), 32×32, 10 classes")
+DATASETS.register("digits", load_digits, summary="scikit-learn's 8×8 digits, 10 classes (ships in the wheel; tests)")
+DATASETS.register("imagefolder", load_imagefolder, check=lambda d, config: [] if d.root else [
+    "data.root: imagefolder needs data.root (a folder with train/ and test/)"],
+    summary="your own folder: root/{train,test[,val]}/CLASS/*.jpg")

@@ -74,7 +74,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from robustft.config import DataConfig
+from robustft.config import DATASETS, DataConfig
 from robustft.data.sources import ImageFiles, ImageSource
 from robustft.data.splits import stratified_split
 
@@ -377,5 +377,8 @@ def load_stanford_dogs(cfg: DataConfig) -> tuple[Splits, list[str]]:
     return {"train": train, "val": val, "test": _dogs_part(name, base, "test", folders, cfg)}, classes
 
 
-PAPER_DATASETS = {"fgvc_aircraft": load_fgvc_aircraft, "caltech256": load_caltech256,
-                  "stanford_cars": load_stanford_cars, "cub200": load_cub200, "stanford_dogs": load_stanford_dogs}
+for _name, _load in {"fgvc_aircraft": load_fgvc_aircraft, "caltech256": load_caltech256,
+                     "stanford_cars": load_stanford_cars, "cub200": load_cub200,
+                     "stanford_dogs": load_stanford_dogs}.items():
+    DATASETS.register(_name, _load, extra={"paper": True},
+                      summary=f"the paper's {_name} from data.root in its published layout (or data.split_dir)")

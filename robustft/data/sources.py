@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -29,18 +29,15 @@ class ImageSource(Protocol):
     def subset(self, index: Sequence[int] | np.ndarray | torch.Tensor) -> "ImageSource": ...
 
 
+M = TypeVar("M", bound="InMemory")
+
+
 @dataclass
-class ImageArray:
-    """Images held in memory as one uint8 tensor (small datasets)."""
+class InMemory:
+    """Images and labels held in memory as two tensors."""
 
     images: torch.Tensor
     labels: torch.Tensor
-
-    def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise ValueError(f"ImageArray wants uint8 [N, C, H, W], got {self.images.dtype} {tuple(self.images.shape)}")
-        if len(self.images) != len(self.labels):
-            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -48,17 +45,25 @@ class ImageArray:
     def read(self, index: torch.Tensor) -> torch.Tensor:
         return self.images[index]
 
-    def subset(self, index: Sequence[int] | np.ndarray | torch.Tensor) -> "ImageArray":
+    def subset(self: M, index: Sequence[int] | np.ndarray | torch.Tensor) -> M:
         index = torch.as_tensor(index, dtype=torch.long)
-        return ImageArray(self.images[index], self.labels[index])
+        return type(self)(self.images[index], self.labels[index])
 
 
 @dataclass
-class TensorImages:
-    """Float images in [0, 1] held in memory, in the channels the model takes (a user's own data)."""
+class ImageArray(InMemory):
+    """Images held in memory as one uint8 tensor (small datasets)."""
 
-    images: torch.Tensor
-    labels: torch.Tensor
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"ImageArray wants uint8 [N, C, H, W], got {self.images.dtype} {tuple(self.images.shape)}")
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+
+@dataclass
+class TensorImages(InMemory):
+    """Float images in [0, 1] held in memory, in the channels the model takes (a user's own data)."""
 
     def __post_init__(self) -> None:
         if not self.images.is_floating_point() or self.images.dim() != 4:
@@ -71,16 +76,6 @@ class TensorImages:
                              f"{self.images.max().item():.3g}); ε is in pixel units, so pass unnormalised images "
                              "and put the normalisation inside the model (robustft.models.Normalized)")
 
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def read(self, index: torch.Tensor) -> torch.Tensor:
-        return self.images[index]
-
-    def subset(self, index: Sequence[int] | np.ndarray | torch.Tensor) -> "TensorImages":
-        index = torch.as_tensor(index, dtype=torch.long)
-        return TensorImages(self.images[index], self.labels[index])
-
 
 def as_source(data: Any) -> ImageSource:
     """Labelled images as an :data:`ImageSource`: a source as it is, ``(images, labels)`` tensors, or any
@@ -90,7 +85,7 @@ def as_source(data: Any) -> ImageSource:
         TypeError: ``data`` is none of these.
         ValueError: the images are not float [N, C, H, W] in [0, 1] (see :class:`TensorImages`) or there are none.
     """
-    if isinstance(data, (ImageArray, ImageFiles, TensorImages)) or (hasattr(data, "read") and hasattr(data, "subset")):
+    if isinstance(data, (InMemory, ImageFiles)) or (hasattr(data, "read") and hasattr(data, "subset")):
         return data
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
         return TensorImages(data[0].float() if data[0].dtype == torch.float64 else data[0], data[1].long())
