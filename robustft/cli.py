@@ -13,6 +13,7 @@ from pathlib import Path
 from robustft import distributed as ddp
 from robustft.api import RunExistsError, evaluate_run, fine_tune
 from robustft.config import (
+    BACKBONES,
     DATASETS,
     EVAL_ATTACKS,
     EVAL_PRESETS,
@@ -53,7 +54,7 @@ USER_ERRORS = (UserError, ConfigError, RunExistsError, FileNotFoundError, NonFin
 
 def registered_kinds() -> str:
     """The kinds a config can name, from the registries (``robustft train --help``)."""
-    return "\n".join(f"{r.key} (registered):\n{r.help()}" for r in (DATASETS, SCHEDULES, OBJECTIVES, TRAIN_ATTACKS,
+    return "\n".join(f"{r.key} (registered):\n{r.help()}" for r in (BACKBONES, DATASETS, SCHEDULES, OBJECTIVES, TRAIN_ATTACKS,
                                                                            EVAL_ATTACKS))
 
 

@@ -8,11 +8,14 @@ import math
 from dataclasses import dataclass
 
 import pytest
+import torch
+from torch import nn
 
 from robustft.analysis.stats import schedule_identity
 from robustft.api import fine_tune
 from robustft.cli import registered_kinds
 from robustft.config import (
+    BACKBONES,
     DATASETS,
     EVAL_ATTACKS,
     OBJECTIVES,
@@ -20,10 +23,13 @@ from robustft.config import (
     SCHEDULES,
     TRAIN_ATTACKS,
     ConfigError,
+    ModelConfig,
+    backbone_source,
     config_to_dict,
     is_clean_objective,
     load_config,
 )
+from robustft.models import build_model
 from robustft.schedules import Schedule, build_eps_schedule
 
 
@@ -84,3 +90,21 @@ def test_every_registry_is_filled_and_whether_a_run_is_the_clean_reference_is_it
     assert not is_clean_objective("no-such-objective")
     for registry in (DATASETS, SCHEDULES, OBJECTIVES, TRAIN_ATTACKS, EVAL_ATTACKS):
         assert all(e.summary for e in registry.entries()), registry.key
+
+
+def test_a_new_backbone_source_is_one_entry_tried_before_timm():
+    assert [backbone_source(n).name for n in ("efficientnet_lite0", "open_clip:ViT-B-32", "resnet18")] == [
+        "embedded", "open_clip", "timm"]
+
+    def toy(cfg):
+        net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        net.num_features = 4
+        return net, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+    BACKBONES.register("toys", toy, extra={"matches": lambda name: name.startswith("toy:")}, summary="toy nets")
+    try:
+        model = build_model(ModelConfig(name="toy:conv", pretrained=False), num_classes=3)
+        assert model(torch.rand(2, 3, 8, 8)).shape == (2, 3) and model.normalize.std.flatten().tolist() == [0.25] * 3
+    finally:
+        BACKBONES.unregister("toys")
+    assert backbone_source("toy:conv").name == "timm"  # gone: timm takes any name (and rejects it when building)

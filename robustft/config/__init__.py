@@ -16,6 +16,7 @@ from robustft.config.io import (
     save_config,
 )
 from robustft.config.registry import (
+    BACKBONES,
     DATASETS,
     EVAL_ATTACKS,
     OBJECTIVES,
@@ -23,6 +24,7 @@ from robustft.config.registry import (
     TRAIN_ATTACKS,
     Entry,
     Registry,
+    backbone_source,
     is_clean_objective,
 )
 from robustft.config.sections import (
@@ -52,8 +54,9 @@ from robustft.config.validate import (
     validate,
 )
 
-__all__ = ["DATASETS", "DEFAULT_HINGES", "EPS_KEYS", "EVAL_ATTACKS", "EVAL_PRESETS", "OBJECTIVES", "PAPER_DATASETS",
-           "SCHEDULES", "SECTIONS", "TRAIN_ATTACKS", "Entry", "Registry", "hinges_in_range", "is_clean_objective",
+__all__ = ["BACKBONES", "DATASETS", "DEFAULT_HINGES", "EPS_KEYS", "EVAL_ATTACKS", "EVAL_PRESETS", "OBJECTIVES", "PAPER_DATASETS",
+           "SCHEDULES", "SECTIONS", "TRAIN_ATTACKS", "Entry", "Registry", "backbone_source", "hinges_in_range",
+           "is_clean_objective",
            "points_problems", "AttackConfig", "Config", "ConfigError", "DataConfig", "EvalConfig",
            "ModelConfig", "ObjectiveConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "apply_overrides",
            "config_from_dict", "config_to_dict", "evaluation_name", "expand_attacks", "format_eps",

@@ -122,11 +122,25 @@ OBJECTIVES = Registry("objective", "objective.name")
 """Training objectives; ``build(config) -> Objective`` (robustft/objectives/__init__.py)."""
 TRAIN_ATTACKS = Registry("training attack", "attack.name")
 """Training attacks; ``build(attack_config, threat_model) -> Attack`` (robustft/attacks/__init__.py)."""
+BACKBONES = Registry("backbone source", "model.name")
+"""Where backbones come from; ``build(model_config) -> (backbone, mean, std)``, the backbone returning pooled
+features. ``model.name`` is open (any timm name), so an entry says which names it takes with
+``extra["matches"](name) -> bool``; :func:`backbone_source` tries them in order, the ``fallback`` one (timm) last
+(robustft/models/build.py)."""
 DATASETS = Registry("dataset", "data.name")
 """Datasets; ``build(data_config) -> (splits, class names)`` with splits ``{"train", "test"[, "val"]: ImageSource}``
 (robustft/data/datasets.py, robustft/data/paper.py)."""
 EVAL_ATTACKS = Registry("evaluation attack", "eval.attacks")
 """Evaluation attacks; ``build(eval_config, norm) -> Attack`` (robustft/attacks/__init__.py)."""
+
+
+def backbone_source(name: str) -> Entry:
+    """The :data:`BACKBONES` entry that builds the backbone ``name``."""
+    entries = sorted(BACKBONES.entries(), key=lambda e: bool(e.extra.get("fallback")))
+    for entry in entries:
+        if entry.extra["matches"](name):
+            return entry
+    raise ValueError(f"model.name: no backbone source takes {name!r} (sources: {', '.join(BACKBONES)})")
 
 
 def is_clean_objective(name: str) -> bool:

