@@ -24,6 +24,7 @@ from robustft.api import evaluate_run, fine_tune, run_dir_for
 from robustft.config import Config, load_config, parse_eps, save_config
 from robustft.data import build_data
 from robustft.eval import RobustnessResult, evaluate, expected_robustness
+from robustft.export import export_run, load_classifier
 from robustft.models import build_model
 from robustft.objectives import build_objective
 from robustft.schedules import build_eps_schedule
@@ -33,4 +34,5 @@ __version__ = "0.1.0"
 
 __all__ = ["Config", "RobustnessResult", "build_data", "build_eps_schedule", "build_model", "build_objective",
            "attacks", "diagnose_run", "eps_schedule", "evaluate", "evaluate_run", "expected_robustness", "fine_tune",
-           "fit", "load_config", "models", "objectives", "parse_eps", "run_dir_for", "save_config"]
+           "export_run", "fit", "load_classifier", "load_config", "models", "objectives", "parse_eps", "run_dir_for",
+           "save_config"]

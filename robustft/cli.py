@@ -28,6 +28,7 @@ from robustft.errors import UserError, disk_full_reason
 from robustft.eval.diagnostics import DEFAULT_GAP
 from robustft.experiments import load_sweep, run_demo, sweep_and_report, sweep_plan
 from robustft.experiments.tune import SearchSettings, TuneError, trials_table, tune_hparams
+from robustft.export import export_run
 from robustft.report import diagnose_run, evaluation_report, render_diagnosis, render_report, results_table
 from robustft.train import NonFiniteLossError
 
@@ -158,10 +159,19 @@ def _experiment_parsers(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--address", help="Ray cluster address (default: a local Ray on this machine)")
     u.add_argument("--seed", type=int, default=0, help="seed of the sampled configurations")
     m = sub.add_parser("demo", help="the finding on real data: standard vs fix vs Epsilon-Scheduling, evaluated, "
-                       "with a report (about 10 min on 2 CPU cores; resumable)")
+                       "with a report (about 10 min on 2 CPU cores after set-up; resumable)")
     m.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder of the runs and the report")
     m.add_argument("--seeds", type=int, default=1, help="repeat each run over this many seeds (default 1)")
     m.add_argument("--jobs", type=_positive_int, default=1, metavar="N", help=JOBS_HELP)
+    x = sub.add_parser("export", help="RobustBench-format model info and the whole classifier (safetensors) of a run",
+                       description="Writes OUT/model_info.json (RobustBench's fields, plus E.adv, the curve, the "
+                       "protocol and the flags) and OUT/model.safetensors, which robustft.load_classifier(OUT) "
+                       "rebuilds without the run directory.")
+    x.add_argument("target", type=Path, metavar="RUN_DIR|CHECKPOINT")
+    x.add_argument("--out", type=Path, required=True, help="folder to write the export into")
+    x.add_argument("--eval", dest="evaluation", metavar="NAME", help="which evaluation (folder under RUN/eval/); "
+                   "default: the run config's own")
+    x.add_argument("--name", help="the model's name in model_info.json (default: the run's folder name)")
 
 
 def _diagnose(args: argparse.Namespace) -> None:
@@ -238,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     quiet = args.quiet or os.environ.get("RANK", "0") != "0"  # under torchrun, process 0 logs progress
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     commands = {"train": _train, "eval": _eval, "diagnose": _diagnose, "sweep": _sweep, "report": _report,
-                "tune": _tune, "demo": _demo, "table": lambda a: print(results_table(a.run_dirs, a.evaluation))}
+                "tune": _tune, "demo": _demo,
+                "export": lambda a: print(f"export: {export_run(a.target, a.out, a.evaluation, a.name)}"),
+                "table": lambda a: print(results_table(a.run_dirs, a.evaluation))}
     try:
         return commands[args.command](args) or 0
     except USER_ERRORS as err:

@@ -1,0 +1,104 @@
+"""A run exported for publication: RobustBench's model-info JSON and the whole classifier as safetensors.
+
+``robustft export RUN --out DIR`` writes
+
+- ``DIR/model_info.json``: RobustBench's fields (``name``, ``architecture``, ``dataset``, ``eps``, ``clean_acc``,
+  ``reported`` (robust accuracy at ε_g under robustft's evaluation), ``autoattack_acc`` when the run has an
+  AutoAttack evaluation, ``number_forward_passes``, ``additional_data``), percentages as strings as RobustBench
+  writes them, plus ``robustft``: E.adv, the accuracy curve over the ε grid, the evaluation protocol, the sanity
+  flags, the model config and the number of classes;
+- ``DIR/model.safetensors``: the evaluated weights of the whole classifier (normalisation inside), which
+  :func:`load_classifier` rebuilds without the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from robustft.analysis.rows import robustness_file
+from robustft.api import resolve_target
+from robustft.config import ModelConfig, format_eps
+from robustft.eval import RobustnessResult
+from robustft.models import RobustClassifier, build_model
+from robustft.runs import RunDir, atomic_write_text
+from robustft.train import load_model_weights
+
+INFO_FILE = "model_info.json"
+MODEL_FILE = "model.safetensors"
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.2f}"
+
+
+def autoattack_accuracy(run: RunDir, eps: float) -> float | None:
+    """Accuracy at ``eps`` of the run's evaluations that ran AutoAttack (the lowest if several), or None."""
+    found = []
+    for info_path in sorted(run.eval_dir.glob("*/robustness.json")):
+        if "autoattack" not in json.loads(info_path.read_text())["protocol"].get("attack_order", []):
+            continue
+        result = RobustnessResult.load(info_path.parent)
+        found += [acc for e, acc in zip(result.eps, result.accuracy) if abs(e - eps) < 1e-9]
+    return min(found) if found else None
+
+
+def export_run(target: str | Path, out: str | Path, evaluation: str | None = None, name: str | None = None) -> Path:
+    """Export a run (its directory, or a checkpoint in it) and one of its evaluations (``evaluation``: the folder
+    under RUN/eval/, else the config's own) into ``out``; returns the model-info file.
+
+    Raises:
+        FileNotFoundError: the run or the evaluation does not exist (evaluate the run first).
+    """
+    run, checkpoint = resolve_target(target)
+    cfg = run.config()
+    evaluated = robustness_file(run, evaluation)
+    if not evaluated.is_file():
+        raise FileNotFoundError(f"{evaluated} does not exist: evaluate the run first (robustft eval {run.path})")
+    result = RobustnessResult.load(evaluated.parent)
+    weights = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = weights.get("eval_model", weights["model"])
+    num_classes = int(state["head.weight"].shape[0])
+    model = build_model(replace(cfg.model, pretrained=False, checkpoint=None), num_classes)
+    load_model_weights(checkpoint, model)
+    eps = result.eps[-1]
+    aa = autoattack_accuracy(run, eps)
+    info: dict[str, Any] = {
+        "name": name or run.path.name, "architecture": cfg.model.name, "dataset": cfg.data.name,
+        "threat_model": "Linf" if cfg.attack.norm == "linf" else "L2", "eps": format_eps(eps),
+        "clean_acc": _percent(result.clean), "reported": _percent(result.adv),
+        **({"autoattack_acc": _percent(aa)} if aa is not None else {}),
+        "number_forward_passes": 1, "additional_data": False,
+        "robustft": {"e_adv": _percent(result.expected), "curve": {"eps": [format_eps(e) for e in result.eps],
+                                                                      "accuracy": [_percent(a) for a in result.accuracy]},
+                     "protocol": result.protocol, "flags": [asdict(f) for f in result.flags if f.raised],
+                     "model": asdict(replace(cfg.model, pretrained=False, checkpoint=None)),
+                     "num_classes": num_classes, "checkpoint": checkpoint.name},
+    }
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(tensors, str(folder / MODEL_FILE), metadata={"format": "robustft classifier"})
+    atomic_write_text(folder / INFO_FILE, json.dumps(info, indent=2, default=str) + "\n")
+    return folder / INFO_FILE
+
+
+def load_classifier(folder: str | Path) -> RobustClassifier:
+    """The classifier an export holds (:func:`export_run`), in eval mode: it takes [0, 1] pixels.
+
+    Raises:
+        FileNotFoundError: ``folder`` is not an export.
+    """
+    folder = Path(folder)
+    if not (folder / INFO_FILE).is_file() or not (folder / MODEL_FILE).is_file():
+        raise FileNotFoundError(f"{folder} is not a robustft export (it needs {INFO_FILE} and {MODEL_FILE}; "
+                                "write one with robustft export RUN --out DIR)")
+    extra = json.loads((folder / INFO_FILE).read_text())["robustft"]
+    model = build_model(ModelConfig(**extra["model"]), extra["num_classes"])
+    model.load_state_dict(load_file(str(folder / MODEL_FILE)))
+    return model.eval()
