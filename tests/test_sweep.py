@@ -14,7 +14,7 @@ import yaml
 from robustft.cli import main
 from robustft.config import ConfigError, load_config, save_config
 from robustft.experiments.demo import DEMO_VARIANTS
-from robustft.experiments.sweep import SweepSpec, expand, load_sweep, run_sweep
+from robustft.experiments.sweep import SweepOutcome, SweepSpec, expand, load_sweep, run_sweep
 
 from conftest import TINY
 from helpers import train_in_sweep_worker
@@ -339,3 +339,11 @@ def test_shipped_sweeps_expand():
         assert path.read_text().startswith(f"# robustft sweep sweeps/{path.name}")
         points = expand(load_sweep(path))
         assert len(points) >= 2 and all(p.config.data.name == "fashion_mnist" for p in points)
+
+
+def test_outcome_lists_points_in_sweep_order_whatever_order_they_end_in():
+    outcome = SweepOutcome(order=["standard", "fix", "scheduled"])
+    outcome.status.update(scheduled="ran", fix="failed", standard="ran")  # parallel runs end in any order
+    outcome.errors["fix"] = "ValueError: boom"
+    assert outcome.names("ran") == ["standard", "scheduled"]
+    assert outcome.summary() == "ran: 2 (standard, scheduled)\nskipped: 0\nfailed: 1 (fix)\n  fix failed: ValueError: boom"

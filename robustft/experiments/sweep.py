@@ -174,15 +174,20 @@ class SweepOutcome:
     errors: dict[str, str] = field(default_factory=dict)
     tracebacks: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    """The points in sweep order: :meth:`names` lists them so, whatever order parallel runs end in."""
 
     def names(self, status: str) -> list[str]:
-        return [n for n, s in self.status.items() if s == status]
+        """The points with ``status``, in sweep order."""
+        named = [n for n, s in self.status.items() if s == status]
+        rank = {n: i for i, n in enumerate(self.order)}
+        return sorted(named, key=lambda n: rank.get(n, len(rank)))
 
     def summary(self) -> str:
         """One line per status, then each failure with its error."""
         lines = [f"{s}: {len(self.names(s))}" + (f" ({', '.join(self.names(s))})" if self.names(s) else "")
                  for s in ("ran", "skipped", "failed")]
-        lines += [f"  {n} failed: {e}" for n, e in self.errors.items()]
+        lines += [f"  {n} failed: {self.errors[n]}" for n in self.names("failed") if n in self.errors]
         return "\n".join(lines)
 
 
@@ -226,7 +231,7 @@ def run_sweep(points: list[SweepPoint], out_dir: Path, train: Callable[[Config],
     if jobs < 1:
         raise ValueError(f"jobs: at least 1, got {jobs}")
     train = train or _default_train
-    outcome = SweepOutcome()
+    outcome = SweepOutcome(order=[p.name for p in points])
 
     def record(i: int, point: SweepPoint, result: tuple[str, str | None, str | None, float]) -> None:
         status, error, tb, seconds = result
