@@ -18,7 +18,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from robustft.analysis.rows import robustness_file
@@ -27,7 +26,7 @@ from robustft.config import ModelConfig, format_eps
 from robustft.eval import RobustnessResult
 from robustft.models import RobustClassifier, build_model
 from robustft.runs import RunDir, atomic_write_text
-from robustft.train import load_model_weights
+from robustft.train import load_checkpoint
 
 INFO_FILE = "model_info.json"
 MODEL_FILE = "model.safetensors"
@@ -61,11 +60,11 @@ def export_run(target: str | Path, out: str | Path, evaluation: str | None = Non
     if not evaluated.is_file():
         raise FileNotFoundError(f"{evaluated} does not exist: evaluate the run first (robustft eval {run.path})")
     result = RobustnessResult.load(evaluated.parent)
-    weights = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    state = weights.get("eval_model", weights["model"])
+    ckpt = load_checkpoint(checkpoint)
+    state = ckpt.get("eval_model", ckpt["model"])  # the evaluated weights, as load_model_weights takes them
     num_classes = int(state["head.weight"].shape[0])
     model = build_model(replace(cfg.model, pretrained=False, checkpoint=None), num_classes)
-    load_model_weights(checkpoint, model)
+    model.load_state_dict(state)
     eps = result.eps[-1]
     aa = autoattack_accuracy(run, eps)
     info: dict[str, Any] = {

@@ -30,7 +30,7 @@ from robustft.models import build_model
 from robustft.objectives import Objective, ObjectiveOutput, build_objective
 from robustft.runs import EpochRow, RunDir, StepRow, write_json
 from robustft.schedules import Schedule, build_eps_schedule, build_lr_schedule
-from robustft.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from robustft.train.checkpoint import load_checkpoint, load_model_weights, save_checkpoint, set_rng_state
 from robustft.train.ema import EMA, Swapped
 from robustft.train.monitor import CatastrophicOverfittingError, best_robust_epoch, collapsed, overfit_verdict
 from robustft.train.optim import apply_settings, build_optimizer, set_lr
@@ -309,7 +309,7 @@ def train_loop(model: nn.Module, data: TrainData, *, objective: Objective, eps_s
     ddp.barrier()
     select = _selection(opts, eps_target, rows, run)
     if select["rule"] == "best_robust":  # an earlier start of a resumed run may have found it
-        model.load_state_dict(kept_best if kept_best is not None else _load_best_weights(run))
+        _load_best_weights(model, kept_best, run)
     elif ema is not None:
         model.load_state_dict(ema.state_dict(model))
     summary = summarize(rows, stopped_row, opts, eps_schedule, num_classes, speed, select,
@@ -319,13 +319,16 @@ def train_loop(model: nn.Module, data: TrainData, *, objective: Objective, eps_s
     return summary
 
 
-def _load_best_weights(run: RunDir | None) -> dict[str, torch.Tensor]:
-    """The evaluated weights of the best epoch's checkpoint (its weight average when it has one)."""
-    if run is None:
+def _load_best_weights(model: nn.Module, kept: dict[str, torch.Tensor] | None, run: RunDir | None) -> None:
+    """Put the best epoch's evaluated weights into ``model``: those kept in memory by this start, else those of
+    an earlier start of a resumed run (``checkpoints/best.pt``)."""
+    if kept is not None:
+        model.load_state_dict(kept)
+    elif run is not None:
+        load_model_weights(run.best_path, model)
+    else:
         raise ValueError("train.select=best_robust: the best epoch's weights are neither in memory nor in a run "
                          "directory")
-    ckpt = load_checkpoint(run.best_path)
-    return ckpt.get("eval_model", ckpt["model"])
 
 
 def fit_config(cfg: Config, run: RunDir, resume: bool = False,
