@@ -17,7 +17,14 @@ import torch
 
 from robustft import distributed as ddp
 from robustft.attacks import build_eval_attacks, describe_attack
-from robustft.config import Config, apply_overrides, config_from_dict, config_to_dict, evaluation_name
+from robustft.config import (
+    Config,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    eval_setting,
+    evaluation_name,
+)
 from robustft.data import build_data, stratified_subset
 from robustft.eval import RobustnessResult, SanityChecks, default_eps_grid, evaluate
 from robustft.models import build_model
@@ -135,15 +142,16 @@ def evaluate_run(target: str | Path, overrides: list[str] | None = None, name: s
     out = run.evaluation_dir(name or evaluation_name(cfg.eval))
     if ddp.current().main:
         remove_temp_files(out)  # of a killed write of partial.npz
-    checks = SanityChecks(n=cfg.eval.check_n, square_queries=cfg.eval.check_queries,
-                          norm=cfg.attack.norm) if cfg.eval.checks else None
+    checks = SanityChecks(n=cfg.eval.check_n, square_queries=cfg.eval.check_queries, norm=cfg.attack.norm,
+                          autoattack_n=eval_setting(cfg.eval, "check_autoattack", 0)) if cfg.eval.checks else None
     protocol = {"attacks": [describe_attack(k, a) for k, a in attacks.items()], "norm": cfg.attack.norm,
                 "split": "test", "n": len(test), "checkpoint": checkpoint.name,
                 "checkpoint_epochs": progress["epochs_done"], "versions": versions()}
     result = evaluate(model, test, grid, attacks, device=device, image_size=cfg.data.image_size,
                       batch_size=cfg.data.eval_batch_size, mode=cfg.eval.mode, seed=cfg.eval.seed,
                       protocol=protocol, state_path=out / "partial.npz", checks=checks,
-                      weights=cfg.eval.eps_weights, bootstrap=cfg.eval.bootstrap)
+                      weights=cfg.eval.eps_weights, bootstrap=cfg.eval.bootstrap,
+                      warm_start=eval_setting(cfg.eval, "warm_start", False))
     if ddp.current().main:
         result.save(out)
         (out / "partial.npz").unlink(missing_ok=True)

@@ -436,7 +436,7 @@ def test_build_eval_attacks():
 
 
 def test_every_eval_attack_is_registered_with_a_builder():
-    assert list(EVAL_ATTACKS) == ["apgd-ce", "apgd-dlr", "apgd-t", "pgd", "square", "autoattack", "aa-apgd-ce"]
+    assert list(EVAL_ATTACKS) == ["apgd-ce", "apgd-dlr", "apgd-t", "fmn", "pgd", "square", "autoattack", "aa-apgd-ce"]
     assert all(callable(EVAL_ATTACKS[name].build) and EVAL_ATTACKS[name].summary for name in EVAL_ATTACKS)
 
 

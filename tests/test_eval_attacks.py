@@ -120,9 +120,9 @@ def test_apgd_t_tries_the_most_likely_classes_in_turn(model, batch):
     seen_targets = []
 
     class Spy(APGD):
-        def _run(self, model, x, y, eps, target):
+        def _run(self, model, x, y, eps, target, start=None):
             seen_targets.append(target.clone())
-            return super()._run(model, x, y, eps, target)
+            return super()._run(model, x, y, eps, target, start)
 
     Spy(num_steps=3, loss="dlr-targeted", targets=3, select="misclassified")(model.eval(), x, y, 8 / 255)
     with torch.no_grad():

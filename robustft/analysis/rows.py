@@ -35,5 +35,6 @@ def run_row(path: str | Path, evaluation: str | None = None) -> dict[str, Any]:
         flags = (flags or []) + ["catastrophic_overfitting"]
     return {"run": run.path.name, "schedule": schedule, "eps": format_eps(cfg.attack.eps),
             "clean": rob.get("clean"), "adv": rob.get("adv"), "e_adv": rob.get("expected_robustness"),
+            "e_adv_exact": rob.get("min_norm", {}).get("expected_robustness_exact"),
             "n": rob.get("n"), "delay": summary.get("delay_epochs"), "train_s": summary.get("train_time_s"),
             "evaluation": evaluation, "attacks": "+".join(rob.get("protocol", {}).get("attack_order", [])) or None, "flags": flags}

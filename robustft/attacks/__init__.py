@@ -10,6 +10,7 @@ from robustft.attacks.apgd import APGD
 from robustft.attacks.autoattack import AutoAttack
 from robustft.attacks.base import Attack, crafting
 from robustft.attacks.fgsm import FGSM, NFGSM
+from robustft.attacks.fmn import FMN
 from robustft.attacks.pgd import PGD
 from robustft.attacks.threat import L2, Linf, ThreatModel, build_threat_model
 from robustft.config import EVAL_ATTACKS, TRAIN_ATTACKS, AttackConfig, EvalConfig, expand_attacks
@@ -54,13 +55,16 @@ def _apgd(loss: str) -> Callable[[EvalConfig, str], Attack]:
     """Builder of robustft's APGD in evaluation mode (any misclassified iterate counts)."""
     return lambda cfg, norm: APGD(num_steps=cfg.num_steps, restarts=cfg.restarts, select="misclassified",
                                   threat=build_threat_model(norm), loss=loss,
-                                  targets=cfg.targets if loss == "dlr-targeted" else APGD.targets)
+                                  targets=cfg.targets if loss == "dlr-targeted" else APGD.targets,
+                                  warm_steps=cfg.warm_steps)
 
 
 EVAL_ATTACKS.register("apgd-ce", _apgd(loss="ce"), summary="APGD on cross-entropy (eval.num_steps, eval.restarts)")
 EVAL_ATTACKS.register("apgd-dlr", _apgd(loss="dlr"), summary="APGD on the DLR loss")
 EVAL_ATTACKS.register("apgd-t", _apgd(loss="dlr-targeted"),
                       summary="targeted APGD-DLR on the eval.targets most likely wrong classes in turn")
+EVAL_ATTACKS.register("fmn", lambda cfg, norm: FMN(steps=cfg.fmn_steps, threat=build_threat_model(norm)),
+                      summary="FMN, minimum-norm (eval.fmn_steps): once per example, broken at every ε ≥ its radius")
 EVAL_ATTACKS.register("pgd", lambda cfg, norm: PGD(num_steps=cfg.num_steps, rel_step_size=0.25, restarts=cfg.restarts,
                                                    select="misclassified", threat=build_threat_model(norm)),
                       summary="PGD with steps of ε/4")
@@ -97,5 +101,5 @@ def describe_attack(name: str, attack: Attack) -> dict[str, Any]:
     return out
 
 
-__all__ = ["APGD", "EVAL_ATTACKS", "FGSM", "NFGSM", "PGD", "TRAIN_ATTACKS", "Attack", "AutoAttack", "L2", "Linf", "ThreatModel", "build_attack",
+__all__ = ["APGD", "EVAL_ATTACKS", "FGSM", "FMN", "NFGSM", "PGD", "TRAIN_ATTACKS", "Attack", "AutoAttack", "L2", "Linf", "ThreatModel", "build_attack",
            "build_eval_attacks", "build_trades_attack", "rel_step", "build_threat_model", "crafting", "describe_attack"]

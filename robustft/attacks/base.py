@@ -17,9 +17,43 @@ class Attack(Protocol):
     ``x_adv`` lies in the ε-ball around ``x`` intersected with [0, 1]; gradients are taken w.r.t. the
     input only; ``model.training`` and every parameter's ``.grad`` are left as they were; ``eps == 0``
     returns ``x`` without running the model.
+
+    An attack whose class sets ``accepts_start = True`` (:class:`WarmStartable`) also takes
+    ``x_init=``: a starting point, projected into the ball when it lies outside (the evaluator's warm
+    starts across an ε grid use it).
     """
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor: ...
+
+
+class WarmStartable(Protocol):
+    """An attack that can start from a given point: ``attack(model, x, y, eps, x_init=None)``."""
+
+    accepts_start: bool
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+                 x_init: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+def accepts_start(attack: object) -> bool:
+    """Whether ``attack`` takes a starting point (``x_init``)."""
+    return bool(getattr(attack, "accepts_start", False))
+
+
+class MinNormAttack(Protocol):
+    """A minimum-norm attack: ``attack.min_norm(model, x, y) -> (x_adv, radius)``, per example the
+    smallest-norm misclassified point found and its distance to ``x`` (+inf where none was found, 0 where
+    ``x`` itself is misclassified). It also keeps the :class:`Attack` contract at a fixed ε."""
+
+    def min_norm(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor: ...
+
+
+def is_min_norm(attack: object) -> bool:
+    """Whether ``attack`` is a minimum-norm attack (has ``min_norm``): the evaluator runs it once per
+    example instead of once per ε."""
+    return callable(getattr(attack, "min_norm", None))
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ itself the KL gradient is zero).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -34,6 +35,9 @@ class PGD:
             added to ``x`` at the start (TRADES uses 0.001).
     """
 
+    accepts_start: ClassVar[bool] = True
+    """Takes ``x_init`` (a warm start): the first run starts there, further restarts as configured."""
+
     num_steps: int = 10
     rel_step_size: float = 0.25
     random_start: bool = True
@@ -49,14 +53,17 @@ class PGD:
         if self.loss not in ("ce", "kl"):
             raise ValueError(f"PGD loss must be ce or kl, got {self.loss!r}")
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+                 x_init: torch.Tensor | None = None) -> torch.Tensor:
         if eps == 0 or len(x) == 0:
             return x
+        if x_init is not None and x_init.shape != x.shape:
+            raise ValueError(f"x_init must have the shape of x, {tuple(x.shape)}; got {tuple(x_init.shape)}")
         with crafting(model):
             ref = self._reference(model, x)
             if self.restarts == 1 and self.select == "max_loss":
-                return self._ascend(model, x, y, eps, ref)[0]
-            best, best_loss, fooled = self._run(model, x, y, eps, ref)
+                return self._ascend(model, x, y, eps, ref, x_init)[0]
+            best, best_loss, fooled = self._run(model, x, y, eps, ref, x_init)
             for _ in range(self.restarts - 1):
                 x_adv, loss, wrong = self._run(model, x, y, eps, ref)
                 take = (wrong & ~fooled) | ((wrong == fooled) & (loss > best_loss))
@@ -71,18 +78,20 @@ class PGD:
         with torch.no_grad():
             return model(x)
 
-    def _start(self, x: torch.Tensor, eps: float) -> torch.Tensor:
+    def _start(self, x: torch.Tensor, eps: float, x_init: torch.Tensor | None = None) -> torch.Tensor:
+        if x_init is not None:
+            return self.threat.project(x_init.detach().to(x), x, eps)
         if self.random_start:
             return self.threat.random_init(x, eps)
         if self.start_noise > 0:
             return self.threat.project(x + self.start_noise * torch.randn_like(x), x, eps)
         return x.clone()
 
-    def _ascend(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, ref: torch.Tensor | None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _ascend(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, ref: torch.Tensor | None,
+                x_init: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The gradient steps of one run: (last iterate, first misclassified iterate, ever misclassified); the
         last two are tracked with ``select="misclassified"`` only (otherwise they stay the start and all False)."""
-        x_adv = self._start(x, eps)
+        x_adv = self._start(x, eps, x_init)
         step = self.rel_step_size * eps
         keep = self.select == "misclassified"
         fooled = torch.zeros_like(y, dtype=torch.bool)
@@ -96,11 +105,11 @@ class PGD:
             x_adv = self.threat.project(x_adv + step * self.threat.ascent(grad), x, eps).detach()
         return x_adv, x_fooled, fooled
 
-    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, ref: torch.Tensor | None
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One run: (point, its loss, misclassified); with ``select="misclassified"`` the point is the
-        first misclassified iterate where there is one."""
-        x_adv, x_fooled, fooled = self._ascend(model, x, y, eps, ref)
+    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, ref: torch.Tensor | None,
+             x_init: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One run (from ``x_init`` if given): (point, its loss, misclassified); with
+        ``select="misclassified"`` the point is the first misclassified iterate where there is one."""
+        x_adv, x_fooled, fooled = self._ascend(model, x, y, eps, ref, x_init)
         loss_fn = LOSSES[self.loss]
         loss, _, logits = loss_and_grad(model, x_adv, y, need_grad=False, loss_fn=loss_fn, target=ref)
         wrong = logits.argmax(1) != y

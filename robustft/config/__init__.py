@@ -29,6 +29,7 @@ from robustft.config.registry import (
 )
 from robustft.config.sections import (
     EPS_KEYS,
+    EVAL_PRESET_SETTINGS,
     EVAL_PRESETS,
     PAPER_DATASETS,
     SECTIONS,
@@ -42,6 +43,7 @@ from robustft.config.sections import (
     OptimConfig,
     ScheduleConfig,
     TrainConfig,
+    eval_setting,
     evaluation_name,
     expand_attacks,
 )
@@ -54,11 +56,11 @@ from robustft.config.validate import (
     validate,
 )
 
-__all__ = ["BACKBONES", "DATASETS", "DEFAULT_HINGES", "EPS_KEYS", "EVAL_ATTACKS", "EVAL_PRESETS", "OBJECTIVES", "PAPER_DATASETS",
+__all__ = ["BACKBONES", "DATASETS", "DEFAULT_HINGES", "EPS_KEYS", "EVAL_ATTACKS", "EVAL_PRESETS", "EVAL_PRESET_SETTINGS", "OBJECTIVES", "PAPER_DATASETS",
            "SCHEDULES", "SECTIONS", "TRAIN_ATTACKS", "Entry", "Registry", "backbone_source", "hinges_in_range",
            "is_clean_objective",
            "points_problems", "AttackConfig", "Config", "ConfigError", "DataConfig", "EvalConfig",
            "ModelConfig", "ObjectiveConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "apply_overrides",
-           "config_from_dict", "config_to_dict", "evaluation_name", "expand_attacks", "format_eps",
+           "config_from_dict", "config_to_dict", "eval_setting", "evaluation_name", "expand_attacks", "format_eps",
            "hinges_in_epochs", "load_config", "parse_eps", "parse_eps_grid", "read_config_file", "save_config",
            "to_epochs", "validate"]

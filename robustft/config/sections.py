@@ -243,8 +243,9 @@ class EvalConfig:
     ε = 0; null weighs ε uniformly on [0, ε_g], the paper's metric."""
     attacks: list[str] = field(default_factory=lambda: ["apgd-ce"])
     """Evaluation attacks, run in order; an example counts as robust at ε only if it survives all of them.
-    Names: apgd-ce, apgd-dlr, apgd-t, pgd, square, autoattack, aa-apgd-ce; presets: cheap (= apgd-ce,
-    for monitoring), strong (= autoattack, for final numbers)."""
+    Names: apgd-ce, apgd-dlr, apgd-t, pgd, fmn, square, autoattack, aa-apgd-ce; presets: cheap (= apgd-ce,
+    for monitoring), strong (= autoattack, for final numbers), curve (= warm-started apgd-ce + apgd-t on the
+    grid joined with a minimum-norm fmn pass, checked against AutoAttack at ε_g: AutoAttack-grade curves)."""
     num_steps: int = 10
     """Iterations of robustft's own attacks (apgd-ce, apgd-dlr, apgd-t, pgd) and of aa-apgd-ce."""
     restarts: int = 1
@@ -257,6 +258,14 @@ class EvalConfig:
     mode: str = "incremental"
     """``incremental`` (attack at each ε only the examples still correct at the previous ε; monotone)
     or ``independent`` (attack every clean-correct example at every ε)."""
+    warm_start: bool | None = None
+    """Incremental mode: start each attack at ε_k from its own highest-loss point of ε_{k−1} (true) or at
+    random (false); null: true with the curve preset, false otherwise."""
+    warm_steps: int = 5
+    """Iterations of a warm-started attack at each ε after the first (its first step is ε/4: it starts
+    near the previous ε's optimum, see BENCHMARKS.md)."""
+    fmn_steps: int = 100
+    """Iterations of the minimum-norm attack (fmn), run once per clean-correct example."""
     n: int | None = 1000
     """Test examples evaluated (stratified subset of the test split); null uses all."""
     seed: int = 0
@@ -267,6 +276,9 @@ class EvalConfig:
     """Examples used by the costlier checks (black-box attack, very large ε)."""
     check_queries: int = 1000
     """Queries of the black-box (Square) attack in the gradient-masking check."""
+    check_autoattack: int | None = None
+    """Examples on which the reference AutoAttack runs at ε_g to check the evaluation (its gap is the
+    ``autoattack`` flag); 0 turns the check off; null: 100 with the curve preset, 0 otherwise."""
     bootstrap: int = 1000
     """Bootstrap resamples of the test examples for the 95 % interval of E.adv (Clean and Adv. use Wilson
     score intervals); 0 turns the intervals off."""
@@ -274,7 +286,20 @@ class EvalConfig:
 
 PAPER_DATASETS = ("fgvc_aircraft", "caltech256", "stanford_cars", "cub200", "stanford_dogs")
 """The paper's fine-grained datasets, read from a local root in their published layouts (robustft/data/paper.py)."""
-EVAL_PRESETS = {"cheap": ["apgd-ce"], "strong": ["autoattack"]}
+EVAL_PRESETS = {"cheap": ["apgd-ce"], "strong": ["autoattack"], "curve": ["fmn", "apgd-ce", "apgd-t"]}
+EVAL_PRESET_SETTINGS: dict[str, dict[str, Any]] = {"curve": {"warm_start": True, "check_autoattack": 100}}
+"""What a preset sets besides its attacks, where the config leaves the key null."""
+
+
+def eval_setting(e: EvalConfig, key: str, default: Any) -> Any:
+    """``e.<key>``; where it is null, the value a preset among ``e.attacks`` sets, else ``default``."""
+    value = getattr(e, key)
+    if value is not None:
+        return value
+    for name in e.attacks:
+        if key in EVAL_PRESET_SETTINGS.get(name, {}):
+            return EVAL_PRESET_SETTINGS[name][key]
+    return default
 
 
 def evaluation_name(e: EvalConfig) -> str:

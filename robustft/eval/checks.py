@@ -21,6 +21,9 @@ passed and None when it does not apply. What each one catches:
 - ``converged``: APGD-CE with ``long_steps`` iterations (AutoAttack's budget) at ε_g breaks more than
   ``tol`` of a subset the evaluation left standing: its attacks had not converged, and its
   numbers overstate robustness.
+- ``autoattack`` (only with ``autoattack_n`` > 0, e.g. the ``curve`` preset): the reference AutoAttack at
+  ε_g on a subset breaks more than ``autoattack_tol`` of what the evaluation left standing there: the
+  evaluation's curve is not AutoAttack-grade.
 - ``large_eps``: accuracy under APGD-CE at a very large ε (0.5 in ℓ∞: enough to turn any image into
   grey) stays above ``large_eps_max_accuracy``.
 """
@@ -59,6 +62,8 @@ class SanityChecks:
         tol: accuracy gap (a fraction of the subset) above which the black-box and convergence checks are
             raised; smaller gaps on a 100-example subset are within noise.
         norm: the threat model of the evaluation, ``linf`` or ``l2``.
+        autoattack_n: examples (an even spread) on which the standard AutoAttack runs at ε_g; 0: no check.
+        autoattack_tol: accuracy gap to AutoAttack above which the ``autoattack`` check is raised.
     """
 
     n: int = 100
@@ -69,6 +74,8 @@ class SanityChecks:
     long_steps: int = 100
     tol: float = 0.03
     norm: str = "linf"
+    autoattack_n: int = 0
+    autoattack_tol: float = 0.01
 
     def __call__(self, model: nn.Module, source: ImageSource, result: RobustnessResult, *,
                  device: torch.device, image_size: int, batch_size: int = 256) -> list[Flag]:
@@ -85,6 +92,8 @@ class SanityChecks:
                      check_input_gradients(model, x, y), check_monotone(result),
                      self.check_black_box(model, x, y, result, subset),
                      self.check_converged(model, x, y, result, subset), self.check_large_eps(model, x, y)]
+            if self.autoattack_n > 0:
+                flags.append(self.check_autoattack(model, source, result, device, image_size))
         for f in flags:
             (log.warning if f.raised else log.info)("check %s: %s", f.name, f.message)
         return flags
@@ -124,6 +133,28 @@ class SanityChecks:
             msg += (": the evaluation's attacks had not converged and its numbers overstate robustness; "
                     "evaluate with --attacks strong or more eval.num_steps")
         return Flag("converged", raised, msg, drop)
+
+    def check_autoattack(self, model: nn.Module, source: ImageSource, result: RobustnessResult,
+                         device: torch.device, image_size: int) -> Flag:
+        """The standard AutoAttack at ε_g on ``autoattack_n`` examples versus the evaluation on the same ones."""
+        eps = result.eps[-1]
+        if eps == 0:
+            return Flag("autoattack", None, "ε_g = 0: nothing to attack")
+        subset = np.unique(np.linspace(0, len(source) - 1, min(self.autoattack_n, len(source))).round().astype(int))
+        white = result.correct[-1, subset]
+        standing = np.flatnonzero(white)  # AutoAttack only needs to try what the evaluation did not break
+        reference = np.zeros(len(subset), dtype=bool)
+        if len(standing):
+            x, y = next(iter(eval_batches(source.subset(subset[standing]), image_size, len(standing))))
+            reference[standing] = _correct_after(model, AutoAttack(norm=self.norm), x.to(device), y.to(device), eps)
+        gap = float(white.mean() - reference.mean())
+        msg = (f"AutoAttack (standard) at ε={format_eps(eps)} on {len(subset)} examples: {100 * reference.mean():.1f} % "
+               f"vs the evaluation's {100 * white.mean():.1f} %")
+        raised = gap > self.autoattack_tol
+        if raised:
+            msg += (f", {100 * gap:.1f} points lower: the evaluation's curve overstates robustness; report "
+                    "AutoAttack (--attacks strong) or strengthen the evaluation (eval.num_steps, eval.restarts)")
+        return Flag("autoattack", raised, msg, gap)
 
     def check_large_eps(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Flag:
         """APGD-CE at a radius large enough to erase any image should leave almost nothing correct."""

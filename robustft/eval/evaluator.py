@@ -7,7 +7,11 @@ that is correct on clean inputs at every ε (for comparison; its curve may rise 
 attack or gradient masking). In both modes an example misclassified on clean inputs counts as wrong at
 every ε, as in AutoAttack, and at the first ε > 0 both modes attack the same examples with the same seed.
 At each ε the attacks run in order, each on the examples the previous ones left standing, so a
-row of the evidence matrix is the worst case over all attacks. The evidence is saved after each ε when
+row of the evidence matrix is the worst case over all attacks. With ``warm_start`` (incremental mode),
+an attack that takes a starting point begins each example at ε_k from its own highest-loss point of
+ε_{k−1}, so its iterations add up along the grid. A minimum-norm attack (FMN) runs once, before the
+grid, on the clean-correct examples: an example it breaks at radius r counts as broken at every ε ≥ r
+without a grid attack, and the radii give the curve between grid points (``RobustnessResult.eps_star``). The evidence is saved after each ε when
 a ``state_path`` is given, and a killed evaluation resumes from there with the same result. Under
 torchrun each process attacks its share of the examples and the evidence is gathered; process 0 saves
 the state and runs the sanity checks.
@@ -20,8 +24,9 @@ import json
 import logging
 import time
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 import numpy as np
 import torch
@@ -30,7 +35,8 @@ from tqdm.auto import tqdm
 
 from robustft import distributed as ddp
 from robustft.attacks import Attack, build_eval_attacks
-from robustft.config import EvalConfig, format_eps
+from robustft.attacks.base import MinNormAttack, WarmStartable, accepts_start, is_min_norm
+from robustft.config import EvalConfig, eval_setting, format_eps
 from robustft.data import ImageSource, as_source, eval_batches
 from robustft.errors import ForeignFileError
 from robustft.eval.checks import SanityChecks
@@ -51,25 +57,48 @@ def default_eps_grid(eps_target: float, step: float = 1 / 255) -> list[float]:
     return grid
 
 
-def _survivors(model: nn.Module, source: ImageSource, eps: float, attack: Attack | None, device: torch.device,
-               image_size: int, batch_size: int, bar: tqdm) -> np.ndarray:
-    """Boolean per example of ``source``: still classified correctly after the attack at ``eps`` (clean
-    without an attack or at ε = 0)."""
-    out = []
+def _attack_rows(model: nn.Module, source: ImageSource, eps: float, attack: Attack | None, device: torch.device,
+                 image_size: int, batch_size: int, bar: tqdm, starts: torch.Tensor | None = None,
+                 keep: bool = False) -> tuple[np.ndarray, torch.Tensor | None]:
+    """(alive, points): per example of ``source``, still classified correctly after the attack at ``eps``
+    (clean without an attack or at ε = 0), and, with ``keep``, the attacked images (on the CPU). ``starts``
+    (one per example of ``source``) are the attack's starting points (``x_init``)."""
+    alive, points, done = [], [], 0
     for x, y in eval_batches(source, image_size, batch_size):
         x, y = x.to(device), y.to(device)
-        x_adv = attack(model, x, y, eps) if attack is not None and eps > 0 else x
+        if attack is None or eps == 0:
+            x_adv = x
+        elif starts is not None:
+            x_adv = cast(WarmStartable, attack)(model, x, y, eps, x_init=starts[done:done + len(y)].to(device))
+        else:
+            x_adv = attack(model, x, y, eps)
+        done += len(y)
         with torch.no_grad():
-            out.append((model(x_adv).argmax(1) == y).cpu().numpy())
+            alive.append((model(x_adv).argmax(1) == y).cpu().numpy())
+        if keep:
+            points.append(x_adv.detach().float().cpu())
         bar.update(len(y))
-    return np.concatenate(out) if out else np.zeros(0, dtype=bool)
+    found = np.concatenate(alive) if alive else np.zeros(0, dtype=bool)
+    return found, (torch.cat(points) if points else None) if keep else None
+
+
+def _radii(model: nn.Module, source: ImageSource, attack: MinNormAttack, device: torch.device, image_size: int,
+           batch_size: int, bar: tqdm) -> np.ndarray:
+    """Per example of ``source``: the smallest radius at which ``attack`` found a misclassified point (+inf
+    where it found none)."""
+    out = []
+    for x, y in eval_batches(source, image_size, batch_size):
+        out.append(attack.min_norm(model, x.to(device), y.to(device))[1].double().cpu().numpy())
+        bar.update(len(y))
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
              attacks: Mapping[str, Attack] | Sequence[str] = ("apgd-ce",), *, device: torch.device | None = None,
              image_size: int | None = None, batch_size: int = 256, mode: str = "incremental", seed: int = 0,
              protocol: dict | None = None, state_path: Path | None = None, checks: SanityChecks | bool | None = None,
-             weights: list[float] | None = None, bootstrap: int = 1000, norm: str = "linf") -> RobustnessResult:
+             weights: list[float] | None = None, bootstrap: int = 1000, norm: str = "linf",
+             warm_start: bool | None = None) -> RobustnessResult:
     """Attack ``data`` at every ε of the grid with every attack; returns the evidence and the protocol.
 
     Args:
@@ -77,8 +106,10 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
         data: an image source, ``(images, labels)`` tensors, or any iterable of ``(images, labels)`` batches (a
             DataLoader), read once; images float in [0, 1] (or robustft's uint8 sources).
         attacks: name → attack, run in this order at each ε (worst case over all of them); or evaluation
-            attack names (``apgd-ce``, ``apgd-t``, ``square``, ``autoattack``, the presets ``default`` and
-            ``strong``; README "Evaluation you can check") built with their default settings.
+            attack names (``apgd-ce``, ``apgd-t``, ``fmn``, ``square``, ``autoattack``, the presets ``cheap``,
+            ``strong`` and ``curve``; README "Evaluation you can check") built with their default settings.
+            A minimum-norm attack (``fmn``) runs once per clean-correct example, before the grid: an
+            example it breaks at radius ε* counts as broken at every ε ≥ ε*.
         device: where to attack (default: the model's).
         image_size: side of the images the model takes (default: the data's).
         norm: threat model of attacks given by name (``linf`` or ``l2``).
@@ -90,6 +121,10 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
         checks: sanity checks to run on the finished result (None: none).
         weights: density of ε at the grid points for the expected robustness (None: uniform).
         bootstrap: resamples for the confidence intervals.
+        warm_start: in incremental mode, each attack that accepts a starting point (``x_init``) starts every
+            example at ε_k from its own highest-loss point at ε_{k−1} instead of a random point (further
+            restarts still start at random). None: as the attack names' preset says (on with ``curve``),
+            else off.
 
     The model is put in eval mode. ε = 0 is added to the grid if missing (its row is clean accuracy).
     ``checks=True`` runs the default sanity checks (:class:`SanityChecks`).
@@ -97,10 +132,14 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
     source = as_source(data)
     device = device if device is not None else next(model.parameters()).device
     image_size = image_size if image_size is not None else int(source.read(torch.arange(1)).shape[-1])
-    if not isinstance(attacks, Mapping):
-        attacks = build_eval_attacks(EvalConfig(attacks=[attacks] if isinstance(attacks, str) else list(attacks)), norm)
+    named = None if isinstance(attacks, Mapping) else \
+        EvalConfig(attacks=[attacks] if isinstance(attacks, str) else list(attacks))
+    # names: presets bring their own settings (the curve preset: warm starts, the AutoAttack check)
+    attacks = build_eval_attacks(named, norm) if named is not None else cast(Mapping[str, Attack], attacks)
+    if warm_start is None:
+        warm_start = bool(eval_setting(named, "warm_start", False)) if named is not None else False
     if checks is True:
-        checks = SanityChecks(norm=norm)
+        checks = SanityChecks(norm=norm, autoattack_n=eval_setting(named, "check_autoattack", 0) if named else 0)
     checks = checks or None
     if mode not in ("incremental", "independent"):
         raise ValueError(f"mode must be incremental or independent, got {mode!r}")
@@ -112,42 +151,102 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
     except ValueError as err:
         raise ValueError(f"ε weights for the grid {[format_eps(e) for e in grid]}: {err}") from None
     names = list(attacks)
+    warm = warm_start and mode == "incremental"
     labels = source.labels.numpy().copy()
     protocol = {"mode": mode, "seed": seed, "grid": [format_eps(e) for e in grid], "attack_order": names,
-                **(protocol or {})}
+                "start": "warm" if warm else "cold", **(protocol or {})}
     key = _fingerprint(protocol, labels)
-    correct, breaker, start = _resume(state_path, key, len(grid), len(labels))
+    state = _resume(state_path, key, len(grid), len(labels))
+    correct, breaker = state.correct, state.breaker
     model.eval()
     shard = ddp.current()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        for e in range(start, len(grid)):
+        for e in range(state.done, len(grid)):
             torch.manual_seed(seed + e)
             # attacked: what survived the previous ε (incremental) or clean (independent); the rest stays broken
             base = e - 1 if mode == "incremental" else 0
             row = correct[base].copy() if e > 0 else np.ones(len(labels), dtype=bool)
             breaker[e] = breaker[base] if e > 0 else -1
-            steps = [("clean", None)] if grid[e] == 0 else list(attacks.items())
-            for k, (name, attack) in enumerate(steps):
+            if grid[e] > 0 and state.radii is None and any(is_min_norm(a) for a in attacks.values()):
+                state.radii, state.radius_by = _min_norm_pass(model, source, attacks, correct[0], device, image_size,
+                                                              batch_size, shard)
+            if grid[e] > 0 and state.radii is not None and state.radius_by is not None:
+                hit = row & (state.radii <= grid[e] * (1 + 1e-6))  # broken within ε by the minimum-norm pass
+                row[hit], breaker[e, hit] = False, state.radius_by[hit]
+            steps = [(0, "clean", None)] if grid[e] == 0 else \
+                [(k + 1, n, a) for k, (n, a) in enumerate(attacks.items()) if not is_min_norm(a)]
+            for k, name, attack in steps:
                 todo = np.flatnonzero(row)
                 mine = np.array_split(todo, shard.world)[shard.rank]  # under torchrun: this process's share
-                desc = f"eval ε={format_eps(grid[e])} {name}"
+                keep = warm and accepts_start(attack)
+                starts = state.starts.get(name) if keep and state.starts_at == e - 1 else None
+                desc = f"eval ε={format_eps(grid[e])} {name}" + (" (warm)" if starts is not None else "")
                 with tqdm(total=len(mine), desc=desc, unit="img", disable=None if shard.main else True,
                           leave=False) as bar:
-                    alive = ddp.all_gather_array(_survivors(model, source.subset(mine), grid[e], attack, device,
-                                                            image_size, batch_size, bar))
+                    alive, points = _attack_rows(model, source.subset(mine), grid[e], attack, device, image_size,
+                                                 batch_size, bar, None if starts is None else starts[mine], keep)
+                alive = ddp.all_gather_array(alive)
+                if points is not None:
+                    state.keep_start(name, todo, torch.from_numpy(ddp.all_gather_array(points.numpy())), len(labels))
                 row[todo[~alive]] = False
-                breaker[e, todo[~alive]] = 0 if attack is None else k + 1
+                breaker[e, todo[~alive]] = k
+            if warm and grid[e] > 0:
+                state.starts_at = e
             correct[e] = row
             log.info("eval ε=%s: accuracy %.4f", format_eps(grid[e]), row.mean())
             if state_path is not None and shard.main:
-                _save_state(state_path, key, e + 1, correct, breaker)
+                state.done = e + 1
+                _save_state(state_path, key, state)
     result = RobustnessResult(grid, correct, labels, protocol, breaker=breaker, weights=weights,
-                              bootstrap=bootstrap)
+                              bootstrap=bootstrap, radii=state.radii)
     if checks is not None and shard.main:
         started = time.perf_counter()
         result.flags = checks(model, source, result, device=device, image_size=image_size, batch_size=batch_size)
         log.info("sanity checks: %.0f s", time.perf_counter() - started)
     return result
+
+
+def _min_norm_pass(model: nn.Module, source: ImageSource, attacks: Mapping[str, Attack], clean: np.ndarray,
+                   device: torch.device, image_size: int, batch_size: int, shard: ddp.Shard
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(radii, by): per example the smallest radius any minimum-norm attack found (+inf: none; clean-wrong
+    examples are not attacked) and the 1-based index in the attack order of the attack that found it."""
+    radii, by = np.full(len(clean), np.inf), np.full(len(clean), -1, dtype=np.int8)
+    todo = np.flatnonzero(clean)
+    mine = np.array_split(todo, shard.world)[shard.rank]
+    for k, (name, attack) in enumerate(attacks.items()):
+        if not is_min_norm(attack):
+            continue
+        with tqdm(total=len(mine), desc=f"eval {name} (minimum norm)", unit="img",
+                  disable=None if shard.main else True, leave=False) as bar:
+            found = ddp.all_gather_array(_radii(model, source.subset(mine), cast(MinNormAttack, attack), device,
+                                                image_size, batch_size, bar))
+        better = found < radii[todo]
+        radii[todo[better]], by[todo[better]] = found[better], k + 1
+        log.info("eval %s: a misclassified point found for %d of %d examples", name, int(np.isfinite(found).sum()),
+                 len(todo))
+    return radii, by
+
+
+@dataclass
+class _State:
+    """What an evaluation carries from one ε to the next, and saves to resume: the evidence, the
+    minimum-norm radii, and (warm starts) each attack's last points per example."""
+
+    correct: np.ndarray
+    breaker: np.ndarray
+    done: int = 0
+    radii: np.ndarray | None = None
+    radius_by: np.ndarray | None = None
+    starts: dict[str, torch.Tensor] = field(default_factory=dict)
+    starts_at: int = -1
+    """The grid index whose points ``starts`` holds (-1: none)."""
+
+    def keep_start(self, name: str, rows: np.ndarray, points: torch.Tensor, n: int) -> None:
+        """Remember ``points`` as attack ``name``'s last points of examples ``rows`` (of ``n``)."""
+        if name not in self.starts:
+            self.starts[name] = torch.zeros((n, *points.shape[1:]), dtype=torch.float32)
+        self.starts[name][torch.from_numpy(rows)] = points
 
 
 def _fingerprint(protocol: dict, labels: np.ndarray) -> str:
@@ -156,42 +255,55 @@ def _fingerprint(protocol: dict, labels: np.ndarray) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _resume(path: Path | None, key: str, num_eps: int, n: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """(correct, breaker, first ε to do): fresh, or read from an interrupted evaluation of the same protocol."""
-    correct, breaker = np.zeros((num_eps, n), dtype=bool), np.full((num_eps, n), -1, dtype=np.int8)
+def _resume(path: Path | None, key: str, num_eps: int, n: int) -> _State:
+    """A fresh state, or that of an interrupted evaluation of the same protocol read from ``path``."""
+    state = _State(np.zeros((num_eps, n), dtype=bool), np.full((num_eps, n), -1, dtype=np.int8))
     if path is None or not path.exists():
-        return correct, breaker, 0
-    saved_key, done, saved_correct, saved_breaker = _read_state(path)
-    if saved_key != key or saved_correct.shape != correct.shape:
+        return state
+    saved = _read_state(path)
+    if saved["key"] != key or saved["correct"].shape != state.correct.shape:
         log.warning("%s belongs to an evaluation with another protocol; starting over", path)
-        return correct, breaker, 0
-    correct[:done], breaker[:done] = saved_correct[:done], saved_breaker[:done]
+        return state
+    done = saved["done"]
+    state.correct[:done], state.breaker[:done], state.done = saved["correct"][:done], saved["breaker"][:done], done
+    if "radii" in saved:
+        state.radii, state.radius_by = saved["radii"], saved["radius_by"]
+    state.starts = {k[len("start:"):]: torch.from_numpy(v) for k, v in saved.items() if k.startswith("start:")}
+    state.starts_at = int(saved.get("starts_at", -1))
     log.info("resuming the evaluation in %s after %d of %d ε", path.parent, done, num_eps)
-    return correct, breaker, done
+    return state
 
 
-def _read_state(path: Path) -> tuple[str, int, np.ndarray, np.ndarray]:
-    """(key, ε done, correct, breaker) of a state written by :func:`_save_state`.
+def _read_state(path: Path) -> dict[str, Any]:
+    """The arrays of a state written by :func:`_save_state` (``key`` and ``done`` as str and int).
 
     Raises:
         ForeignFileError: the file is not such a state (not an .npz, pickled objects, other arrays).
     """
     try:
         with np.load(path) as z:
-            state = str(z["key"]), int(z["done"]), z["correct"].astype(bool), z["breaker"]
+            state: dict[str, Any] = {k: z[k] for k in z.files}
+            state["key"], state["done"] = str(z["key"]), int(z["done"])
+            state["correct"] = z["correct"].astype(bool)
+            state["breaker"] = z["breaker"]
     except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile) as err:
         reason = (str(err.args[0]) if isinstance(err, KeyError) else  # numpy's advice to unpickle is not passed on
                   "it holds pickled data, which is never loaded" if "pickle" in str(err).lower() else
                   f"{type(err).__name__}: {err}")
         raise ForeignFileError(f"{path} is not the partial results of a robustft evaluation ({reason}); delete it "
                                "to restart this evaluation") from None
-    if state[2].ndim != 2 or state[3].shape != state[2].shape or not 0 <= state[1] <= len(state[2]):
+    correct, breaker = state["correct"], state["breaker"]
+    if correct.ndim != 2 or breaker.shape != correct.shape or not 0 <= state["done"] <= len(correct):
         raise ForeignFileError(f"{path} is not the partial results of a robustft evaluation (arrays of other "
                                "shapes or counts); delete it to restart this evaluation")
     return state
 
 
-def _save_state(path: Path, key: str, done: int, correct: np.ndarray, breaker: np.ndarray) -> None:
+def _save_state(path: Path, key: str, state: _State) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: np.savez(f, key=np.asarray(key), done=np.asarray(done), correct=correct,
-                                          breaker=breaker))
+    arrays: dict[str, Any] = {"key": np.asarray(key), "done": np.asarray(state.done), "correct": state.correct,
+                                     "breaker": state.breaker, "starts_at": np.asarray(state.starts_at)}
+    if state.radii is not None and state.radius_by is not None:
+        arrays.update(radii=state.radii, radius_by=state.radius_by)
+    arrays.update({f"start:{k}": v.numpy() for k, v in state.starts.items()})
+    atomic_write(path, lambda f: np.savez(f, **arrays))

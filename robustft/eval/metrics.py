@@ -47,6 +47,26 @@ def _expected_robustness(eps: Sequence[float], acc: np.ndarray, weights: Sequenc
     return np.trapezoid(acc * w, grid, axis=-1) / norm
 
 
+def expected_robustness_exact(eps: Sequence[float], eps_star: np.ndarray,
+                              weights: Sequence[float] | None = None) -> float:
+    """E_ε[Acc_ε] over [0, ε_g] (ε_g = the grid's last value) for the step curve Acc_ε = mean_i [ε*_i > ε]:
+    with uniform weights the mean of min(ε*_i, ε_g) / ε_g; with ``weights`` (a density piecewise linear
+    between the grid points, as in :func:`expected_robustness`) the mean of W(min(ε*_i, ε_g)) / W(ε_g), W the
+    density's integral from 0. Exact: no grid in between."""
+    grid = np.asarray(eps, dtype=float)
+    _expected_robustness(list(grid), np.zeros(len(grid)), weights)  # validates the grid and the weights
+    star = np.asarray(eps_star, dtype=float)
+    if len(grid) == 1 or len(star) == 0:
+        return float((star > 0).mean()) if len(star) else 0.0
+    w = np.ones_like(grid) if weights is None else np.asarray(weights, dtype=float)
+    cum = np.concatenate([[0.0], np.cumsum(np.diff(grid) * (w[1:] + w[:-1]) / 2)])  # W at the grid points
+    t = np.clip(star, 0.0, grid[-1])
+    j = np.clip(np.searchsorted(grid, t, side="right") - 1, 0, len(grid) - 2)  # t in [grid[j], grid[j + 1]]
+    d = t - grid[j]
+    slope = (w[j + 1] - w[j]) / (grid[j + 1] - grid[j])
+    return float(((cum[j] + w[j] * d + slope * d * d / 2) / cum[-1]).mean())
+
+
 def wilson_interval(successes: int, n: int, level: float = 0.95) -> list[float]:
     """Wilson score interval of a proportion; unlike the percentile bootstrap it does not collapse to a
     point at 0/n or n/n."""

@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from robustft.config import format_eps
-from robustft.eval.metrics import bootstrap_intervals, expected_robustness, wilson_interval
+from robustft.eval.metrics import (
+    bootstrap_intervals,
+    expected_robustness,
+    expected_robustness_exact,
+    wilson_interval,
+)
 from robustft.runs import atomic_write, write_json
 
 
@@ -35,6 +40,12 @@ class RobustnessResult:
     Row 0 is ε = 0, i.e. clean accuracy. Every reported number is computed from this matrix.
     ``breaker[e, i]`` says why an example is not correct: 0 misclassified clean, k ≥ 1 broken by the k-th
     attack of ``protocol["attack_order"]`` (in incremental mode, at the smallest ε where it fell), −1 correct.
+
+    ``radii``, from a minimum-norm attack, gives per example the smallest radius found that breaks it
+    (+inf: none found, and for examples misclassified clean, which are not attacked); it is already joined
+    into ``correct`` (an example broken at radius r is wrong at every grid ε ≥ r). With it the curve is known
+    between grid points too (:attr:`eps_star`), and expected robustness is an exact integral
+    (:attr:`expected_exact`).
     """
 
     eps: list[float]
@@ -47,6 +58,7 @@ class RobustnessResult:
     bootstrap: int = 1000
     """Resamples for the 95 % confidence intervals (0: none)."""
     flags: list[Flag] = field(default_factory=list)
+    radii: np.ndarray | None = None
 
     @property
     def accuracy(self) -> list[float]:
@@ -66,6 +78,30 @@ class RobustnessResult:
     def expected(self) -> float:
         """Expected robustness over ε on [0, ε_g] (uniform unless ``weights``; trapezoid rule on the grid)."""
         return expected_robustness(self.eps, self.accuracy, self.weights)
+
+    @property
+    def eps_star(self) -> np.ndarray:
+        """Per example, the smallest ε known to break it: 0 if misclassified clean, else the smaller of its
+        minimum-norm radius and the first grid ε where it is wrong; +inf if neither (robust at every ε tried).
+        Between grid points an example counts as robust up to its ε* (the evidence cannot say more)."""
+        eps = np.asarray(self.eps, dtype=float)
+        wrong = ~self.correct
+        first = np.where(wrong.any(axis=0), eps[wrong.argmax(axis=0)], np.inf)
+        return first if self.radii is None else np.minimum(first, self.radii)
+
+    def accuracy_at(self, eps: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Accuracy at any ε (not only the grid's) from :attr:`eps_star`: the share of examples with ε* > ε."""
+        star = self.eps_star
+        return (star[None, :] > np.asarray(eps, dtype=float)[:, None] * (1 + 1e-6)).mean(axis=1)
+
+    @property
+    def expected_exact(self) -> float | None:
+        """Expected robustness as an exact integral of the step curve of :attr:`eps_star` over [0, ε_g] (with
+        uniform weights: the mean of min(ε*_i, ε_g) / ε_g); None without a minimum-norm attack, when the
+        curve between grid points is unknown."""
+        if self.radii is None:
+            return None
+        return expected_robustness_exact(self.eps, self.eps_star, self.weights)
 
     def intervals(self) -> dict[str, list[float]]:
         """95 % intervals over test examples: Wilson score intervals for clean and adv (proportions),
@@ -104,13 +140,27 @@ class RobustnessResult:
                 "bootstrap_resamples": self.bootstrap, "eps_weights": self.weights,
                 "curve": [{"eps": format_eps(e), "eps_value": e, "accuracy": a, "broken_by": b}
                           for e, a, b in zip(self.eps, self.accuracy, broken)],
-                "flags": [f.to_dict() for f in self.flags], "protocol": self.protocol}
+                "flags": [f.to_dict() for f in self.flags], "protocol": self.protocol,
+                **({"min_norm": self._min_norm_summary()} if self.radii is not None else {})}
+
+    def _min_norm_summary(self) -> dict[str, Any]:
+        """The minimum-norm pass: the exact expected robustness, its own curve on the grid (clean-correct
+        examples with a radius above ε), and the radii found."""
+        assert self.radii is not None
+        clean = self.correct[0]
+        alone = [float((clean & (self.radii > e * (1 + 1e-6))).mean()) for e in self.eps]
+        found = self.radii[clean & np.isfinite(self.radii)]
+        return {"expected_robustness_exact": self.expected_exact, "found": int(len(found)), "attacked": int(clean.sum()),
+                "median_radius": float(np.median(found)) if len(found) else None,
+                "curve_alone": [{"eps": format_eps(e), "eps_value": e, "accuracy": a} for e, a in zip(self.eps, alone)]}
 
     def save(self, folder: Path) -> None:
         """Write ``correct.npz`` (the evidence) and ``robustness.json`` (the numbers) into ``folder``."""
         arrays: dict[str, Any] = {"eps": np.asarray(self.eps), "correct": self.correct, "labels": self.labels}
         if self.breaker is not None:
             arrays["breaker"] = self.breaker
+        if self.radii is not None:
+            arrays["radii"] = self.radii
         atomic_write(folder / "correct.npz", lambda f: np.savez_compressed(f, **arrays))
         write_json(folder / "robustness.json", self.summary())
 
@@ -120,7 +170,8 @@ class RobustnessResult:
         with np.load(folder / "correct.npz") as z:
             eps, correct, labels = z["eps"].tolist(), z["correct"], z["labels"]
             breaker = z["breaker"] if "breaker" in z else None
+            radii = z["radii"] if "radii" in z else None
         info = json.loads((folder / "robustness.json").read_text())
         flags = [Flag(**f) for f in info.get("flags", [])]
         return cls(eps, correct, labels, info["protocol"], breaker=breaker, weights=info.get("eps_weights"),
-                   bootstrap=info.get("bootstrap_resamples", 0), flags=flags)
+                   bootstrap=info.get("bootstrap_resamples", 0), flags=flags, radii=radii)

@@ -23,6 +23,7 @@ from robustft.analysis.rows import robustness_file
 from robustft.analysis.stats import Aggregate, RunResult
 from robustft.config import parse_eps
 from robustft.eval.metrics import delay_time
+from robustft.eval.result import RobustnessResult
 from robustft.runs import RunDir
 
 if TYPE_CHECKING:
@@ -71,6 +72,17 @@ def _curve(r: RunResult) -> tuple[list[float], list[float]] | None:
     return [255 * c["eps_value"] for c in curve], [c["accuracy"] for c in curve]
 
 
+def _step_curve(r: RunResult, points: int = 400) -> tuple[np.ndarray, np.ndarray] | None:
+    """(ε in /255, accuracy) of a run's evaluation between grid points too, where it has a minimum-norm pass
+    (``min_norm`` in robustness.json: each example's ε* is known); else None."""
+    path = robustness_file(RunDir(r.path), r.row.get("evaluation"))
+    if not path.exists() or "min_norm" not in json.loads(path.read_text()):
+        return None
+    result = RobustnessResult.load(path.parent)
+    eps = np.linspace(0.0, result.eps[-1], points)
+    return 255 * eps, result.accuracy_at(eps)
+
+
 def _grid(n: int, width: float = 4.2, height: float = 3.0) -> tuple[Figure, list]:
     cols = min(n, 3)
     rows = math.ceil(n / cols)
@@ -105,6 +117,11 @@ def robustness_curves(groups: list[Aggregate]) -> Figure:
             if len(curves) > 1:
                 ax.fill_between(eps, acc.mean(0) - acc.std(0, ddof=1), acc.mean(0) + acc.std(0, ddof=1),
                                 color=color(g.setting), alpha=0.2)
+            steps = [c for c in (_step_curve(r) for r in g.runs) if c is not None]
+            if len(steps) == len(curves) and len({len(c[0]) for c in steps}) == 1:  # every run has ε* per example
+                fine = 100 * np.array([c[1] for c in steps])
+                ax.plot(steps[0][0], fine.mean(0), lw=0.8, ls=":", color=color(g.setting),
+                        label=f"{g.setting}, minimum-norm ε* (between grid points)")
         ax.set(xlabel="ε (/255)", ylabel="accuracy (%)", ylim=(0, 100))
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)

@@ -1,0 +1,137 @@
+"""Robustness curves at APGD cost: five evaluations of the same examples, side by side in one run on one model.
+
+- **independent**: APGD-CE + APGD-T (eval.num_steps, eval.targets) on every clean-correct example at every ε;
+- **incremental** (cold, robustft's default): the same attacks, at each ε only what survived the previous ε;
+- **warm incremental**: the same, each attack starting every example at ε_k from its own highest-loss
+  point of ε_{k−1} (``eval.warm_steps`` iterations after the first ε);
+- **curve preset** (``--attacks curve``): the FMN minimum-norm pass, then warm-started APGD-CE + APGD-T,
+  plus its AutoAttack check at ε_g on ``check_autoattack`` examples (its time included);
+- **AutoAttack** (standard, the reference implementation), incremental over ``--aa-eps`` (≥ 3 grid points).
+
+Prints per-ε accuracies, wall times, the ratios warm / independent and curve / AutoAttack, whether the warm
+curve is ever above the cold incremental one, and the curve preset's largest gap to AutoAttack.
+
+    python benchmarks/curves.py runs/demo/scheduled-seed0 --n 200 --eps-grid 0:8/255:1/255 \\
+        --aa-eps 2/255,4/255,8/255
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from robustft.attacks import AutoAttack, build_eval_attacks
+from robustft.config import eval_setting, format_eps, parse_eps_grid
+from robustft.data import build_data, stratified_subset
+from robustft.eval import SanityChecks, evaluate
+from robustft.models import build_model
+from robustft.runs import RunDir
+from robustft.train import load_model_weights
+
+CPU = torch.device("cpu")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--n", type=int, default=200)
+    p.add_argument("--eps-grid", required=True, help="START:STOP:STEP or a comma list, ε_g last")
+    p.add_argument("--aa-eps", required=True, help="comma list of grid points for AutoAttack (≥ 3)")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--skip", default="", help="comma list of evaluations to leave out (e.g. independent)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="eval settings, e.g. warm_steps=3")
+    p.add_argument("--json", type=Path, help="also write the numbers here")
+    args = p.parse_args()
+    run = RunDir(args.run_dir)
+    cfg = run.config()
+    eval_cfg = dataclasses.replace(cfg.eval, **{k: _value(v) for k, v in (s.split("=", 1) for s in args.set)})
+    data = build_data(cfg.data)
+    model = build_model(cfg.model, data.num_classes)
+    load_model_weights(run.evaluated_checkpoint(), model)
+    model.eval()
+    test = data.test.subset(stratified_subset(data.test.labels, args.n, cfg.data.split_seed))
+    grid = parse_eps_grid(args.eps_grid)
+    aa_grid = parse_eps_grid(args.aa_eps)
+    missing = [format_eps(e) for e in aa_grid if not any(abs(e - g) < 1e-9 for g in grid)]
+    if missing:
+        raise SystemExit(f"--aa-eps {missing} not on the grid")
+    norm = cfg.attack.norm
+    base = dataclasses.replace(eval_cfg, attacks=["apgd-ce", "apgd-t"])
+    curve_cfg = dataclasses.replace(eval_cfg, attacks=["curve"])
+    warm_steps = eval_cfg.warm_steps
+    cold = warm = build_eval_attacks(base, norm)  # warm_steps only applies to runs given a start
+    curve = build_eval_attacks(curve_cfg, norm)
+    aa_n = eval_setting(curve_cfg, "check_autoattack", 0)
+    jobs = {"independent": (cold, grid, "independent", False),
+            "incremental": (cold, grid, "incremental", False),
+            "warm incremental": (warm, grid, "incremental", True),
+            "curve preset": (curve, grid, "incremental", True),
+            "AutoAttack": ({"autoattack": AutoAttack(norm=norm)}, aa_grid, "incremental", False)}
+    for name in filter(None, args.skip.split(",")):
+        jobs.pop(name)
+    times, curves, extra = {}, {}, {}
+    for name, (attacks, eps_grid, mode, warm_start) in jobs.items():
+        t0 = time.perf_counter()
+        result = evaluate(model, test, eps_grid, attacks, device=CPU, image_size=cfg.data.image_size,
+                          batch_size=args.batch_size, mode=mode, seed=0, warm_start=warm_start, bootstrap=0)
+        if name == "curve preset" and aa_n:
+            t1 = time.perf_counter()
+            flag = SanityChecks(norm=norm, autoattack_n=aa_n).check_autoattack(model, test, result, CPU,
+                                                                                cfg.data.image_size)
+            extra["autoattack check"] = (flag.message + (" [raised]" if flag.raised else " [passed]") +
+                                         f"; {time.perf_counter() - t1:.1f} s of the curve preset's time")
+        if result.expected_exact is not None:
+            extra[f"{name}: E.adv exact (min-norm)"] = f"{100 * result.expected_exact:.1f}"
+        times[name] = time.perf_counter() - t0
+        curves[name] = dict(zip((round(e * 255, 6) for e in result.eps), result.accuracy))
+        print(f"  {name}: {times[name]:.1f} s", flush=True)
+    report(run, cfg, test, grid, warm_steps, jobs, times, curves, extra, args.json)
+
+
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def report(run, cfg, test, grid, warm_steps, jobs, times, curves, extra, out) -> None:
+    print(f"\nmodel: {run.path} ({cfg.model.name}, {cfg.data.name} {cfg.data.image_size}px, ε_g "
+          f"{format_eps(cfg.attack.eps)}); n={len(test)}; APGD-CE + APGD-T ({cfg.eval.num_steps} steps, "
+          f"{cfg.eval.targets} targets), warm_steps {warm_steps}; torch threads {torch.get_num_threads()}\n")
+    print("| ε | " + " | ".join(jobs) + " |")
+    print("|---|" + "---|" * len(jobs))
+    for e in grid:
+        k = round(e * 255, 6)
+        cells = [f"{100 * curves[j][k]:.1f}" if k in curves[j] else "" for j in jobs]
+        print(f"| {format_eps(e)} | " + " | ".join(cells) + " |")
+    print("| wall time (s) | " + " | ".join(f"{times[j]:.1f}" for j in jobs) + " |")
+    facts: dict[str, str] = {}
+    if "independent" in times and "warm incremental" in times:
+        facts["time warm incremental / independent"] = f"{times['warm incremental'] / times['independent']:.2f}"
+    if "independent" in times and "incremental" in times:
+        facts["time incremental / independent"] = f"{times['incremental'] / times['independent']:.2f}"
+    if "incremental" in curves and "warm incremental" in curves:
+        gap = max(curves["warm incremental"][k] - curves["incremental"][k] for k in curves["incremental"])
+        facts["warm above cold incremental, largest (points)"] = f"{100 * gap:+.1f}"
+    if "AutoAttack" in curves and "curve preset" in curves:
+        aa = curves["AutoAttack"]
+        gaps = {k: curves["curve preset"][k] - aa[k] for k in aa}
+        facts["curve − AutoAttack per ε (points)"] = ", ".join(f"{k:g}/255: {100 * v:+.1f}" for k, v in gaps.items())
+        facts["time curve / AutoAttack"] = f"{times['curve preset'] / times['AutoAttack']:.2f}"
+    facts.update(extra)
+    print()
+    for k, v in facts.items():
+        print(f"- {k}: {v}")
+    if out:
+        out.write_text(json.dumps({"run": str(run.path), "n": len(test), "times": times, "curves": curves,
+                                   "facts": facts}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

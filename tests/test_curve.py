@@ -1,0 +1,308 @@
+"""AutoAttack-grade curves: warm starts across the ε grid (``x_init``), the minimum-norm pass joined with the
+grid, the exact expected robustness, the ``autoattack`` check and the ``curve`` preset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from robustft.attacks import APGD, FMN, PGD, build_eval_attacks, build_threat_model
+from robustft.config import EvalConfig, eval_setting, evaluation_name, expand_attacks
+from robustft.data import to_float
+from robustft.eval import RobustnessResult, SanityChecks, evaluate, expected_robustness
+from robustft.eval.metrics import expected_robustness_exact
+
+from helpers import fit_briefly, toy_images
+
+CPU = torch.device("cpu")
+GRID = [1 / 255, 2 / 255, 3 / 255, 4 / 255, 6 / 255, 8 / 255]
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 32), nn.ReLU(), nn.Linear(32, 4))
+    train = toy_images(256, seed=1, classes=4)
+    return fit_briefly(net, to_float(train.images, 8), train.labels, steps=150)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return toy_images(64, seed=5, classes=4)
+
+
+class Recording(nn.Module):
+    """``inner`` that records every input it sees."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner, self.seen = inner, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.detach().clone())
+        return self.inner(x)
+
+
+# ------------------------------------------------------------------------------------------- x_init contract
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("kind", ["apgd", "pgd"])
+def test_x_init_is_where_the_attack_starts_projected_into_the_ball(model, kind, norm):
+    x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(6) % 4
+    eps = 4 / 255 if norm == "linf" else 0.3
+    threat = build_threat_model(norm)
+    inside = threat.project(x + 0.5 * eps * torch.randn_like(x).sign() / (1 if norm == "linf" else 10), x, eps)
+    outside = (x + 0.2).clamp(0, 1)  # far outside the ball: must be projected
+    for start in (inside, outside):
+        rec = Recording(model)
+        attack = (APGD(num_steps=3, threat=threat, select="misclassified") if kind == "apgd" else
+                  PGD(num_steps=3, threat=threat, select="misclassified"))
+        x_adv = attack(rec, x, y, eps, x_init=start)
+        first = next(s for s in rec.seen if len(s) == len(x))  # APGD-CE first probes one image for the classes
+        assert torch.allclose(first, threat.project(start, x, eps)), "the first point attacked is x_init, projected"
+        d = (x_adv - x).flatten(1)
+        dist = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+        assert (dist <= eps + 1e-6).all() and x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+def test_x_init_of_the_wrong_shape_is_refused(model):
+    x, y = torch.rand(4, 3, 8, 8), torch.zeros(4, dtype=torch.long)
+    for attack in (APGD(num_steps=2), PGD(num_steps=2)):
+        with pytest.raises(ValueError, match="x_init"):
+            attack(model, x, y, 4 / 255, x_init=torch.rand(3, 3, 8, 8))
+
+
+def test_warm_steps_bound_the_work_of_a_warm_started_run(model):
+    x, y = torch.rand(8, 3, 8, 8), torch.arange(8) % 4
+    rec = Recording(model)
+    APGD(num_steps=10, warm_steps=2, select="max_loss")(rec, x, y, 4 / 255, x_init=x)
+    assert sum(len(s) == len(x) for s in rec.seen) == 1 + 2, "the start, then warm_steps iterations"
+    rec.seen.clear()
+    APGD(num_steps=10, warm_steps=2, select="max_loss")(rec, x, y, 4 / 255)
+    assert sum(len(s) == len(x) for s in rec.seen) == 1 + 10, "a cold run keeps num_steps"
+
+
+# ----------------------------------------------------------------------------------------- warm-started grid
+def test_warm_started_curve_is_monotone_and_not_above_the_cold_one(model, data):
+    attack = {"apgd-ce": APGD(num_steps=5, select="misclassified")}
+    cold = evaluate(model, data, GRID, attack, device=CPU, image_size=8, batch_size=16, seed=1)
+    warm = evaluate(model, data, GRID, attack, device=CPU, image_size=8, batch_size=16, seed=1, warm_start=True)
+    assert warm.protocol["start"] == "warm" and cold.protocol["start"] == "cold"
+    assert np.all(np.diff(warm.accuracy) <= 0)
+    assert not (warm.correct[1:] & ~warm.correct[:-1]).any()
+    assert np.array_equal(warm.correct[:2], cold.correct[:2]), "the first ε > 0 has nothing to start from"
+    assert all(w <= c for w, c in zip(warm.accuracy, cold.accuracy)), (warm.accuracy, cold.accuracy)
+    assert 0 < warm.adv < warm.clean, "the test needs a model the attack partly breaks"
+
+
+class StartSpy:
+    """An attack that records the ``x_init`` it is given at each ε and moves to the box corner nearest to it."""
+
+    accepts_start = True
+
+    def __init__(self):
+        self.starts: dict[float, torch.Tensor | None] = {}
+
+    def __call__(self, model, x, y, eps, x_init=None):
+        self.starts.setdefault(eps, x_init)
+        return (x + eps * (2 * (x > 0.5).float() - 1)).clamp(0, 1)
+
+
+def test_each_surviving_example_starts_from_its_own_point_of_the_previous_eps(model, data):
+    spy = StartSpy()
+    result = evaluate(model, data, [2 / 255, 4 / 255], {"spy": spy}, device=CPU, image_size=8, batch_size=64,
+                      warm_start=True)
+    assert spy.starts[2 / 255] is None, "nothing to start from at the first ε"
+    survivors = np.flatnonzero(result.correct[1])
+    x = to_float(data.images, 8)[survivors]
+    expected = (x + 2 / 255 * (2 * (x > 0.5).float() - 1)).clamp(0, 1)
+    assert torch.allclose(spy.starts[4 / 255], expected)
+    # an attack without accepts_start never gets x_init (this one would raise TypeError if it did)
+    plain = evaluate(model, data, GRID[:3], {"plain": lambda m, x, y, eps: x}, device=CPU, image_size=8,
+                     warm_start=True)
+    assert plain.accuracy == [plain.clean] * 4
+
+
+class Interrupting:
+    """Wraps an attack; raises KeyboardInterrupt at the ``stop_at``-th ε it sees (counting from 1)."""
+
+    def __init__(self, inner, stop_at: int | None):
+        self.inner, self.stop_at, self.eps_seen = inner, stop_at, []
+        self.accepts_start = getattr(inner, "accepts_start", False)
+
+    def __call__(self, model, x, y, eps, **kw):
+        if eps not in self.eps_seen:
+            self.eps_seen.append(eps)
+        if self.stop_at is not None and len(self.eps_seen) == self.stop_at:
+            raise KeyboardInterrupt
+        return self.inner(model, x, y, eps, **kw)
+
+
+def test_a_killed_warm_started_evaluation_with_a_minimum_norm_pass_resumes_exactly(model, data, tmp_path):
+    apgd, fmn = APGD(num_steps=4, select="misclassified"), FMN(steps=20)
+    state = tmp_path / "partial.npz"
+    run = dict(device=CPU, image_size=8, batch_size=16, seed=3, warm_start=True)
+    whole = evaluate(model, data, GRID, {"fmn": fmn, "apgd-ce": Interrupting(apgd, None)}, **run)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(model, data, GRID, {"fmn": fmn, "apgd-ce": Interrupting(apgd, 4)}, state_path=state, **run)
+    again = Interrupting(apgd, None)
+    resumed = evaluate(model, data, GRID, {"fmn": fmn, "apgd-ce": again}, state_path=state, **run)
+    assert again.eps_seen[0] == GRID[3], "resumed at the interrupted ε, with its warm starts"
+    assert np.array_equal(resumed.correct, whole.correct) and np.array_equal(resumed.breaker, whole.breaker)
+    assert np.array_equal(resumed.radii, whole.radii)
+
+
+# ------------------------------------------------------------------------------------- minimum-norm curve
+def linear_problem(n: int = 60, seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor, np.ndarray]:
+    """A 2-class linear model on 3×4×4 images near 0.5 (the [0, 1] box never binds within the radii used)
+    and the exact ℓ∞ distance of each image to its decision boundary, |margin| / ‖w‖₁."""
+    g = torch.Generator().manual_seed(seed)
+    lin = nn.Linear(48, 2)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(2, 48, generator=g))
+        lin.bias.zero_()
+    model = nn.Sequential(nn.Flatten(), lin).eval()
+    x = 0.5 + 0.02 * (torch.rand(n, 3, 4, 4, generator=g) - 0.5)
+    with torch.no_grad():
+        z = model(x)
+    y = z.argmax(1)
+    y[:3] = 1 - y[:3]  # three examples misclassified clean
+    w = lin.weight[0] - lin.weight[1]
+    star = ((z[:, 0] - z[:, 1]).abs() / w.abs().sum()).detach().numpy().astype(float)
+    star[:3] = 0.0
+    return model, x, y, star
+
+
+def test_minimum_norm_curve_equals_the_analytic_curve_and_a_grid_evaluation():
+    model, x, y, star = linear_problem()
+    grid = np.quantile(star[3:], [0.15, 0.4, 0.65, 0.9]).tolist()  # ε* spread across the grid points
+    near = np.abs(star[:, None] - np.asarray(grid)[None]) < 0.03 * np.asarray(grid)[None]
+    keep = ~near.any(1)  # leave out ε* within FMN's tolerance of a grid point
+    data = (x[keep], y[keep])
+    analytic = [(star[keep] > e).mean() for e in [0.0, *grid]]
+    mn = evaluate(model, data, grid, {"fmn": FMN(steps=100)}, device=CPU, image_size=4, checks=False)
+    on_grid = evaluate(model, data, grid, {"apgd-ce": APGD(num_steps=20, select="misclassified")}, device=CPU,
+                       image_size=4)
+    assert np.allclose(mn.accuracy, analytic), (mn.accuracy, analytic)
+    assert np.allclose(on_grid.accuracy, analytic), (on_grid.accuracy, analytic)
+    assert np.allclose(mn.accuracy_at([0.0, *grid]), analytic)
+    # the exact integral from the radii ≈ the analytic one (FMN's radii within a few % of ε*)
+    exact = np.minimum(star[keep], grid[-1]).mean() / grid[-1]
+    assert mn.expected_exact == pytest.approx(exact, rel=0.03)
+    summary = mn.summary()["min_norm"]
+    assert summary["found"] == keep[3:].sum() and summary["attacked"] == keep[3:].sum()
+    assert [p["accuracy"] for p in summary["curve_alone"]] == pytest.approx(analytic)
+
+
+def test_the_minimum_norm_pass_joins_the_grid_and_spares_the_grid_attacks(model, data):
+    apgd = APGD(num_steps=5, select="misclassified")
+    counted = Interrupting(apgd, None)
+    calls: list[int] = []
+
+    def counting(m, x, y, eps, **kw):
+        calls.append(len(x))
+        return counted(m, x, y, eps, **kw)
+
+    joined = evaluate(model, data, GRID, {"fmn": FMN(steps=30), "apgd-ce": counting}, device=CPU, image_size=8,
+                      batch_size=64, seed=2)
+    assert joined.radii is not None and np.isinf(joined.radii[~joined.correct[0]]).all()
+    # an example the pass broke at radius r is wrong at every grid ε ≥ r, and never attacked there
+    for e, eps in enumerate(joined.eps):
+        assert not (joined.correct[e] & (joined.radii <= eps)).any()
+    by_fmn = joined.breaker == 1
+    assert by_fmn[1:].any(), "the pass broke something"
+    assert sum(calls) == sum(int(joined.correct[e - 1].sum() - ((joined.breaker[e] == 1) & joined.correct[e - 1]).sum())
+                             for e in range(1, len(joined.eps)))
+    star = joined.eps_star
+    assert np.all(star[~joined.correct[0]] == 0)
+    assert np.allclose(joined.accuracy_at(joined.eps), joined.accuracy), "the step curve meets the grid at its points"
+
+
+def test_exact_expected_robustness_integrates_the_step_curve():
+    grid = [0.0, 2.0, 4.0, 8.0]
+    star = np.array([0.0, 1.0, 3.0, 5.0, np.inf, 8.0])
+    assert expected_robustness_exact(grid, star) == pytest.approx(np.minimum(star, 8.0).mean() / 8.0)
+    weights = [1.0, 2.0, 0.5, 3.0]
+    fine = np.linspace(0, 8, 80001)
+    w = np.interp(fine, grid, weights)
+    acc = (star[None, :] > fine[:, None]).mean(1)
+    numeric = np.trapezoid(w * acc, fine) / np.trapezoid(w, fine)
+    assert expected_robustness_exact(grid, star, weights) == pytest.approx(numeric, abs=1e-4)
+    # on a fine grid the trapezoid rule of the grid curve approaches the exact integral
+    curve = [(star > e).mean() for e in fine[::100]]
+    assert expected_robustness(fine[::100].tolist(), curve) == pytest.approx(np.minimum(star, 8).mean() / 8, abs=2e-3)
+
+
+def test_radii_survive_a_save_and_load(model, data, tmp_path):
+    result = evaluate(model, data, GRID[:3], {"fmn": FMN(steps=10)}, device=CPU, image_size=8)
+    result.save(tmp_path)
+    again = RobustnessResult.load(tmp_path)
+    assert np.array_equal(again.radii, result.radii) and again.expected_exact == result.expected_exact
+    assert again.summary()["min_norm"]["expected_robustness_exact"] == result.expected_exact
+
+
+# ---------------------------------------------------------------------------- the AutoAttack check and preset
+def test_the_autoattack_check_flags_a_weak_evaluation_and_passes_a_strong_one(model, data):
+    weak = {"pgd": PGD(num_steps=1, rel_step_size=0.05, random_start=False, select="misclassified")}
+    strong = {"apgd-ce": APGD(num_steps=50, select="misclassified"),
+              "apgd-t": APGD(num_steps=50, loss="dlr-targeted", targets=3, select="misclassified")}
+    checks = SanityChecks(n=20, square_queries=50, autoattack_n=32)
+    grid = [8 / 255]
+    flagged = evaluate(model, data, grid, weak, device=CPU, image_size=8, checks=checks)
+    passed = evaluate(model, data, grid, strong, device=CPU, image_size=8, checks=checks)
+    f_weak = next(f for f in flagged.flags if f.name == "autoattack")
+    f_strong = next(f for f in passed.flags if f.name == "autoattack")
+    assert f_weak.raised and f_weak.value > 0.01 and "AutoAttack" in f_weak.message
+    assert f_strong.raised is False, f_strong.message
+    assert all(f.name != "autoattack" for f in evaluate(model, data, grid, strong, device=CPU, image_size=8,
+                                                        checks=SanityChecks(n=20, square_queries=50)).flags)
+
+
+def test_the_curve_preset_sets_its_attacks_warm_starts_and_autoattack_check():
+    cfg = EvalConfig(attacks=["curve"])
+    assert expand_attacks(cfg.attacks) == ["fmn", "apgd-ce", "apgd-t"]
+    assert eval_setting(cfg, "warm_start", False) is True and eval_setting(cfg, "check_autoattack", 0) == 100
+    plain = EvalConfig(attacks=["apgd-ce"])
+    assert eval_setting(plain, "warm_start", False) is False and eval_setting(plain, "check_autoattack", 0) == 0
+    off = EvalConfig(attacks=["curve"], warm_start=False, check_autoattack=0)
+    assert eval_setting(off, "warm_start", True) is False and eval_setting(off, "check_autoattack", 5) == 0
+    attacks = build_eval_attacks(cfg, "linf")
+    assert isinstance(attacks["fmn"], FMN) and attacks["apgd-t"].loss == "dlr-targeted"
+    assert evaluation_name(cfg) == "fmn+apgd-ce+apgd-t"
+
+
+def test_cli_eval_with_the_curve_preset_end_to_end(tmp_path, capsys):
+    """Train a tiny run, evaluate it with ``--attacks curve``: warm starts, the FMN radii and the AutoAttack
+    check land in robustness.json, the report draws the curve between grid points, export carries the exact
+    E.adv."""
+    import json
+
+    from robustft.analysis.stats import load_results
+    from robustft.api import fine_tune
+    from robustft.cli import main
+    from robustft.config import load_config
+    from robustft.export import export_run
+    from robustft.report.plots import _step_curve
+
+    from conftest import TINY
+
+    cfg = load_config(None, TINY + ["train.epochs=1", "schedule.t1=0", "schedule.t2=1", f"train.out_dir={tmp_path}", "train.run_name=r",
+                                    "eval.checks=false"])
+    run = fine_tune(cfg)
+    code = main(["eval", str(run.path), "--attacks", "curve", "--set", "eval.checks=true", "eval.check_autoattack=16",
+                 "eval.fmn_steps=20", "eval.targets=2"])
+    assert code == 0
+    info = json.loads((run.path / "eval" / "fmn+apgd-ce+apgd-t" / "robustness.json").read_text())
+    assert info["protocol"]["start"] == "warm" and info["protocol"]["attack_order"] == ["fmn", "apgd-ce", "apgd-t"]
+    assert 0 <= info["min_norm"]["expected_robustness_exact"] <= info["clean"]
+    assert any(f["name"] == "autoattack" and f["raised"] is not None for f in info["flags"])
+    [result] = load_results([run.path], evaluation="fmn+apgd-ce+apgd-t")
+    eps, acc = _step_curve(result)
+    assert eps[0] == 0 and eps[-1] == pytest.approx(8.0) and acc[0] == pytest.approx(info["clean"])
+    assert np.all(np.diff(acc) <= 0), "the step curve falls with ε"
+    export_run(run.path, tmp_path / "export", evaluation="fmn+apgd-ce+apgd-t")
+    exported = json.loads((tmp_path / "export" / "model_info.json").read_text())
+    assert float(exported["robustft"]["e_adv_exact"]) == pytest.approx(100 * info["min_norm"]["expected_robustness_exact"],
+                                                                        abs=0.01)
