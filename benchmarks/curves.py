@@ -89,7 +89,11 @@ def main() -> None:
             extra[f"{name}: E.adv exact (min-norm)"] = f"{100 * result.expected_exact:.1f}"
         times[name] = time.perf_counter() - t0
         curves[name] = dict(zip((round(e * 255, 6) for e in result.eps), result.accuracy))
-        print(f"  {name}: {times[name]:.1f} s", flush=True)
+        print(f"  {name}: {times[name]:.1f} s; accuracy (%) " +
+              " ".join(f"{100 * a:.1f}" for a in result.accuracy), flush=True)  # what a killed run keeps
+        if args.json:
+            args.json.write_text(json.dumps({"run": str(args.run_dir), "times": times, "curves": curves,
+                                             "facts": extra, "partial": True}, indent=1))
     report(run, cfg, test, grid, warm_steps, jobs, times, curves, extra, args.json)
 
 
