@@ -57,6 +57,33 @@ def toy_images(n: int, seed: int, classes: int = 3) -> "ImageArray":
     return ImageArray(images, labels)
 
 
+def quadrant_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random float 3×8×8 images in [0, 1]; the label (of 4) is the brightest image quadrant."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, 8, 8, generator=g)
+    return x, x.mean(1).unfold(1, 4, 4).unfold(2, 4, 4).mean((-1, -2)).flatten(1).argmax(1)
+
+
+def quadrant_mlp(n_train: int, steps: int) -> nn.Module:
+    """A small MLP with BatchNorm and dropout (both must be off in eval mode), seeded, fitted on
+    ``quadrant_data(n_train, seed=1)``."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(192, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Dropout(0.2),
+                        nn.Linear(32, 4))
+    x, y = quadrant_data(n_train, seed=1)
+    return fit_briefly(net, x, y, steps=steps)
+
+
+def toy_image_mlp() -> nn.Module:
+    """A small MLP, seeded, fitted on the 4-class ``toy_images(256, seed=1)``."""
+    from robustft.data import to_float
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 32), nn.ReLU(), nn.Linear(32, 4))
+    train = toy_images(256, seed=1, classes=4)
+    return fit_briefly(net, to_float(train.images, 8), train.labels, steps=150)
+
+
 def poison_loss_after(monkeypatch, calls_before: int) -> None:
     """Make the training loss NaN from objective call ``calls_before + 1`` on (each epoch has 4 steps)."""
     import robustft.train.trainer as trainer

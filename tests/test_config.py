@@ -510,18 +510,13 @@ def test_weights_that_do_not_match_the_grid_are_refused(grid, weights, points):
 
 def test_e_adv_of_an_unsorted_grid_with_weights_equals_the_sorted_one():
     import torch
-    from torch import nn
 
     from robustft.attacks import PGD
-    from robustft.data import to_float
     from robustft.eval import evaluate
 
-    from helpers import fit_briefly, toy_images
+    from helpers import toy_image_mlp, toy_images
 
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 32), nn.ReLU(), nn.Linear(32, 4))
-    train = toy_images(256, seed=1, classes=4)
-    model = fit_briefly(net, to_float(train.images, 8), train.labels, steps=150)
+    model = toy_image_mlp()
     attack = PGD(num_steps=5, random_start=False, rel_step_size=0.1, select="misclassified")
 
     def e_adv(grid: str, weights: str):

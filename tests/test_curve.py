@@ -14,7 +14,7 @@ from robustft.data import to_float
 from robustft.eval import RobustnessResult, SanityChecks, evaluate, expected_robustness
 from robustft.eval.metrics import expected_robustness_exact
 
-from helpers import fit_briefly, toy_images
+from helpers import toy_image_mlp, toy_images
 
 CPU = torch.device("cpu")
 GRID = [1 / 255, 2 / 255, 3 / 255, 4 / 255, 6 / 255, 8 / 255]
@@ -22,10 +22,7 @@ GRID = [1 / 255, 2 / 255, 3 / 255, 4 / 255, 6 / 255, 8 / 255]
 
 @pytest.fixture(scope="module")
 def model() -> nn.Module:
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 32), nn.ReLU(), nn.Linear(32, 4))
-    train = toy_images(256, seed=1, classes=4)
-    return fit_briefly(net, to_float(train.images, 8), train.labels, steps=150)
+    return toy_image_mlp()
 
 
 @pytest.fixture(scope="module")

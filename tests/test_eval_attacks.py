@@ -11,32 +11,21 @@ from robustft.attacks import APGD, AutoAttack, build_eval_attacks
 from robustft.attacks.losses import dlr, dlr_targeted
 from robustft.config import EVAL_ATTACKS, EvalConfig
 
-from helpers import fit_briefly
+from helpers import quadrant_data, quadrant_mlp
 from test_attacks import Recorder, assert_in_ball
 
 EPS = {"linf": 8 / 255, "l2": 0.5}
 CPU_DEVICE = torch.device("cpu")
 
 
-def four_class_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random 3×8×8 images; the label is the brightest quadrant."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 3, 8, 8, generator=g)
-    return x, x.mean(1).unfold(1, 4, 4).unfold(2, 4, 4).mean((-1, -2)).flatten(1).argmax(1)
-
-
 @pytest.fixture(scope="module")
 def model() -> nn.Module:
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(192, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Dropout(0.2),
-                        nn.Linear(32, 4))
-    x, y = four_class_data(512, seed=1)
-    return fit_briefly(net, x, y, steps=300)
+    return quadrant_mlp(512, steps=300)
 
 
 @pytest.fixture(scope="module")
 def batch():
-    return four_class_data(32, seed=3)
+    return quadrant_data(32, seed=3)
 
 
 def _attacks(norm: str):
@@ -144,7 +133,7 @@ def test_dlr_losses_need_enough_classes():
 
 def test_our_apgd_ce_matches_the_reference(model):
     """Same budget (10 steps, 1 restart) on 256 examples: robust accuracies within 3 examples in 100."""
-    x, y = four_class_data(256, seed=9)
+    x, y = quadrant_data(256, seed=9)
     ours, ref = APGD(num_steps=10, select="misclassified"), AutoAttack(components=("apgd-ce",), num_steps=10)
     torch.manual_seed(0)
     model.eval()
@@ -163,7 +152,7 @@ def test_our_apgd_iterates_exactly_like_the_reference(model, num_steps):
 
     from robustft.attacks import crafting
 
-    x, y = four_class_data(64, seed=4)
+    x, y = quadrant_data(64, seed=4)
     model.eval()
     ref = APGDAttack(model, n_iter=num_steps, norm="Linf", eps=6 / 255, seed=0, loss="ce", device=CPU_DEVICE)
     ref.init_hyperparam(x)

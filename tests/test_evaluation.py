@@ -10,10 +10,9 @@ import torch
 from torch import nn
 
 from robustft.attacks import APGD, PGD
-from robustft.data import to_float
 from robustft.eval import RobustnessResult, bootstrap_intervals, evaluate, expected_robustness
 
-from helpers import fit_briefly, toy_images
+from helpers import toy_image_mlp, toy_images
 
 CPU = torch.device("cpu")
 GRID = [1 / 255, 2 / 255, 4 / 255, 6 / 255]
@@ -21,10 +20,7 @@ GRID = [1 / 255, 2 / 255, 4 / 255, 6 / 255]
 
 @pytest.fixture(scope="module")
 def model() -> nn.Module:
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 32), nn.ReLU(), nn.Linear(32, 4))
-    train = toy_images(256, seed=1, classes=4)
-    return fit_briefly(net, to_float(train.images, 8), train.labels, steps=150)
+    return toy_image_mlp()
 
 
 @pytest.fixture(scope="module")

@@ -11,18 +11,11 @@ from robustft.attacks import APGD
 from robustft.attacks.fmn import FMN, margin
 from robustft.attacks.threat import L2, Linf
 
-from helpers import fit_briefly
+from helpers import quadrant_data, quadrant_mlp
 from test_attacks import Detached, Recorder, assert_in_ball
 
 THREATS = {"linf": Linf, "l2": L2}
 DUAL_P = {"linf": 1, "l2": 2}
-
-
-def four_class_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random 3×8×8 images; the label is the brightest quadrant (as in test_eval_attacks)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 3, 8, 8, generator=g)
-    return x, x.mean(1).unfold(1, 4, 4).unfold(2, 4, 4).mean((-1, -2)).flatten(1).argmax(1)
 
 
 def _dist(delta: torch.Tensor, norm: str) -> torch.Tensor:
@@ -43,16 +36,12 @@ def _linear(classes: int, dim: int, seed: int) -> nn.Sequential:
 @pytest.fixture(scope="module")
 def model() -> nn.Module:
     """The small MLP of test_eval_attacks (BatchNorm, dropout), trained a little longer (~75 % clean accuracy)."""
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(192, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Dropout(0.2),
-                        nn.Linear(32, 4))
-    x, y = four_class_data(2048, seed=1)
-    return fit_briefly(net, x, y, steps=1500)
+    return quadrant_mlp(2048, steps=1500)
 
 
 @pytest.fixture(scope="module")
 def batch():
-    return four_class_data(64, seed=3)
+    return quadrant_data(64, seed=3)
 
 
 def test_margin_is_negative_exactly_when_misclassified():
