@@ -94,7 +94,7 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps({"run": str(args.run_dir), "times": times, "curves": curves,
                                              "facts": extra, "partial": True}, indent=1))
-    report(run, cfg, test, grid, warm_steps, jobs, times, curves, extra, args.json)
+    report(run, cfg, eval_cfg, test, grid, warm_steps, jobs, times, curves, extra, args.json)
 
 
 def _value(text: str):
@@ -104,10 +104,10 @@ def _value(text: str):
         return text
 
 
-def report(run, cfg, test, grid, warm_steps, jobs, times, curves, extra, out) -> None:
+def report(run, cfg, eval_cfg, test, grid, warm_steps, jobs, times, curves, extra, out) -> None:
     print(f"\nmodel: {run.path} ({cfg.model.name}, {cfg.data.name} {cfg.data.image_size}px, ε_g "
-          f"{format_eps(cfg.attack.eps)}); n={len(test)}; APGD-CE + APGD-T ({cfg.eval.num_steps} steps, "
-          f"{cfg.eval.targets} targets), warm_steps {warm_steps}; torch threads {torch.get_num_threads()}\n")
+          f"{format_eps(cfg.attack.eps)}); n={len(test)}; APGD-CE + APGD-T ({eval_cfg.num_steps} steps, "
+          f"{eval_cfg.targets} targets), warm_steps {warm_steps}; torch threads {torch.get_num_threads()}\n")
     print("| ε | " + " | ".join(jobs) + " |")
     print("|---|" + "---|" * len(jobs))
     for e in grid:
