@@ -6,7 +6,11 @@
   point of ε_{k−1} (``eval.warm_steps`` iterations after the first ε);
 - **curve preset** (``--attacks curve``): the FMN minimum-norm pass, then warm-started APGD-CE + APGD-T,
   plus its AutoAttack check at ε_g on ``check_autoattack`` examples (its time included);
-- **AutoAttack** (standard, the reference implementation), incremental over ``--aa-eps`` (≥ 3 grid points).
+- **AutoAttack** (standard, the reference implementation) at each of ``--aa-eps`` (≥ 3 grid points), one ε
+  at a time on every clean-correct example (largest ε first), each ε timed and saved as its own leg.
+
+Every leg is written to ``--json`` as it finishes; ``--resume`` keeps the legs already there (their
+times and curves) and runs only the rest, so a run of several hours can be stopped and continued.
 
 Prints per-ε accuracies, wall times, the ratios warm / independent and curve / AutoAttack, whether the warm
 curve is ever above the cold incremental one, and the curve preset's largest gap to AutoAttack.
@@ -46,6 +50,7 @@ def main() -> None:
     p.add_argument("--skip", default="", help="comma list of evaluations to leave out (e.g. independent)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="eval settings, e.g. warm_steps=3")
     p.add_argument("--json", type=Path, help="also write the numbers here")
+    p.add_argument("--resume", action="store_true", help="keep the legs already in --json, run only the rest")
     args = p.parse_args()
     run = RunDir(args.run_dir)
     cfg = run.config()
@@ -70,12 +75,20 @@ def main() -> None:
     jobs = {"independent": (cold, grid, "independent", False),
             "incremental": (cold, grid, "incremental", False),
             "warm incremental": (warm, grid, "incremental", True),
-            "curve preset": (curve, grid, "incremental", True),
-            "AutoAttack": ({"autoattack": AutoAttack(norm=norm)}, aa_grid, "incremental", False)}
-    for name in filter(None, args.skip.split(",")):
-        jobs.pop(name)
+            "curve preset": (curve, grid, "incremental", True)}
+    for e in sorted(aa_grid, reverse=True):  # ε_g first: the point that matters most if the run is stopped
+        jobs[f"AutoAttack {format_eps(e)}"] = ({"autoattack": AutoAttack(norm=norm)}, [e], "independent", False)
+    skip = set(filter(None, args.skip.split(",")))
+    jobs = {k: v for k, v in jobs.items() if k not in skip and not (k.startswith("AutoAttack") and "AutoAttack" in skip)}
     times, curves, extra = {}, {}, {}
+    if args.resume and args.json and args.json.exists():
+        kept = json.loads(args.json.read_text())
+        times, extra = kept["times"], kept["facts"]
+        curves = {k: {float(e): a for e, a in c.items()} for k, c in kept["curves"].items()}
+        print(f"  resuming: {', '.join(times)} kept from {args.json}", flush=True)
     for name, (attacks, eps_grid, mode, warm_start) in jobs.items():
+        if name in times:
+            continue
         t0 = time.perf_counter()
         result = evaluate(model, test, eps_grid, attacks, device=CPU, image_size=cfg.data.image_size,
                           batch_size=args.batch_size, mode=mode, seed=0, warm_start=warm_start, bootstrap=0)
@@ -94,7 +107,14 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps({"run": str(args.run_dir), "times": times, "curves": curves,
                                              "facts": extra, "partial": True}, indent=1))
-    report(run, cfg, eval_cfg, test, grid, warm_steps, jobs, times, curves, extra, args.json)
+    legs = [j for j in jobs if not j.startswith("AutoAttack ")]
+    aa_legs = [j for j in jobs if j.startswith("AutoAttack ")]
+    if aa_legs:  # one column: AutoAttack at every ε it ran, its time the sum of its legs
+        legs.append("AutoAttack")
+        curves["AutoAttack"] = {k: a for j in aa_legs for k, a in curves[j].items()}
+        times["AutoAttack"] = sum(times[j] for j in aa_legs)
+        extra["AutoAttack time per ε (s)"] = ", ".join(f"{j.split()[1]}: {times[j]:.1f}" for j in aa_legs)
+    report(run, cfg, eval_cfg, test, grid, warm_steps, legs, times, curves, extra, args.json)
 
 
 def _value(text: str):

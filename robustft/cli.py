@@ -27,6 +27,7 @@ from robustft.config import (
 from robustft.errors import UserError, disk_full_reason
 from robustft.eval.diagnostics import DEFAULT_GAP
 from robustft.experiments import load_sweep, run_demo, sweep_and_report, sweep_plan
+from robustft.experiments.cluster import RayOptions
 from robustft.experiments.tune import SearchSettings, TuneError, trials_table, tune_hparams
 from robustft.export import export_run
 from robustft.report import diagnose_run, evaluation_report, render_diagnosis, render_report, results_table
@@ -41,6 +42,7 @@ EXAMPLES = """examples:
   robustft diagnose runs/fmnist_fix --reference runs/fmnist_standard   # suboptimal transfer?
   robustft demo                                              # standard vs fix vs scheduled, with a report
   robustft sweep sweeps/schedules.yaml --report              # a grid of runs, then one report
+  robustft sweep sweeps/paper.yaml --ray HEAD:6379 --gpus-per-run 4   # the paper's grid on a Ray cluster
   robustft report runs/demo --out reports/demo               # Markdown + self-contained HTML with plots
   robustft tune configs/fmnist_scheduled.yaml --preset paper --samples 16 --time-budget 1800
 """
@@ -132,6 +134,18 @@ def _experiment_parsers(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--dry-run", action="store_true", help="list the runs and stop")
     w.add_argument("--jobs", type=_positive_int, default=1, metavar="N", help=JOBS_HELP)
     w.add_argument("--report", action="store_true", help="render the report of the finished runs into OUT_DIR/report")
+    c = w.add_argument_group("on a Ray cluster (README \"From one machine to a cluster\")")
+    c.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="every point a Ray task on the cluster at ADDRESS (e.g. 10.0.0.1:6379, or auto); without "
+                   "ADDRESS, Ray on this machine. Run it from a folder every node sees at the same path")
+    c.add_argument("--cpus-per-run", type=float, default=1.0, metavar="N", help="CPUs (and torch threads) per point "
+                   "(default 1)")
+    c.add_argument("--gpus-per-run", type=float, default=0.0, metavar="N", help="GPUs per point (default 0); 2 or "
+                   "more trains each point under torchrun, one process per GPU")
+    c.add_argument("--processes-per-run", type=_positive_int, default=None, metavar="N",
+                   help="torchrun processes per point (default: --gpus-per-run when ≥ 2, else 1; on CPUs, gloo)")
+    c.add_argument("--max-retries", type=int, default=2, metavar="N", help="restarts of a point whose worker died; "
+                   "each resumes the run from its last checkpoint (default 2)")
     r = sub.add_parser("report", help="Markdown + self-contained HTML report (tables, t-tests, flags, plots) of runs",
                        description="Reads run directories only. A folder of run directories (a sweep's out_dir) "
                        "stands for all of them.")
@@ -215,7 +229,21 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(sweep_plan(spec))
         return 0
-    result = sweep_and_report(spec, args.jobs, args.report, f"robustft sweep {args.sweep.stem}", f"sweep {args.sweep}")
+    ray = None
+    if args.ray is not None:
+        if args.jobs != 1:
+            raise UserError("--jobs and --ray exclude each other: on Ray, --cpus-per-run and --gpus-per-run decide "
+                            "how many points run at once")
+        ray = RayOptions(address=args.ray or None, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
+                         processes_per_run=args.processes_per_run, max_retries=args.max_retries)
+    else:
+        given = [f for f, v, d in (("--cpus-per-run", args.cpus_per_run, 1.0), ("--gpus-per-run", args.gpus_per_run, 0.0),
+                                   ("--processes-per-run", args.processes_per_run, None),
+                                   ("--max-retries", args.max_retries, 2)) if v != d]
+        if given:
+            raise UserError(f"{', '.join(given)} only apply to sweeps on Ray: add --ray (or --ray ADDRESS)")
+    result = sweep_and_report(spec, args.jobs, args.report, f"robustft sweep {args.sweep.stem}", f"sweep {args.sweep}",
+                              ray=ray)
     print(result.text())
     return 1 if result.failed else 0
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from robustft.config import Config
+from robustft.experiments.cluster import RayOptions
 from robustft.experiments.sweep import SweepOutcome, SweepPoint, SweepSpec, expand, finished_runs, run_sweep
 from robustft.report import render_report, results_table
 from robustft.report.render import ReportFiles
@@ -48,13 +49,15 @@ class SweepResult:
 
 
 def sweep_and_report(spec: SweepSpec, jobs: int = 1, report: bool = True, title: str = "robustft report",
-                     label: str = "sweep", train: Callable[[Config], Any] | None = None) -> SweepResult:
-    """Run every point of ``spec`` not yet DONE, ``jobs`` at a time (:func:`run_sweep`, ``train`` as there),
-    then tabulate the finished runs and, if ``report``, render their report into ``OUT_DIR/report``."""
+                     label: str = "sweep", train: Callable[[Config], Any] | None = None,
+                     ray: RayOptions | None = None) -> SweepResult:
+    """Run every point of ``spec`` not yet DONE, ``jobs`` at a time or as Ray tasks (:func:`run_sweep`,
+    ``train`` as there), then tabulate the finished runs and, if ``report``, render their report into
+    ``OUT_DIR/report``."""
     points = expand(spec)
     log.info("%s: %d runs (%s) into %s; finished runs are reused, a killed run resumes", label, len(points),
              ", ".join(p.name for p in points), spec.out_dir)
-    outcome = run_sweep(points, spec.out_dir, train, jobs)
+    outcome = run_sweep(points, spec.out_dir, train, jobs, ray)
     finished = finished_runs(points, spec.out_dir)
     files = render_report(finished, spec.out_dir / "report", title=title) if report and finished else None
     return SweepResult(label, points, spec.out_dir, outcome, finished, results_table(finished) if finished else "",

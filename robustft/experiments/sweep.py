@@ -5,6 +5,7 @@ A sweep file::
 
     # robustft sweep sweeps/schedules.yaml
     base: ../configs/fmnist_scheduled.yaml   # relative to the sweep file
+    # or bases: [../configs/paper/*.yaml]   # several base configs (globs too): each run is named BASE-...
     out_dir: runs/schedules_sweep           # parent of the run directories (relative to the working directory)
     set: {data.n_train: 300}                # applied to every run
     variants:                               # named settings, crossed with the grid (optional)
@@ -15,7 +16,7 @@ A sweep file::
       train.seed: [0, 1]
 
 Runs are named ``VARIANT-key1value-key2value`` (the last part of every grid key, so adding values to a grid
-later keeps the names of the runs already made). Re-running a sweep skips DONE runs whose config is the
+later keeps the names of the runs already made), prefixed with the base config's file stem under ``bases``. Re-running a sweep skips DONE runs whose config is the
 sweep's and resumes killed ones; a failing run (or a DONE run made with another config) is recorded and the
 sweep goes on.
 
@@ -38,7 +39,7 @@ import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import yaml
@@ -46,6 +47,9 @@ import yaml
 from robustft.api import fine_tune
 from robustft.config import Config, ConfigError, config_from_dict, format_eps, read_config_file
 from robustft.runs import RunDir, write_json
+
+if TYPE_CHECKING:
+    from robustft.experiments.cluster import RayOptions
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +73,12 @@ class SweepSpec:
     fixed: dict[str, Any] = field(default_factory=dict)
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     grid: dict[str, list[Any]] = field(default_factory=dict)
+    bases: list[Path] = field(default_factory=list)
+    """Several base configs (``bases:``), each crossed with the variants and the grid; its stem starts the
+    names of its runs."""
 
 
-SPEC_KEYS = {"base", "out_dir", "set", "variants", "grid"}
+SPEC_KEYS = {"base", "bases", "out_dir", "set", "variants", "grid"}
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
@@ -92,6 +99,9 @@ def load_sweep(path: str | Path) -> SweepSpec:
     base = (path.parent / raw["base"]) if raw.get("base") else None
     if base is not None and not base.is_file():
         raise FileNotFoundError(f"{path}: base config {base} not found (base is relative to the sweep file)")
+    bases = _bases(path, raw.get("bases"))
+    if base is not None and bases:
+        problems.append(f"{path}: give base (one config) or bases (several), not both")
     if "out_dir" not in raw:
         problems.append(f"{path}: out_dir is required (the parent folder of the sweep's run directories)")
     fixed, variants, grid = raw.get("set") or {}, raw.get("variants") or {}, raw.get("grid") or {}
@@ -108,7 +118,29 @@ def load_sweep(path: str | Path) -> SweepSpec:
         raise ConfigError([f"{path}: variant names become folder names: use letters, digits and _ . + = - "
                            f"(got {', '.join(map(repr, bad))})"])
     return SweepSpec(base, Path(raw.get("out_dir", ".")).expanduser(), dict(fixed),
-                     {str(k): dict(v or {}) for k, v in variants.items()}, dict(grid))
+                     {str(k): dict(v or {}) for k, v in variants.items()}, dict(grid), bases)
+
+
+def _bases(path: Path, entries: Any) -> list[Path]:
+    """The config files that ``bases:`` lists (paths or globs relative to the sweep file), in order."""
+    if entries is None:
+        return []
+    if isinstance(entries, str):
+        entries = [entries]
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        raise ConfigError([f"{path}: bases is a list of config files or globs, e.g. bases: [../configs/paper/*.yaml]"])
+    found: list[Path] = []
+    for entry in entries:
+        matches = sorted(path.parent.glob(entry)) if any(c in entry for c in "*?[") else [path.parent / entry]
+        matches = [m for m in matches if m.is_file()]
+        if not matches:
+            raise FileNotFoundError(f"{path}: bases entry {entry!r} matches no config file (relative to the sweep file)")
+        found += [m for m in matches if m not in found]
+    stems = [m.stem for m in found]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise ConfigError([f"{path}: base configs name their runs by file stem, and {', '.join(twice)} appear twice"])
+    return found
 
 
 def set_dotted(raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
@@ -139,14 +171,15 @@ def expand(spec: SweepSpec) -> list[SweepPoint]:
         ConfigError: a point's config is invalid (every problem, prefixed with the point's name), or two
             points would share a run directory.
     """
-    base = read_config_file(spec.base) if spec.base else {}
+    bases: list[tuple[str | None, dict[str, Any]]] = [(b.stem, read_config_file(b)) for b in spec.bases] or \
+        [(None, read_config_file(spec.base) if spec.base else {})]
     keys = list(spec.grid)
     points, problems = [], []
     variants: list[tuple[str | None, dict[str, Any]]] = list(spec.variants.items()) if spec.variants else [(None, {})]
-    for variant, settings in variants:
+    for (stem, base), (variant, settings) in itertools.product(bases, variants):
         for combo in itertools.product(*(spec.grid[k] for k in keys)):
             values = dict(zip(keys, combo))
-            parts = ([variant] if variant else []) + [_slug(k, values[k]) for k in keys]
+            parts = [part for part in (stem, variant) if part] + [_slug(k, values[k]) for k in keys]
             name = "-".join(parts) or "run"
             raw = set_dotted(base, {**spec.fixed, **settings, **values,
                                     "train.out_dir": str(spec.out_dir), "train.run_name": name})
@@ -191,11 +224,11 @@ class SweepOutcome:
         return "\n".join(lines)
 
 
-def _default_train(cfg: Config) -> Any:
+def default_train(cfg: Config) -> Any:
     return fine_tune(cfg, resume=True, allow_changes=False)
 
 
-def _run_point(train: Callable[[Config], Any], point: SweepPoint) -> tuple[str, str | None, str | None, float]:
+def run_point(train: Callable[[Config], Any], point: SweepPoint) -> tuple[str, str | None, str | None, float]:
     """Train one point; (status, error, traceback, seconds), with any exception caught and recorded."""
     t0 = time.perf_counter()
     try:
@@ -218,37 +251,56 @@ def _run_point_in_worker(train: Callable[[Config], Any], point: SweepPoint) -> t
                                                                                       float]:
     for handler in logging.getLogger().handlers:
         handler.setFormatter(logging.Formatter(f"[{point.name}] %(message)s"))
-    return _run_point(train, point)
+    return run_point(train, point)
+
+
+class _Recorder:
+    """A sweep's outcome so far, written to ``OUT_DIR/sweep.json`` whenever a point ends or (on Ray) a
+    running point changes state or epoch."""
+
+    def __init__(self, points: list[SweepPoint], out_dir: Path):
+        self.points, self.out_dir = points, out_dir
+        self.outcome = SweepOutcome(order=[p.name for p in points])
+        self.live: dict[str, dict[str, Any]] = {}
+        """Running points' state (``queued``/``running``), epoch, attempt and host, for a Ray sweep's view."""
+
+    def __call__(self, i: int, point: SweepPoint, result: tuple[str, str | None, str | None, float]) -> None:
+        status, error, tb, seconds = result
+        self.outcome.status[point.name] = status
+        self.live.pop(point.name, None)
+        if status != "skipped":
+            self.outcome.seconds[point.name] = seconds
+        if error is not None:
+            self.outcome.errors[point.name] = error
+            if tb is not None:
+                self.outcome.tracebacks[point.name] = tb
+            log.error("[%d/%d] %s failed: %s", i, len(self.points), point.name, error)
+        self.write()
+
+    def write(self) -> None:
+        o = self.outcome
+        write_json(self.out_dir / "sweep.json", {"points": [
+            {"name": p.name, "variant": p.variant, "values": p.values,
+             "status": o.status.get(p.name) or self.live.get(p.name, {}).get("state", "pending"),
+             "error": o.errors.get(p.name), "traceback": o.tracebacks.get(p.name), "seconds": o.seconds.get(p.name),
+             **{k: v for k, v in self.live.get(p.name, {}).items() if k != "state"}} for p in self.points]})
 
 
 def run_sweep(points: list[SweepPoint], out_dir: Path, train: Callable[[Config], Any] | None = None,
-              jobs: int = 1) -> SweepOutcome:
+              jobs: int = 1, ray: RayOptions | None = None) -> SweepOutcome:
     """Run every point not yet DONE with ``train`` (default: :func:`robustft.api.fine_tune` with resume,
     which refuses a run directory made with another config); record failures and go on. ``jobs`` > 1 runs
     that many points at once in worker processes (``train`` must then be picklable: a module-level
-    function), each with ``torch.get_num_threads() // jobs`` threads (at least 1). Writes
-    ``OUT_DIR/sweep.json`` each time a point ends."""
+    function), each with ``torch.get_num_threads() // jobs`` threads (at least 1). ``ray`` runs every point
+    as a task on a Ray cluster instead (:mod:`robustft.experiments.cluster`). Writes ``OUT_DIR/sweep.json``
+    each time a point ends."""
     if jobs < 1:
         raise ValueError(f"jobs: at least 1, got {jobs}")
-    train = train or _default_train
-    outcome = SweepOutcome(order=[p.name for p in points])
-
-    def record(i: int, point: SweepPoint, result: tuple[str, str | None, str | None, float]) -> None:
-        status, error, tb, seconds = result
-        outcome.status[point.name] = status
-        if status != "skipped":
-            outcome.seconds[point.name] = seconds
-        if error is not None:
-            outcome.errors[point.name] = error
-            if tb is not None:
-                outcome.tracebacks[point.name] = tb
-            log.error("[%d/%d] %s failed: %s", i, len(points), point.name, error)
-        write_json(out_dir / "sweep.json", {"points": [{"name": p.name, "variant": p.variant, "values": p.values,
-                                                         "status": outcome.status.get(p.name, "pending"),
-                                                         "error": outcome.errors.get(p.name),
-                                                         "traceback": outcome.tracebacks.get(p.name),
-                                                         "seconds": outcome.seconds.get(p.name)} for p in points]})
-
+    if ray is not None and jobs != 1:
+        raise ValueError("jobs and ray exclude each other: on Ray, --cpus-per-run / --gpus-per-run decide how many "
+                         "points run at once")
+    record = _Recorder(points, out_dir)
+    outcome = record.outcome
     todo = []
     for i, point in enumerate(points, 1):
         run = RunDir(out_dir / point.name)
@@ -257,10 +309,16 @@ def run_sweep(points: list[SweepPoint], out_dir: Path, train: Callable[[Config],
             record(i, point, ("skipped", None, None, 0.0))
         else:
             todo.append((i, point))
+    if ray is not None:
+        if todo:  # nothing to train: no cluster is joined
+            from robustft.experiments.cluster import run_on_ray
+            run_on_ray(todo, out_dir, train, ray, record)
+        return outcome
+    train = train or default_train
     if jobs == 1 or len(todo) <= 1:
         for i, point in todo:
             log.info("[%d/%d] %s: running", i, len(points), point.name)
-            record(i, point, _run_point(train, point))
+            record(i, point, run_point(train, point))
         return outcome
 
     threads = max(1, torch.get_num_threads() // jobs)
