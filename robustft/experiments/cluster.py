@@ -42,6 +42,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from robustft.config import Config, save_config
+from robustft.experiments.point import default_train, run_point
 from robustft.runs import RunDir, write_json
 
 log = logging.getLogger(__name__)
@@ -214,8 +215,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 # ------------------------------------------------------------------------------------ in the Ray worker
 def _point_task(train: Callable[[Config], Any] | None, point: Any, cwd: str, processes: int, threads: int) -> Result:
     """One sweep point in a Ray worker: record the attempt, then train (in this process, or under torchrun)."""
-    from robustft.experiments.sweep import default_train, run_point
-
     host = socket.gethostname()
     if not os.path.isdir(cwd):
         return ("failed", f"the sweep's working directory {cwd} does not exist on {host}: run sweeps on Ray from a "

@@ -34,34 +34,21 @@ import logging
 import multiprocessing
 import os
 import re
-import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
 import yaml
 
-from robustft.api import fine_tune
 from robustft.config import Config, ConfigError, config_from_dict, format_eps, read_config_file
+from robustft.experiments.cluster import RayOptions, run_on_ray
+from robustft.experiments.point import SweepPoint, default_train, run_point
 from robustft.runs import RunDir, write_json
 
-if TYPE_CHECKING:
-    from robustft.experiments.cluster import RayOptions
-
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SweepPoint:
-    """One run of a sweep: its name, variant, grid values and resolved config."""
-
-    name: str
-    variant: str | None
-    values: dict[str, Any]
-    config: Config
 
 
 @dataclass
@@ -224,22 +211,6 @@ class SweepOutcome:
         return "\n".join(lines)
 
 
-def default_train(cfg: Config) -> Any:
-    return fine_tune(cfg, resume=True, allow_changes=False)
-
-
-def run_point(train: Callable[[Config], Any], point: SweepPoint) -> tuple[str, str | None, str | None, float]:
-    """Train one point; (status, error, traceback, seconds), with any exception caught and recorded."""
-    t0 = time.perf_counter()
-    try:
-        train(point.config)
-        return "ran", None, None, time.perf_counter() - t0
-    except KeyboardInterrupt:
-        raise
-    except Exception as err:  # a failing run must not stop the sweep; it is recorded with its traceback
-        return "failed", f"{type(err).__name__}: {err}", traceback.format_exc(), time.perf_counter() - t0
-
-
 def _worker_init(threads: int, level: int) -> None:
     """A sweep worker process: its share of the threads, no progress bars, log lines to stderr."""
     os.environ["TQDM_DISABLE"] = "1"  # several bars on one terminal garble each other; the epoch lines remain
@@ -311,7 +282,6 @@ def run_sweep(points: list[SweepPoint], out_dir: Path, train: Callable[[Config],
             todo.append((i, point))
     if ray is not None:
         if todo:  # nothing to train: no cluster is joined
-            from robustft.experiments.cluster import run_on_ray
             run_on_ray(todo, out_dir, train, ray, record)
         return outcome
     train = train or default_train
