@@ -26,7 +26,7 @@ from robustft.config import (
 )
 from robustft.errors import UserError, disk_full_reason
 from robustft.eval.diagnostics import DEFAULT_GAP
-from robustft.experiments import load_sweep, run_demo, sweep_and_report, sweep_plan
+from robustft.experiments import load_sweep, run_demo, sweep_and_report, sweep_plan, sweep_status
 from robustft.experiments.cluster import RayOptions
 from robustft.experiments.tune import SearchSettings, TuneError, trials_table, tune_hparams
 from robustft.export import export_run
@@ -132,6 +132,8 @@ def _experiment_parsers(sub: argparse._SubParsersAction) -> None:
                        "an ordinary run directory (format: robustft/experiments/sweep.py, example: sweeps/).")
     w.add_argument("sweep", type=Path, help="sweep YAML")
     w.add_argument("--dry-run", action="store_true", help="list the runs and stop")
+    w.add_argument("--status", action="store_true", help="print every point's state (DONE, running and its epoch, "
+                   "failed, …) from the run directories and OUT_DIR/sweep.json, and stop; safe while the sweep runs")
     w.add_argument("--jobs", type=_positive_int, default=1, metavar="N", help=JOBS_HELP)
     w.add_argument("--report", action="store_true", help="render the report of the finished runs into OUT_DIR/report")
     c = w.add_argument_group("on a Ray cluster (README \"From one machine to a cluster\")")
@@ -228,6 +230,9 @@ def _sweep(args: argparse.Namespace) -> int:
     spec = load_sweep(args.sweep)
     if args.dry_run:
         print(sweep_plan(spec))
+        return 0
+    if args.status:
+        print(sweep_status(spec))
         return 0
     ray = None
     if args.ray is not None:

@@ -88,6 +88,10 @@ def test_a_sweep_on_a_ray_cluster_survives_a_killed_worker_and_equals_the_sequen
     out = tmp_path / "runs" / "ray"
     driver = _driver(sweep, cluster.address, "--max-retries", "2")
     killed, pid = _kill_a_worker_mid_run(out, driver)
+    monkeypatch.chdir(tmp_path)  # out_dir is relative to the working directory, as for the driver
+    assert main(["sweep", str(sweep), "--status"]) == 0  # read while the sweep runs: files only
+    status = capsys.readouterr().out
+    assert all(f"| {n} | " in status for n in NAMES) and "| running | " in status
     stdout, stderr = driver.communicate(timeout=300)
     assert driver.returncode == 0, stderr[-3000:]
     assert "ran: 4" in stdout and "failed: 0" in stdout
@@ -98,9 +102,11 @@ def test_a_sweep_on_a_ray_cluster_survives_a_killed_worker_and_equals_the_sequen
     assert all(a["attempt"] == 1 for n, a in attempts.items() if n != killed)
     assert f"{killed}: running" in stderr and "epoch 4/4" in stderr  # the progress view
     assert all((out / n / "DONE").exists() for n in NAMES)
+    assert main(["sweep", str(sweep), "--status"]) == 0
+    status = capsys.readouterr().out
+    assert f"| {killed} | DONE | 4/4 | 2 | " in status and status.rstrip().endswith("DONE: 4")
 
     # the same sweep, one point after another in this process (one thread, as each Ray task)
-    monkeypatch.chdir(tmp_path)
     assert main(["-q", "sweep", str(_sweep_file(tmp_path, "runs/seq"))]) == 0
     capsys.readouterr()
     seq = tmp_path / "runs" / "seq"

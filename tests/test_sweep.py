@@ -14,6 +14,7 @@ import yaml
 from robustft.cli import main
 from robustft.config import ConfigError, load_config, save_config
 from robustft.experiments.demo import DEMO_VARIANTS
+from robustft.experiments.pipeline import sweep_status
 from robustft.experiments.sweep import SweepOutcome, SweepSpec, expand, load_sweep, run_sweep
 
 from conftest import TINY
@@ -251,6 +252,18 @@ def test_jobs_run_the_points_in_worker_processes_with_a_share_of_the_threads(poi
     assert record[2]["error"] == "RuntimeError: boom in a worker"
     again = run_sweep(points, out, train=train_in_sweep_worker, jobs=2)  # only c is left, and fails again
     assert again.status == {"a": "skipped", "b": "skipped", "c": "failed", "d": "skipped"}
+
+
+def test_status_names_every_points_state_without_running_anything(tmp_path):
+    spec = SweepSpec(base=None, out_dir=tmp_path / "sw", variants={"a": {}, "b": {}, "c": {}, "d": {}})
+    points = expand(spec)
+    run_sweep(points[:2], spec.out_dir, train=FakeTrain(fail={"b"}))  # a DONE, b failed
+    (spec.out_dir / "c").mkdir()  # started, killed before it ended; d never started
+    text = sweep_status(spec)
+    assert "| a | DONE | 0/" in text and "| b | failed |" in text and "RuntimeError: boom: out of memory" in text
+    assert "| c | killed |" in text and "| d | not started |" in text
+    assert text.rstrip().endswith("DONE: 1, failed: 1, killed: 1, not started: 1")
+    assert sorted(p.name for p in spec.out_dir.iterdir()) == ["a", "b", "c", "sweep.json"]  # nothing new
 
 
 def test_jobs_must_be_positive(points, tmp_path):

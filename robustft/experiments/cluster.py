@@ -120,7 +120,7 @@ def run_on_ray(todo: list[tuple[int, Any]], out_dir: Path, train: Callable[[Conf
     started = not ray.is_initialized()
     if started:
         log.info("sweep: %s", f"joining the Ray cluster at {options.address}" if options.address else
-                 "starting Ray on this machine")
+                 "Ray on this machine (one started with `ray start`, else a new one for this sweep)")
         ray.init(address=options.address, include_dashboard=False, configure_logging=False, log_to_driver=False)
     try:
         _check_resources(ray.cluster_resources(), options)

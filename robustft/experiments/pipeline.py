@@ -3,16 +3,18 @@ report. ``robustft sweep`` and ``robustft demo`` both run :func:`sweep_and_repor
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from robustft.config import Config
-from robustft.experiments.cluster import RayOptions
+from robustft.experiments.cluster import STATE_DIR, RayOptions
 from robustft.experiments.sweep import SweepOutcome, SweepPoint, SweepSpec, expand, finished_runs, run_sweep
 from robustft.report import render_report, results_table
 from robustft.report.render import ReportFiles
+from robustft.runs import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +70,32 @@ def sweep_plan(spec: SweepSpec) -> str:
     """The run directories a sweep makes, one a line with its grid values; nothing runs."""
     return "\n".join(f"{spec.out_dir / p.name}  " + " ".join(f"{k}={v}" for k, v in p.values.items())
                      for p in expand(spec))
+
+
+def sweep_status(spec: SweepSpec) -> str:
+    """Every point's state as a Markdown table, from the run directories and ``OUT_DIR/sweep.json`` (which a
+    running sweep keeps current): DONE, running (epoch, attempt, host), queued, failed (its error), killed
+    (started, not DONE, the sweep not running it) or not started; nothing runs."""
+    import json
+
+    record = {}
+    with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+        record = {p["name"]: p for p in json.loads((spec.out_dir / "sweep.json").read_text())["points"]}
+    rows = ["| run | state | epoch | attempt | host | error |", "|---|---|---|---|---|---|"]
+    counts: dict[str, int] = {}
+    for point in expand(spec):
+        run, seen = RunDir(spec.out_dir / point.name), record.get(point.name, {})
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):  # a Ray sweep's last attempt
+            seen = {**json.loads((spec.out_dir / STATE_DIR / f"{point.name}.json").read_text()), **seen}
+        epochs = len(run.epoch_rows()) if run.metrics_path.is_file() else 0
+        if run.done:
+            state = "DONE"
+        elif seen.get("status") in ("running", "queued", "failed"):
+            state = seen["status"]
+        else:
+            state = "killed" if run.path.exists() else "not started"
+        counts[state] = counts.get(state, 0) + 1
+        error = (seen.get("error") or "").replace("|", "/")[:120] if state == "failed" else ""
+        rows.append(f"| {point.name} | {state} | {epochs}/{point.config.train.epochs} | {seen.get('attempt') or ''} | "
+                    f"{seen.get('host') or ''} | {error} |")
+    return "\n".join(rows) + "\n\n" + ", ".join(f"{k}: {v}" for k, v in counts.items())
