@@ -154,9 +154,14 @@ def test_ray_options_check_their_values():
 
 
 def test_a_point_that_no_node_can_hold_is_refused_before_anything_runs():
-    with pytest.raises(ValueError, match="asks for 1 CPUs and 4 GPUs, but the Ray cluster has 16 CPUs and 0 GPUs"):
-        _check_resources({"CPU": 16.0}, RayOptions(gpus_per_run=4))
-    _check_resources({"CPU": 2.0, "GPU": 8.0}, RayOptions(cpus_per_run=2, gpus_per_run=4))
+    nodes = [{"Alive": True, "Resources": {"CPU": 16.0, "GPU": 2.0}}, {"Alive": True, "Resources": {"CPU": 16.0, "GPU": 2.0}},
+             {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]
+    with pytest.raises(ValueError, match="asks for 1 CPUs and 4 GPUs on one node, but the Ray cluster's nodes have "
+                                         "16 CPUs [+] 2 GPUs, 16 CPUs [+] 2 GPUs"):
+        _check_resources(nodes, RayOptions(gpus_per_run=4))  # 4 GPUs in all, but not on one node
+    _check_resources(nodes, RayOptions(cpus_per_run=8, gpus_per_run=2))
+    with pytest.raises(ValueError, match="no live node"):
+        _check_resources([], RayOptions())
 
 
 def test_cli_ray_flags_need_ray_and_exclude_jobs(tmp_path, capsys):

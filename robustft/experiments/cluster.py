@@ -105,7 +105,7 @@ def run_on_ray(todo: list[tuple[int, Any]], out_dir: Path, train: Callable[[Conf
 
     Raises:
         RuntimeError: Ray is not installed.
-        ValueError: the cluster cannot run a point (fewer CPUs or GPUs than a point asks for), or a custom
+        ValueError: no node of the cluster can hold a point (fewer CPUs or GPUs than it asks for), or a custom
             ``train`` with more than one process per run.
     """
     try:
@@ -123,7 +123,7 @@ def run_on_ray(todo: list[tuple[int, Any]], out_dir: Path, train: Callable[[Conf
                  "Ray on this machine (one started with `ray start`, else a new one for this sweep)")
         ray.init(address=options.address, include_dashboard=False, configure_logging=False, log_to_driver=False)
     try:
-        _check_resources(ray.cluster_resources(), options)
+        _check_resources(ray.nodes(), options)
         state = out_dir / STATE_DIR
         state.mkdir(parents=True, exist_ok=True)
         for _, point in todo:  # attempts are counted per sweep invocation
@@ -165,12 +165,16 @@ def run_on_ray(todo: list[tuple[int, Any]], out_dir: Path, train: Callable[[Conf
             ray.shutdown()
 
 
-def _check_resources(resources: dict[str, float], options: RayOptions) -> None:
-    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
-    if options.cpus_per_run > cpus or options.gpus_per_run > gpus:
-        raise ValueError(f"each point asks for {options.cpus_per_run:g} CPUs and {options.gpus_per_run:g} GPUs, but "
-                         f"the Ray cluster has {cpus:g} CPUs and {gpus:g} GPUs in all: lower --cpus-per-run / "
-                         "--gpus-per-run, or add nodes")
+def _check_resources(nodes: list[dict[str, Any]], options: RayOptions) -> None:
+    """Refuse a point that no live node can hold (Ray would keep it pending for ever); ``nodes`` as
+    ``ray.nodes()`` gives them."""
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
+    if any(r.get("CPU", 0.0) >= options.cpus_per_run and r.get("GPU", 0.0) >= options.gpus_per_run for r in alive):
+        return
+    have = ", ".join(f"{r.get('CPU', 0.0):g} CPUs + {r.get('GPU', 0.0):g} GPUs" for r in alive) or "no live node"
+    raise ValueError(f"each point asks for {options.cpus_per_run:g} CPUs and {options.gpus_per_run:g} GPUs on one node, "
+                     f"but the Ray cluster's nodes have {have}: lower --cpus-per-run / --gpus-per-run, or add a "
+                     "larger node")
 
 
 class _View:
