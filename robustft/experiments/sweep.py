@@ -16,9 +16,9 @@ A sweep file::
       train.seed: [0, 1]
 
 Runs are named ``VARIANT-key1value-key2value`` (the last part of every grid key, so adding values to a grid
-later keeps the names of the runs already made), prefixed with the base config's file stem under ``bases``. Re-running a sweep skips DONE runs whose config is the
-sweep's and resumes killed ones; a failing run (or a DONE run made with another config) is recorded and the
-sweep goes on.
+later keeps the names of the runs already made), prefixed with the base config's file stem under ``bases``.
+Re-running a sweep skips DONE runs whose config is the sweep's and resumes killed ones; a failing run (or a
+DONE run made with another config) is recorded and the sweep goes on.
 
 ``jobs`` > 1 runs that many points at once, each in its own process with an equal share of torch's threads
 (``robustft sweep --jobs 2``): on a CPU, small models use threads poorly (two threads train EfficientNet-Lite0
