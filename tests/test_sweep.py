@@ -266,6 +266,19 @@ def test_status_names_every_points_state_without_running_anything(tmp_path):
     assert sorted(p.name for p in spec.out_dir.iterdir()) == ["a", "b", "c", "sweep.json"]  # nothing new
 
 
+def test_status_calls_a_point_running_once_its_ray_task_started_though_the_driver_has_not_looked_yet(tmp_path):
+    from robustft.experiments.cluster import STATE_DIR
+
+    spec = SweepSpec(base=None, out_dir=tmp_path / "sw", variants={"a": {}, "b": {}})
+    state = spec.out_dir / STATE_DIR
+    state.mkdir(parents=True)
+    points = [{"name": n, "status": "queued"} for n in "ab"]  # what the driver wrote when it submitted them
+    (spec.out_dir / "sweep.json").write_text(json.dumps({"points": points}))
+    (state / "a.json").write_text(json.dumps({"attempt": 1, "host": "node-1", "pid": 123}))  # a's task began
+    text = sweep_status(spec)
+    assert "| a | running | 0/" in text and "| 1 | node-1 |" in text and "| b | queued |" in text
+
+
 def test_jobs_must_be_positive(points, tmp_path):
     with pytest.raises(ValueError, match="jobs: at least 1, got 0"):
         run_sweep(points, tmp_path / "sw", train=FakeTrain(), jobs=0)

@@ -84,12 +84,14 @@ def sweep_status(spec: SweepSpec) -> str:
     rows = ["| run | state | epoch | attempt | host | error |", "|---|---|---|---|---|---|"]
     counts: dict[str, int] = {}
     for point in expand(spec):
-        run, seen = RunDir(spec.out_dir / point.name), record.get(point.name, {})
+        run, seen, started = RunDir(spec.out_dir / point.name), record.get(point.name, {}), False
         with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):  # a Ray sweep's last attempt
-            seen = {**json.loads((spec.out_dir / STATE_DIR / f"{point.name}.json").read_text()), **seen}
+            seen, started = {**json.loads((spec.out_dir / STATE_DIR / f"{point.name}.json").read_text()), **seen}, True
         epochs = len(run.epoch_rows()) if run.metrics_path.is_file() else 0
         if run.done:
             state = "DONE"
+        elif seen.get("status") == "queued" and started:  # its task began since the driver last looked
+            state = "running"
         elif seen.get("status") in ("running", "queued", "failed"):
             state = seen["status"]
         else:
