@@ -1,11 +1,15 @@
-"""Robustness curves at APGD cost: five evaluations of the same examples, side by side in one run on one model.
+"""Robustness curves at APGD cost: six evaluations of the same examples, side by side in one run on one model.
 
 - **independent**: APGD-CE + APGD-T (eval.num_steps, eval.targets) on every clean-correct example at every ε;
 - **incremental** (cold, robustft's default): the same attacks, at each ε only what survived the previous ε;
 - **warm incremental**: the same, each attack starting every example at ε_k from its own highest-loss
   point of ε_{k−1} (``eval.warm_steps`` iterations after the first ε);
-- **curve preset** (``--attacks curve``): the FMN minimum-norm pass, then warm-started APGD-CE + APGD-T,
-  plus its AutoAttack check at ε_g on ``check_autoattack`` examples (its time included);
+- **warm downward**: the same attacks and iterations on every clean-correct example at ε_g, then down the
+  grid on what broke at the ε above, each run starting from the point that broke the example there;
+- **curve preset** (``--attacks curve``, with the preset's own settings, not the run's, except what
+  ``--set`` gives): the FMN minimum-norm pass, then APGD-CE + APGD-T walking the grid downward from ε_g
+  (100 iterations; 20 for a run warm-started from the point that broke the example at the ε above), plus
+  its AutoAttack check at ε_g on ``check_autoattack`` examples (its time included);
 - **AutoAttack** (standard, the reference implementation) at each of ``--aa-eps`` (≥ 3 grid points), one ε
   at a time on every clean-correct example (largest ε first), each ε timed and saved as its own leg.
 
@@ -30,7 +34,7 @@ from pathlib import Path
 import torch
 
 from robustft.attacks import AutoAttack, build_eval_attacks
-from robustft.config import eval_setting, format_eps, parse_eps_grid
+from robustft.config import EVAL_PRESET_SETTINGS, eval_setting, format_eps, parse_eps_grid
 from robustft.data import build_data, stratified_subset
 from robustft.eval import SanityChecks, evaluate
 from robustft.models import build_model
@@ -54,7 +58,8 @@ def main() -> None:
     args = p.parse_args()
     run = RunDir(args.run_dir)
     cfg = run.config()
-    eval_cfg = dataclasses.replace(cfg.eval, **{k: _value(v) for k, v in (s.split("=", 1) for s in args.set)})
+    sets = {k: _value(v) for k, v in (s.split("=", 1) for s in args.set)}
+    eval_cfg = dataclasses.replace(cfg.eval, **sets)
     data = build_data(cfg.data)
     model = build_model(cfg.model, data.num_classes)
     load_model_weights(run.evaluated_checkpoint(), model)
@@ -67,15 +72,18 @@ def main() -> None:
         raise SystemExit(f"--aa-eps {missing} not on the grid")
     norm = cfg.attack.norm
     base = dataclasses.replace(eval_cfg, attacks=["apgd-ce", "apgd-t"])
-    curve_cfg = dataclasses.replace(eval_cfg, attacks=["curve"])
-    warm_steps = eval_cfg.warm_steps
+    # the preset with its own settings (not the run's), except what --set gives
+    curve_cfg = dataclasses.replace(cfg.eval, attacks=["curve"], **{**dict.fromkeys(EVAL_PRESET_SETTINGS["curve"]), **sets})
+    warm_steps = eval_setting(eval_cfg, "warm_steps", 5)
     cold = warm = build_eval_attacks(base, norm)  # warm_steps only applies to runs given a start
     curve = build_eval_attacks(curve_cfg, norm)
     aa_n = eval_setting(curve_cfg, "check_autoattack", 0)
     jobs = {"independent": (cold, grid, "independent", False),
             "incremental": (cold, grid, "incremental", False),
             "warm incremental": (warm, grid, "incremental", True),
-            "curve preset": (curve, grid, "incremental", True)}
+            "warm downward": (warm, grid, "downward", True),
+            "curve preset": (curve, grid, eval_setting(curve_cfg, "mode", "incremental"),
+                             eval_setting(curve_cfg, "warm_start", False))}
     for e in sorted(aa_grid, reverse=True):  # ε_g first: the point that matters most if the run is stopped
         jobs[f"AutoAttack {format_eps(e)}"] = ({"autoattack": AutoAttack(norm=norm)}, [e], "independent", False)
     skip = set(filter(None, args.skip.split(",")))
@@ -114,7 +122,7 @@ def main() -> None:
         curves["AutoAttack"] = {k: a for j in aa_legs for k, a in curves[j].items()}
         times["AutoAttack"] = sum(times[j] for j in aa_legs)
         extra["AutoAttack time per ε (s)"] = ", ".join(f"{j.split()[1]}: {times[j]:.1f}" for j in aa_legs)
-    report(run, cfg, eval_cfg, test, grid, warm_steps, legs, times, curves, extra, args.json)
+    report(run, cfg, eval_cfg, curve_cfg, test, grid, warm_steps, legs, times, curves, extra, args.json)
 
 
 def _value(text: str):
@@ -124,10 +132,11 @@ def _value(text: str):
         return text
 
 
-def report(run, cfg, eval_cfg, test, grid, warm_steps, jobs, times, curves, extra, out) -> None:
+def report(run, cfg, eval_cfg, curve_cfg, test, grid, warm_steps, jobs, times, curves, extra, out) -> None:
     print(f"\nmodel: {run.path} ({cfg.model.name}, {cfg.data.name} {cfg.data.image_size}px, ε_g "
-          f"{format_eps(cfg.attack.eps)}); n={len(test)}; APGD-CE + APGD-T ({eval_cfg.num_steps} steps, "
-          f"{eval_cfg.targets} targets), warm_steps {warm_steps}; torch threads {torch.get_num_threads()}\n")
+          f"{format_eps(cfg.attack.eps)}); n={len(test)}; APGD-CE + APGD-T ({eval_setting(eval_cfg, 'num_steps', 10)} steps, "
+          f"{eval_cfg.targets} targets), warm_steps {warm_steps}; curve preset: "
+          f"{', '.join(f'{k} {eval_setting(curve_cfg, k, None)}' for k in EVAL_PRESET_SETTINGS['curve'])}; torch threads {torch.get_num_threads()}\n")
     print("| ε | " + " | ".join(jobs) + " |")
     print("|---|" + "---|" * len(jobs))
     for e in grid:
@@ -140,9 +149,12 @@ def report(run, cfg, eval_cfg, test, grid, warm_steps, jobs, times, curves, extr
         facts["time warm incremental / independent"] = f"{times['warm incremental'] / times['independent']:.2f}"
     if "independent" in times and "incremental" in times:
         facts["time incremental / independent"] = f"{times['incremental'] / times['independent']:.2f}"
-    if "incremental" in curves and "warm incremental" in curves:
-        gap = max(curves["warm incremental"][k] - curves["incremental"][k] for k in curves["incremental"])
-        facts["warm above cold incremental, largest (points)"] = f"{100 * gap:+.1f}"
+    if "independent" in times and "warm downward" in times:
+        facts["time warm downward / independent"] = f"{times['warm downward'] / times['independent']:.2f}"
+    for leg in ("warm incremental", "warm downward"):
+        if "incremental" in curves and leg in curves:
+            gap = max(curves[leg][k] - curves["incremental"][k] for k in curves["incremental"])
+            facts[f"{leg} above cold incremental, largest (points)"] = f"{100 * gap:+.1f}"
     if "AutoAttack" in curves and "curve preset" in curves:
         aa = curves["AutoAttack"]
         gaps = {k: curves["curve preset"][k] - aa[k] for k in aa}

@@ -148,7 +148,7 @@ def evaluate_run(target: str | Path, overrides: list[str] | None = None, name: s
                 "split": "test", "n": len(test), "checkpoint": checkpoint.name,
                 "checkpoint_epochs": progress["epochs_done"], "versions": versions()}
     result = evaluate(model, test, grid, attacks, device=device, image_size=cfg.data.image_size,
-                      batch_size=cfg.data.eval_batch_size, mode=cfg.eval.mode, seed=cfg.eval.seed,
+                      batch_size=cfg.data.eval_batch_size, mode=eval_setting(cfg.eval, "mode", "incremental"), seed=cfg.eval.seed,
                       protocol=protocol, state_path=out / "partial.npz", checks=checks,
                       weights=cfg.eval.eps_weights, bootstrap=cfg.eval.bootstrap,
                       warm_start=eval_setting(cfg.eval, "warm_start", False))

@@ -16,6 +16,7 @@ from robustft.config import (
     BACKBONES,
     DATASETS,
     EVAL_ATTACKS,
+    EVAL_MODES,
     EVAL_PRESETS,
     OBJECTIVES,
     SCHEDULES,
@@ -83,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     presets = ", ".join(f"{name} ({'+'.join(attacks)})" for name, attacks in EVAL_PRESETS.items())
     e.add_argument("--attacks", metavar="A,B", help=f"comma list of {', '.join(EVAL_ATTACKS)}, or a preset: {presets}")
     e.add_argument("--n", type=int, help="test examples (stratified subset)")
-    e.add_argument("--mode", choices=["incremental", "independent"])
+    e.add_argument("--mode", choices=EVAL_MODES, help="how the grid is walked (default: incremental; the curve "
+                   "preset's: downward)")
     e.add_argument("--name", help="folder under RUN/eval/ (default: the attacks)")
     e.add_argument("--no-checks", action="store_true", help="skip the sanity checks")
     _add_set(e, "override eval values, e.g. --set eval.num_steps=20 eval.restarts=2")

@@ -255,10 +255,13 @@ def test_unknown_key_in_a_file(tmp_path):
 
 def test_several_bad_values_reported_together():
     with pytest.raises(ConfigError) as info:
-        load_config(None, ["train.epochs=0", "data.batch_size=-1", "attack.norm=l3", "eval.targets=0"])
+        load_config(None, ["train.epochs=0", "data.batch_size=-1", "attack.norm=l3", "eval.targets=0",
+                           "eval.mode=sideways"])
     problems = info.value.problems
     assert isinstance(info.value, ValueError)
-    for key in ("train.epochs", "data.batch_size", "attack.norm", "eval.targets"):
+    assert any("incremental, downward, independent or null" in p for p in problems)
+    assert load_config(None, ["eval.mode=downward"]).eval.mode == "downward"
+    for key in ("train.epochs", "data.batch_size", "attack.norm", "eval.targets", "eval.mode"):
         assert sum(p.startswith(key) for p in problems) == 1, (key, problems)
     assert any("l3" in p for p in problems)
     for p in problems:  # the message lists every problem

@@ -151,6 +151,71 @@ def test_a_killed_warm_started_evaluation_with_a_minimum_norm_pass_resumes_exact
     assert np.array_equal(resumed.radii, whole.radii)
 
 
+# ------------------------------------------------------------------------------------------- downward walk
+class Counting:
+    """Wraps an attack; records which examples (by their first pixel) it attacks at each ε."""
+
+    def __init__(self, inner):
+        self.inner, self.seen = inner, {}
+        self.accepts_start = getattr(inner, "accepts_start", False)
+
+    def __call__(self, model, x, y, eps, **kw):
+        self.seen[eps] = self.seen.get(eps, 0) + len(x)
+        return self.inner(model, x, y, eps, **kw)
+
+
+def test_a_downward_walk_attacks_below_eps_g_only_what_broke_above_and_is_monotone(model, data):
+    attack = Counting(APGD(num_steps=5, select="misclassified"))
+    down = evaluate(model, data, GRID, {"apgd-ce": attack}, device=CPU, image_size=8, batch_size=16, seed=1,
+                    mode="downward", warm_start=True)
+    assert down.protocol["mode"] == "downward" and down.protocol["start"] == "warm"
+    assert np.all(np.diff(down.accuracy) <= 0)
+    assert not (down.correct[1:] & ~down.correct[:-1]).any(), "broken at ε: broken at every larger ε"
+    eps = down.eps
+    assert attack.seen[eps[-1]] == down.correct[0].sum(), "every clean-correct example at ε_g"
+    for k in range(1, len(eps) - 1):  # below ε_g: the clean-correct examples broken at the ε above, no others
+        assert attack.seen.get(eps[k], 0) == (down.correct[0] & ~down.correct[k + 1]).sum(), eps[k]
+    assert 0 < down.adv < down.clean, "the test needs a model the attack partly breaks"
+    # the same attacks upward break at least as many at ε_g (the same seed and attack there: equal)
+    up = evaluate(model, data, [GRID[-1]], {"apgd-ce": APGD(num_steps=5, select="misclassified")}, device=CPU,
+                  image_size=8, batch_size=16, seed=len(GRID), mode="incremental")
+    assert up.accuracy[-1] == down.accuracy[-1]
+    assert down.broken_by()[-1] == {"apgd-ce": int(down.correct[0].sum() - down.correct[-1].sum())}
+
+
+def test_downward_each_attacked_example_starts_from_the_point_that_broke_it_above(model, data):
+    spy = StartSpy()
+    result = evaluate(model, data, [2 / 255, 4 / 255], {"spy": spy}, device=CPU, image_size=8, batch_size=64,
+                      mode="downward", warm_start=True)
+    assert spy.starts[4 / 255] is None, "nothing to start from at ε_g"
+    attacked = np.flatnonzero(result.correct[0] & ~result.correct[2])
+    x = to_float(data.images, 8)[attacked]
+    expected = (x + 4 / 255 * (2 * (x > 0.5).float() - 1)).clamp(0, 1)  # where the spy broke them at 4/255
+    assert len(attacked) and torch.allclose(spy.starts[2 / 255], expected)
+    cold = StartSpy()
+    evaluate(model, data, [2 / 255, 4 / 255], {"spy": cold}, device=CPU, image_size=8, mode="downward",
+             warm_start=False)
+    assert cold.starts[2 / 255] is None, "without warm starts none is given"
+
+
+def test_a_killed_downward_evaluation_resumes_exactly(model, data, tmp_path):
+    apgd, fmn = APGD(num_steps=4, select="misclassified"), FMN(steps=20)
+    state = tmp_path / "partial.npz"
+    run = dict(device=CPU, image_size=8, batch_size=16, seed=3, warm_start=True, mode="downward")
+    whole = evaluate(model, data, GRID, {"fmn": fmn, "apgd-ce": Interrupting(apgd, None)}, **run)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(model, data, GRID, {"fmn": fmn, "apgd-ce": Interrupting(apgd, 3)}, state_path=state, **run)
+    again = Interrupting(apgd, None)
+    resumed = evaluate(model, data, GRID, {"fmn": fmn, "apgd-ce": again}, state_path=state, **run)
+    assert again.eps_seen[0] == GRID[-3], "resumed at the interrupted ε (the third from the top)"
+    assert np.array_equal(resumed.correct, whole.correct) and np.array_equal(resumed.breaker, whole.breaker)
+
+
+def test_an_unknown_mode_is_refused(model, data):
+    with pytest.raises(ValueError, match="mode must be one of incremental, downward, independent"):
+        evaluate(model, data, GRID, ["apgd-ce"], device=CPU, image_size=8, mode="sideways")
+
+
 # ------------------------------------------------------------------------------------- minimum-norm curve
 def linear_problem(n: int = 60, seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor, np.ndarray]:
     """A 2-class linear model on 3×4×4 images near 0.5 (the [0, 1] box never binds within the radii used)
@@ -184,6 +249,9 @@ def test_minimum_norm_curve_equals_the_analytic_curve_and_a_grid_evaluation():
                        image_size=4)
     assert np.allclose(mn.accuracy, analytic), (mn.accuracy, analytic)
     assert np.allclose(on_grid.accuracy, analytic), (on_grid.accuracy, analytic)
+    down = evaluate(model, data, grid, {"apgd-ce": APGD(num_steps=20, select="misclassified")}, device=CPU,
+                    image_size=4, mode="downward", warm_start=True)
+    assert np.allclose(down.accuracy, analytic), (down.accuracy, analytic)
     assert np.allclose(mn.accuracy_at([0.0, *grid]), analytic)
     # the exact integral from the radii ≈ the analytic one (FMN's radii within a few % of ε*)
     exact = np.minimum(star[keep], grid[-1]).mean() / grid[-1]
@@ -268,6 +336,10 @@ def test_the_curve_preset_sets_its_attacks_warm_starts_and_autoattack_check():
     attacks = build_eval_attacks(cfg, "linf")
     assert isinstance(attacks["fmn"], FMN) and attacks["apgd-t"].loss == "dlr-targeted"
     assert evaluation_name(cfg) == "fmn+apgd-ce+apgd-t"
+    assert eval_setting(cfg, "mode", "incremental") == "downward" and eval_setting(plain, "mode", "x") == "x"
+    assert evaluation_name(EvalConfig(attacks=["curve"], mode="incremental")) == "fmn+apgd-ce+apgd-t-incremental"
+    assert evaluation_name(EvalConfig(attacks=["apgd-ce"], mode="downward")) == "apgd-ce-downward"
+    assert evaluation_name(EvalConfig(attacks=["apgd-ce"], mode="independent")) == "apgd-ce-independent"
 
 
 def test_cli_eval_with_the_curve_preset_end_to_end(tmp_path, capsys):
@@ -292,7 +364,8 @@ def test_cli_eval_with_the_curve_preset_end_to_end(tmp_path, capsys):
                  "eval.fmn_steps=20", "eval.targets=2"])
     assert code == 0
     info = json.loads((run.path / "eval" / "fmn+apgd-ce+apgd-t" / "robustness.json").read_text())
-    assert info["protocol"]["start"] == "warm" and info["protocol"]["attack_order"] == ["fmn", "apgd-ce", "apgd-t"]
+    assert info["protocol"]["start"] == "warm" and info["protocol"]["mode"] == "downward"
+    assert info["protocol"]["attack_order"] == ["fmn", "apgd-ce", "apgd-t"]
     assert 0 <= info["min_norm"]["expected_robustness_exact"] <= info["clean"]
     assert any(f["name"] == "autoattack" and f["raised"] is not None for f in info["flags"])
     [result] = load_results([run.path], evaluation="fmn+apgd-ce+apgd-t")

@@ -13,7 +13,7 @@ from robustft.attacks.fgsm import FGSM, NFGSM
 from robustft.attacks.fmn import FMN
 from robustft.attacks.pgd import PGD
 from robustft.attacks.threat import L2, Linf, ThreatModel, build_threat_model
-from robustft.config import EVAL_ATTACKS, TRAIN_ATTACKS, AttackConfig, EvalConfig, expand_attacks
+from robustft.config import EVAL_ATTACKS, TRAIN_ATTACKS, AttackConfig, EvalConfig, eval_setting, expand_attacks
 
 
 def rel_step(cfg: AttackConfig, name: str | None = None) -> float:
@@ -53,10 +53,15 @@ def build_trades_attack(cfg: AttackConfig) -> Attack:
 
 def _apgd(loss: str) -> Callable[[EvalConfig, str], Attack]:
     """Builder of robustft's APGD in evaluation mode (any misclassified iterate counts)."""
-    return lambda cfg, norm: APGD(num_steps=cfg.num_steps, restarts=cfg.restarts, select="misclassified",
+    return lambda cfg, norm: APGD(num_steps=eval_steps(cfg), restarts=cfg.restarts, select="misclassified",
                                   threat=build_threat_model(norm), loss=loss,
                                   targets=cfg.targets if loss == "dlr-targeted" else APGD.targets,
-                                  warm_steps=cfg.warm_steps)
+                                  warm_steps=eval_setting(cfg, "warm_steps", 5))
+
+
+def eval_steps(cfg: EvalConfig) -> int:
+    """``eval.num_steps``, or where it is null the preset's (curve: 100), else 10."""
+    return int(eval_setting(cfg, "num_steps", 10))
 
 
 EVAL_ATTACKS.register("apgd-ce", _apgd(loss="ce"), summary="APGD on cross-entropy (eval.num_steps, eval.restarts)")
@@ -65,7 +70,7 @@ EVAL_ATTACKS.register("apgd-t", _apgd(loss="dlr-targeted"),
                       summary="targeted APGD-DLR on the eval.targets most likely wrong classes in turn")
 EVAL_ATTACKS.register("fmn", lambda cfg, norm: FMN(steps=cfg.fmn_steps, threat=build_threat_model(norm)),
                       summary="FMN, minimum-norm (eval.fmn_steps): once per example, broken at every ε ≥ its radius")
-EVAL_ATTACKS.register("pgd", lambda cfg, norm: PGD(num_steps=cfg.num_steps, rel_step_size=0.25, restarts=cfg.restarts,
+EVAL_ATTACKS.register("pgd", lambda cfg, norm: PGD(num_steps=eval_steps(cfg), rel_step_size=0.25, restarts=cfg.restarts,
                                                    select="misclassified", threat=build_threat_model(norm)),
                       summary="PGD with steps of ε/4")
 EVAL_ATTACKS.register("square", lambda cfg, norm: AutoAttack(components=("square",), square_queries=cfg.square_queries,
@@ -73,7 +78,7 @@ EVAL_ATTACKS.register("square", lambda cfg, norm: AutoAttack(components=("square
                       summary="Square, black-box (pyautoattack), eval.square_queries queries")
 EVAL_ATTACKS.register("autoattack", lambda cfg, norm: AutoAttack(norm=norm),
                       summary="the reference AutoAttack, standard version (pyautoattack)")
-EVAL_ATTACKS.register("aa-apgd-ce", lambda cfg, norm: AutoAttack(components=("apgd-ce",), num_steps=cfg.num_steps,
+EVAL_ATTACKS.register("aa-apgd-ce", lambda cfg, norm: AutoAttack(components=("apgd-ce",), num_steps=eval_steps(cfg),
                                                                  restarts=cfg.restarts, norm=norm),
                       summary="the reference implementation's APGD-CE (pyautoattack)")
 

@@ -29,6 +29,7 @@ from robustft.config.registry import (
 )
 from robustft.config.sections import (
     EPS_KEYS,
+    EVAL_MODES,
     EVAL_PRESET_SETTINGS,
     EVAL_PRESETS,
     PAPER_DATASETS,
@@ -56,7 +57,7 @@ from robustft.config.validate import (
     validate,
 )
 
-__all__ = ["BACKBONES", "DATASETS", "DEFAULT_HINGES", "EPS_KEYS", "EVAL_ATTACKS", "EVAL_PRESETS", "EVAL_PRESET_SETTINGS", "OBJECTIVES", "PAPER_DATASETS",
+__all__ = ["BACKBONES", "DATASETS", "DEFAULT_HINGES", "EPS_KEYS", "EVAL_ATTACKS", "EVAL_MODES", "EVAL_PRESETS", "EVAL_PRESET_SETTINGS", "OBJECTIVES", "PAPER_DATASETS",
            "SCHEDULES", "SECTIONS", "TRAIN_ATTACKS", "Entry", "Registry", "backbone_source", "hinges_in_range",
            "is_clean_objective",
            "points_problems", "AttackConfig", "Config", "ConfigError", "DataConfig", "EvalConfig",

@@ -246,8 +246,9 @@ class EvalConfig:
     Names: apgd-ce, apgd-dlr, apgd-t, pgd, fmn, square, autoattack, aa-apgd-ce; presets: cheap (= apgd-ce,
     for monitoring), strong (= autoattack, for final numbers), curve (= warm-started apgd-ce + apgd-t on the
     grid joined with a minimum-norm fmn pass, checked against AutoAttack at ε_g: AutoAttack-grade curves)."""
-    num_steps: int = 10
-    """Iterations of robustft's own attacks (apgd-ce, apgd-dlr, apgd-t, pgd) and of aa-apgd-ce."""
+    num_steps: int | None = None
+    """Iterations of robustft's own attacks (apgd-ce, apgd-dlr, apgd-t, pgd) and of aa-apgd-ce; null: 100 with
+    the curve preset (AutoAttack's budget), 10 otherwise."""
     restarts: int = 1
     """Random restarts of robustft's own attacks (apgd-t: per target class)."""
     targets: int = 9
@@ -255,15 +256,19 @@ class EvalConfig:
     (9, AutoAttack's, covers every wrong class of a 10-class task; fewer cost proportionally less)."""
     square_queries: int = 5000
     """Queries of the square attack (model evaluations per example)."""
-    mode: str = "incremental"
-    """``incremental`` (attack at each ε only the examples still correct at the previous ε; monotone)
-    or ``independent`` (attack every clean-correct example at every ε)."""
+    mode: str | None = None
+    """``incremental`` (walk the grid upward, attacking at each ε only the examples still correct at the
+    previous ε), ``downward`` (attack every clean-correct example at ε_g, then walk down, attacking at each ε
+    only the examples broken at the ε above: one found robust in the larger ball counts robust in the
+    smaller one) or ``independent`` (every clean-correct example at every ε); the first two are monotone by
+    construction. null: downward with the curve preset, incremental otherwise."""
     warm_start: bool | None = None
-    """Incremental mode: start each attack at ε_k from its own highest-loss point of ε_{k−1} (true) or at
-    random (false); null: true with the curve preset, false otherwise."""
-    warm_steps: int = 5
-    """Iterations of a warm-started attack at each ε after the first (its first step is ε/4: it starts
-    near the previous ε's optimum, see BENCHMARKS.md)."""
+    """Start each attack at ε_k from a point of the ε walked before it (true) or at random (false): upward,
+    each attack's own highest-loss point of ε_{k−1}; downward, the point that broke the example at ε_{k+1}.
+    null: true with the curve preset, false otherwise."""
+    warm_steps: int | None = None
+    """Iterations of a warm-started attack (its first step is ε/4: it starts near a point of the ε walked
+    before, see BENCHMARKS.md); null: 20 with the curve preset, 5 otherwise."""
     fmn_steps: int = 100
     """Iterations of the minimum-norm attack (fmn), run once per clean-correct example."""
     n: int | None = 1000
@@ -286,8 +291,11 @@ class EvalConfig:
 
 PAPER_DATASETS = ("fgvc_aircraft", "caltech256", "stanford_cars", "cub200", "stanford_dogs")
 """The paper's fine-grained datasets, read from a local root in their published layouts (robustft/data/paper.py)."""
+EVAL_MODES = ("incremental", "downward", "independent")
+"""How an evaluation walks its ε grid (``eval.mode``; robustft/eval/evaluator.py)."""
 EVAL_PRESETS = {"cheap": ["apgd-ce"], "strong": ["autoattack"], "curve": ["fmn", "apgd-ce", "apgd-t"]}
-EVAL_PRESET_SETTINGS: dict[str, dict[str, Any]] = {"curve": {"warm_start": True, "check_autoattack": 100}}
+EVAL_PRESET_SETTINGS: dict[str, dict[str, Any]] = {"curve": {"mode": "downward", "warm_start": True, "num_steps": 100,
+                                                             "warm_steps": 20, "check_autoattack": 100}}
 """What a preset sets besides its attacks, where the config leaves the key null."""
 
 
@@ -303,8 +311,11 @@ def eval_setting(e: EvalConfig, key: str, default: Any) -> Any:
 
 
 def evaluation_name(e: EvalConfig) -> str:
-    """The folder name of an evaluation under ``RUN/eval/``: its attacks, and the mode if independent."""
-    return "+".join(expand_attacks(list(e.attacks))) + ("-independent" if e.mode == "independent" else "")
+    """The folder name of an evaluation under ``RUN/eval/``: its attacks, and the mode where it is not the
+    attacks' default (incremental, or the preset's)."""
+    default = eval_setting(dataclasses.replace(e, mode=None), "mode", "incremental")
+    mode = eval_setting(e, "mode", "incremental")
+    return "+".join(expand_attacks(list(e.attacks))) + ("" if mode == default else f"-{mode}")
 
 
 def expand_attacks(names: list[str]) -> list[str]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from robustft.config.eps import format_eps
 from robustft.config.registry import DATASETS, EVAL_ATTACKS, OBJECTIVES, SCHEDULES, TRAIN_ATTACKS, is_clean_objective
-from robustft.config.sections import EVAL_PRESETS, Config, ConfigError, ScheduleConfig, expand_attacks
+from robustft.config.sections import EVAL_MODES, EVAL_PRESETS, Config, ConfigError, ScheduleConfig, expand_attacks
 
 
 def validate(cfg: Config) -> None:
@@ -91,15 +91,15 @@ def validate(cfg: Config) -> None:
         need(len(e.eps_weights) == len(e.eps_grid) == len(points),
              f"eval.eps_weights: give one weight per ε of eval.eps_grid, ε = 0 included, each ε once: the grid "
              f"[{', '.join(str(format_eps(x)) for x in points)}] has {len(points)}, got {len(e.eps_weights)} weights")
-    need(e.num_steps >= 1, f"eval.num_steps: must be >= 1, got {e.num_steps}")
-    need(e.warm_steps >= 1, f"eval.warm_steps: must be >= 1, got {e.warm_steps}")
+    need(e.num_steps is None or e.num_steps >= 1, f"eval.num_steps: must be >= 1 or null, got {e.num_steps}")
+    need(e.warm_steps is None or e.warm_steps >= 1, f"eval.warm_steps: must be >= 1 or null, got {e.warm_steps}")
     need(e.fmn_steps >= 1, f"eval.fmn_steps: must be >= 1, got {e.fmn_steps}")
     need(e.check_autoattack is None or e.check_autoattack >= 0,
          f"eval.check_autoattack: must be >= 0 (0 turns the check off) or null, got {e.check_autoattack}")
     need(e.warm_start in (None, True, False), f"eval.warm_start: must be true, false or null, got {e.warm_start!r}")
     need(e.restarts >= 1, f"eval.restarts: must be >= 1, got {e.restarts}")
     need(e.targets >= 1, f"eval.targets: must be >= 1 (apgd-t's wrong classes attacked in turn), got {e.targets}")
-    need(e.mode in ("incremental", "independent"), f"eval.mode: {e.mode!r} is not incremental or independent")
+    need(e.mode in (None, *EVAL_MODES), f"eval.mode: {e.mode!r} is not {', '.join(EVAL_MODES)} or null")
     need(e.eps_step > 0, f"eval.eps_step: must be positive, got {e.eps_step}")
     need(e.n is None or e.n > 0, f"eval.n: must be positive or null, got {e.n}")
     if p:

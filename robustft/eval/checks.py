@@ -267,8 +267,8 @@ def check_input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) ->
 
 
 def check_monotone(result: RobustnessResult) -> Flag:
-    if result.protocol.get("mode") == "incremental":
-        return Flag("monotone", None, "incremental evaluation: monotone by construction")
+    if result.protocol.get("mode") in ("incremental", "downward"):
+        return Flag("monotone", None, f"{result.protocol['mode']} evaluation: monotone by construction")
     acc = np.asarray(result.accuracy)
     rise = np.diff(acc)
     if (rise > 0).any():

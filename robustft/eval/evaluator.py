@@ -1,20 +1,25 @@
 """Robustness over an ε grid: which test examples survive every attack at each ε.
 
-In ``incremental`` mode the grid is walked upward and only the examples still correct at the previous
-ε are attacked: an adversarial example inside a small ball is inside every larger one, so the curve is
-monotone by construction and the cost falls as accuracy falls. ``independent`` attacks every example
-that is correct on clean inputs at every ε (for comparison; its curve may rise with ε, a sign of a weak
-attack or gradient masking). In both modes an example misclassified on clean inputs counts as wrong at
-every ε, as in AutoAttack, and at the first ε > 0 both modes attack the same examples with the same seed.
-At each ε the attacks run in order, each on the examples the previous ones left standing, so a
-row of the evidence matrix is the worst case over all attacks. With ``warm_start`` (incremental mode),
-an attack that takes a starting point begins each example at ε_k from its own highest-loss point of
-ε_{k−1}, so its iterations add up along the grid. A minimum-norm attack (FMN) runs once, before the
-grid, on the clean-correct examples: an example it breaks at radius r counts as broken at every ε ≥ r
-without a grid attack, and the radii give the curve between grid points (``RobustnessResult.eps_star``). The evidence is saved after each ε when
-a ``state_path`` is given, and a killed evaluation resumes from there with the same result. Under
-torchrun each process attacks its share of the examples and the evidence is gathered; process 0 saves
-the state and runs the sanity checks.
+Three ways to walk the grid. ``incremental`` walks it upward and attacks at each ε only the examples
+still correct at the previous ε: an adversarial example inside a small ball is inside every larger one,
+so the curve is monotone by construction and the cost falls as accuracy falls. ``downward`` attacks every
+clean-correct example at ε_g, then walks down and attacks at each ε only the examples broken at the ε
+above: an example the attacks could not break in the larger ball counts as robust in the smaller one
+(any point of the smaller ball was in the ball they searched), so an example that resists costs one
+attack instead of one per grid point; the curve is monotone by construction too. ``independent``
+attacks every clean-correct example at every ε (for comparison; its curve may rise with ε, a sign of a
+weak attack or gradient masking). In every mode an example misclassified on clean inputs counts as wrong
+at every ε, as in AutoAttack. At each ε the attacks run in order, each on the examples the previous ones
+left standing, so a row of the evidence matrix is the worst case over all attacks, and each ε has its
+own seed. With ``warm_start``, an attack that takes a starting point (``x_init``) begins each example
+from a point of the ε walked before: upward, its own highest-loss point of ε_{k−1}, so its iterations
+add up along the grid; downward, the point that broke the example at ε_{k+1}, projected into the
+smaller ball. A minimum-norm attack (FMN) runs once, before the grid, on the clean-correct examples: an
+example it breaks at radius r counts as broken at every ε ≥ r without a grid attack, and the radii give
+the curve between grid points (``RobustnessResult.eps_star``). The evidence is saved after each ε when a
+``state_path`` is given, and a killed evaluation resumes from there with the same result. Under torchrun
+each process attacks its share of the examples and the evidence is gathered; process 0 saves the state
+and runs the sanity checks.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from tqdm.auto import tqdm
 from robustft import distributed as ddp
 from robustft.attacks import Attack, build_eval_attacks
 from robustft.attacks.base import MinNormAttack, WarmStartable, accepts_start, is_min_norm
-from robustft.config import EvalConfig, eval_setting, format_eps
+from robustft.config import EVAL_MODES, EvalConfig, eval_setting, format_eps
 from robustft.data import ImageSource, as_source, eval_batches
 from robustft.errors import ForeignFileError
 from robustft.eval.checks import SanityChecks
@@ -45,6 +50,9 @@ from robustft.eval.result import RobustnessResult
 from robustft.runs import atomic_write
 
 log = logging.getLogger(__name__)
+
+DOWNWARD = "downward"
+"""Key of the warm starts of a downward walk: per example, the point that broke it at the ε above."""
 
 
 def default_eps_grid(eps_target: float, step: float = 1 / 255) -> list[float]:
@@ -95,7 +103,7 @@ def _radii(model: nn.Module, source: ImageSource, attack: MinNormAttack, device:
 
 def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
              attacks: Mapping[str, Attack] | Sequence[str] = ("apgd-ce",), *, device: torch.device | None = None,
-             image_size: int | None = None, batch_size: int = 256, mode: str = "incremental", seed: int = 0,
+             image_size: int | None = None, batch_size: int = 256, mode: str | None = None, seed: int = 0,
              protocol: dict | None = None, state_path: Path | None = None, checks: SanityChecks | bool | None = None,
              weights: list[float] | None = None, bootstrap: int = 1000, norm: str = "linf",
              warm_start: bool | None = None) -> RobustnessResult:
@@ -113,7 +121,8 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
         device: where to attack (default: the model's).
         image_size: side of the images the model takes (default: the data's).
         norm: threat model of attacks given by name (``linf`` or ``l2``).
-        mode: ``incremental`` or ``independent`` (see the module docstring).
+        mode: ``incremental``, ``downward`` or ``independent`` (see the module docstring). None: as the attack
+            names' preset says (downward with ``curve``), else incremental.
         seed: seeds each ε (as ``seed + index``) without disturbing the caller's random state.
         protocol: extra facts recorded with the result (attack descriptions, split, checkpoint, ...).
         state_path: where the evidence is saved after each ε; an evaluation with the same protocol found
@@ -121,10 +130,10 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
         checks: sanity checks to run on the finished result (None: none).
         weights: density of ε at the grid points for the expected robustness (None: uniform).
         bootstrap: resamples for the confidence intervals.
-        warm_start: in incremental mode, each attack that accepts a starting point (``x_init``) starts every
-            example at ε_k from its own highest-loss point at ε_{k−1} instead of a random point (further
-            restarts still start at random). None: as the attack names' preset says (on with ``curve``),
-            else off.
+        warm_start: each attack that accepts a starting point (``x_init``) starts an example from a point
+            of the ε walked before instead of a random point (further restarts still start at random):
+            incremental, its own highest-loss point at ε_{k−1}; downward, the point that broke the example at
+            ε_{k+1}. None: as the attack names' preset says (on with ``curve``), else off.
 
     The model is put in eval mode. ε = 0 is added to the grid if missing (its row is clean accuracy).
     ``checks=True`` runs the default sanity checks (:class:`SanityChecks`).
@@ -138,11 +147,13 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
     attacks = build_eval_attacks(named, norm) if named is not None else cast(Mapping[str, Attack], attacks)
     if warm_start is None:
         warm_start = bool(eval_setting(named, "warm_start", False)) if named is not None else False
+    if mode is None:
+        mode = str(eval_setting(named, "mode", "incremental")) if named is not None else "incremental"
     if checks is True:
         checks = SanityChecks(norm=norm, autoattack_n=eval_setting(named, "check_autoattack", 0) if named else 0)
     checks = checks or None
-    if mode not in ("incremental", "independent"):
-        raise ValueError(f"mode must be incremental or independent, got {mode!r}")
+    if mode not in EVAL_MODES:
+        raise ValueError(f"mode must be one of {', '.join(EVAL_MODES)}; got {mode!r}")
     if not attacks:
         raise ValueError("evaluate needs at least one attack")
     grid = sorted(set([0.0] + [float(e) for e in eps_grid]))
@@ -151,7 +162,7 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
     except ValueError as err:
         raise ValueError(f"ε weights for the grid {[format_eps(e) for e in grid]}: {err}") from None
     names = list(attacks)
-    warm = warm_start and mode == "incremental"
+    warm = bool(warm_start) and mode != "independent"
     labels = source.labels.numpy().copy()
     protocol = {"mode": mode, "seed": seed, "grid": [format_eps(e) for e in grid], "attack_order": names,
                 "start": "warm" if warm else "cold", **(protocol or {})}
@@ -160,34 +171,58 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
     correct, breaker = state.correct, state.breaker
     model.eval()
     shard = ddp.current()
+    shape = next(iter(eval_batches(source.subset(np.arange(1)), image_size, 1)))[0].shape[1:] if warm else ()
+    # the order the grid is walked in: upward, or (downward) clean first, then from ε_g down
+    order = list(range(len(grid))) if mode != "downward" else [0] + list(range(len(grid) - 1, 0, -1))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        for e in range(state.done, len(grid)):
+        for i in range(state.done, len(order)):
+            e, prev = order[i], order[i - 1] if i > 0 else -1
             torch.manual_seed(seed + e)
-            # attacked: what survived the previous ε (incremental) or clean (independent); the rest stays broken
+            # attacked: what survived the previous ε (incremental), what was broken at the ε above (downward),
+            # or what is clean-correct (independent, and downward at ε_g); the rest keeps its state
             base = e - 1 if mode == "incremental" else 0
             row = correct[base].copy() if e > 0 else np.ones(len(labels), dtype=bool)
             breaker[e] = breaker[base] if e > 0 else -1
+            # downward: what survived the ε above counts as robust here, unattacked
+            settled = correct[prev] & row if mode == "downward" and prev > 0 else np.zeros_like(row)
             if grid[e] > 0 and state.radii is None and any(is_min_norm(a) for a in attacks.values()):
                 state.radii, state.radius_by = _min_norm_pass(model, source, attacks, correct[0], device, image_size,
                                                               batch_size, shard)
             if grid[e] > 0 and state.radii is not None and state.radius_by is not None:
-                hit = row & (state.radii <= grid[e] * (1 + 1e-6))  # broken within ε by the minimum-norm pass
+                hit = row & ~settled & (state.radii <= grid[e] * (1 + 1e-6))  # broken within ε by the min-norm pass
                 row[hit], breaker[e, hit] = False, state.radius_by[hit]
             steps = [(0, "clean", None)] if grid[e] == 0 else \
                 [(k + 1, n, a) for k, (n, a) in enumerate(attacks.items()) if not is_min_norm(a)]
             for k, name, attack in steps:
-                todo = np.flatnonzero(row)
+                todo = np.flatnonzero(row & ~settled)
                 mine = np.array_split(todo, shard.world)[shard.rank]  # under torchrun: this process's share
-                keep = warm and accepts_start(attack)
-                starts = state.starts.get(name) if keep and state.starts_at == e - 1 else None
-                desc = f"eval ε={format_eps(grid[e])} {name}" + (" (warm)" if starts is not None else "")
-                with tqdm(total=len(mine), desc=desc, unit="img", disable=None if shard.main else True,
-                          leave=False) as bar:
-                    alive, points = _attack_rows(model, source.subset(mine), grid[e], attack, device, image_size,
-                                                 batch_size, bar, None if starts is None else starts[mine], keep)
+                # warm starts: upward, this attack's own points at the ε below; downward, the point that broke
+                # the example at the ε above (examples broken there by the min-norm pass start cold)
+                slot = DOWNWARD if mode == "downward" else name
+                keep = warm and attack is not None and (mode == "downward" or accepts_start(attack))
+                starts = state.starts.get(slot) if warm and accepts_start(attack) and state.starts_at == prev else None
+                has = np.isin(breaker[prev], [j for j, _, _ in steps]) if mode == "downward" else \
+                    np.ones(len(labels), dtype=bool)
+                alive, points = np.zeros(len(mine), dtype=bool), torch.zeros((len(mine) if keep else 0, *shape))
+                for part, part_starts in ((~has[mine], None), (has[mine], starts)) if starts is not None else \
+                        ((np.ones(len(mine), dtype=bool), None),):
+                    rows = mine[part]
+                    if len(rows) == 0:
+                        continue
+                    desc = f"eval ε={format_eps(grid[e])} {name}" + (" (warm)" if part_starts is not None else "")
+                    with tqdm(total=len(rows), desc=desc, unit="img", disable=None if shard.main else True,
+                              leave=False) as bar:
+                        alive[part], got = _attack_rows(model, source.subset(rows), grid[e], attack, device,
+                                                        image_size, batch_size, bar,
+                                                        None if part_starts is None else part_starts[rows], keep)
+                    if got is not None:
+                        points[torch.from_numpy(np.flatnonzero(part))] = got
                 alive = ddp.all_gather_array(alive)
-                if points is not None:
-                    state.keep_start(name, todo, torch.from_numpy(ddp.all_gather_array(points.numpy())), len(labels))
+                if keep:
+                    points = torch.from_numpy(ddp.all_gather_array(points.numpy()))
+                    rows_kept = todo[~alive] if mode == "downward" else todo
+                    state.keep_start(slot, rows_kept, points[torch.from_numpy(~alive)] if mode == "downward" else points,
+                                     len(labels))
                 row[todo[~alive]] = False
                 breaker[e, todo[~alive]] = k
             if warm and grid[e] > 0:
@@ -195,7 +230,7 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
             correct[e] = row
             log.info("eval ε=%s: accuracy %.4f", format_eps(grid[e]), row.mean())
             if state_path is not None and shard.main:
-                state.done = e + 1
+                state.done = i + 1
                 _save_state(state_path, key, state)
     result = RobustnessResult(grid, correct, labels, protocol, breaker=breaker, weights=weights,
                               bootstrap=bootstrap, radii=state.radii)
@@ -265,7 +300,7 @@ def _resume(path: Path | None, key: str, num_eps: int, n: int) -> _State:
         log.warning("%s belongs to an evaluation with another protocol; starting over", path)
         return state
     done = saved["done"]
-    state.correct[:done], state.breaker[:done], state.done = saved["correct"][:done], saved["breaker"][:done], done
+    state.correct[:], state.breaker[:], state.done = saved["correct"], saved["breaker"], done  # rows not done: unset
     if "radii" in saved:
         state.radii, state.radius_by = saved["radii"], saved["radius_by"]
     state.starts = {k[len("start:"):]: torch.from_numpy(v) for k, v in saved.items() if k.startswith("start:")}

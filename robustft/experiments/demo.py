@@ -24,7 +24,7 @@ DEMO_SETTINGS = {
     "optim.lr": 1.0e-3, "optim.weight_decay": 0.05, "optim.warmup_epochs": 1,
     "train.epochs": 10, "train.val_adv_n": 0, "train.monitor_n": 128, "train.ema_decay": 0.99,
     "train.delay_threshold": 0.5,
-    "eval.attacks": ["apgd-ce"], "eval.num_steps": 10, "eval.n": 500, "eval.eps_step": "2/255",
+    "eval.attacks": ["apgd-ce"], "eval.n": 500, "eval.eps_step": "2/255",
 }
 """The demo's regime (see the module docstring); every run of the demo shares it."""
 NO_HINGES = {"schedule.t1": None, "schedule.t2": None}
