@@ -16,14 +16,11 @@ import time
 from pathlib import Path
 
 import torch
+from run_model import load_run
 
 from robustft.attacks import build_eval_attacks
 from robustft.config import parse_eps_grid
-from robustft.data import build_data, stratified_subset
 from robustft.eval import evaluate
-from robustft.models import build_model
-from robustft.runs import RunDir
-from robustft.train import load_model_weights
 
 
 def main() -> None:
@@ -33,13 +30,7 @@ def main() -> None:
     p.add_argument("settings", nargs="+", help="JSON objects of eval settings, one evaluation each")
     p.add_argument("--n", type=int, default=200)
     args = p.parse_args()
-    run = RunDir(args.run_dir)
-    cfg = run.config()
-    data = build_data(cfg.data)
-    model = build_model(cfg.model, data.num_classes)
-    load_model_weights(run.evaluated_checkpoint(), model)
-    model.eval()
-    test = data.test.subset(stratified_subset(data.test.labels, args.n, cfg.data.split_seed))
+    run, cfg, model, test = load_run(args.run_dir, args.n)
     eps = parse_eps_grid(args.eps)[-1]
     print(f"model: {run.path}; n={len(test)}; ε={args.eps}; torch threads {torch.get_num_threads()}")
     for text in args.settings:

@@ -32,14 +32,11 @@ import time
 from pathlib import Path
 
 import torch
+from run_model import load_run
 
 from robustft.attacks import AutoAttack, build_eval_attacks
 from robustft.config import EVAL_PRESET_SETTINGS, eval_setting, format_eps, parse_eps_grid
-from robustft.data import build_data, stratified_subset
 from robustft.eval import SanityChecks, evaluate
-from robustft.models import build_model
-from robustft.runs import RunDir
-from robustft.train import load_model_weights
 
 CPU = torch.device("cpu")
 
@@ -56,15 +53,9 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="also write the numbers here")
     p.add_argument("--resume", action="store_true", help="keep the legs already in --json, run only the rest")
     args = p.parse_args()
-    run = RunDir(args.run_dir)
-    cfg = run.config()
+    run, cfg, model, test = load_run(args.run_dir, args.n)
     sets = {k: _value(v) for k, v in (s.split("=", 1) for s in args.set)}
     eval_cfg = dataclasses.replace(cfg.eval, **sets)
-    data = build_data(cfg.data)
-    model = build_model(cfg.model, data.num_classes)
-    load_model_weights(run.evaluated_checkpoint(), model)
-    model.eval()
-    test = data.test.subset(stratified_subset(data.test.labels, args.n, cfg.data.split_seed))
     grid = parse_eps_grid(args.eps_grid)
     aa_grid = parse_eps_grid(args.aa_eps)
     missing = [format_eps(e) for e in aa_grid if not any(abs(e - g) < 1e-9 for g in grid)]

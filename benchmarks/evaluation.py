@@ -23,14 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from run_model import load_run
 
 from robustft.attacks import APGD, AutoAttack
 from robustft.config import format_eps, parse_eps_grid
-from robustft.data import build_data, stratified_subset
 from robustft.eval import evaluate
-from robustft.models import build_model
 from robustft.runs import RunDir
-from robustft.train import load_model_weights
 
 
 def main() -> None:
@@ -43,12 +41,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=0, help="seeds for the averaged ours-vs-reference agreement")
     p.add_argument("--batch-size", type=int, default=250)
     args = p.parse_args()
-    run = RunDir(args.run_dir)
-    cfg = run.config()
-    data = build_data(cfg.data)
-    model = build_model(cfg.model, data.num_classes)
-    load_model_weights(run.checkpoint_path, model)
-    test = data.test.subset(stratified_subset(data.test.labels, args.n, cfg.data.split_seed))
+    run, cfg, model, test = load_run(args.run_dir, args.n, RunDir(args.run_dir).checkpoint_path)
     grid = parse_eps_grid(args.eps_grid)
     ours = {"apgd-ce": APGD(num_steps=args.steps, select="misclassified")}
     reference = {"aa-apgd-ce": AutoAttack(components=("apgd-ce",), num_steps=args.steps)}
