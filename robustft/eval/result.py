@@ -121,7 +121,7 @@ class RobustnessResult:
 
     def broken_by(self) -> list[dict[str, int]]:
         """Per ε: how many examples each attack broke there (not counting those already wrong before: at
-        the previous ε in incremental mode, on clean inputs in independent mode)."""
+        the previous ε in incremental mode, on clean inputs in downward and independent mode)."""
         if self.breaker is None:
             return []
         names = ["clean"] + list(self.protocol.get("attack_order", []))
