@@ -244,8 +244,9 @@ class EvalConfig:
     attacks: list[str] = field(default_factory=lambda: ["apgd-ce"])
     """Evaluation attacks, run in order; an example counts as robust at ε only if it survives all of them.
     Names: apgd-ce, apgd-dlr, apgd-t, pgd, fmn, square, autoattack, aa-apgd-ce; presets: cheap (= apgd-ce,
-    for monitoring), strong (= autoattack, for final numbers), curve (= warm-started apgd-ce + apgd-t on the
-    grid joined with a minimum-norm fmn pass, checked against AutoAttack at ε_g: AutoAttack-grade curves)."""
+    for monitoring), strong (= autoattack, for final numbers), curve (= a minimum-norm fmn pass joined with
+    apgd-ce + apgd-t at 100 iterations on the grid walked downward, warm-started, checked against AutoAttack
+    at ε_g: AutoAttack-grade curves)."""
     num_steps: int | None = None
     """Iterations of robustft's own attacks (apgd-ce, apgd-dlr, apgd-t, pgd) and of aa-apgd-ce; null: 100 with
     the curve preset (AutoAttack's budget), 10 otherwise."""
