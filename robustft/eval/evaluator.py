@@ -90,6 +90,40 @@ def _attack_rows(model: nn.Module, source: ImageSource, eps: float, attack: Atta
     return found, (torch.cat(points) if points else None) if keep else None
 
 
+def _warm_starts(state: _State, slot: str, attack: Attack | None, prev: int, broken_before: np.ndarray,
+                 grid_attacks: list[int], mode: str) -> tuple[torch.Tensor, np.ndarray] | None:
+    """An attack's warm starts at this ε: (points, which examples start from theirs), or None when every
+    example starts cold. Upward, the attack's own points at the ε below, for every example; downward, the
+    point that broke an example at the ε above, for the examples a grid attack broke there (``broken_before``
+    holds each example's breaker there; those the minimum-norm pass broke start cold)."""
+    if attack is None or not accepts_start(attack) or state.starts_at != prev or slot not in state.starts:
+        return None
+    has = np.isin(broken_before, grid_attacks) if mode == "downward" else np.ones(len(broken_before), dtype=bool)
+    return state.starts[slot], has
+
+
+def _attack_share(model: nn.Module, source: ImageSource, rows: np.ndarray, eps: float, name: str,
+                  attack: Attack | None, starts: tuple[torch.Tensor, np.ndarray] | None, keep: bool,
+                  shape: tuple[int, ...], device: torch.device, image_size: int, batch_size: int,
+                  show: bool) -> tuple[np.ndarray, torch.Tensor]:
+    """(alive, points) of examples ``rows`` (this process's share) under ``attack`` at ``eps``: the examples
+    with a warm start (``starts``, from :func:`_warm_starts`) attacked from it, the others cold; ``points``
+    holds the attacked images when ``keep`` (else it is empty)."""
+    alive, points = np.zeros(len(rows), dtype=bool), torch.zeros((len(rows) if keep else 0, *shape))
+    parts = [(np.ones(len(rows), dtype=bool), None)] if starts is None else \
+        [(~starts[1][rows], None), (starts[1][rows], starts[0])]
+    for part, start in parts:
+        if not part.any():
+            continue
+        desc = f"eval ε={format_eps(eps)} {name}" + (" (warm)" if start is not None else "")
+        with tqdm(total=int(part.sum()), desc=desc, unit="img", disable=None if show else True, leave=False) as bar:
+            alive[part], got = _attack_rows(model, source.subset(rows[part]), eps, attack, device, image_size,
+                                            batch_size, bar, None if start is None else start[rows[part]], keep)
+        if got is not None:
+            points[torch.from_numpy(np.flatnonzero(part))] = got
+    return alive, points
+
+
 def _radii(model: nn.Module, source: ImageSource, attack: MinNormAttack, device: torch.device, image_size: int,
            batch_size: int, bar: tqdm) -> np.ndarray:
     """Per example of ``source``: the smallest radius at which ``attack`` found a misclassified point (+inf
@@ -196,33 +230,19 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
             for k, name, attack in steps:
                 todo = np.flatnonzero(row & ~settled)
                 mine = np.array_split(todo, shard.world)[shard.rank]  # under torchrun: this process's share
-                # warm starts: upward, this attack's own points at the ε below; downward, the point that broke
-                # the example at the ε above (examples broken there by the min-norm pass start cold)
                 slot = DOWNWARD if mode == "downward" else name
                 keep = warm and attack is not None and (mode == "downward" or accepts_start(attack))
-                starts = state.starts.get(slot) if warm and accepts_start(attack) and state.starts_at == prev else None
-                has = np.isin(breaker[prev], [j for j, _, _ in steps]) if mode == "downward" else \
-                    np.ones(len(labels), dtype=bool)
-                alive, points = np.zeros(len(mine), dtype=bool), torch.zeros((len(mine) if keep else 0, *shape))
-                for part, part_starts in ((~has[mine], None), (has[mine], starts)) if starts is not None else \
-                        ((np.ones(len(mine), dtype=bool), None),):
-                    rows = mine[part]
-                    if len(rows) == 0:
-                        continue
-                    desc = f"eval ε={format_eps(grid[e])} {name}" + (" (warm)" if part_starts is not None else "")
-                    with tqdm(total=len(rows), desc=desc, unit="img", disable=None if shard.main else True,
-                              leave=False) as bar:
-                        alive[part], got = _attack_rows(model, source.subset(rows), grid[e], attack, device,
-                                                        image_size, batch_size, bar,
-                                                        None if part_starts is None else part_starts[rows], keep)
-                    if got is not None:
-                        points[torch.from_numpy(np.flatnonzero(part))] = got
+                starts = _warm_starts(state, slot, attack, prev, breaker[prev], [j for j, _, _ in steps], mode) \
+                    if warm else None
+                alive, points = _attack_share(model, source, mine, grid[e], name, attack, starts, keep, shape,
+                                              device, image_size, batch_size, shard.main)
                 alive = ddp.all_gather_array(alive)
                 if keep:
                     points = torch.from_numpy(ddp.all_gather_array(points.numpy()))
-                    rows_kept = todo[~alive] if mode == "downward" else todo
-                    state.keep_start(slot, rows_kept, points[torch.from_numpy(~alive)] if mode == "downward" else points,
-                                     len(labels))
+                    if mode == "downward":  # the point that broke each example, for the ε below
+                        state.keep_start(slot, todo[~alive], points[torch.from_numpy(~alive)], len(labels))
+                    else:  # every example's last point under this attack, for the ε above
+                        state.keep_start(slot, todo, points, len(labels))
                 row[todo[~alive]] = False
                 breaker[e, todo[~alive]] = k
             if warm and grid[e] > 0:
