@@ -1,4 +1,4 @@
-"""Robustness curves at APGD cost: six evaluations of the same examples, side by side in one run on one model.
+"""Robustness curves at APGD cost: seven evaluations of the same examples, side by side in one run on one model.
 
 - **independent**: APGD-CE + APGD-T (eval.num_steps, eval.targets) on every clean-correct example at every ε;
 - **incremental** (cold, robustft's default): the same attacks, at each ε only what survived the previous ε;
@@ -6,6 +6,9 @@
   point of ε_{k−1} (``eval.warm_steps`` iterations after the first ε);
 - **warm downward**: the same attacks and iterations on every clean-correct example at ε_g, then down the
   grid on what broke at the ε above, each run starting from the point that broke the example there;
+- **FMN + warm downward**: the FMN minimum-norm pass (``eval.fmn_steps``) first, then the warm downward
+  walk with the same attacks and iterations: the curve preset's attacks at the eval defaults' cost, no check.
+  FMN finds the small-ε breaks that an attack at ε_g can miss and the downward walk would carry down;
 - **curve preset** (``--attacks curve``, with the preset's own settings, not the run's, except what
   ``--set`` gives): the FMN minimum-norm pass, then APGD-CE + APGD-T walking the grid downward from ε_g
   (100 iterations; 20 for a run warm-started from the point that broke the example at the ε above), plus
@@ -52,6 +55,8 @@ def main() -> None:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="eval settings, e.g. warm_steps=3")
     p.add_argument("--json", type=Path, help="also write the numbers here")
     p.add_argument("--resume", action="store_true", help="keep the legs already in --json, run only the rest")
+    p.add_argument("--seed", type=int, default=0, help="the evaluations' seed (random starts), e.g. for the "
+                   "spread of the cold incremental grid")
     args = p.parse_args()
     run, cfg, model, test = load_run(args.run_dir, args.n)
     sets = {k: _value(v) for k, v in (s.split("=", 1) for s in args.set)}
@@ -67,12 +72,14 @@ def main() -> None:
     curve_cfg = dataclasses.replace(cfg.eval, attacks=["curve"], **{**dict.fromkeys(EVAL_PRESET_SETTINGS["curve"]), **sets})
     warm_steps = eval_setting(eval_cfg, "warm_steps", 5)
     cold = warm = build_eval_attacks(base, norm)  # warm_steps only applies to runs given a start
+    with_fmn = build_eval_attacks(dataclasses.replace(base, attacks=["fmn", "apgd-ce", "apgd-t"]), norm)
     curve = build_eval_attacks(curve_cfg, norm)
     aa_n = eval_setting(curve_cfg, "check_autoattack", 0)
     jobs = {"independent": (cold, grid, "independent", False),
             "incremental": (cold, grid, "incremental", False),
             "warm incremental": (warm, grid, "incremental", True),
             "warm downward": (warm, grid, "downward", True),
+            "FMN + warm downward": (with_fmn, grid, "downward", True),
             "curve preset": (curve, grid, eval_setting(curve_cfg, "mode", "incremental"),
                              eval_setting(curve_cfg, "warm_start", False))}
     for e in sorted(aa_grid, reverse=True):  # ε_g first: the point that matters most if the run is stopped
@@ -80,9 +87,13 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
     jobs = {k: v for k, v in jobs.items() if k not in skip and not (k.startswith("AutoAttack") and "AutoAttack" in skip)}
     times, curves, extra = {}, {}, {}
+    extra["evaluation seed"] = str(args.seed)
     if args.resume and args.json and args.json.exists():
         kept = json.loads(args.json.read_text())
-        times, extra = kept["times"], kept["facts"]
+        if kept["facts"].get("evaluation seed", "0") != str(args.seed):
+            raise SystemExit(f"{args.json} holds legs of seed {kept['facts']['evaluation seed']}, not {args.seed}: "
+                             "resume with that seed, or write another --json")
+        times, extra = kept["times"], {**kept["facts"], **extra}
         curves = {k: {float(e): a for e, a in c.items()} for k, c in kept["curves"].items()}
         print(f"  resuming: {', '.join(times)} kept from {args.json}", flush=True)
     for name, (attacks, eps_grid, mode, warm_start) in jobs.items():
@@ -90,7 +101,7 @@ def main() -> None:
             continue
         t0 = time.perf_counter()
         result = evaluate(model, test, eps_grid, attacks, device=CPU, image_size=cfg.data.image_size,
-                          batch_size=args.batch_size, mode=mode, seed=0, warm_start=warm_start, bootstrap=0)
+                          batch_size=args.batch_size, mode=mode, seed=args.seed, warm_start=warm_start, bootstrap=0)
         if name == "curve preset" and aa_n:
             t1 = time.perf_counter()
             flag = SanityChecks(norm=norm, autoattack_n=aa_n).check_autoattack(model, test, result, CPU,
@@ -140,9 +151,10 @@ def report(run, cfg, eval_cfg, curve_cfg, test, grid, warm_steps, jobs, times, c
         facts["time warm incremental / independent"] = f"{times['warm incremental'] / times['independent']:.2f}"
     if "independent" in times and "incremental" in times:
         facts["time incremental / independent"] = f"{times['incremental'] / times['independent']:.2f}"
-    if "independent" in times and "warm downward" in times:
-        facts["time warm downward / independent"] = f"{times['warm downward'] / times['independent']:.2f}"
-    for leg in ("warm incremental", "warm downward"):
+    for leg in ("warm downward", "FMN + warm downward"):
+        if "independent" in times and leg in times:
+            facts[f"time {leg} / independent"] = f"{times[leg] / times['independent']:.2f}"
+    for leg in ("warm incremental", "warm downward", "FMN + warm downward"):
         if "incremental" in curves and leg in curves:
             gap = max(curves[leg][k] - curves["incremental"][k] for k in curves["incremental"])
             facts[f"{leg} above cold incremental, largest (points)"] = f"{100 * gap:+.1f}"
