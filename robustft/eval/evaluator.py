@@ -104,15 +104,17 @@ def _warm_starts(state: _State, slot: str, attack: Attack | None, prev: int, bro
 
 def _attack_share(model: nn.Module, source: ImageSource, rows: np.ndarray, eps: float, name: str,
                   attack: Attack | None, starts: tuple[torch.Tensor, np.ndarray] | None, keep: bool,
-                  shape: tuple[int, ...], device: torch.device, image_size: int, batch_size: int,
-                  show: bool) -> tuple[np.ndarray, torch.Tensor]:
+                  retry_cold: bool, shape: tuple[int, ...], device: torch.device, image_size: int,
+                  batch_size: int, show: bool) -> tuple[np.ndarray, torch.Tensor]:
     """(alive, points) of examples ``rows`` (this process's share) under ``attack`` at ``eps``: the examples
-    with a warm start (``starts``, from :func:`_warm_starts`) attacked from it, the others cold; ``points``
+    with a warm start (``starts``, from :func:`_warm_starts`) attacked from it, the others cold, and with
+    ``retry_cold`` the warm-started ones the attack could not break attacked once more, cold; ``points``
     holds the attacked images when ``keep`` (else it is empty)."""
     alive, points = np.zeros(len(rows), dtype=bool), torch.zeros((len(rows) if keep else 0, *shape))
-    parts = [(np.ones(len(rows), dtype=bool), None)] if starts is None else \
-        [(~starts[1][rows], None), (starts[1][rows], starts[0])]
-    for part, start in parts:
+    todo: list[tuple[np.ndarray, torch.Tensor | None]] = [(np.ones(len(rows), dtype=bool), None)] \
+        if starts is None else [(~starts[1][rows], None), (starts[1][rows], starts[0])]
+    while todo:
+        part, start = todo.pop(0)
         if not part.any():
             continue
         desc = f"eval ε={format_eps(eps)} {name}" + (" (warm)" if start is not None else "")
@@ -121,6 +123,8 @@ def _attack_share(model: nn.Module, source: ImageSource, rows: np.ndarray, eps: 
                                             batch_size, bar, None if start is None else start[rows[part]], keep)
         if got is not None:
             points[torch.from_numpy(np.flatnonzero(part))] = got
+        if start is not None and retry_cold:
+            todo.append((part & alive, None))
     return alive, points
 
 
@@ -234,8 +238,10 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
                 keep = warm and attack is not None and (mode == "downward" or accepts_start(attack))
                 starts = _warm_starts(state, slot, attack, prev, breaker[prev], [j for j, _, _ in steps], mode) \
                     if warm else None
-                alive, points = _attack_share(model, source, mine, grid[e], name, attack, starts, keep, shape,
-                                              device, image_size, batch_size, shard.main)
+                # downward, what survives here is settled as robust at every smaller ε: a warm start that
+                # fails gets a cold attack too
+                alive, points = _attack_share(model, source, mine, grid[e], name, attack, starts, keep,
+                                              mode == "downward", shape, device, image_size, batch_size, shard.main)
                 alive = ddp.all_gather_array(alive)
                 if keep:
                     points = torch.from_numpy(ddp.all_gather_array(points.numpy()))
