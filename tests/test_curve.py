@@ -230,6 +230,30 @@ def test_downward_a_failed_warm_start_is_attacked_again_cold_before_it_counts_as
         assert at == ([(True, broken_above), (False, broken_above)] if broken_above else []), (k, at)
 
 
+class FixedMinNorm:
+    """A minimum-norm attack that reports every example broken at ``radius``, at the box corner that far."""
+
+    def __init__(self, radius: float):
+        self.radius = radius
+
+    def min_norm(self, model, x, y):
+        return (x + self.radius * (2 * (x > 0.5).float() - 1)).clamp(0, 1), torch.full((len(x),), self.radius)
+
+    def __call__(self, model, x, y, eps):
+        raise AssertionError("a minimum-norm attack runs once, not per ε")
+
+
+def test_downward_an_example_the_minimum_norm_pass_broke_above_starts_from_its_point(model, data):
+    spy = StartSpy()
+    result = evaluate(model, data, [2 / 255, 4 / 255], {"fmn": FixedMinNorm(3 / 255), "spy": spy}, device=CPU,
+                      image_size=8, batch_size=64, mode="downward", warm_start=True)
+    assert 4 / 255 not in spy.starts, "at ε_g the minimum-norm pass broke every example: no grid attack"
+    assert result.broken_by()[-1] == {"fmn": int(result.correct[0].sum())}
+    x = to_float(data.images, 8)[np.flatnonzero(result.correct[0])]
+    assert torch.allclose(spy.starts[2 / 255], (x + 3 / 255 * (2 * (x > 0.5).float() - 1)).clamp(0, 1)), \
+        "below, each example starts from the point the minimum-norm pass found"
+
+
 def test_a_killed_downward_evaluation_resumes_exactly(model, data, tmp_path):
     apgd, fmn = APGD(num_steps=4, select="misclassified"), FMN(steps=20)
     state = tmp_path / "partial.npz"

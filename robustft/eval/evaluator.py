@@ -14,7 +14,8 @@ left standing, so a row of the evidence matrix is the worst case over all attack
 own seed. With ``warm_start``, an attack that takes a starting point (``x_init``) begins each example
 from a point of the ε walked before: upward, its own highest-loss point of ε_{k−1}, so its iterations
 add up along the grid; downward, the point that broke the example at ε_{k+1}, projected into the
-smaller ball. A minimum-norm attack (FMN) runs once, before the grid, on the clean-correct examples: an
+smaller ball, and an example the warm run cannot break is attacked once more from a cold start before it
+counts as robust there (and so at every smaller ε). A minimum-norm attack (FMN) runs once, before the grid, on the clean-correct examples: an
 example it breaks at radius r counts as broken at every ε ≥ r without a grid attack, and the radii give
 the curve between grid points (``RobustnessResult.eps_star``). The evidence is saved after each ε when a
 ``state_path`` is given, and a killed evaluation resumes from there with the same result. Under torchrun
@@ -91,14 +92,14 @@ def _attack_rows(model: nn.Module, source: ImageSource, eps: float, attack: Atta
 
 
 def _warm_starts(state: _State, slot: str, attack: Attack | None, prev: int, broken_before: np.ndarray,
-                 grid_attacks: list[int], mode: str) -> tuple[torch.Tensor, np.ndarray] | None:
+                 mode: str) -> tuple[torch.Tensor, np.ndarray] | None:
     """An attack's warm starts at this ε: (points, which examples start from theirs), or None when every
     example starts cold. Upward, the attack's own points at the ε below, for every example; downward, the
-    point that broke an example at the ε above, for the examples a grid attack broke there (``broken_before``
-    holds each example's breaker there; those the minimum-norm pass broke start cold)."""
+    point that broke an example at the ε above (a grid attack's, or the minimum-norm pass's point), for the
+    examples broken there (``broken_before`` holds each example's breaker there)."""
     if attack is None or not accepts_start(attack) or state.starts_at != prev or slot not in state.starts:
         return None
-    has = np.isin(broken_before, grid_attacks) if mode == "downward" else np.ones(len(broken_before), dtype=bool)
+    has = broken_before > 0 if mode == "downward" else np.ones(len(broken_before), dtype=bool)
     return state.starts[slot], has
 
 
@@ -129,14 +130,18 @@ def _attack_share(model: nn.Module, source: ImageSource, rows: np.ndarray, eps: 
 
 
 def _radii(model: nn.Module, source: ImageSource, attack: MinNormAttack, device: torch.device, image_size: int,
-           batch_size: int, bar: tqdm) -> np.ndarray:
+           batch_size: int, bar: tqdm, keep: bool = False) -> tuple[np.ndarray, torch.Tensor]:
     """Per example of ``source``: the smallest radius at which ``attack`` found a misclassified point (+inf
-    where it found none)."""
-    out = []
+    where it found none), and with ``keep`` that point (on the CPU; the example itself where none was
+    found; else an empty tensor)."""
+    out, points = [], []
     for x, y in eval_batches(source, image_size, batch_size):
-        out.append(attack.min_norm(model, x.to(device), y.to(device))[1].double().cpu().numpy())
+        x_adv, radius = attack.min_norm(model, x.to(device), y.to(device))
+        out.append(radius.double().cpu().numpy())
+        if keep:
+            points.append(x_adv.detach().float().cpu())
         bar.update(len(y))
-    return np.concatenate(out) if out else np.zeros(0)
+    return (np.concatenate(out) if out else np.zeros(0)), (torch.cat(points) if points else torch.zeros(0))
 
 
 def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
@@ -224,8 +229,12 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
             # downward: what survived the ε above counts as robust here, unattacked
             settled = correct[prev] & row if mode == "downward" and prev > 0 else np.zeros_like(row)
             if grid[e] > 0 and state.radii is None and any(is_min_norm(a) for a in attacks.values()):
-                state.radii, state.radius_by = _min_norm_pass(model, source, attacks, correct[0], device, image_size,
-                                                              batch_size, shard)
+                state.radii, state.radius_by, found = _min_norm_pass(model, source, attacks, correct[0], device,
+                                                                     image_size, batch_size, shard,
+                                                                     shape if warm and mode == "downward" else None)
+                if found is not None:  # downward: where the walk first attacks an example FMN broke, it starts here
+                    broken = np.flatnonzero(np.isfinite(state.radii))
+                    state.keep_start(DOWNWARD, broken, found[torch.from_numpy(broken)], len(labels))
             if grid[e] > 0 and state.radii is not None and state.radius_by is not None:
                 hit = row & ~settled & (state.radii <= grid[e] * (1 + 1e-6))  # broken within ε by the min-norm pass
                 row[hit], breaker[e, hit] = False, state.radius_by[hit]
@@ -236,8 +245,7 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
                 mine = np.array_split(todo, shard.world)[shard.rank]  # under torchrun: this process's share
                 slot = DOWNWARD if mode == "downward" else name
                 keep = warm and attack is not None and (mode == "downward" or accepts_start(attack))
-                starts = _warm_starts(state, slot, attack, prev, breaker[prev], [j for j, _, _ in steps], mode) \
-                    if warm else None
+                starts = _warm_starts(state, slot, attack, prev, breaker[prev], mode) if warm else None
                 # downward, what survives here is settled as robust at every smaller ε: a warm start that
                 # fails gets a cold attack too
                 alive, points = _attack_share(model, source, mine, grid[e], name, attack, starts, keep,
@@ -268,11 +276,14 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
 
 
 def _min_norm_pass(model: nn.Module, source: ImageSource, attacks: Mapping[str, Attack], clean: np.ndarray,
-                   device: torch.device, image_size: int, batch_size: int, shard: ddp.Shard
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(radii, by): per example the smallest radius any minimum-norm attack found (+inf: none; clean-wrong
-    examples are not attacked) and the 1-based index in the attack order of the attack that found it."""
+                   device: torch.device, image_size: int, batch_size: int, shard: ddp.Shard,
+                   keep: tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray, torch.Tensor | None]:
+    """(radii, by, points): per example the smallest radius any minimum-norm attack found (+inf: none;
+    clean-wrong examples are not attacked), the 1-based index in the attack order of the attack that found
+    it, and, given ``keep`` (the shape of one image), the misclassified points at those radii (on the CPU;
+    else None)."""
     radii, by = np.full(len(clean), np.inf), np.full(len(clean), -1, dtype=np.int8)
+    points: torch.Tensor | None = None
     todo = np.flatnonzero(clean)
     mine = np.array_split(todo, shard.world)[shard.rank]
     for k, (name, attack) in enumerate(attacks.items()):
@@ -280,13 +291,19 @@ def _min_norm_pass(model: nn.Module, source: ImageSource, attacks: Mapping[str, 
             continue
         with tqdm(total=len(mine), desc=f"eval {name} (minimum norm)", unit="img",
                   disable=None if shard.main else True, leave=False) as bar:
-            found = ddp.all_gather_array(_radii(model, source.subset(mine), cast(MinNormAttack, attack), device,
-                                                image_size, batch_size, bar))
+            mine_found, mine_points = _radii(model, source.subset(mine), cast(MinNormAttack, attack), device,
+                                             image_size, batch_size, bar, keep is not None)
+        found = ddp.all_gather_array(mine_found)
         better = found < radii[todo]
         radii[todo[better]], by[todo[better]] = found[better], k + 1
+        if keep is not None:
+            got = torch.from_numpy(ddp.all_gather_array(mine_points.reshape(len(mine), *keep).numpy()))
+            if points is None:
+                points = torch.zeros((len(clean), *keep))
+            points[torch.from_numpy(todo[better])] = got[torch.from_numpy(better)]
         log.info("eval %s: a misclassified point found for %d of %d examples", name, int(np.isfinite(found).sum()),
                  len(todo))
-    return radii, by
+    return radii, by, points
 
 
 @dataclass
