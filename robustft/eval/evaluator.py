@@ -14,8 +14,8 @@ left standing, so a row of the evidence matrix is the worst case over all attack
 own seed. With ``warm_start``, an attack that takes a starting point (``x_init``) begins each example
 from a point of the ε walked before: upward, its own highest-loss point of ε_{k−1}, so its iterations
 add up along the grid; downward, the point that broke the example at ε_{k+1}, projected into the
-smaller ball, and an example the warm run cannot break is attacked once more from a cold start before it
-counts as robust there (and so at every smaller ε). A minimum-norm attack (FMN) runs once, before the grid, on the clean-correct examples: an
+smaller ball (the minimum-norm pass's point, where that pass broke it), and an example the warm run cannot
+break is attacked once more from a cold start before it counts as robust there (and so at every smaller ε). A minimum-norm attack (FMN) runs once, before the grid, on the clean-correct examples: an
 example it breaks at radius r counts as broken at every ε ≥ r without a grid attack, and the radii give
 the curve between grid points (``RobustnessResult.eps_star``). The evidence is saved after each ε when a
 ``state_path`` is given, and a killed evaluation resumes from there with the same result. Under torchrun
@@ -176,7 +176,8 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
         warm_start: each attack that accepts a starting point (``x_init``) starts an example from a point
             of the ε walked before instead of a random point (further restarts still start at random):
             incremental, its own highest-loss point at ε_{k−1}; downward, the point that broke the example at
-            ε_{k+1}. None: as the attack names' preset says (on with ``curve``), else off.
+            ε_{k+1} (a grid attack's or the minimum-norm pass's), and a warm run that fails is followed by a
+            cold one. None: as the attack names' preset says (on with ``curve``), else off.
 
     The model is put in eval mode. ε = 0 is added to the grid if missing (its row is clean accuracy).
     ``checks=True`` runs the default sanity checks (:class:`SanityChecks`).
