@@ -14,8 +14,9 @@ left standing, so a row of the evidence matrix is the worst case over all attack
 own seed. With ``warm_start``, an attack that takes a starting point (``x_init``) begins each example
 from a point of the ε walked before: upward, its own highest-loss point of ε_{k−1}, so its iterations
 add up along the grid; downward, the point that broke the example at ε_{k+1}, projected into the
-smaller ball (the minimum-norm pass's point, where that pass broke it), and an example the warm run cannot
-break is attacked once more from a cold start before it counts as robust there (and so at every smaller ε). A minimum-norm attack (FMN) runs once, before the grid, on the clean-correct examples: an
+smaller ball (the minimum-norm pass's point, where that pass broke it), and an example the warm run
+cannot break is attacked once more from a cold start before it counts as robust there (and so at every
+smaller ε). A minimum-norm attack (FMN) runs once, before the grid, on the clean-correct examples: an
 example it breaks at radius r counts as broken at every ε ≥ r without a grid attack, and the radii give
 the curve between grid points (``RobustnessResult.eps_star``). The evidence is saved after each ε when a
 ``state_path`` is given, and a killed evaluation resumes from there with the same result. Under torchrun
