@@ -5,10 +5,11 @@
 - **warm incremental**: the same, each attack starting every example at ε_k from its own highest-loss
   point of ε_{k−1} (``eval.warm_steps`` iterations after the first ε);
 - **warm downward**: the same attacks and iterations on every clean-correct example at ε_g, then down the
-  grid on what broke at the ε above, each run starting from the point that broke the example there;
+  grid on what broke at the ε above, each run starting from the point that broke the example there (and
+  a cold run where that fails);
 - **FMN + warm downward**: the FMN minimum-norm pass (``eval.fmn_steps``) first, then the warm downward
-  walk with the same attacks and iterations: the curve preset's attacks at the eval defaults' cost, no check.
-  FMN finds the small-ε breaks that an attack at ε_g can miss and the downward walk would carry down;
+  walk with the same attacks and iterations, an example FMN broke above starting from FMN's point: the
+  curve preset's attacks at the eval defaults' cost, without its check;
 - **curve preset** (``--attacks curve``, with the preset's own settings, not the run's, except what
   ``--set`` gives): the FMN minimum-norm pass, then APGD-CE + APGD-T walking the grid downward from ε_g
   (100 iterations; 20 for a run warm-started from the point that broke the example at the ε above), plus
