@@ -429,6 +429,10 @@ def test_build_eval_attacks():
     configured = reference._reference(nn.Linear(3, 4), torch.zeros(1, 3), 8 / 255, seed=0)
     assert configured.attacks_to_run == ["apgd-ce"]
     assert (configured.apgd.n_iter, configured.apgd.n_restarts, configured.apgd.n_iter_2) == (7, 1, 1)
+    fab = build_eval_attacks(cfg.__class__(attacks=["fab-t"]), "linf")["fab-t"]
+    configured = fab._reference(nn.Linear(3, 10), torch.zeros(1, 3), 8 / 255, seed=0)
+    assert configured.attacks_to_run == ["fab-t"]  # AutoAttack's FAB-T: 100 iterations, 9 target classes
+    assert (configured.fab.n_iter, configured.fab.n_target_classes) == (100, 9)
     described = describe_attack("apgd-t", attacks["apgd-t"])
     assert described["implementation"] == "robustft APGD" and described["threat"] == "l2"
     assert described["num_steps"] == 5 and described["restarts"] == 2
@@ -436,7 +440,8 @@ def test_build_eval_attacks():
 
 
 def test_every_eval_attack_is_registered_with_a_builder():
-    assert list(EVAL_ATTACKS) == ["apgd-ce", "apgd-dlr", "apgd-t", "fmn", "pgd", "square", "autoattack", "aa-apgd-ce"]
+    assert list(EVAL_ATTACKS) == ["apgd-ce", "apgd-dlr", "apgd-t", "fmn", "pgd", "square", "fab-t", "autoattack",
+                                  "aa-apgd-ce"]
     assert all(callable(EVAL_ATTACKS[name].build) and EVAL_ATTACKS[name].summary for name in EVAL_ATTACKS)
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from robustft.attacks import APGD, FMN, PGD, build_eval_attacks, build_threat_model
-from robustft.config import EvalConfig, eval_setting, evaluation_name, expand_attacks
+from robustft.config import EvalConfig, eval_setting, evaluation_name, expand_attacks, format_eps
 from robustft.data import to_float
 from robustft.eval import RobustnessResult, SanityChecks, evaluate, expected_robustness
 from robustft.eval.metrics import expected_robustness_exact
@@ -432,3 +432,20 @@ def test_cli_eval_with_the_curve_preset_end_to_end(tmp_path, capsys):
     exported = json.loads((tmp_path / "export" / "model_info.json").read_text())
     assert float(exported["robustft"]["e_adv_exact"]) == pytest.approx(100 * info["min_norm"]["expected_robustness_exact"],
                                                                         abs=0.01)
+
+
+def test_the_result_says_where_the_evaluations_time_went_and_keeps_it_across_a_resume(model, data, tmp_path):
+    apgd, fmn = APGD(num_steps=4, select="misclassified"), FMN(steps=20)
+    run = dict(device=CPU, image_size=8, batch_size=16, seed=3, warm_start=True, mode="downward")
+    whole = evaluate(model, data, GRID, {"fmn": fmn, "apgd-ce": apgd}, **run)
+    assert whole.costs[0]["eps"] is None and whole.costs[0]["attack"] == "fmn"
+    assert whole.costs[0]["examples"] == int(whole.correct[0].sum())
+    grid_rows = whole.costs[1:]
+    assert grid_rows[0]["eps"] == format_eps(GRID[-1]) and all(r["attack"] == "apgd-ce" for r in grid_rows)
+    assert all(r["seconds"] >= 0 and r["examples"] > 0 for r in grid_rows)
+    state = tmp_path / "partial.npz"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(model, data, GRID, {"fmn": fmn, "apgd-ce": Interrupting(apgd, 3)}, state_path=state, **run)
+    resumed = evaluate(model, data, GRID, {"fmn": fmn, "apgd-ce": Interrupting(apgd, None)}, state_path=state, **run)
+    assert [(r["eps"], r["attack"], r["examples"]) for r in resumed.costs] == \
+        [(r["eps"], r["attack"], r["examples"]) for r in whole.costs]

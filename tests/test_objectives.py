@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustft.attacks import PGD, build_trades_attack
-from robustft.attacks.base import FullPrecision
+from robustft.attacks.base import FoldedBatchNorm, FullPrecision
 from robustft.attacks.losses import kl
 from robustft.config import AttackConfig, load_config
 from robustft.objectives import AdversarialObjective, StandardObjective, TradesObjective, build_objective
@@ -122,9 +122,10 @@ def test_build_objective_for_each_name():
     trades = build_objective(load_config(None, ["objective.name=trades", "objective.beta=2.5"]))
     assert isinstance(trades, TradesObjective) and trades.beta == 2.5
     assert isinstance(trades.attack, FullPrecision)  # train.attack_fp32 (default): crafted in fp32 under autocast
-    assert isinstance(trades.attack.attack, PGD) and trades.attack.attack.loss == "kl"
+    assert isinstance(trades.attack.attack, FoldedBatchNorm)  # attack.fold_bn (default): on the folded copy
+    assert isinstance(trades.attack.attack.attack, PGD) and trades.attack.attack.attack.loss == "kl"
     ce_inner = build_objective(load_config(None, ["objective.name=trades", "objective.trades_inner=ce",
-                                                  "train.attack_fp32=false"]))
+                                                  "train.attack_fp32=false", "attack.fold_bn=false"]))
     assert type(ce_inner.attack).__name__ == "APGD" and ce_inner.attack.loss == "ce"  # the training attack
 
 

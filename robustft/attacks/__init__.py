@@ -76,6 +76,8 @@ EVAL_ATTACKS.register("pgd", lambda cfg, norm: PGD(num_steps=eval_steps(cfg), re
 EVAL_ATTACKS.register("square", lambda cfg, norm: AutoAttack(components=("square",), square_queries=cfg.square_queries,
                                                              norm=norm),
                       summary="Square, black-box (pyautoattack), eval.square_queries queries")
+EVAL_ATTACKS.register("fab-t", lambda cfg, norm: AutoAttack(components=("fab-t",), norm=norm),
+                      summary="targeted FAB (pyautoattack), AutoAttack's: 100 iterations, 9 target classes")
 EVAL_ATTACKS.register("autoattack", lambda cfg, norm: AutoAttack(norm=norm),
                       summary="the reference AutoAttack, standard version (pyautoattack)")
 EVAL_ATTACKS.register("aa-apgd-ce", lambda cfg, norm: AutoAttack(components=("apgd-ce",), num_steps=eval_steps(cfg),

@@ -63,8 +63,14 @@ def _download_fashion_mnist(cfg: DataConfig) -> None:
         FashionMNIST(str(root), train=train, download=True)
 
 
+FASHION_MNIST_NATIVE = 28
+"""Side of Fashion-MNIST's images, pixels."""
+
+
 def load_fashion_mnist(cfg: DataConfig) -> tuple[Splits, list[str]]:
-    """Fashion-MNIST as 32×32 (zero-padded from 28×28) single-channel images, repeated to RGB when read.
+    """Fashion-MNIST as single-channel images, repeated to RGB when read: at its native 28×28 when
+    ``data.image_size`` is 28, else zero-padded to 32×32 (then resized to ``data.image_size`` when read).
+    28×28 costs about 3/4 of 32×32 per forward and backward pass (BENCHMARKS.md).
 
     Looked for in ``data.root``, the Debian package ``dataset-fashion-mnist``, then the cache directory,
     where it is downloaded when ``data.download`` is true.
@@ -87,7 +93,9 @@ def load_fashion_mnist(cfg: DataConfig) -> tuple[Splits, list[str]]:
                 "or go online with data.download=true, or point data.root to a folder holding the idx files."
             )
         images = torch.from_numpy(read_idx(img_path).copy()).unsqueeze(1)
-        splits[split] = ImageArray(F.pad(images, (2, 2, 2, 2)), torch.from_numpy(read_idx(lbl_path).astype(np.int64)))
+        if cfg.image_size != FASHION_MNIST_NATIVE:
+            images = F.pad(images, (2, 2, 2, 2))
+        splits[split] = ImageArray(images, torch.from_numpy(read_idx(lbl_path).astype(np.int64)))
     return splits, list(FASHION_MNIST_CLASSES)
 
 
@@ -141,7 +149,7 @@ def load_imagefolder(cfg: DataConfig) -> tuple[Splits, list[str]]:
 
 
 DATASETS.register("fashion_mnist", load_fashion_mnist,
-                  summary="Fashion-MNIST (Debian's dataset-fashion-mnist, or downloaded), 32×32, 10 classes")
+                  summary="Fashion-MNIST (Debian's dataset-fashion-mnist, or downloaded), 28×28 native or padded to 32×32, 10 classes")
 DATASETS.register("digits", load_digits, summary="scikit-learn's 8×8 digits, 10 classes (ships in the wheel; tests)")
 DATASETS.register("imagefolder", load_imagefolder, check=lambda d, config: [] if d.root else [
     "data.root: imagefolder needs data.root (a folder with train/ and test/)"],

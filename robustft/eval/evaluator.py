@@ -42,13 +42,14 @@ from tqdm.auto import tqdm
 
 from robustft import distributed as ddp
 from robustft.attacks import Attack, build_eval_attacks
-from robustft.attacks.base import MinNormAttack, WarmStartable, accepts_start, is_min_norm
+from robustft.attacks.base import FoldedBatchNorm, MinNormAttack, WarmStartable, accepts_start, is_min_norm
 from robustft.config import EVAL_MODES, EvalConfig, eval_setting, format_eps
 from robustft.data import ImageSource, as_source, eval_batches
 from robustft.errors import ForeignFileError
 from robustft.eval.checks import SanityChecks
 from robustft.eval.metrics import expected_robustness
 from robustft.eval.result import RobustnessResult
+from robustft.models.fold import conv_bn_pairs
 from robustft.runs import atomic_write
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
              image_size: int | None = None, batch_size: int = 256, mode: str | None = None, seed: int = 0,
              protocol: dict | None = None, state_path: Path | None = None, checks: SanityChecks | bool | None = None,
              weights: list[float] | None = None, bootstrap: int = 1000, norm: str = "linf",
-             warm_start: bool | None = None) -> RobustnessResult:
+             warm_start: bool | None = None, fold_bn: bool = True) -> RobustnessResult:
     """Attack ``data`` at every ε of the grid with every attack; returns the evidence and the protocol.
 
     Args:
@@ -179,6 +180,10 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
             incremental, its own highest-loss point at ε_{k−1}; downward, the point that broke the example at
             ε_{k+1} (a grid attack's or the minimum-norm pass's), and a warm run that fails is followed by a
             cold one. None: as the attack names' preset says (on with ``curve``), else off.
+        fold_bn: the attacks run on a copy of the model with BatchNorm folded into the convolutions (the same
+            function in eval mode up to float rounding, cheaper; :class:`robustft.attacks.base.FoldedBatchNorm`);
+            whether an attacked point is misclassified is always decided by ``model`` itself. Recorded in the
+            protocol as done or not (a model without BatchNorm after a convolution is attacked as it is).
 
     The model is put in eval mode. ε = 0 is added to the grid if missing (its row is clean accuracy).
     ``checks=True`` runs the default sanity checks (:class:`SanityChecks`).
@@ -207,10 +212,13 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
     except ValueError as err:
         raise ValueError(f"ε weights for the grid {[format_eps(e) for e in grid]}: {err}") from None
     names = list(attacks)
+    fold_bn = fold_bn and bool(conv_bn_pairs(model))
+    if fold_bn:  # attacked on the folded copy; every verdict below is the model's own
+        attacks = {name: FoldedBatchNorm(attack) for name, attack in attacks.items()}
     warm = bool(warm_start) and mode != "independent"
     labels = source.labels.numpy().copy()
     protocol = {"mode": mode, "seed": seed, "grid": [format_eps(e) for e in grid], "attack_order": names,
-                "start": "warm" if warm else "cold", **(protocol or {})}
+                "start": "warm" if warm else "cold", "fold_bn": bool(fold_bn), **(protocol or {})}
     key = _fingerprint(protocol, labels)
     state = _resume(state_path, key, len(grid), len(labels))
     correct, breaker = state.correct, state.breaker
@@ -231,9 +239,12 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
             # downward: what survived the ε above counts as robust here, unattacked
             settled = correct[prev] & row if mode == "downward" and prev > 0 else np.zeros_like(row)
             if grid[e] > 0 and state.radii is None and any(is_min_norm(a) for a in attacks.values()):
+                started = time.perf_counter()
                 state.radii, state.radius_by, found = _min_norm_pass(model, source, attacks, correct[0], device,
                                                                      image_size, batch_size, shard,
                                                                      shape if warm and mode == "downward" else None)
+                state.costs.append({"eps": None, "attack": "+".join(n for n, a in attacks.items() if is_min_norm(a)),
+                                    "examples": int(correct[0].sum()), "seconds": round(time.perf_counter() - started, 3)})
                 if found is not None:  # downward: where the walk first attacks an example FMN broke, it starts here
                     broken = np.flatnonzero(np.isfinite(state.radii))
                     state.keep_start(DOWNWARD, broken, found[torch.from_numpy(broken)], len(labels))
@@ -250,8 +261,12 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
                 starts = _warm_starts(state, slot, attack, prev, breaker[prev], mode) if warm else None
                 # downward, what survives here is settled as robust at every smaller ε: a warm start that
                 # fails gets a cold attack too
+                started = time.perf_counter()
                 alive, points = _attack_share(model, source, mine, grid[e], name, attack, starts, keep,
                                               mode == "downward", shape, device, image_size, batch_size, shard.main)
+                if attack is not None and len(todo):
+                    state.costs.append({"eps": format_eps(grid[e]), "attack": name, "examples": int(len(todo)),
+                                        "seconds": round(time.perf_counter() - started, 3)})
                 alive = ddp.all_gather_array(alive)
                 if keep:
                     points = torch.from_numpy(ddp.all_gather_array(points.numpy()))
@@ -269,11 +284,13 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
                 state.done = i + 1
                 _save_state(state_path, key, state)
     result = RobustnessResult(grid, correct, labels, protocol, breaker=breaker, weights=weights,
-                              bootstrap=bootstrap, radii=state.radii)
+                              bootstrap=bootstrap, radii=state.radii, costs=state.costs)
     if checks is not None and shard.main:
         started = time.perf_counter()
         result.flags = checks(model, source, result, device=device, image_size=image_size, batch_size=batch_size)
-        log.info("sanity checks: %.0f s", time.perf_counter() - started)
+        took = time.perf_counter() - started
+        result.costs.append({"eps": None, "attack": "checks", "examples": int(len(labels)), "seconds": round(took, 3)})
+        log.info("sanity checks: %.0f s", took)
     return result
 
 
@@ -321,6 +338,8 @@ class _State:
     starts: dict[str, torch.Tensor] = field(default_factory=dict)
     starts_at: int = -1
     """The grid index whose points ``starts`` holds (-1: none)."""
+    costs: list[dict[str, Any]] = field(default_factory=list)
+    """Seconds and examples of each attack run so far (:attr:`RobustnessResult.costs`)."""
 
     def keep_start(self, name: str, rows: np.ndarray, points: torch.Tensor, n: int) -> None:
         """Remember ``points`` as attack ``name``'s last points of examples ``rows`` (of ``n``)."""
@@ -350,6 +369,7 @@ def _resume(path: Path | None, key: str, num_eps: int, n: int) -> _State:
         state.radii, state.radius_by = saved["radii"], saved["radius_by"]
     state.starts = {k[len("start:"):]: torch.from_numpy(v) for k, v in saved.items() if k.startswith("start:")}
     state.starts_at = int(saved.get("starts_at", -1))
+    state.costs = json.loads(str(saved["costs"])) if "costs" in saved else []
     log.info("resuming the evaluation in %s after %d of %d ε", path.parent, done, num_eps)
     return state
 
@@ -382,7 +402,8 @@ def _read_state(path: Path) -> dict[str, Any]:
 def _save_state(path: Path, key: str, state: _State) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, Any] = {"key": np.asarray(key), "done": np.asarray(state.done), "correct": state.correct,
-                                     "breaker": state.breaker, "starts_at": np.asarray(state.starts_at)}
+                                     "breaker": state.breaker, "starts_at": np.asarray(state.starts_at),
+                                     "costs": np.asarray(json.dumps(state.costs))}
     if state.radii is not None and state.radius_by is not None:
         arrays.update(radii=state.radii, radius_by=state.radius_by)
     arrays.update({f"start:{k}": v.numpy() for k, v in state.starts.items()})

@@ -103,6 +103,16 @@ def delay_time(val_clean_acc: Sequence[float | None], threshold: float = 0.05) -
     return None
 
 
+def adaptation_epoch(val_clean_acc: Sequence[float | None], fraction: float = 0.9) -> int | None:
+    """Epochs trained until validation clean accuracy first reaches ``fraction`` of its final value (1 = after
+    the first epoch); None without a final value. Applied to standard fine-tuning it places Epsilon-Scheduling's
+    first hinge (the paper: where the task is learnt), applied to fix its second (where fix's adaptation ends)."""
+    if not val_clean_acc or val_clean_acc[-1] is None:
+        return None
+    bar = fraction * val_clean_acc[-1]
+    return next(i + 1 for i, acc in enumerate(val_clean_acc) if acc is not None and acc >= bar)
+
+
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x)

@@ -59,6 +59,9 @@ class RobustnessResult:
     """Resamples for the 95 % confidence intervals (0: none)."""
     flags: list[Flag] = field(default_factory=list)
     radii: np.ndarray | None = None
+    costs: list[dict[str, Any]] = field(default_factory=list)
+    """Where the evaluation's time went: one row per attack run (``eps``, ``attack``, ``examples`` attacked,
+    ``seconds``; the minimum-norm pass with ``eps`` None, the sanity checks as attack ``checks``)."""
 
     @property
     def accuracy(self) -> list[float]:
@@ -140,7 +143,7 @@ class RobustnessResult:
                 "bootstrap_resamples": self.bootstrap, "eps_weights": self.weights,
                 "curve": [{"eps": format_eps(e), "eps_value": e, "accuracy": a, "broken_by": b}
                           for e, a, b in zip(self.eps, self.accuracy, broken)],
-                "flags": [f.to_dict() for f in self.flags], "protocol": self.protocol,
+                "flags": [f.to_dict() for f in self.flags], "protocol": self.protocol, "costs": self.costs,
                 **({"min_norm": self._min_norm_summary()} if self.radii is not None else {})}
 
     def _min_norm_summary(self) -> dict[str, Any]:
@@ -174,4 +177,4 @@ class RobustnessResult:
         info = json.loads((folder / "robustness.json").read_text())
         flags = [Flag(**f) for f in info.get("flags", [])]
         return cls(eps, correct, labels, info["protocol"], breaker=breaker, weights=info.get("eps_weights"),
-                   bootstrap=info.get("bootstrap_resamples", 0), flags=flags, radii=radii)
+                   bootstrap=info.get("bootstrap_resamples", 0), flags=flags, radii=radii, costs=info.get("costs", []))

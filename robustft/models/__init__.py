@@ -8,5 +8,6 @@ from robustft.models.build import (
     load_backbone_checkpoint,
 )
 from robustft.models.embedded import EMBEDDED
+from robustft.models.fold import NotFoldableError, fold_batchnorm
 
-__all__ = ["EMBEDDED", "InputNormalization", "Normalized", "RobustClassifier", "build_model", "load_backbone_checkpoint"]
+__all__ = ["EMBEDDED", "InputNormalization", "Normalized", "RobustClassifier", "build_model", "NotFoldableError", "fold_batchnorm", "load_backbone_checkpoint"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from robustft.attacks import Attack, build_attack, build_trades_attack
-from robustft.attacks.base import FullPrecision
+from robustft.attacks.base import FoldedBatchNorm, FullPrecision
 from robustft.config import OBJECTIVES, Config
 from robustft.objectives.adversarial import AdversarialObjective
 from robustft.objectives.base import Objective, ObjectiveOutput
@@ -17,8 +17,10 @@ def build_objective(cfg: Config) -> Objective:
 
 
 def training_attack(cfg: Config, attack: Attack | None = None) -> Attack:
-    """The configured training attack (or ``attack``), in fp32 under autocast if ``train.attack_fp32``."""
+    """The configured training attack (or ``attack``), on the BatchNorm-folded model if ``attack.fold_bn``,
+    in fp32 under autocast if ``train.attack_fp32``."""
     attack = attack if attack is not None else build_attack(cfg.attack)
+    attack = FoldedBatchNorm(attack) if cfg.attack.fold_bn else attack
     return FullPrecision(attack) if cfg.train.attack_fp32 else attack  # under bf16 the attack's gradients stay fp32
 
 

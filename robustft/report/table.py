@@ -47,6 +47,11 @@ def evaluation_report(result: RobustnessResult) -> str:
         lines.append(f"- {label}: {percent(value)} %{interval}")
     lines.append(f"- n = {result.correct.shape[1]}, mode {result.protocol.get('mode')}, attacks: "
                  + ", ".join(names[1:]))
+    if result.costs:
+        total = sum(c["seconds"] for c in result.costs)
+        spent = ", ".join(f"{c['attack']}{'' if c['eps'] is None else ' at ' + c['eps']} {c['seconds']:.0f} s "
+                          f"({c['examples']} ex.)" for c in result.costs)
+        lines.append(f"- time: {total:.0f} s: {spent}")
     if result.flags:
         lines.append("\nSanity checks:")
         for f in result.flags:

@@ -1,0 +1,118 @@
+"""Cheaper adversarial steps for the demo's regime, timed side by side in one process.
+
+    python benchmarks/demo_levers.py --repeats 8 --warmup 2
+
+The demo's model (EfficientNet-Lite0 with SiLU, embedded ImageNet weights, new head) and a batch of 64
+Fashion-MNIST training images; ε_g = 32/255 and APGD-7 as the demo trains. Contenders, interleaved in
+every round after untimed warm-up rounds (medians and medians of per-round ratios reported):
+
+- ``step-32`` / ``step-28``: one full adversarial-training step (``train_step`` + AdamW, as ``fit`` takes it)
+  on images zero-padded to 32×32 and on the native 28×28;
+- ``attack-32`` / ``attack-28``: the training attack alone (APGD-7, eval mode) at both sizes;
+- ``attack-28-folded``: the same attack with BatchNorm folded into the convolutions
+  (``robustft.models.fold_batchnorm``), as the training attack runs it with ``train.fold_bn``;
+- ``eval-28`` / ``eval-28-folded``: a batch of 256 evaluation images through 10 iterations of the
+  evaluation's APGD-CE, unfolded and folded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from robustft.attacks import APGD
+from robustft.config import Config
+from robustft.data import build_data, train_batches
+from robustft.experiments.demo import demo_config
+from robustft.models import build_model, fold_batchnorm
+from robustft.objectives import build_objective
+from robustft.runs import RunDir
+from robustft.train.optim import build_optimizer
+from robustft.train.speed import Accelerator
+from robustft.train.trainer import EpochStats, StepContext, train_step
+
+from timing import interleaved, machine, median, paired_ratio, set_threads
+
+NO_RUN = Path("no-run-directory")
+
+
+class Setup:
+    """A model, its step context and optimiser, and one training batch, at one image size."""
+
+    def __init__(self, cfg: Config):
+        torch.manual_seed(cfg.train.seed)
+        data = build_data(cfg.data)
+        self.model = build_model(cfg.model, data.num_classes)
+        speed = Accelerator(cfg.train, torch.device("cpu"))
+        self.net = speed.prepare(self.model)
+        self.ctx = StepContext(self.net, build_objective(cfg), speed, None, cfg.train.seed, RunDir(NO_RUN))
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        d = cfg.data
+        self.x, self.y = next(iter(train_batches(data.train, d.image_size, d.batch_size, 0, 0, d.flip, d.pad_crop)))
+        self.x = speed.batch(self.x)
+        evals = next(iter(train_batches(data.test, d.image_size, 256, 1, 0)))
+        self.x_eval, self.y_eval = speed.batch(evals[0]), evals[1]
+        self.eps, self.step_no = cfg.attack.eps, 0
+
+    def step(self) -> None:
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        train_step(self.ctx, self.model, self.x, self.y, self.eps, 0, self.step_no, EpochStats())
+        self.optimizer.step()
+        self.step_no += 1
+
+    def attack(self, folded: bool = False) -> torch.Tensor:
+        net = fold_batchnorm(self.net) if folded else self.net
+        return self.ctx.objective.attack(net, self.x, self.y, self.eps)
+
+    def evaluate(self, folded: bool = False) -> torch.Tensor:
+        net = fold_batchnorm(self.net) if folded else self.net
+        return APGD(num_steps=10, select="misclassified")(net, self.x_eval, self.y_eval, self.eps)
+
+
+def agreement(s: Setup) -> float:
+    """Largest |logit difference| between the model and its folded copy, eval mode, on the eval batch."""
+    s.net.eval()
+    with torch.no_grad():
+        return float((s.net(s.x_eval) - fold_batchnorm(s.net)(s.x_eval)).abs().max())
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=8)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    args = p.parse_args(argv)
+    set_threads(args.threads)
+    base = demo_config(args.set)
+    s32 = Setup(base.replace("data", image_size=32))
+    s28 = Setup(base.replace("data", image_size=28))
+    s28.model.load_state_dict(copy.deepcopy(s32.model.state_dict()))  # same weights: only the input differs
+    contenders: dict[str, Callable[[], object]] = {
+        "step-32": s32.step, "step-28": s28.step,
+        "attack-32": s32.attack, "attack-28": s28.attack, "attack-28-folded": lambda: s28.attack(folded=True),
+        "eval-28": s28.evaluate, "eval-28-folded": lambda: s28.evaluate(folded=True),
+    }
+    times = interleaved(contenders, args.repeats, args.warmup)
+    print(f"\nmachine: {machine()}")
+    print(f"demo regime: ε_g {base.attack.eps * 255:.0f}/255, {base.attack.name} {base.attack.num_steps} steps, "
+          f"batch {base.data.batch_size}; evaluation batch 256, APGD-CE 10; medians of {args.repeats} interleaved "
+          f"rounds after {args.warmup} warm-up rounds\n")
+    print("| contender | median (s) | ratio (median of per-round ratios) |")
+    print("|---|---|---|")
+    pairs = {"step-28": "step-32", "attack-28": "attack-32", "attack-28-folded": "attack-28",
+             "eval-28-folded": "eval-28"}
+    for name, t in times.items():
+        ratio = f"{paired_ratio(t, times[pairs[name]]):.2f} × {pairs[name]}" if name in pairs else "1.00"
+        print(f"| {name} | {median(t):.3f} | {ratio} |")
+    print(f"\nfolded vs unfolded logits, eval mode, 256 test images: max |difference| {agreement(s28):.2e}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
