@@ -6,11 +6,13 @@ The demo's model (EfficientNet-Lite0 with SiLU, embedded ImageNet weights, new h
 Fashion-MNIST training images; ε_g = 32/255 and APGD-7 as the demo trains. Contenders, interleaved in
 every round after untimed warm-up rounds (medians and medians of per-round ratios reported):
 
-- ``step-32`` / ``step-28``: one full adversarial-training step (``train_step`` + AdamW, as ``fit`` takes it)
-  on images zero-padded to 32×32 and on the native 28×28;
+- ``step-32`` / ``step-28``: one full adversarial-training step (``train_step`` + AdamW, as ``fit`` takes it,
+  attack unfolded) on images zero-padded to 32×32 and on the native 28×28; ``step-28-folded``: the same with
+  ``attack.fold_bn`` (the default);
 - ``attack-32`` / ``attack-28``: the training attack alone (APGD-7, eval mode) at both sizes;
-- ``attack-28-folded``: the same attack with BatchNorm folded into the convolutions
-  (``robustft.models.fold_batchnorm``), as the training attack runs it with ``train.fold_bn``;
+- ``attack-28-folded``: the same attack on a copy with BatchNorm folded into the convolutions, refreshed
+  from the model's weights at every call (``robustft.models.fold.FoldedCopy``), as the training attack runs
+  with ``attack.fold_bn``;
 - ``eval-28`` / ``eval-28-folded``: a batch of 256 evaluation images through 10 iterations of the
   evaluation's APGD-CE, unfolded and folded.
 """
@@ -30,6 +32,7 @@ from robustft.config import Config
 from robustft.data import build_data, train_batches
 from robustft.experiments.demo import demo_config
 from robustft.models import build_model, fold_batchnorm
+from robustft.models.fold import FoldedCopy
 from robustft.objectives import build_objective
 from robustft.runs import RunDir
 from robustft.train.optim import build_optimizer
@@ -57,7 +60,8 @@ class Setup:
         self.x = speed.batch(self.x)
         evals = next(iter(train_batches(data.test, d.image_size, 256, 1, 0)))
         self.x_eval, self.y_eval = speed.batch(evals[0]), evals[1]
-        self.eps, self.step_no = cfg.attack.eps, 0
+        self.eps, self.step_no, self.steps = cfg.attack.eps, 0, cfg.attack.num_steps
+        self.kept = FoldedCopy(self.model, self.x)  # as the training attack keeps it: refreshed every call
 
     def step(self) -> None:
         self.model.train()
@@ -67,11 +71,11 @@ class Setup:
         self.step_no += 1
 
     def attack(self, folded: bool = False) -> torch.Tensor:
-        net = fold_batchnorm(self.net) if folded else self.net
-        return self.ctx.objective.attack(net, self.x, self.y, self.eps)
+        attack = APGD(num_steps=self.steps)  # the training attack (attack.fold_bn off here: both ways are timed)
+        return attack(self.kept() if folded else self.net, self.x, self.y, self.eps)
 
     def evaluate(self, folded: bool = False) -> torch.Tensor:
-        net = fold_batchnorm(self.net) if folded else self.net
+        net = fold_batchnorm(self.net, self.x_eval) if folded else self.net
         return APGD(num_steps=10, select="misclassified")(net, self.x_eval, self.y_eval, self.eps)
 
 
@@ -79,7 +83,7 @@ def agreement(s: Setup) -> float:
     """Largest |logit difference| between the model and its folded copy, eval mode, on the eval batch."""
     s.net.eval()
     with torch.no_grad():
-        return float((s.net(s.x_eval) - fold_batchnorm(s.net)(s.x_eval)).abs().max())
+        return float((s.net(s.x_eval) - fold_batchnorm(s.net, s.x_eval)(s.x_eval)).abs().max())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,12 +94,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = p.parse_args(argv)
     set_threads(args.threads)
-    base = demo_config(args.set)
+    base = demo_config([*args.set, "attack.fold_bn=false"])  # the full steps run unfolded; folding timed apart
     s32 = Setup(base.replace("data", image_size=32))
     s28 = Setup(base.replace("data", image_size=28))
-    s28.model.load_state_dict(copy.deepcopy(s32.model.state_dict()))  # same weights: only the input differs
+    s28f = Setup(base.replace("data", image_size=28).replace("attack", fold_bn=True))
+    for s in (s28, s28f):  # same weights: only the input or the attack's copy differs
+        s.model.load_state_dict(copy.deepcopy(s32.model.state_dict()))
     contenders: dict[str, Callable[[], object]] = {
-        "step-32": s32.step, "step-28": s28.step,
+        "step-32": s32.step, "step-28": s28.step, "step-28-folded": s28f.step,
         "attack-32": s32.attack, "attack-28": s28.attack, "attack-28-folded": lambda: s28.attack(folded=True),
         "eval-28": s28.evaluate, "eval-28-folded": lambda: s28.evaluate(folded=True),
     }
@@ -106,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
           f"rounds after {args.warmup} warm-up rounds\n")
     print("| contender | median (s) | ratio (median of per-round ratios) |")
     print("|---|---|---|")
-    pairs = {"step-28": "step-32", "attack-28": "attack-32", "attack-28-folded": "attack-28",
+    pairs = {"step-28": "step-32", "step-28-folded": "step-28", "attack-28": "attack-32", "attack-28-folded": "attack-28",
              "eval-28-folded": "eval-28"}
     for name, t in times.items():
         ratio = f"{paired_ratio(t, times[pairs[name]]):.2f} × {pairs[name]}" if name in pairs else "1.00"

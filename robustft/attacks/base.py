@@ -125,10 +125,13 @@ class FullPrecision:
 
     def __init__(self, attack: Attack):
         self.attack = attack
+        self.accepts_start = accepts_start(attack)
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, **kwargs) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
-            return self.attack(model, x.float(), y, eps)
+            if kwargs.get("x_init") is not None:
+                kwargs["x_init"] = kwargs["x_init"].float()
+            return self.attack(model, x.float(), y, eps, **kwargs)
 
 
 class FoldedBatchNorm:

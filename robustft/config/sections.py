@@ -111,6 +111,10 @@ class AttackConfig:
     """Start from a uniformly random point of the ε-ball (apgd, pgd, fgsm)."""
     restarts: int = 1
     """Random restarts of apgd and pgd; the highest-loss result per example is kept."""
+    carry: bool = False
+    """Start each training example's attack from its perturbation of the previous epoch, moved with the
+    example's flip and crop (ATTA, Zheng et al. 2020; robustft/train/carry.py): a few steps per epoch add up
+    across epochs. apgd and pgd, objective adversarial, no colour jitter or rotation; one process."""
     fold_bn: bool = True
     """Craft the training attack on a copy of the model with BatchNorm folded into the convolutions (eval
     mode, where the attack runs: the same function up to float rounding, each attack step about 0.8× the

@@ -47,6 +47,12 @@ def validate(cfg: Config) -> None:
     need(a.rel_step_size is None or a.rel_step_size > 0,
          f"attack.rel_step_size: must be positive or null (the attack's default), got {a.rel_step_size}")
     need(a.noise_mult >= 0, f"attack.noise_mult: must be >= 0 (a multiple of ε), got {a.noise_mult}")
+    if a.carry:
+        need(a.name in ("apgd", "pgd"), f"attack.carry: carried perturbations start apgd or pgd, not {a.name}")
+        need(cfg.objective.name == "adversarial",
+             f"attack.carry: carried perturbations are for objective.name=adversarial, not {cfg.objective.name}")
+        need(d.color_jitter == 0 and d.rotation == 0, "attack.carry: carried perturbations follow flips and crops "
+             "only; set data.color_jitter=0 and data.rotation=0")
     p.extend(OBJECTIVES.problems(cfg.objective, cfg))
     need(cfg.objective.beta >= 0, f"objective.beta: must be >= 0, got {cfg.objective.beta}")
     need(cfg.objective.trades_inner in ("kl", "ce"),

@@ -227,10 +227,16 @@ def _train_batch(source: ImageSource, size: int, index: torch.Tensor, aug: Augme
     return apply_augmentation(to_float(source.read(index), size), aug), source.labels[index]
 
 
+def _train_batch_drawn(source: ImageSource, size: int, index: torch.Tensor,
+                       aug: Augmentation) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Augmentation]:
+    return (*_train_batch(source, size, index, aug), index, aug)
+
+
 def train_batches(source: ImageSource, size: int, batch_size: int, seed: int, epoch: int, flip: bool = False,
                   pad_crop: int = 0, color_jitter: float = 0.0, rotation: float = 0.0,
-                  shard: tuple[int, int] = (0, 1), num_workers: int = 0) -> Iterator[Batch]:
-    """Shuffled, augmented training batches of one epoch.
+                  shard: tuple[int, int] = (0, 1), num_workers: int = 0, draws: bool = False) -> Iterator[Any]:
+    """Shuffled, augmented training batches of one epoch: ``(images, labels)``, with ``draws`` also each
+    example's position in ``source`` and the batch's :class:`Augmentation` (carried perturbations use them).
 
     Args:
         source: The training images.
@@ -250,11 +256,11 @@ def train_batches(source: ImageSource, size: int, batch_size: int, seed: int, ep
     gen = epoch_generator(seed, epoch)
     order = torch.randperm(len(source), generator=gen)
 
-    def jobs() -> Iterator[Callable[[], Batch]]:
+    def jobs() -> Iterator[Callable[[], Any]]:
         for i in range(num_train_batches(len(source), batch_size)):
             index = order[i * batch_size:(i + 1) * batch_size]
             aug = draw_augmentation(len(index), gen, flip, pad_crop, color_jitter, rotation)
-            yield partial(_train_batch, source, size, index[part], aug.rows(part))
+            yield partial(_train_batch_drawn if draws else _train_batch, source, size, index[part], aug.rows(part))
 
     return prefetch(jobs(), num_workers)
 
@@ -307,6 +313,12 @@ class SourceBatches:
     def epoch(self, epoch: int) -> Iterator[Batch]:
         return train_batches(self.source, self.size, self.batch_size, self.seed, epoch, self.flip, self.pad_crop,
                              self.color_jitter, self.rotation, shard=self.shard, num_workers=self.num_workers)
+
+    def epoch_drawn(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, Augmentation]]:
+        """The batches of :meth:`epoch`, each with its examples' positions in ``source`` and its augmentation."""
+        return train_batches(self.source, self.size, self.batch_size, self.seed, epoch, self.flip, self.pad_crop,
+                             self.color_jitter, self.rotation, shard=self.shard, num_workers=self.num_workers,
+                             draws=True)
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,13 @@ class AdversarialObjective:
         self.attack = attack
         self.clean = StandardObjective()
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> ObjectiveOutput:
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+                 x_init: torch.Tensor | None = None) -> ObjectiveOutput:
+        """``x_init``: where the attack starts (carried perturbations, ``attack.carry``); None: its own start."""
         if eps == 0:
             return self.clean(model, x, y, eps)
-        x_adv = self.attack(unwrap(model), x, y, eps)  # outside DDP's gradient sync
+        start = {} if x_init is None else {"x_init": x_init}
+        x_adv = self.attack(unwrap(model), x, y, eps, **start)  # outside DDP's gradient sync
         logits_adv = model(x_adv)
         loss = F.cross_entropy(logits_adv, y)
-        return ObjectiveOutput(loss=loss, logits_adv=logits_adv, parts={"ce_adv": loss.item()})
+        return ObjectiveOutput(loss=loss, logits_adv=logits_adv, parts={"ce_adv": loss.item()}, x_adv=x_adv.detach())

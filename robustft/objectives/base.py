@@ -18,12 +18,14 @@ class ObjectiveOutput:
         logits_clean: logits on clean inputs, when the objective computed them.
         logits_adv: logits on attacked inputs, when the objective attacked (None while ε = 0).
         parts: named scalar components, for logging.
+        x_adv: the attacked inputs, when the objective attacked (carried to the next epoch by ``attack.carry``).
     """
 
     loss: torch.Tensor
     logits_clean: torch.Tensor | None = None
     logits_adv: torch.Tensor | None = None
     parts: dict[str, float] = field(default_factory=dict)
+    x_adv: torch.Tensor | None = None
 
     @property
     def logits(self) -> torch.Tensor:

@@ -14,7 +14,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, NoReturn
+from typing import Callable, NoReturn, cast
 
 import numpy as np
 import torch
@@ -24,12 +24,14 @@ from tqdm.auto import tqdm
 from robustft import distributed as ddp
 from robustft.config import Config, DataConfig, TrainConfig, is_clean_objective
 from robustft.data import SourceBatches, TrainData, build_data
+from robustft.data.loader import Augmentation
 from robustft.eval.diagnostics import failure_threshold
 from robustft.eval.metrics import delay_time
 from robustft.models import build_model
-from robustft.objectives import Objective, ObjectiveOutput, build_objective
+from robustft.objectives import AdversarialObjective, Objective, ObjectiveOutput, build_objective
 from robustft.runs import EpochRow, RunDir, StepRow, write_json
 from robustft.schedules import Schedule, build_eps_schedule, build_lr_schedule
+from robustft.train.carry import CarriedPerturbations
 from robustft.train.checkpoint import load_checkpoint, load_model_weights, save_checkpoint, set_rng_state
 from robustft.train.ema import EMA, Swapped
 from robustft.train.monitor import CatastrophicOverfittingError, best_robust_epoch, collapsed, overfit_verdict
@@ -168,15 +170,18 @@ class StepContext:
     micro: int | None  # examples per forward/backward pass (None: the whole batch)
     seed: int
     run: RunDir | None
+    carry: CarriedPerturbations | None = None  # attack.carry: every example's last perturbation
 
 
 def train_step(ctx: StepContext, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, epoch: int,
-               step: int, stats: EpochStats) -> ObjectiveOutput:
+               step: int, stats: EpochStats, drawn: tuple[torch.Tensor, Augmentation] | None = None) -> ObjectiveOutput:
     """Forward and backward passes over this process's micro-batches of one batch through ``ctx.net``
     (DistributedDataParallel under torchrun), gradients averaged over processes (not yet applied). Each
     micro-batch starts from the step's BatchNorm statistics and draws its attack and dropout randomness from
     a seed of (seed, step, its index in the global batch), so runs on 1 or N processes with the same
-    micro-batches compute the same step."""
+    micro-batches compute the same step. With ``ctx.carry`` and ``drawn`` (the batch's positions in the
+    training data and its augmentation), each example's attack starts from its carried perturbation, and the
+    new one is kept."""
     shard = ddp.current()
     xs, ys = (x.split(ctx.micro), y.split(ctx.micro)) if ctx.micro else ((x,), (y,))
     chunks = len(ys)
@@ -186,10 +191,17 @@ def train_step(ctx: StepContext, model: nn.Module, x: torch.Tensor, y: torch.Ten
         xb = ctx.speed.batch(xb)
         yb = yb.to(xb.device)
         torch.manual_seed((ctx.seed * 1_000_003 + step) * 4099 + shard.rank * chunks + j)
+        carried = _carried(ctx, drawn, j, len(yb), eps)
         with ddp.sync_gradients(ctx.net, now=j == chunks - 1):  # averaged over processes in the last backward
             with ctx.speed.autocast():
-                out = ctx.objective(ctx.net, xb, yb, eps)
+                if carried is None:
+                    out = ctx.objective(ctx.net, xb, yb, eps)
+                else:
+                    start = carried[0].starts(xb, *carried[1:], eps)  # validation allows carry for adversarial only
+                    out = cast(AdversarialObjective, ctx.objective)(ctx.net, xb, yb, eps, x_init=start)
             (out.loss / chunks).backward()
+        if carried is not None and out.x_adv is not None:
+            carried[0].update(xb, out.x_adv, *carried[1:])
         loss = out.loss.item()
         worst = loss if not math.isfinite(loss) else worst
         stats.add(loss, out.logits.detach(), yb, eps)
@@ -200,12 +212,22 @@ def train_step(ctx: StepContext, model: nn.Module, x: torch.Tensor, y: torch.Ten
     return out
 
 
+def _carried(ctx: StepContext, drawn: tuple[torch.Tensor, Augmentation] | None, chunk: int, size: int,
+             eps: float) -> tuple[CarriedPerturbations, torch.Tensor, Augmentation] | None:
+    """(memory, positions, augmentation) of micro-batch ``chunk`` (``size`` examples) when its attack starts
+    from carried perturbations (``attack.carry``, ε > 0), else None."""
+    if ctx.carry is None or drawn is None or eps == 0:
+        return None
+    part = slice(chunk * size, (chunk + 1) * size)
+    return ctx.carry, drawn[0][part], drawn[1].rows(part)
+
+
 def train_loop(model: nn.Module, data: TrainData, *, objective: Objective, eps_schedule: Schedule,
                optimizer: torch.optim.Optimizer, lr_at: Callable[[int], float], opts: TrainConfig,
                device: torch.device, validation: Validation | None = None, grad_clip: float | None = None,
                micro_batch: int | None = None, run: RunDir | None = None, resume: bool = False,
                on_resume: Callable[[dict], None] | None = None, on_epoch: Callable[[EpochRow], None] | None = None,
-               num_classes: int | None = None) -> dict:
+               num_classes: int | None = None, carry: CarriedPerturbations | None = None) -> dict:
     """Fine-tune ``model`` for ``opts.epochs`` epochs; returns the training summary (with ``run``, also its
     summary.json). The one training loop of robustft: :func:`fit_config` and :func:`robustft.train.api.fit`
     build its arguments.
@@ -220,11 +242,17 @@ def train_loop(model: nn.Module, data: TrainData, *, objective: Objective, eps_s
     each epoch's row after its checkpoint. When training ends ``model`` holds the weights to evaluate (the
     weight average, or the best robust epoch's under ``opts.select: best_robust``). Under ``torchrun`` the
     processes share each batch (each ``data`` yields its process's share) and only process 0 writes to ``run``.
+    With ``carry`` (robustft/train/carry.py; ``data`` must be robustft's own :class:`SourceBatches`, one
+    process) each example's attack starts from its perturbation of the previous epoch; the memory is
+    checkpointed and restored with the rest.
     """
     shard = ddp.init_from_env(device)
     seed_everything(opts.seed)
     speed = Accelerator(opts, device)
-    ctx = StepContext(ddp.wrap(speed.prepare(model), device), objective, speed, micro_batch, opts.seed, run)
+    if carry is not None and (not isinstance(data, SourceBatches) or shard.world > 1):
+        raise ValueError("attack.carry: carried perturbations need robustft's own training data (SourceBatches: "
+                         "they follow each example's position and augmentation) and one process")
+    ctx = StepContext(ddp.wrap(speed.prepare(model), device), objective, speed, micro_batch, opts.seed, run, carry)
     ema = EMA(model, opts.ema_decay) if opts.ema_decay is not None else None
     epochs, steps_per_epoch = opts.epochs, data.steps_per_epoch
     eps_target = eps_schedule.eps_target
@@ -241,6 +269,8 @@ def train_loop(model: nn.Module, data: TrainData, *, objective: Objective, eps_s
         start_epoch, step, elapsed = ckpt["epochs_done"], ckpt["step"], ckpt.get("elapsed", 0.0)
         set_rng_state(ckpt["rng"])
         eps_schedule = eps_schedule.with_state(ckpt.get("schedule", {}))
+        if carry is not None:
+            carry.load_state(ckpt["carry"])
         if shard.main:
             run.truncate_metrics(start_epoch)
         if on_resume is not None:
@@ -253,14 +283,15 @@ def train_loop(model: nn.Module, data: TrainData, *, objective: Objective, eps_s
         t0, stats = time.perf_counter(), EpochStats()
         eps = eps_schedule.eps_at(epoch)
         model.train()
-        bar = tqdm(data.epoch(epoch), total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
+        batches = cast(SourceBatches, data).epoch_drawn(epoch) if carry is not None else data.epoch(epoch)
+        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
                    disable=None if shard.main else True, leave=False)
-        for i, (x, y) in enumerate(bar):
+        for i, (x, y, *drawn) in enumerate(bar):
             # --- one optimiser step at the scheduled ε and LR, over this process's micro-batches
             eps = eps_schedule.eps_at(epoch, i, steps_per_epoch)
             set_lr(optimizer, lr_at(step))
             optimizer.zero_grad(set_to_none=True)
-            out = train_step(ctx, model, x, y, eps, epoch, step, stats)
+            out = train_step(ctx, model, x, y, eps, epoch, step, stats, (drawn[0], drawn[1]) if drawn else None)
             if grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
@@ -298,6 +329,8 @@ def train_loop(model: nn.Module, data: TrainData, *, objective: Objective, eps_s
         if run is not None and shard.main:
             run.log(row)
             extra = {"elapsed": elapsed, "schedule": eps_schedule.state()}
+            if carry is not None:
+                extra["carry"] = carry.state()
             if ema is not None:
                 extra |= {"ema": ema.checkpoint_state(), "eval_model": ema.state_dict(model)}
             if best is not None:  # first: a kill between the two writes redoes it
@@ -357,13 +390,14 @@ def fit_config(cfg: Config, run: RunDir, resume: bool = False,
         if shard.main:
             run.record_resume(cfg, ckpt["epochs_done"], ckpt["step"])  # changed optimiser settings: logged, kept
 
+    carry = CarriedPerturbations.empty(len(data.train), (3, d.image_size, d.image_size)) if cfg.attack.carry else None
     summary = train_loop(model, batches, objective=build_objective(cfg), eps_schedule=eps_schedule,
                          optimizer=optimizer, lr_at=build_lr_schedule(cfg.optim, cfg.train.epochs,
                                                                        batches.steps_per_epoch),
                          opts=cfg.train, device=device, validation=Validation.from_config(cfg, data),
                          grad_clip=cfg.optim.grad_clip, micro_batch=micro_batch_size(cfg.data, shard.world),
                          run=run, resume=resume, on_resume=on_resume, on_epoch=on_epoch,
-                         num_classes=data.num_classes)
+                         num_classes=data.num_classes, carry=carry)
     if shard.main and cfg.data.n_val > 0:
         final = summary["final"].get("val_clean_acc")
         if final is not None and final < failure_threshold(data.num_classes):

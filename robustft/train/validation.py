@@ -10,6 +10,7 @@ from torch import nn
 
 from robustft import distributed as ddp
 from robustft.attacks import Attack, build_attack
+from robustft.attacks.base import FoldedBatchNorm
 from robustft.config import Config
 from robustft.data import DataSplits, ImageSource, eval_batches
 from robustft.eval.metrics import accuracy
@@ -31,6 +32,8 @@ class Validation:
         monitor_n: examples (the first ones) of the monitor; 0 turns it off.
         monitor_steps: iterations of the monitor's reference attack, APGD-CE.
         norm: threat model of the reference attack.
+        fold_bn: run the monitor's attacks on a BatchNorm-folded copy of the model (``attack.fold_bn``;
+            accuracy is the model's own).
     """
 
     source: ImageSource
@@ -43,12 +46,14 @@ class Validation:
     monitor_n: int = 128
     monitor_steps: int = 10
     norm: str = "linf"
+    fold_bn: bool = False
 
     @classmethod
     def from_config(cls, cfg: Config, data: DataSplits) -> "Validation":
         """The validation of a configured run (its training attack, ``train.val_adv_n`` at ``attack.eps``)."""
         return cls(data.val, cfg.data.image_size, cfg.data.eval_batch_size, cfg.train.seed, build_attack(cfg.attack),
-                   cfg.attack.eps, cfg.train.val_adv_n, cfg.train.monitor_n, cfg.train.monitor_steps, cfg.attack.norm)
+                   cfg.attack.eps, cfg.train.val_adv_n, cfg.train.monitor_n, cfg.train.monitor_steps, cfg.attack.norm,
+                   cfg.attack.fold_bn)
 
     def first(self, n: int) -> ImageSource:
         """The first ``n`` validation examples (all of them when there are fewer)."""
@@ -75,8 +80,11 @@ def monitor(model: nn.Module, val: Validation, device: torch.device, eps: float)
     if len(subset) == 0 or eps == 0 or val.attack is None:
         return {}
     model.eval()
-    train_acc = sharded_accuracy(model, subset, val, device, val.attack, eps)[0]
-    ref_acc = sharded_accuracy(model, subset, val, device, reference_attack(val.monitor_steps, val.norm), eps)[0]
+    attack, reference = val.attack, reference_attack(val.monitor_steps, val.norm)
+    if val.fold_bn:
+        attack, reference = FoldedBatchNorm(attack), FoldedBatchNorm(reference)
+    train_acc = sharded_accuracy(model, subset, val, device, attack, eps)[0]
+    ref_acc = sharded_accuracy(model, subset, val, device, reference, eps)[0]
     return {"mon_eps": eps, "mon_attack_acc": train_acc, "mon_ref_acc": ref_acc, "mon_gap": train_acc - ref_acc}
 
 
