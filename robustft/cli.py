@@ -177,7 +177,7 @@ def _experiment_parsers(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--address", help="Ray cluster address (default: a local Ray on this machine)")
     u.add_argument("--seed", type=int, default=0, help="seed of the sampled configurations")
     m = sub.add_parser("demo", help="the finding on real data: standard vs fix vs Epsilon-Scheduling, evaluated, "
-                       "with a report (about 10 min on 2 CPU cores after set-up; resumable)")
+                       "with a report (README \"The demo\" gives its time; resumable)")
     m.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder of the runs and the report")
     m.add_argument("--seeds", type=int, default=1, help="repeat each run over this many seeds (default 1)")
     m.add_argument("--jobs", type=_positive_int, default=1, metavar="N", help=JOBS_HELP)
