@@ -151,7 +151,8 @@ def evaluate_run(target: str | Path, overrides: list[str] | None = None, name: s
                       batch_size=cfg.data.eval_batch_size, mode=eval_setting(cfg.eval, "mode", "incremental"), seed=cfg.eval.seed,
                       protocol=protocol, state_path=out / "partial.npz", checks=checks,
                       weights=cfg.eval.eps_weights, bootstrap=cfg.eval.bootstrap,
-                      warm_start=eval_setting(cfg.eval, "warm_start", False), fold_bn=cfg.eval.fold_bn)
+                      warm_start=eval_setting(cfg.eval, "warm_start", False), fold_bn=cfg.eval.fold_bn,
+                      at_target=eval_setting(cfg.eval, "at_target", []))
     if ddp.current().main:
         result.save(out)
         (out / "partial.npz").unlink(missing_ok=True)

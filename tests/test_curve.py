@@ -9,7 +9,15 @@ import torch
 from torch import nn
 
 from robustft.attacks import APGD, FMN, PGD, build_eval_attacks, build_threat_model
-from robustft.config import EvalConfig, eval_setting, evaluation_name, expand_attacks, format_eps
+from robustft.config import (
+    ConfigError,
+    EvalConfig,
+    eval_setting,
+    evaluation_name,
+    expand_attacks,
+    format_eps,
+    load_config,
+)
 from robustft.data import to_float
 from robustft.eval import RobustnessResult, SanityChecks, evaluate, expected_robustness
 from robustft.eval.metrics import expected_robustness_exact
@@ -449,3 +457,36 @@ def test_the_result_says_where_the_evaluations_time_went_and_keeps_it_across_a_r
     resumed = evaluate(model, data, GRID, {"fmn": fmn, "apgd-ce": Interrupting(apgd, None)}, state_path=state, **run)
     assert [(r["eps"], r["attack"], r["examples"]) for r in resumed.costs] == \
         [(r["eps"], r["attack"], r["examples"]) for r in whole.costs]
+
+
+class EpsRecorder:
+    """An attack that records the ε it is called at and breaks nothing."""
+
+    def __init__(self):
+        self.eps_seen: list[float] = []
+
+    def __call__(self, model, x, y, eps):
+        self.eps_seen.append(eps)
+        return x
+
+
+@pytest.mark.parametrize("mode", ["downward", "incremental"])
+def test_attacks_at_target_run_at_eps_g_only(model, data, mode):
+    everywhere, at_target = EpsRecorder(), EpsRecorder()
+    result = evaluate(model, data, GRID, {"apgd-ce": APGD(num_steps=3, select="misclassified"),
+                                          "everywhere": everywhere, "late": at_target},
+                      device=CPU, image_size=8, batch_size=64, mode=mode, at_target=["late"])
+    assert set(at_target.eps_seen) == {GRID[-1]} and len(set(everywhere.eps_seen)) > 1
+    assert result.protocol["at_target"] == ["late"]
+    with pytest.raises(ValueError, match="at_target: nope not among the attacks"):
+        evaluate(model, data, GRID, {"apgd-ce": APGD(num_steps=1)}, device=CPU, image_size=8, at_target=["nope"])
+
+
+def test_the_aa_curve_preset_adds_fab_t_and_square_at_eps_g():
+    cfg = EvalConfig(attacks=["aa-curve"])
+    assert expand_attacks(cfg.attacks) == ["fmn", "apgd-ce", "apgd-t", "fab-t", "square"]
+    assert eval_setting(cfg, "at_target", []) == ["fab-t", "square"] and eval_setting(cfg, "mode", "") == "downward"
+    assert evaluation_name(cfg) == "fmn+apgd-ce+apgd-t+fab-t+square"
+    assert evaluation_name(EvalConfig(attacks=["aa-curve"], at_target=[])) == "fmn+apgd-ce+apgd-t+fab-t+square-every-eps"
+    with pytest.raises(ConfigError, match="eval.at_target: square not among eval.attacks"):
+        load_config(None, ["eval.attacks=[curve]", "eval.at_target=[square]"])

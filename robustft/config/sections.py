@@ -255,8 +255,8 @@ class EvalConfig:
     apgd-ce, for monitoring), strong (= autoattack, for final numbers), curve (= a minimum-norm fmn pass joined
     with apgd-ce + apgd-t at 100 iterations on the grid walked downward, warm-started, checked against
     AutoAttack at ε_g: AutoAttack-grade curves at small radii), aa-curve (= curve + AutoAttack's fab-t and
-    square on what the gradient attacks leave standing: every attack AutoAttack runs, at every ε, for large
-    radii where gradients alone miss examples)."""
+    square at ε_g on what the gradient attacks leave standing: every attack AutoAttack runs, for large radii
+    where gradients alone miss examples; see at_target)."""
     num_steps: int | None = None
     """Iterations of robustft's own attacks (apgd-ce, apgd-dlr, apgd-t, pgd) and of aa-apgd-ce; null: 100 with
     the curve preset (AutoAttack's budget), 10 otherwise."""
@@ -282,6 +282,10 @@ class EvalConfig:
     before, see BENCHMARKS.md); null: 20 with the curve preset, 5 otherwise."""
     fmn_steps: int = 100
     """Iterations of the minimum-norm attack (fmn), run once per clean-correct example."""
+    at_target: list[str] | None = None
+    """Attacks (names among ``attacks``, presets expanded) that run at ε_g only; below it the other attacks
+    decide. null: the preset's (aa-curve: fab-t and square, which AutoAttack needs at large radii and which cost
+    most; BENCHMARKS.md), else none; [] runs every attack at every ε."""
     fold_bn: bool = True
     """Attack a copy of the model with BatchNorm folded into the convolutions (the same function in eval mode up
     to float rounding, about 0.8× the cost per pass on the embedded backbone, BENCHMARKS.md); whether an
@@ -311,7 +315,8 @@ EVAL_MODES = ("incremental", "downward", "independent")
 EVAL_PRESETS = {"cheap": ["apgd-ce"], "strong": ["autoattack"], "curve": ["fmn", "apgd-ce", "apgd-t"],
                 "aa-curve": ["fmn", "apgd-ce", "apgd-t", "fab-t", "square"]}
 _DOWNWARD_100 = {"mode": "downward", "warm_start": True, "num_steps": 100, "warm_steps": 20, "check_autoattack": 100}
-EVAL_PRESET_SETTINGS: dict[str, dict[str, Any]] = {"curve": _DOWNWARD_100, "aa-curve": _DOWNWARD_100}
+EVAL_PRESET_SETTINGS: dict[str, dict[str, Any]] = {"curve": _DOWNWARD_100,
+                                                   "aa-curve": {**_DOWNWARD_100, "at_target": ["fab-t", "square"]}}
 """What a preset sets besides its attacks, where the config leaves the key null."""
 
 
@@ -327,11 +332,15 @@ def eval_setting(e: EvalConfig, key: str, default: Any) -> Any:
 
 
 def evaluation_name(e: EvalConfig) -> str:
-    """The folder name of an evaluation under ``RUN/eval/``: its attacks, and the mode where it is not the
-    attacks' default (incremental, or the preset's)."""
+    """The folder name of an evaluation under ``RUN/eval/``: its attacks, and the mode and the attacks run at
+    ε_g only where they are not the attacks' defaults (incremental and none, or the preset's)."""
     default = eval_setting(dataclasses.replace(e, mode=None), "mode", "incremental")
     mode = eval_setting(e, "mode", "incremental")
-    return "+".join(expand_attacks(list(e.attacks))) + ("" if mode == default else f"-{mode}")
+    name = "+".join(expand_attacks(list(e.attacks))) + ("" if mode == default else f"-{mode}")
+    at_target = list(eval_setting(e, "at_target", []))
+    if at_target != list(eval_setting(dataclasses.replace(e, at_target=None), "at_target", [])):
+        name += "-at-target-" + "+".join(at_target) if at_target else "-every-eps"
+    return name
 
 
 def expand_attacks(names: list[str]) -> list[str]:

@@ -106,6 +106,8 @@ def validate(cfg: Config) -> None:
     need(e.restarts >= 1, f"eval.restarts: must be >= 1, got {e.restarts}")
     need(e.targets >= 1, f"eval.targets: must be >= 1 (apgd-t's wrong classes attacked in turn), got {e.targets}")
     need(e.mode in (None, *EVAL_MODES), f"eval.mode: {e.mode!r} is not {', '.join(EVAL_MODES)} or null")
+    stray = sorted(set(e.at_target or []) - set(expand_attacks(list(e.attacks))))
+    need(not stray, f"eval.at_target: {', '.join(stray)} not among eval.attacks ({', '.join(expand_attacks(list(e.attacks)))})")
     need(e.eps_step > 0, f"eval.eps_step: must be positive, got {e.eps_step}")
     need(e.n is None or e.n > 0, f"eval.n: must be positive or null, got {e.n}")
     if p:

@@ -151,7 +151,8 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
              image_size: int | None = None, batch_size: int = 256, mode: str | None = None, seed: int = 0,
              protocol: dict | None = None, state_path: Path | None = None, checks: SanityChecks | bool | None = None,
              weights: list[float] | None = None, bootstrap: int = 1000, norm: str = "linf",
-             warm_start: bool | None = None, fold_bn: bool = True) -> RobustnessResult:
+             warm_start: bool | None = None, fold_bn: bool = True,
+             at_target: Sequence[str] | None = None) -> RobustnessResult:
     """Attack ``data`` at every ε of the grid with every attack; returns the evidence and the protocol.
 
     Args:
@@ -180,6 +181,8 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
             incremental, its own highest-loss point at ε_{k−1}; downward, the point that broke the example at
             ε_{k+1} (a grid attack's or the minimum-norm pass's), and a warm run that fails is followed by a
             cold one. None: as the attack names' preset says (on with ``curve``), else off.
+        at_target: names of attacks that run at ε_g only (below it the other attacks decide); None: as the
+            attack names' preset says (``fab-t`` and ``square`` with ``aa-curve``), else none.
         fold_bn: the attacks run on a copy of the model with BatchNorm folded into the convolutions (the same
             function in eval mode up to float rounding, cheaper; :class:`robustft.attacks.base.FoldedBatchNorm`);
             whether an attacked point is misclassified is always decided by ``model`` itself. Recorded in the
@@ -199,6 +202,11 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
         warm_start = bool(eval_setting(named, "warm_start", False)) if named is not None else False
     if mode is None:
         mode = str(eval_setting(named, "mode", "incremental")) if named is not None else "incremental"
+    if at_target is None:
+        at_target = list(eval_setting(named, "at_target", [])) if named is not None else []
+    unknown = sorted(set(at_target) - set(attacks))
+    if unknown:
+        raise ValueError(f"at_target: {', '.join(unknown)} not among the attacks ({', '.join(attacks)})")
     if checks is True:
         checks = SanityChecks(norm=norm, autoattack_n=eval_setting(named, "check_autoattack", 0) if named else 0)
     checks = checks or None
@@ -218,7 +226,8 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
     warm = bool(warm_start) and mode != "independent"
     labels = source.labels.numpy().copy()
     protocol = {"mode": mode, "seed": seed, "grid": [format_eps(e) for e in grid], "attack_order": names,
-                "start": "warm" if warm else "cold", "fold_bn": bool(fold_bn), **(protocol or {})}
+                "start": "warm" if warm else "cold", "fold_bn": bool(fold_bn),
+                **({"at_target": list(at_target)} if at_target else {}), **(protocol or {})}
     key = _fingerprint(protocol, labels)
     state = _resume(state_path, key, len(grid), len(labels))
     correct, breaker = state.correct, state.breaker
@@ -252,7 +261,8 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
                 hit = row & ~settled & (state.radii <= grid[e] * (1 + 1e-6))  # broken within ε by the min-norm pass
                 row[hit], breaker[e, hit] = False, state.radius_by[hit]
             steps = [(0, "clean", None)] if grid[e] == 0 else \
-                [(k + 1, n, a) for k, (n, a) in enumerate(attacks.items()) if not is_min_norm(a)]
+                [(k + 1, n, a) for k, (n, a) in enumerate(attacks.items())
+                 if not is_min_norm(a) and (e == len(grid) - 1 or n not in at_target)]
             for k, name, attack in steps:
                 todo = np.flatnonzero(row & ~settled)
                 mine = np.array_split(todo, shard.world)[shard.rank]  # under torchrun: this process's share
