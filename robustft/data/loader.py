@@ -94,18 +94,24 @@ def draw_augmentation(batch_size: int, gen: torch.Generator, flip: bool = False,
     return Augmentation(flips, offsets, pad_crop, jitter, order, cos_sin)
 
 
-def apply_augmentation(x: torch.Tensor, aug: Augmentation) -> torch.Tensor:
-    """Apply drawn augmentation to float images [B, 3, H, W] in [0, 1]; each example is transformed on its own.
-
-    Returns:
-        New images in [0, 1] (``x`` itself when every transform is off).
-    """
+def flip_and_crop(x: torch.Tensor, aug: Augmentation) -> torch.Tensor:
+    """The geometric part of ``aug``: each example flipped and cropped from its zero-padded image as drawn."""
     if aug.flip is not None:
         x = torch.where(aug.flip.view(-1, 1, 1, 1), x.flip(-1), x)
     if aug.offsets is not None:
         _, _, h, w = x.shape
         padded = F.pad(x, (aug.pad_crop,) * 4)
         x = torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(aug.offsets.tolist())])
+    return x
+
+
+def apply_augmentation(x: torch.Tensor, aug: Augmentation) -> torch.Tensor:
+    """Apply drawn augmentation to float images [B, 3, H, W] in [0, 1]; each example is transformed on its own.
+
+    Returns:
+        New images in [0, 1] (``x`` itself when every transform is off).
+    """
+    x = flip_and_crop(x, aug)
     if aug.jitter is not None:
         if aug.jitter_order is None:
             raise ValueError("Augmentation: jitter is set without jitter_order")

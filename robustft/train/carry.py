@@ -19,9 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from robustft.data.loader import Augmentation
+from robustft.data.loader import Augmentation, flip_and_crop
 
 
 def move_with(delta: torch.Tensor, aug: Augmentation) -> torch.Tensor:
@@ -29,13 +28,7 @@ def move_with(delta: torch.Tensor, aug: Augmentation) -> torch.Tensor:
     if aug.jitter is not None or aug.rotation is not None:
         raise ValueError("carried perturbations follow flips and crops only; turn off data.color_jitter and "
                          "data.rotation, or attack.carry")
-    if aug.flip is not None:
-        delta = torch.where(aug.flip.view(-1, 1, 1, 1), delta.flip(-1), delta)
-    if aug.offsets is not None:
-        _, _, h, w = delta.shape
-        padded = F.pad(delta, (aug.pad_crop,) * 4)
-        delta = torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(aug.offsets.tolist())])
-    return delta
+    return flip_and_crop(delta, aug)
 
 
 def move_back(delta: torch.Tensor, aug: Augmentation) -> torch.Tensor:
