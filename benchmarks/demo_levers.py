@@ -13,8 +13,9 @@ every round after untimed warm-up rounds (medians and medians of per-round ratio
 - ``attack-28-folded``: the same attack on a copy with BatchNorm folded into the convolutions, refreshed
   from the model's weights at every call (``robustft.models.fold.FoldedCopy``), as the training attack runs
   with ``attack.fold_bn``;
-- ``eval-28`` / ``eval-28-folded``: a batch of 256 evaluation images through 10 iterations of the
-  evaluation's APGD-CE, unfolded and folded.
+- ``eval-28`` / ``eval-28-folded``: a batch of 256 test images through 10 iterations of APGD-CE, every
+  iteration on every image (the model here is not trained, so an evaluation that stops at the first
+  misclassified point would attack almost nothing), unfolded and folded once as the evaluator folds.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class Setup:
 
     def evaluate(self, folded: bool = False) -> torch.Tensor:
         net = fold_batchnorm(self.net, self.x_eval) if folded else self.net
-        return APGD(num_steps=10, select="misclassified")(net, self.x_eval, self.y_eval, self.eps)
+        return APGD(num_steps=10)(net, self.x_eval, self.y_eval, self.eps)  # every iteration on every image
 
 
 def agreement(s: Setup) -> float:
