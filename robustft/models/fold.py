@@ -79,7 +79,8 @@ def _fold_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
 def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> nn.Module:
     """An eval-mode copy of ``model`` with every BatchNorm that follows a convolution folded into it; ``model``
     itself is left as it is. The copy's parameters do not require gradients (it is for attacks: input
-    gradients only). A model without such pairs is returned as a plain copy. The first time a model is
+    gradients only), and a copy with 2-D convolutions is laid out channels-last (BENCHMARKS.md: 2.2–2.4× faster
+    on CPUs; the same function). A model without such pairs is returned as a plain copy. The first time a model is
     folded, the copy is checked against it on ``example`` (a batch the model takes; two rows are used).
 
     Raises:
@@ -87,6 +88,8 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> nn.Module:
             convolution whose output it does not normalise); attack this model unfolded.
     """
     folded = copy.deepcopy(model).eval().requires_grad_(False)
+    if any(isinstance(m, nn.Conv2d) for m in folded.modules()):  # 2.2-2.4x faster convolutions on CPUs
+        folded.to(memory_format=torch.channels_last)
     modules = dict(folded.named_modules())
     pairs = conv_bn_pairs(folded)
     for conv_name, bn_name in pairs:
