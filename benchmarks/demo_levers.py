@@ -15,7 +15,9 @@ every round after untimed warm-up rounds (medians and medians of per-round ratio
   with ``attack.fold_bn``;
 - ``eval-28`` / ``eval-28-folded``: a batch of 256 test images through 10 iterations of APGD-CE, every
   iteration on every image (the model here is not trained, so an evaluation that stops at the first
-  misclassified point would attack almost nothing), unfolded and folded once as the evaluator folds.
+  misclassified point would attack almost nothing), unfolded and folded once as the evaluator folds (the
+  folded copy is channels-last); ``eval-28-default-layout``: unfolded in the default memory layout, as the
+  evaluation ran before (training lays the model out channels-last; the evaluation built it anew).
 """
 
 from __future__ import annotations
@@ -75,8 +77,10 @@ class Setup:
         attack = APGD(num_steps=self.steps)  # the training attack (attack.fold_bn off here: both ways are timed)
         return attack(self.kept() if folded else self.net, self.x, self.y, self.eps)
 
-    def evaluate(self, folded: bool = False) -> torch.Tensor:
+    def evaluate(self, folded: bool = False, default_layout: bool = False) -> torch.Tensor:
         net = fold_batchnorm(self.net, self.x_eval) if folded else self.net
+        if default_layout:  # as robustft.evaluate_run built the model before: no channels-last anywhere
+            net = copy.deepcopy(self.net).to(memory_format=torch.contiguous_format)
         return APGD(num_steps=10)(net, self.x_eval, self.y_eval, self.eps)  # every iteration on every image
 
 
@@ -105,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         "step-32": s32.step, "step-28": s28.step, "step-28-folded": s28f.step,
         "attack-32": s32.attack, "attack-28": s28.attack, "attack-28-folded": lambda: s28.attack(folded=True),
         "eval-28": s28.evaluate, "eval-28-folded": lambda: s28.evaluate(folded=True),
+        "eval-28-default-layout": lambda: s28.evaluate(default_layout=True),
     }
     times = interleaved(contenders, args.repeats, args.warmup)
     print(f"\nmachine: {machine()}")
@@ -114,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| contender | median (s) | ratio (median of per-round ratios) |")
     print("|---|---|---|")
     pairs = {"step-28": "step-32", "step-28-folded": "step-28", "attack-28": "attack-32", "attack-28-folded": "attack-28",
-             "eval-28-folded": "eval-28"}
+             "eval-28-folded": "eval-28", "eval-28-default-layout": "eval-28"}
     for name, t in times.items():
         ratio = f"{paired_ratio(t, times[pairs[name]]):.2f} × {pairs[name]}" if name in pairs else "1.00"
         print(f"| {name} | {median(t):.3f} | {ratio} |")
