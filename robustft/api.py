@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -30,6 +31,7 @@ from robustft.eval import RobustnessResult, SanityChecks, default_eps_grid, eval
 from robustft.models import build_model
 from robustft.runs import RESUMABLE_KEYS, EpochRow, RunDir, remove_temp_files, versions
 from robustft.train import fit_config, load_model_weights, resolve_device
+from robustft.train.speed import Accelerator
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +139,7 @@ def evaluate_run(target: str | Path, overrides: list[str] | None = None, name: s
     data = build_data(cfg.data)
     model = build_model(cfg.model, data.head_classes(cfg.model.num_classes)).to(device)
     progress = load_model_weights(checkpoint, model)
+    Accelerator(replace(cfg.train, compile=False), device).prepare(model)  # channels-last as in training: the checks' attacks
     test = data.test.subset(stratified_subset(data.test.labels, cfg.eval.n, cfg.data.split_seed))
     attacks = build_eval_attacks(cfg.eval, cfg.attack.norm)
     out = run.evaluation_dir(name or evaluation_name(cfg.eval))
