@@ -41,7 +41,9 @@ def sweep_file(tmp_path) -> Path:
         "base": "../configs/base.yaml",
         "out_dir": "runs/sw",
         "set": {"data.n_train": 300, "optim.lr": 0.01},
-        "variants": DEMO_VARIANTS,
+        # the demo's variants, with hinges as fractions (the demo's are epochs of its 30; this base trains 4)
+        "variants": {**DEMO_VARIANTS, "scheduled": {**DEMO_VARIANTS["scheduled"], "schedule.t1": 0.25,
+                                                    "schedule.t2": 0.75}},
         "grid": {"train.seed": [0, 1], "attack.eps": ["4/255", "8/255"], "data.image_size": [16]},
     })
 
