@@ -137,15 +137,13 @@ class FullPrecision:
 class FoldedBatchNorm:
     """Runs an attack on a copy of the model with BatchNorm folded into the convolutions
     (:class:`robustft.models.fold.FoldedCopy`, refreshed from the model's current weights at every call). An
-    attack runs in eval mode, where the copy computes the model's function up to float rounding, at about 0.8×
-    the cost of a pass through the unfolded model (BENCHMARKS.md). A model that does not fold is attacked as
+    attack runs in eval mode, where the copy computes the model's function up to float rounding, at about
+    0.85–0.9× the cost of a pass through the unfolded model (BENCHMARKS.md). A model that does not fold is attacked as
     it is (logged once), and so is one without BatchNorm after a convolution."""
-
-    accepts_start = False
 
     def __init__(self, attack: Attack):
         self.attack = attack
-        self.accepts_start = bool(getattr(attack, "accepts_start", False))
+        self.accepts_start = accepts_start(attack)
         if is_min_norm(attack):
             self.min_norm = self._min_norm
         self._copy: FoldedCopy | None = None

@@ -117,7 +117,7 @@ class AttackConfig:
     across epochs. apgd and pgd, objective adversarial, no colour jitter or rotation; one process."""
     fold_bn: bool = True
     """Craft the training attack on a copy of the model with BatchNorm folded into the convolutions (eval
-    mode, where the attack runs: the same function up to float rounding, each attack step about 0.8× the
+    mode, where the attack runs: the same function up to float rounding, each attack about 0.85–0.9× the
     cost, BENCHMARKS.md); models without BatchNorm after a convolution are attacked as they are."""
 
 
@@ -288,7 +288,8 @@ class EvalConfig:
     most; BENCHMARKS.md), else none; [] runs every attack at every ε."""
     fold_bn: bool = True
     """Attack a copy of the model with BatchNorm folded into the convolutions (the same function in eval mode up
-    to float rounding, about 0.8× the cost per pass on the embedded backbone, BENCHMARKS.md); whether an
+    to float rounding, about 0.9× the cost per pass on the embedded backbone, and laid out channels-last,
+    BENCHMARKS.md); whether an
     attacked point is misclassified is decided by the model itself."""
     n: int | None = 1000
     """Test examples evaluated (stratified subset of the test split); null uses all."""

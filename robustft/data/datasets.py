@@ -70,7 +70,7 @@ FASHION_MNIST_NATIVE = 28
 def load_fashion_mnist(cfg: DataConfig) -> tuple[Splits, list[str]]:
     """Fashion-MNIST as single-channel images, repeated to RGB when read: at its native 28×28 when
     ``data.image_size`` is 28, else zero-padded to 32×32 (then resized to ``data.image_size`` when read).
-    28×28 costs about 3/4 of 32×32 per forward and backward pass (BENCHMARKS.md).
+    A training step at 28×28 costs about 0.96× one at 32×32 on the embedded backbone (BENCHMARKS.md).
 
     Looked for in ``data.root``, the Debian package ``dataset-fashion-mnist``, then the cache directory,
     where it is downloaded when ``data.download`` is true.
