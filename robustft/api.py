@@ -10,41 +10,40 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
+from torch import nn
 
 from robustft import distributed as ddp
 from robustft.attacks import build_eval_attacks, describe_attack
 from robustft.config import (
     Config,
     apply_overrides,
-    config_from_dict,
     config_to_dict,
     eval_setting,
     evaluation_name,
 )
-from robustft.data import build_data, stratified_subset
+from robustft.data import as_source, build_data, stratified_subset
+from robustft.errors import ConfigError, MissingFileError, RunExistsError
 from robustft.eval import RobustnessResult, SanityChecks, default_eps_grid, evaluate
 from robustft.models import build_model
-from robustft.runs import RESUMABLE_KEYS, EpochRow, RunDir, remove_temp_files, versions
+from robustft.runs import RESUMABLE_KEYS, EpochRow, RunDir, remove_temp_files, run_config_from_dict, versions
 from robustft.train import fit_config, load_model_weights, resolve_device
-from robustft.train.speed import Accelerator
+from robustft.train.checkpoint import kept_rng_state
+from robustft.train.speed import Accelerator, kept_layout_and_modes
 
 log = logging.getLogger(__name__)
-
-
-class RunExistsError(FileExistsError):
-    """A run directory is already there and no resume was asked for."""
 
 
 def run_dir_for(cfg: Config, name: str | None = None) -> RunDir:
     """The run directory of a config: ``train.out_dir / (train.run_name or name)``."""
     run_name = cfg.train.run_name or name
     if not run_name:
-        raise ValueError("train.run_name: give the run a name (or train from a config file, whose name is used)")
+        raise ConfigError("train.run_name: give the run a name (or train from a config file, whose name is used)")
     return RunDir(Path(cfg.train.out_dir).expanduser() / run_name)
 
 
@@ -59,8 +58,9 @@ def fine_tune(cfg: Config, name: str | None = None, resume: bool = False,
     a DONE run is never changed.
 
     Raises:
+        ConfigError: the run has no name (``train.run_name`` and ``name`` are both unset), or a resume's config
+            differs from the run's in another key.
         RunExistsError: the run directory exists, has a checkpoint, and ``resume`` is false.
-        ValueError: resuming with a config that differs from the run's in another key.
     """
     run = run_dir_for(cfg, name)
     shard = ddp.init_from_env(resolve_device(cfg.train.device))
@@ -84,7 +84,8 @@ def fine_tune(cfg: Config, name: str | None = None, resume: bool = False,
         run.create(cfg)
     elif shard.main:
         _warn_thread_change(run)
-    fit_config(cfg, run, resume=resume, on_epoch=on_epoch)
+    with kept_rng_state():  # the caller's random generators as they were
+        fit_config(cfg, run, resume=resume, on_epoch=on_epoch)
     if cfg.train.evaluate:
         evaluate_run(run.path)
     if shard.main:
@@ -107,7 +108,7 @@ def resolve_target(target: str | Path) -> tuple[RunDir, Path]:
     """(run directory, checkpoint) of a run directory or of a checkpoint file inside one.
 
     Raises:
-        FileNotFoundError: neither exists, or a checkpoint has no run config beside it.
+        MissingFileError: neither exists, or a checkpoint has no run config beside it.
     """
     p = Path(target)
     if p.is_dir():
@@ -115,42 +116,70 @@ def resolve_target(target: str | Path) -> tuple[RunDir, Path]:
     if p.is_file():
         run = RunDir(p.parent.parent if p.parent.name == "checkpoints" else p.parent)
         if not run.config_path.is_file():
-            raise FileNotFoundError(f"{p}: a checkpoint is evaluated with its run's config, but there is no "
-                                    f"{run.config_path}; keep checkpoints inside their run directory")
+            raise MissingFileError(f"{p}: a checkpoint is evaluated with its run's config, but there is no "
+                                   f"{run.config_path}; keep checkpoints inside their run directory")
         return run, p
-    raise FileNotFoundError(f"{p}: no such run directory or checkpoint file")
+    raise MissingFileError(f"{p}: no such run directory or checkpoint file")
 
 
-def evaluate_run(target: str | Path, overrides: list[str] | None = None, name: str | None = None) -> RobustnessResult:
+def evaluate_run(target: str | Path, overrides: list[str] | None = None, name: str | None = None, *,
+                 model: nn.Module | None = None, data: Any = None) -> RobustnessResult:
     """Evaluate a run's checkpoint (``target``: the run directory or a checkpoint file in it) on its test
     split under the eval section (with ``overrides``, e.g. ``eval.n=500``).
 
     Writes ``RUN/eval/NAME/robustness.json`` and ``correct.npz`` (NAME: ``name``, else the attacks);
     an interrupted evaluation with the same protocol resumes from ``partial.npz`` there. Under torchrun
     the processes share the test examples and process 0 runs the sanity checks and writes the result.
+
+    A run of :func:`robustft.fit` (``run=...``), whose model and data robustft cannot rebuild, is evaluated with
+    ``model`` (its architecture: the run's evaluated weights are loaded into it; its memory layout and train/eval
+    modes are given back) and ``data`` (the test examples: a DataLoader, ``(images, labels)`` tensors or an image
+    source; ``eval.n`` of them, stratified); the evaluation is stored in the run like any other, so
+    ``robustft table``, ``diagnose``, ``report`` and ``export`` see it. Any run may be evaluated so.
+
+    Raises:
+        ConfigError: only one of ``model`` and ``data``, or neither for a run of :func:`robustft.fit`.
     """
     run, checkpoint = resolve_target(target)
     cfg = run.config()
     if overrides:
-        cfg = config_from_dict(apply_overrides(config_to_dict(cfg), overrides))
+        cfg = run_config_from_dict(apply_overrides(config_to_dict(cfg), overrides))
+    if (model is None) != (data is None):
+        raise ConfigError("model, data: give both (the run's architecture and the test data) or neither (the run's "
+                          "config builds them)")
+    if model is None and run.own_model():
+        raise ConfigError(f"{run.path} is a run of robustft.fit on a model and data robustft cannot rebuild "
+                          f"(model.name and data.name: unknown); evaluate it in Python: "
+                          f"robustft.evaluate_run({str(run.path)!r}, model=..., data=...)")
+    with kept_layout_and_modes(model) if model is not None else nullcontext():
+        return _evaluate_run(run, checkpoint, cfg, name, model, data)
+
+
+def _evaluate_run(run: RunDir, checkpoint: Path, cfg: Config, name: str | None, model: nn.Module | None,
+                  data: Any) -> RobustnessResult:
+    """:func:`evaluate_run` on the model and test data of ``cfg``, or on ``model`` and ``data`` when given."""
     grid = eval_grid(cfg)
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device) if model is None else next(model.parameters()).device
     ddp.init_from_env(device)
-    data = build_data(cfg.data)
-    model = build_model(cfg.model, data.head_classes(cfg.model.num_classes)).to(device)
+    if model is None:
+        built = build_data(cfg.data)
+        model = build_model(cfg.model, built.head_classes(cfg.model.num_classes)).to(device)
+        source, image_size = built.test, cfg.data.image_size
+    else:
+        source = as_source(data)
+        image_size = int(source.read(torch.arange(1)).shape[-1])
     progress = load_model_weights(checkpoint, model)
     Accelerator(replace(cfg.train, compile=False), device).prepare(model)  # channels-last as in training: the checks' attacks
-    test = data.test.subset(stratified_subset(data.test.labels, cfg.eval.n, cfg.data.split_seed))
+    test = source.subset(stratified_subset(source.labels, cfg.eval.n, cfg.data.split_seed))
     attacks = build_eval_attacks(cfg.eval, cfg.attack.norm)
     out = run.evaluation_dir(name or evaluation_name(cfg.eval))
     if ddp.current().main:
         remove_temp_files(out)  # of a killed write of partial.npz
-    checks = SanityChecks(n=cfg.eval.check_n, square_queries=cfg.eval.check_queries, norm=cfg.attack.norm,
-                          autoattack_n=eval_setting(cfg.eval, "check_autoattack", 0)) if cfg.eval.checks else None
+    checks = SanityChecks.from_config(cfg.eval, cfg.attack.norm) if cfg.eval.checks else False
     protocol = {"attacks": [describe_attack(k, a) for k, a in attacks.items()], "norm": cfg.attack.norm,
                 "split": "test", "n": len(test), "checkpoint": checkpoint.name,
                 "checkpoint_epochs": progress["epochs_done"], "versions": versions()}
-    result = evaluate(model, test, grid, attacks, device=device, image_size=cfg.data.image_size,
+    result = evaluate(model, test, grid, attacks, device=device, image_size=image_size,
                       batch_size=cfg.data.eval_batch_size, mode=eval_setting(cfg.eval, "mode", "incremental"), seed=cfg.eval.seed,
                       protocol=protocol, state_path=out / "partial.npz", checks=checks,
                       weights=cfg.eval.eps_weights, bootstrap=cfg.eval.bootstrap,

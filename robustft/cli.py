@@ -11,7 +11,7 @@ import traceback
 from pathlib import Path
 
 from robustft import distributed as ddp
-from robustft.api import RunExistsError, evaluate_run, fine_tune
+from robustft.api import evaluate_run, fine_tune
 from robustft.config import (
     BACKBONES,
     DATASETS,
@@ -21,18 +21,16 @@ from robustft.config import (
     OBJECTIVES,
     SCHEDULES,
     TRAIN_ATTACKS,
-    ConfigError,
     load_config,
     parse_eps_grid,
 )
-from robustft.errors import UserError, disk_full_reason
+from robustft.errors import ConfigError, UserError, disk_full_reason
 from robustft.eval.diagnostics import DEFAULT_GAP
 from robustft.experiments import load_sweep, run_demo, sweep_and_report, sweep_plan, sweep_status
 from robustft.experiments.cluster import RayOptions
-from robustft.experiments.tune import SearchSettings, TuneError, trials_table, tune_hparams
+from robustft.experiments.tune import SearchSettings, trials_table, tune_hparams
 from robustft.export import export_run
 from robustft.report import diagnose_run, evaluation_report, render_diagnosis, render_report, results_table
-from robustft.train import NonFiniteLossError
 
 EXAMPLES = """examples:
   robustft train configs/fmnist_scheduled.yaml --set data.n_train=3000 --set attack.eps=8/255
@@ -51,9 +49,9 @@ EXAMPLES = """examples:
 
 DEBUG_FLAGS = ("-v", "--debug")
 DEBUG_HELP = "on an error, print its full traceback too (by default: one line naming the problem and the fix)"
-USER_ERRORS = (UserError, ConfigError, RunExistsError, FileNotFoundError, NonFiniteLossError, ValueError, ImportError,
-               TuneError)
-"""Errors printed as one line (exit code 2): their messages say what to do. Any other error keeps its traceback."""
+USER_ERRORS = (UserError,)
+"""Errors printed as one line (exit code 2): their messages say what to do (robustft/errors.py). Any other error
+is a bug and keeps its traceback: :func:`main` raises it on."""
 
 
 def registered_kinds() -> str:
@@ -224,7 +222,7 @@ def _range(text: str, name: str) -> tuple[float, float]:
     try:
         low, high = (float(v) for v in text.split(","))
     except ValueError:
-        raise ValueError(f"--{name}: expected LOW,HIGH such as 1e-5,1e-1, got {text!r}") from None
+        raise ConfigError(f"--{name}: expected LOW,HIGH such as 1e-5,1e-1, got {text!r}") from None
     return low, high
 
 
@@ -239,8 +237,8 @@ def _sweep(args: argparse.Namespace) -> int:
     ray = None
     if args.ray is not None:
         if args.jobs != 1:
-            raise UserError("--jobs and --ray exclude each other: on Ray, --cpus-per-run and --gpus-per-run decide "
-                            "how many points run at once")
+            raise ConfigError("--jobs and --ray exclude each other: on Ray, --cpus-per-run and --gpus-per-run decide "
+                              "how many points run at once")
         ray = RayOptions(address=args.ray or None, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
                          processes_per_run=args.processes_per_run, max_retries=args.max_retries)
     else:
@@ -248,7 +246,7 @@ def _sweep(args: argparse.Namespace) -> int:
                                    ("--processes-per-run", args.processes_per_run, None),
                                    ("--max-retries", args.max_retries, 2)) if v != d]
         if given:
-            raise UserError(f"{', '.join(given)} only apply to sweeps on Ray: add --ray (or --ray ADDRESS)")
+            raise ConfigError(f"{', '.join(given)} only apply to sweeps on Ray: add --ray (or --ray ADDRESS)")
     result = sweep_and_report(spec, args.jobs, args.report, f"robustft sweep {args.sweep.stem}", f"sweep {args.sweep}",
                               ray=ray)
     print(result.text())
@@ -279,6 +277,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; the exit code. A :class:`~robustft.errors.UserError` (or a full disk) prints as one
+    line ``error: MESSAGE`` with exit code 2, after its traceback under ``--debug``; any other exception is a bug
+    and is raised on, so ``robustft`` and ``python -m robustft`` print its traceback (exit code 1)."""
     args = _parser().parse_args(argv)
     quiet = args.quiet or os.environ.get("RANK", "0") != "0"  # under torchrun, process 0 logs progress
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)

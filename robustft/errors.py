@@ -1,8 +1,21 @@
-"""Errors a user can fix: each message names the problem and the fix, on one line.
+"""Errors a user can fix: each message names the problem and the fix.
 
-The CLI prints a :class:`UserError` as ``robustft: error: MESSAGE`` (exit code 2) and shows the traceback
-only under ``--debug``. Each type also derives from the built-in exception it replaces, so callers that
-catch ``OSError``, ``ValueError`` or ``RuntimeError`` keep working.
+Every error whose message tells the user what to do derives from :class:`UserError`, on the Python API as on the
+command line. The CLI prints a :class:`UserError` as ``error: MESSAGE`` (exit code 2) and shows its traceback
+only under ``--debug``; any other exception is a bug of robustft (or of code it runs) and keeps its traceback.
+Each type also derives from the built-in exception it replaces, so callers that catch ``ValueError``,
+``OSError``, ``FileNotFoundError`` or ``RuntimeError`` keep working.
+
+The family, by what the user should look at:
+
+- a setting (a config key, a CLI flag or an API argument): :class:`ConfigError`;
+- files and folders: :class:`MissingFileError`, :class:`RunExistsError`, :class:`UnsafeFileError`,
+  :class:`ForeignFileError`, :class:`MetricsFormatError`, :class:`CheckpointMismatchError`,
+  :class:`BadImageError`, :class:`DiskFullError`;
+- the data or the model given: :class:`DataError`, :class:`NotFoldableError`;
+- the environment: :class:`MissingDependencyError`, :class:`WeightsDownloadError`, :class:`ClusterError`;
+- what training ran into: :class:`NonFiniteLossError`, :class:`CatastrophicOverfittingError`,
+  :class:`TuneError`.
 """
 
 from __future__ import annotations
@@ -13,11 +26,65 @@ import pickle
 import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 
 class UserError(Exception):
-    """A failure whose cause is outside the code (a file, the disk, the network); the message says what to do."""
+    """A failure whose cause is outside the code (a setting, a file, the data, the environment); the message says
+    what to do."""
+
+
+class ConfigError(UserError, ValueError):
+    """One or more invalid settings (config keys, CLI flags or API arguments); the message lists every one of
+    them (one problem: one line), each naming the setting and the fix."""
+
+    def __init__(self, problems: str | Sequence[str]):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        if len(self.problems) == 1:
+            super().__init__(f"invalid configuration: {self.problems[0]}")
+        else:
+            super().__init__("invalid configuration:\n  - " + "\n  - ".join(self.problems))
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder that was named (a run, a checkpoint, a config, a dataset's files) is not there."""
+
+
+class RunExistsError(UserError, FileExistsError):
+    """A run directory is already there and no resume was asked for."""
+
+
+class DataError(UserError, ValueError):
+    """The data given cannot be used as it is (a dataset's layout, labels, image shapes, an empty split)."""
+
+
+class MissingDependencyError(UserError, ImportError):
+    """An optional package that this feature needs is not installed; the message gives the pip command."""
+
+
+class ClusterError(UserError, ConnectionError):
+    """A Ray cluster cannot be reached or joined; the message names the address and the likely cause."""
+
+
+class NonFiniteLossError(UserError, RuntimeError):
+    """The training loss or its gradient became NaN or infinite, or the weights or buffers diverged (NaN, ∞ or
+    beyond the trainer's ``MAX_ABS_WEIGHT``); the last good checkpoint is kept."""
+
+
+class CatastrophicOverfittingError(UserError, RuntimeError):
+    """``train.on_overfit: stop`` ended a run before it had any checkpoint to fall back on."""
+
+
+class TuneError(UserError, RuntimeError):
+    """No trial of a hyperparameter search finished."""
+
+
+class MetricsFormatError(UserError, ValueError):
+    """A line of metrics.jsonl does not follow the schema (the message names the key, the file and the line)."""
+
+
+class NotFoldableError(UserError, ValueError):
+    """The model's convolution/BatchNorm pairs do not fold into an equivalent model."""
 
 
 class UnsafeFileError(UserError, ValueError):

@@ -23,9 +23,10 @@ from safetensors.torch import load_file, save_file
 from robustft.analysis.rows import robustness_file
 from robustft.api import resolve_target
 from robustft.config import ModelConfig, format_eps
+from robustft.errors import ForeignFileError, MissingFileError
 from robustft.eval import RobustnessResult
 from robustft.models import RobustClassifier, build_model
-from robustft.runs import RunDir, atomic_write_text
+from robustft.runs import UNKNOWN, RunDir, atomic_write_text
 from robustft.train import load_checkpoint
 
 INFO_FILE = "model_info.json"
@@ -51,20 +52,29 @@ def export_run(target: str | Path, out: str | Path, evaluation: str | None = Non
     """Export a run (its directory, or a checkpoint in it) and one of its evaluations (``evaluation``: the folder
     under RUN/eval/, else the config's own) into ``out``; returns the model-info file.
 
+    A run of ``robustft.fit`` on a model robustft did not build exports its weights (the model's own state
+    dict) with ``architecture: unknown``; :func:`load_classifier` cannot rebuild it, the model's own class can.
+
     Raises:
-        FileNotFoundError: the run or the evaluation does not exist (evaluate the run first).
+        MissingFileError: the run or the evaluation does not exist (evaluate the run first).
     """
     run, checkpoint = resolve_target(target)
     cfg = run.config()
+    own = run.own_model()
     evaluated = robustness_file(run, evaluation)
     if not evaluated.is_file():
-        raise FileNotFoundError(f"{evaluated} does not exist: evaluate the run first (robustft eval {run.path})")
+        how = f"robustft.evaluate_run({str(run.path)!r}, model=..., data=...)" if own else f"robustft eval {run.path}"
+        raise MissingFileError(f"{evaluated} does not exist: evaluate the run first ({how})")
     result = RobustnessResult.load(evaluated.parent)
     ckpt = load_checkpoint(checkpoint)
     state = ckpt.get("eval_model", ckpt["model"])  # the evaluated weights, as load_model_weights takes them
-    num_classes = int(state["head.weight"].shape[0])
-    model = build_model(replace(cfg.model, pretrained=False, checkpoint=None), num_classes)
-    model.load_state_dict(state)
+    summary = run.summary()
+    num_classes = int(state["head.weight"].shape[0]) if "head.weight" in state else \
+        summary.num_classes if summary is not None else None
+    if not own:
+        model = build_model(replace(cfg.model, pretrained=False, checkpoint=None), int(state["head.weight"].shape[0]))
+        model.load_state_dict(state)
+        state = model.state_dict()
     eps = result.eps[-1]
     aa = autoattack_accuracy(run, eps)
     info: dict[str, Any] = {
@@ -77,13 +87,13 @@ def export_run(target: str | Path, out: str | Path, evaluation: str | None = Non
                      **({"e_adv_exact": _percent(result.expected_exact)} if result.expected_exact is not None else {}),
                      "curve": {"eps": [format_eps(e) for e in result.eps],
                                                                       "accuracy": [_percent(a) for a in result.accuracy]},
-                     "protocol": result.protocol, "flags": [asdict(f) for f in result.flags if f.raised],
+                     "protocol": result.protocol, "flags": [asdict(f) for f in result.flags],
                      "model": asdict(replace(cfg.model, pretrained=False, checkpoint=None)),
                      "num_classes": num_classes, "checkpoint": checkpoint.name},
     }
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
     save_file(tensors, str(folder / MODEL_FILE), metadata={"format": "robustft classifier"})
     atomic_write_text(folder / INFO_FILE, json.dumps(info, indent=2, default=str) + "\n")
     return folder / INFO_FILE
@@ -93,13 +103,19 @@ def load_classifier(folder: str | Path) -> RobustClassifier:
     """The classifier an export holds (:func:`export_run`), in eval mode: it takes [0, 1] pixels.
 
     Raises:
-        FileNotFoundError: ``folder`` is not an export.
+        MissingFileError: ``folder`` is not an export.
+        ForeignFileError: the export holds the weights of a model robustft did not build (a run of
+            ``robustft.fit``); load them into an instance of that model's class instead.
     """
     folder = Path(folder)
     if not (folder / INFO_FILE).is_file() or not (folder / MODEL_FILE).is_file():
-        raise FileNotFoundError(f"{folder} is not a robustft export (it needs {INFO_FILE} and {MODEL_FILE}; "
-                                "write one with robustft export RUN --out DIR)")
+        raise MissingFileError(f"{folder} is not a robustft export (it needs {INFO_FILE} and {MODEL_FILE}; "
+                               "write one with robustft export RUN --out DIR)")
     extra = json.loads((folder / INFO_FILE).read_text())["robustft"]
+    if extra["model"].get("name") == UNKNOWN:
+        raise ForeignFileError(f"{folder} holds the weights of a model robustft did not build (architecture "
+                               "unknown); load them into your own model: "
+                               f"model.load_state_dict(safetensors.torch.load_file({str(folder / MODEL_FILE)!r}))")
     model = build_model(ModelConfig(**extra["model"]), extra["num_classes"])
     model.load_state_dict(load_file(str(folder / MODEL_FILE)))
     return model.eval()

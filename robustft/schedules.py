@@ -21,8 +21,13 @@ auto        0 until validation clean accuracy stops improving at epoch k, then a
             hard switch to 1 at epoch k + 1. With ``latest_t1`` L, k is at most ⌈L⌉ (beyond the paper)
 ==========  ===========================================================================================
 
-"The end of training" is the last epoch, T = E − 1, with per-epoch granularity (so the final epoch trains
-at ε_g), and T = E with per-step granularity.
+Hinges (``t1``, ``t2``, ``latest_t1``) are whole epochs (an int) or fractions of training (a float in [0, 1]): a
+fraction f is the point T = f · E, on the same scale as t and as piecewise's progress t / E (0.25 and 0.75 of
+6 epochs are T1 = 1.5 and T2 = 4.5). With per-epoch granularity epoch e trains at α(e), so those hinges give
+α = 0, 0, 1/6, 1/2, 5/6, 1 for epochs 0–5, and a hinge at 1.0 (T = E) is reached by no epoch. "The end of
+training", where ``linear`` and ``auto`` end their ramp, is another point: the last epoch, T = E − 1, with
+per-epoch granularity (so the final epoch trains at ε_g), and T = E with per-step granularity.
+:meth:`Schedule.describe` gives the hinges in epochs, as resolved, beside ``epochs`` (E).
 
 Special cases: hinge with T1 = T2 = 0 is fix. Schedules are frozen values: ``eps_at(epoch, step,
 steps_per_epoch)`` is a pure function of progress, and the only schedule that learns from training,
@@ -50,6 +55,7 @@ from robustft.config import (
     points_problems,
     to_epochs,
 )
+from robustft.errors import ConfigError
 
 
 def hinge_multiplier(t: float, t1: float, t2: float) -> float:
@@ -75,7 +81,7 @@ def resolve_hinges(cfg: ScheduleConfig, epochs: int) -> tuple[float, float]:
         return 0.0, end_of_training(epochs, cfg.granularity == "step")
     t1, t2 = hinges_in_epochs(cfg, epochs)
     if t2 < t1:
-        raise ValueError(f"schedule: t2 ({t2} epochs) must not come before t1 ({t1} epochs)")
+        raise ConfigError(f"schedule: t2 ({t2} epochs) must not come before t1 ({t1} epochs); give t2 ≥ t1")
     return t1, t2
 
 
@@ -105,6 +111,9 @@ class Schedule:
 
     eps_target: float
     per_step: bool = False
+    epochs: int | None = None
+    """The training length E the schedule was built for (its hinges and points are resolved against it);
+    None: any (a schedule that does not depend on it). :func:`robustft.train.fit` refuses another length."""
 
     def progress(self, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
         """t in epochs: the epoch index, plus the fraction of it done with per-step granularity."""
@@ -131,8 +140,10 @@ class Schedule:
         return self
 
     def describe(self) -> dict[str, Any]:
-        """The resolved schedule, JSON-ready, for summaries and diagnostics."""
-        return {"kind": type(self).__name__.removesuffix("Schedule").lower(), "per_step": self.per_step}
+        """The resolved schedule, JSON-ready, for summaries and diagnostics: its kind, granularity, ε_g (``eps``)
+        and training length (``epochs``), and its own parameters, hinges in epochs (module docstring)."""
+        return {"kind": type(self).__name__.removesuffix("Schedule").lower(), "per_step": self.per_step,
+                "eps": self.eps_target, "epochs": self.epochs}
 
 
 @dataclass(frozen=True)
@@ -169,11 +180,10 @@ class PiecewiseSchedule(Schedule):
     """α linear between (progress, α) points, progress as a fraction of training; flat beyond the ends."""
 
     points: tuple[tuple[float, float], ...] = ((0.0, 1.0),)
-    epochs: int = 1
 
     def multiplier(self, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
         xs, ys = zip(*self.points)
-        return float(np.interp(self.progress(epoch, step, steps_per_epoch) / self.epochs, xs, ys))
+        return float(np.interp(self.progress(epoch, step, steps_per_epoch) / (self.epochs or 1), xs, ys))
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "points": [list(p) for p in self.points]}
@@ -233,7 +243,8 @@ def build_eps_schedule(cfg: ScheduleConfig, eps_target: float, epochs: int, seed
 # ------------------------------------------------------------------------ the kinds (``schedule.kind``)
 def _hinged(cfg: ScheduleConfig, eps_target: float, epochs: int, seed: int) -> Schedule:
     t1, t2 = resolve_hinges(cfg, epochs)
-    return HingeSchedule(eps_target=eps_target, per_step=cfg.granularity == "step", t1=t1, t2=t2, kind=cfg.kind)
+    return HingeSchedule(eps_target=eps_target, per_step=cfg.granularity == "step", epochs=epochs, t1=t1, t2=t2,
+                         kind=cfg.kind)
 
 
 def _ramp_problems(s: ScheduleConfig, config: Config) -> list[str]:
@@ -251,7 +262,7 @@ def _warmup_problems(s: ScheduleConfig, config: Config) -> list[str]:
 
 
 def _uniform(cfg: ScheduleConfig, eps_target: float, epochs: int, seed: int) -> Schedule:
-    return UniformSchedule(eps_target=eps_target, per_step=cfg.granularity == "step", seed=seed)
+    return UniformSchedule(eps_target=eps_target, per_step=cfg.granularity == "step", epochs=epochs, seed=seed)
 
 
 def _piecewise(cfg: ScheduleConfig, eps_target: float, epochs: int, seed: int) -> Schedule:
@@ -263,7 +274,8 @@ def _auto(cfg: ScheduleConfig, eps_target: float, epochs: int, seed: int) -> Sch
     per_step = cfg.granularity == "step"
     ramp_end = to_epochs(cfg.t2, epochs) if cfg.t2 is not None else end_of_training(epochs, per_step)
     latest = to_epochs(cfg.latest_t1, epochs) if cfg.latest_t1 is not None else None
-    return AutoSchedule(eps_target=eps_target, per_step=per_step, patience=cfg.patience, tolerance=cfg.tolerance,
+    return AutoSchedule(eps_target=eps_target, per_step=per_step, epochs=epochs, patience=cfg.patience,
+                        tolerance=cfg.tolerance,
                         relative=cfg.tolerance_mode == "relative", ramp_end=ramp_end, latest=latest)
 
 

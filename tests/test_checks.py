@@ -95,7 +95,7 @@ def _flags(model: nn.Module, data, mode: str = "incremental") -> dict[str, Flag]
     result = evaluate(model, data, [2 / 255, 4 / 255, EPS], {"apgd-ce": APGD(num_steps=10, select="misclassified")},
                       device=CPU, image_size=8, batch_size=16, mode=mode, seed=1,
                       checks=SanityChecks(n=48, square_queries=100))
-    return {f.name: f for f in result.flags}
+    return {f.name: f for f in result.checks}
 
 
 def _check(model: nn.Module, data, mode: str = "incremental") -> dict[str, object]:
@@ -156,7 +156,7 @@ def test_an_unconverged_attack_is_flagged(normal, data):
     weak = PGD(num_steps=1, rel_step_size=0.1, random_start=False, select="misclassified")
     result = evaluate(normal, data, [EPS], {"weak": weak}, device=CPU, image_size=8, batch_size=16,
                       checks=SanityChecks(n=48, square_queries=20))
-    flag = next(f for f in result.flags if f.name == "converged")
+    flag = next(f for f in result.checks if f.name == "converged")
     assert flag.raised and flag.value > 0.03 and "--attacks strong" in flag.message
 
 
@@ -173,7 +173,7 @@ def test_a_model_that_predicts_one_class_is_flagged_as_collapsed(data, tmp_path)
     result = evaluate(Constant(), data, [EPS], {"apgd-ce": APGD(num_steps=5, select="misclassified")}, device=CPU,
                       image_size=8, batch_size=16, checks=SanityChecks(n=48, square_queries=20))
     message = f"100.0 % of the 48 clean predictions are class 0 while the labels span 3 classes: {COLLAPSED}"
-    flag = next(f for f in result.flags if f.name == "constant_predictions")
+    flag = next(f for f in result.checks if f.name == "constant_predictions")
     assert flag.raised and flag.value == 1.0 and flag.message == message
     result.save(tmp_path)
     saved = json.loads((tmp_path / "robustness.json").read_text())["flags"]

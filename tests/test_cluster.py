@@ -1,4 +1,4 @@
-"""Sweeps on Ray: a local cluster (a head and two one-CPU worker nodes on this machine) runs a tiny 4-point
+"""Sweeps on Ray: a local cluster (a head and two one-CPU worker nodes on this machine, on 127.0.0.1 only) runs a tiny 4-point
 sweep while one of its worker processes is killed; every point ends DONE with the results of the sequential
 sweep; a second run trains nothing; a point trains under torchrun with two processes inside its task. Also
 the options' and the command line's errors, and ``bases:`` sweep files (the paper's grid)."""
@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,11 +20,12 @@ import yaml
 
 from robustft.cli import main
 from robustft.config import ConfigError
+from robustft.errors import ClusterError
 from robustft.experiments import expand, load_sweep
-from robustft.experiments.cluster import STATE_DIR, RayOptions, _check_resources
+from robustft.experiments.cluster import STATE_DIR, RayOptions, _check_resources, _join_failure
 from robustft.experiments.demo import DEMO_VARIANTS
 
-from conftest import TINY
+from conftest import LOOPBACK, TINY, assert_on_loopback
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["fix-seed0", "fix-seed1", "scheduled-seed0", "scheduled-seed1"]
@@ -69,15 +71,20 @@ def _kill_a_worker_mid_run(out: Path, driver: subprocess.Popen, timeout: float =
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(ray_on_loopback):
     """A head node without CPUs (it schedules nothing) and two worker nodes of one CPU each, all on this
-    machine (Ray gives them the machine's address: it replaces 127.0.0.1 by it when a driver joins)."""
+    machine and on 127.0.0.1 only (conftest's ``ray_on_loopback``), as the nodes' addresses and the sockets
+    of every Ray process show."""
     cluster_utils = pytest.importorskip("ray.cluster_utils")
-    local = {"object_store_memory": 80 * 2**20}
+    local = {"object_store_memory": 80 * 2**20, "node_ip_address": LOOPBACK}
     c = cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False, **local})
     for _ in range(2):
         c.add_node(num_cpus=1, **local)
     c.wait_for_nodes()
+    assert c.address.startswith(f"{LOOPBACK}:")
+    assert [n["NodeManagerAddress"] for n in c.global_state.node_table()] == [LOOPBACK] * 3
+    listening = ray_on_loopback()
+    assert {"gcs_server", "raylet"} <= set(listening), listening
     yield c
     c.shutdown()
 
@@ -88,6 +95,7 @@ def test_a_sweep_on_a_ray_cluster_survives_a_killed_worker_and_equals_the_sequen
     out = tmp_path / "runs" / "ray"
     driver = _driver(sweep, cluster.address, "--max-retries", "2")
     killed, pid = _kill_a_worker_mid_run(out, driver)
+    assert_on_loopback()  # the driver and the workers training too
     monkeypatch.chdir(tmp_path)  # out_dir is relative to the working directory, as for the driver
     assert main(["sweep", str(sweep), "--status"]) == 0  # read while the sweep runs: files only
     status = capsys.readouterr().out
@@ -162,6 +170,48 @@ def test_a_point_that_no_node_can_hold_is_refused_before_anything_runs():
     _check_resources(nodes, RayOptions(cpus_per_run=8, gpus_per_run=2))
     with pytest.raises(ValueError, match="no live node"):
         _check_resources([], RayOptions())
+
+
+def test_a_cluster_where_nothing_listens_is_one_line_naming_its_address_at_once(tmp_path, capsys):
+    pytest.importorskip("ray")
+    sweep = _sweep_file(tmp_path, "runs/x")
+    with socket.socket() as held:  # a port of this machine that no one listens on (connections are refused)
+        held.bind((LOOPBACK, 0))
+        address = f"{LOOPBACK}:{held.getsockname()[1]}"
+        t0 = time.monotonic()
+        assert main(["-q", "sweep", str(sweep), "--ray", address]) == 2
+        seconds = time.monotonic() - t0
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert f"cannot reach the Ray cluster at {address}: nothing listens on port" in err
+    assert "ray start --head --port" in err and seconds < 5, seconds  # not Ray's 20 s of retries
+
+
+def test_a_cluster_that_refuses_the_driver_names_token_authentication(monkeypatch):
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    try:  # as ray.init fails, after 20 s of retries, against a head started with RAY_AUTH_MODE=token
+        try:
+            raise RuntimeError("Failed to connect to GCS. Last connection error: Traceback (most recent call last):\n"
+                               "...\nray.exceptions.AuthenticationError: RPC error: InvalidAuthToken: Authentication "
+                               "token is missing or incorrect. Note: RAY_AUTH_MODE is currently 'disabled' (not "
+                               "'token'). Ensure that the token for the cluster is available in a local file ...")
+        except RuntimeError as cause:
+            raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379") from cause
+    except ConnectionError as err:
+        message = _join_failure("10.0.0.1:6379", err)
+    assert message.startswith("the Ray cluster at 10.0.0.1:6379 refused this driver: it uses token authentication "
+                              "(RAY_AUTH_MODE here: disabled); set RAY_AUTH_MODE=token and the cluster's token")
+    other = _join_failure("10.0.0.1:8265", ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:8265"))
+    assert other.startswith("cannot join the Ray cluster at 10.0.0.1:8265: Failed to connect") and "token" in other
+    assert "\n" not in message + other and issubclass(ClusterError, ConnectionError)
+
+
+def test_ray_addresses_without_a_port_are_refused_before_anything_runs():
+    for address in ("10.0.0.1", "head:", "ray://head", "head:99999"):
+        with pytest.raises(ConfigError, match=f"address '{address}' is not HOST:PORT: give the address `ray start"):
+            RayOptions(address=address)
+    for address in (None, "auto", "10.0.0.1:6379", "[::1]:6379", "ray://head:10001"):
+        RayOptions(address=address)
 
 
 def test_cli_ray_flags_need_ray_and_exclude_jobs(tmp_path, capsys):

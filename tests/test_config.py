@@ -48,10 +48,10 @@ def test_parse_eps_rejects_non_numbers(value):
 @pytest.mark.parametrize("value,positive", [(-1, "1"), (-0.01, "0.01"), ("-1/255", "1/255"), ("-8/255", "8/255"),
                                             (" -8/255 ", "8/255")])
 def test_parse_eps_rejects_negative_and_says_what_to_write(value, positive):
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ConfigError) as info:
         parse_eps(value)
-    assert str(info.value) == (f"ε = {value!r} is negative; ε is a radius in [0, 1] (pixel units): "
-                               f"write {positive} instead")
+    assert info.value.problems == [f"ε = {value!r} is negative; ε is a radius in [0, 1] (pixel units): "
+                                   f"write {positive} instead"]
 
 
 RULE = "write it as k/255 with k at most 255, e.g. 8/255"
@@ -63,17 +63,17 @@ RULE = "write it as k/255 with k at most 255, e.g. 8/255"
     (2.5, "2.5", "did you mean 2.5/255?"),
 ])
 def test_parse_eps_above_one_says_the_range_and_what_to_write(value, shown, advice):
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ConfigError) as info:
         parse_eps(value)
-    assert str(info.value) == f"ε = {shown} is out of range [0, 1] (pixel units: images are in [0, 1]); {advice}"
+    assert info.value.problems == [f"ε = {shown} is out of range [0, 1] (pixel units: images are in [0, 1]); {advice}"]
     assert "/255/255" not in str(info.value)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 def test_parse_eps_rejects_non_finite(value):
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ConfigError) as info:
         parse_eps(value)
-    assert str(info.value) == f"ε must be a finite number like 8/255 or 0.031, got {value!r}"
+    assert str(info.value) == f"invalid configuration: ε must be a finite number like 8/255 or 0.031, got {value!r}"
 
 
 def test_bad_eps_in_a_config_is_one_line_naming_the_key():
@@ -91,13 +91,13 @@ def test_bad_eps_in_a_config_is_one_line_naming_the_key():
 def test_eps_grid_names_the_grid_and_the_bad_value():
     from robustft.config import parse_eps_grid
 
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ConfigError) as info:
         parse_eps_grid("0,-4/255")
-    assert str(info.value) == ("ε grid '0,-4/255': ε = '-4/255' is negative; ε is a radius in [0, 1] "
-                               "(pixel units): write 4/255 instead")
-    with pytest.raises(ValueError) as info:
+    assert str(info.value) == ("invalid configuration: ε grid '0,-4/255': ε = '-4/255' is negative; ε is a radius "
+                               "in [0, 1] (pixel units): write 4/255 instead")
+    with pytest.raises(ConfigError) as info:
         parse_eps_grid("0:300/255:1/255")
-    assert str(info.value).startswith("ε grid '0:300/255:1/255': ε = '300/255' = 1.176 is out of range [0, 1]")
+    assert info.value.problems[0].startswith("ε grid '0:300/255:1/255': ε = '300/255' = 1.176 is out of range [0, 1]")
 
 
 @pytest.mark.parametrize("value", [8, "8", 8.0, "16/2"])

@@ -265,7 +265,7 @@ def test_downward_an_example_the_minimum_norm_pass_broke_above_starts_from_its_p
 def test_a_killed_downward_evaluation_resumes_exactly(model, data, tmp_path):
     apgd, fmn = APGD(num_steps=4, select="misclassified"), FMN(steps=20)
     state = tmp_path / "partial.npz"
-    run = dict(device=CPU, image_size=8, batch_size=16, seed=3, warm_start=True, mode="downward")
+    run = dict(device=CPU, image_size=8, batch_size=16, seed=3, warm_start=True, mode="downward", checks=False)
     whole = evaluate(model, data, GRID, {"fmn": fmn, "apgd-ce": Interrupting(apgd, None)}, **run)
     with pytest.raises(KeyboardInterrupt):
         evaluate(model, data, GRID, {"fmn": fmn, "apgd-ce": Interrupting(apgd, 3)}, state_path=state, **run)
@@ -381,12 +381,12 @@ def test_the_autoattack_check_flags_a_weak_evaluation_and_passes_a_strong_one(mo
     grid = [8 / 255]
     flagged = evaluate(model, data, grid, weak, device=CPU, image_size=8, checks=checks)
     passed = evaluate(model, data, grid, strong, device=CPU, image_size=8, checks=checks)
-    f_weak = next(f for f in flagged.flags if f.name == "autoattack")
-    f_strong = next(f for f in passed.flags if f.name == "autoattack")
+    f_weak = next(f for f in flagged.checks if f.name == "autoattack")
+    f_strong = next(f for f in passed.checks if f.name == "autoattack")
     assert f_weak.raised and f_weak.value > 0.01 and "AutoAttack" in f_weak.message
     assert f_strong.raised is False, f_strong.message
     assert all(f.name != "autoattack" for f in evaluate(model, data, grid, strong, device=CPU, image_size=8,
-                                                        checks=SanityChecks(n=20, square_queries=50)).flags)
+                                                        checks=SanityChecks(n=20, square_queries=50)).checks)
 
 
 def test_the_curve_preset_sets_its_attacks_warm_starts_and_autoattack_check():
@@ -444,7 +444,7 @@ def test_cli_eval_with_the_curve_preset_end_to_end(tmp_path, capsys):
 
 def test_the_result_says_where_the_evaluations_time_went_and_keeps_it_across_a_resume(model, data, tmp_path):
     apgd, fmn = APGD(num_steps=4, select="misclassified"), FMN(steps=20)
-    run = dict(device=CPU, image_size=8, batch_size=16, seed=3, warm_start=True, mode="downward")
+    run = dict(device=CPU, image_size=8, batch_size=16, seed=3, warm_start=True, mode="downward", checks=False)
     whole = evaluate(model, data, GRID, {"fmn": fmn, "apgd-ce": apgd}, **run)
     assert whole.costs[0]["eps"] is None and whole.costs[0]["attack"] == "fmn"
     assert whole.costs[0]["examples"] == int(whole.correct[0].sum())

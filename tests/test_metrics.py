@@ -132,13 +132,14 @@ def _clean_correct(model: nn.Module, source: ImageArray) -> np.ndarray:
 def test_evaluate_matrix(toy_model, holdout, mode):
     grid = [2 / 255, 4 / 255, 8 / 255]  # 0 is added
     attack = APGD(num_steps=5, select="misclassified")
-    toy_model.train()  # evaluate must put the model in eval mode
+    toy_model.train()  # evaluate attacks the model in eval mode, then gives it back in the mode it had
     torch.manual_seed(123)
     rng_before = torch.get_rng_state()
     res = evaluate(toy_model, holdout, grid, {"apgd-ce": attack}, device=CPU, image_size=8, batch_size=10, mode=mode,
                    seed=7, protocol={"attack": "apgd-ce"})
     assert torch.equal(torch.get_rng_state(), rng_before)  # caller's random state untouched
-    assert not toy_model.training
+    assert toy_model.training
+    toy_model.eval()  # the clean accuracy below, in eval mode, is what the evaluation measured
     assert res.eps == [0.0] + grid
     assert res.correct.shape == (4, len(holdout)) and res.correct.dtype == bool
     clean = _clean_correct(toy_model, holdout)

@@ -18,18 +18,12 @@ from robustft.api import fine_tune
 from robustft.attacks import APGD, L2, Linf, build_attack
 from robustft.config import ConfigError, apply_overrides, config_from_dict, config_to_dict, load_config, save_config
 from robustft.data import build_data, to_float
+from robustft.errors import CatastrophicOverfittingError
 from robustft.models import build_model
 from robustft.runs import EpochRow, RunDir, read_rows
 from robustft.train import Validation, load_checkpoint, load_model_weights
 from robustft.train.ema import EMA, Swapped
-from robustft.train.monitor import (
-    MONITOR_KEYS,
-    CatastrophicOverfittingError,
-    best_robust_epoch,
-    collapsed,
-    overfit_verdict,
-    reference_attack,
-)
+from robustft.train.monitor import MONITOR_KEYS, best_robust_epoch, collapsed, overfit_verdict, reference_attack
 
 EPS_G = 8 / 255
 CPU = torch.device("cpu")

@@ -79,7 +79,7 @@ def test_resume_changes_names_each_refused_key(tmp_path):
     with pytest.raises(ValueError) as err:
         run.resume_changes(other)
     assert str(err.value) == (
-        f"cannot resume {run.path} with a different config: data.name: 'digits' -> 'fashion_mnist'; optim.beta2: "
+        f"invalid configuration: cannot resume {run.path} with a different config: data.name: 'digits' -> 'fashion_mnist'; optim.beta2: "
         f"0.999 -> 0.99 (a resume may change only {', '.join(sorted(RESUMABLE_KEYS))}; for a new run choose "
         "another train.run_name or train.out_dir)")
     with pytest.raises(ValueError, match=r"optim.lr: 100000000.0 -> 0.001 \(a resume may change nothing;"):

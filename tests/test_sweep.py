@@ -328,7 +328,7 @@ def test_cli_sweep_end_to_end(tmp_path, monkeypatch, capsys):
     assert main(["-q", "sweep", str(sweep)]) == 1
     captured = capsys.readouterr()
     assert "skipped: 2 (standard, fix)" in captured.out and "failed: 1 (broken)" in captured.out
-    assert "broken failed: FileNotFoundError" in captured.out and "no_such_data" in captured.out
+    assert "broken failed: MissingFileError" in captured.out and "no_such_data" in captured.out
     assert (out / "standard" / "DONE").exists() and (out / "fix" / "DONE").exists()
     assert not (out / "broken" / "DONE").exists()
     record = {p["name"]: p for p in json.loads((out / "sweep.json").read_text())["points"]}

@@ -9,12 +9,17 @@ import pytest
 from robustft.config import ConfigError, load_config
 from robustft.experiments.tune import SearchSettings, tune_hparams, tuning_config
 
+from conftest import LOOPBACK, assert_on_loopback
+
 ray = pytest.importorskip("ray", reason="Ray Tune is the optional extra robustft[tune]")
 
 
 @pytest.fixture(scope="module")
-def ray_local():
+def ray_local(ray_on_loopback):
+    """Ray on this machine, on 127.0.0.1 only (conftest's ``ray_on_loopback``)."""
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    assert [n["NodeManagerAddress"] for n in ray.nodes()] == [LOOPBACK]
+    ray_on_loopback()
     yield
     ray.shutdown()
 
@@ -39,6 +44,7 @@ def test_paper_preset_tunes_fix_and_reuses_the_result(ray_local, tiny_overrides,
     assert all((r / "checkpoints" / "last.pt").exists() and not (r / "eval").exists() for r in runs)
     record = json.loads((out / "tune.json").read_text())
     assert record["preset"] == "paper" and record["best"]["lr"] == result.best["lr"] and len(record["trials"]) == 2
+    assert_on_loopback()  # the trials' workers too
 
 
 def test_tuning_config_and_settings_checks(tiny_config):

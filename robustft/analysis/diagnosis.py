@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from robustft.analysis.rows import run_row
 from robustft.config import config_to_dict, is_clean_objective
+from robustft.errors import MissingFileError
 from robustft.eval.diagnostics import DEFAULT_GAP, Curve, Diagnosis, diagnose
 from robustft.eval.result import Flag
 from robustft.runs import RunDir
@@ -26,21 +26,21 @@ def load_curve(path: str | Path, use_test: bool = True, delay_threshold: float |
     overrides the run's ``train.delay_threshold``.
 
     Raises:
-        FileNotFoundError: not a run directory, or it has no epoch rows yet.
+        MissingFileError: not a run directory, or it has no epoch rows yet.
     """
     run = RunDir(Path(path))
     cfg = run.config()
     rows = run.epoch_rows()
     if not rows:
-        raise FileNotFoundError(f"{run.path} has no epoch rows in metrics.jsonl yet: nothing to diagnose")
-    summary_path = run.path / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        raise MissingFileError(f"{run.path} has no epoch rows in metrics.jsonl yet: nothing to diagnose")
+    summary = run.summary()
     test_clean = run_row(run.path, evaluation)["clean"] if use_test else None
     clean, source = (test_clean, "test") if test_clean is not None else (rows[-1].val_clean_acc, "validation")
-    classes = summary.get("num_classes") or cfg.model.num_classes or KNOWN_CLASSES.get(cfg.data.name)
+    classes = (summary.num_classes if summary is not None else None) or cfg.model.num_classes or \
+        KNOWN_CLASSES.get(cfg.data.name)
     return Curve(name=run.path.name, rows=rows, clean=clean, clean_source=source, num_classes=classes,
                  delay_threshold=cfg.train.delay_threshold if delay_threshold is None else delay_threshold,
-                 schedule=summary.get("schedule", {"kind": cfg.schedule.kind}))
+                 schedule=summary.schedule if summary is not None and summary.schedule else {"kind": cfg.schedule.kind})
 
 
 def training_verdict(path: str | Path) -> OverfitVerdict | None:
@@ -49,8 +49,8 @@ def training_verdict(path: str | Path) -> OverfitVerdict | None:
     cfg = run.config()
     if is_clean_objective(cfg.objective.name):
         return None
-    summary = run.path / "summary.json"
-    stopped = json.loads(summary.read_text()).get("stopped_at_epoch") if summary.exists() else None
+    summary = run.summary()
+    stopped = summary.stopped_at_epoch if summary is not None else None
     return overfit_verdict(run.epoch_rows(), cfg.train.overfit_gap, stopped)
 
 

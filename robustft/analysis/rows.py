@@ -23,18 +23,18 @@ def run_row(path: str | Path, evaluation: str | None = None) -> dict[str, Any]:
     """One table row from a run directory's config, summary.json and an evaluation's robustness.json."""
     run = RunDir(Path(path))
     cfg = run.config()
-    summary_path, rob_path = run.path / "summary.json", robustness_file(run, evaluation)
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary, rob_path = run.summary(), robustness_file(run, evaluation)
     rob = json.loads(rob_path.read_text()) if rob_path.exists() else {}
     schedule = "standard" if is_clean_objective(cfg.objective.name) else cfg.schedule.kind
     if cfg.objective.name == "trades":
         schedule += f" (TRADES β={cfg.objective.beta:g}{', CE inner' if cfg.objective.trades_inner == 'ce' else ''})"
     checked = bool(rob.get("flags"))
     flags = [f["name"] for f in rob.get("flags", []) if f.get("raised")] if checked else None
-    if summary.get("catastrophic_overfitting", {}).get("raised"):  # the training monitor's flag
+    if summary is not None and summary.overfit_raised:  # the training monitor's flag
         flags = (flags or []) + ["catastrophic_overfitting"]
     return {"run": run.path.name, "schedule": schedule, "eps": format_eps(cfg.attack.eps),
             "clean": rob.get("clean"), "adv": rob.get("adv"), "e_adv": rob.get("expected_robustness"),
             "e_adv_exact": rob.get("min_norm", {}).get("expected_robustness_exact"),
-            "n": rob.get("n"), "delay": summary.get("delay_epochs"), "train_s": summary.get("train_time_s"),
+            "n": rob.get("n"), "delay": summary.delay_epochs if summary is not None else None,
+            "train_s": summary.train_time_s if summary is not None else None,
             "evaluation": evaluation, "attacks": "+".join(rob.get("protocol", {}).get("attack_order", [])) or None, "flags": flags}

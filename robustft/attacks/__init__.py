@@ -14,6 +14,7 @@ from robustft.attacks.fmn import FMN
 from robustft.attacks.pgd import PGD
 from robustft.attacks.threat import L2, Linf, ThreatModel, build_threat_model
 from robustft.config import EVAL_ATTACKS, TRAIN_ATTACKS, AttackConfig, EvalConfig, eval_setting, expand_attacks
+from robustft.errors import ConfigError
 
 
 def rel_step(cfg: AttackConfig, name: str | None = None) -> float:
@@ -90,7 +91,7 @@ def build_eval_attacks(cfg: EvalConfig, norm: str) -> dict[str, Attack]:
     names = expand_attacks(list(cfg.attacks))
     unknown = [n for n in names if n not in EVAL_ATTACKS]
     if unknown:
-        raise ValueError(f"unknown evaluation attack(s) {unknown}; choose from {', '.join(EVAL_ATTACKS)}")
+        raise ConfigError(f"unknown evaluation attack(s) {unknown}; choose from {', '.join(EVAL_ATTACKS)}")
     return {name: EVAL_ATTACKS[name].build(cfg, norm) for name in names}
 
 

@@ -26,6 +26,7 @@ from torch import nn
 from robustft.attacks.base import crafting, loss_and_grad, per_example
 from robustft.attacks.losses import LOSSES, MIN_CLASSES
 from robustft.attacks.threat import Linf, ThreatModel
+from robustft.errors import ConfigError
 
 
 @dataclass
@@ -93,11 +94,11 @@ class APGD:
 
     def __post_init__(self) -> None:
         if self.select not in ("max_loss", "misclassified"):
-            raise ValueError(f"APGD select must be max_loss or misclassified, got {self.select!r}")
+            raise ConfigError(f"APGD select must be max_loss or misclassified, got {self.select!r}")
         if self.loss not in LOSSES:
-            raise ValueError(f"APGD loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
+            raise ConfigError(f"APGD loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
         if self.warm_steps is not None and self.warm_steps < 1:
-            raise ValueError(f"APGD warm_steps must be >= 1 or None, got {self.warm_steps}")
+            raise ConfigError(f"APGD warm_steps must be >= 1 or None, got {self.warm_steps}")
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
                  x_init: torch.Tensor | None = None) -> torch.Tensor:
@@ -117,7 +118,8 @@ class APGD:
                     state = self._run(model, x[rows], y[rows], eps, t, start)
                     best = state if best is None else _merge(best, state, rows)
         if best is None:
-            raise ValueError(f"APGD ran no attack: restarts={self.restarts}, targets={self.targets}")
+            raise ConfigError(f"APGD ran no attack: restarts={self.restarts}, targets={self.targets}; set both to at "
+                              "least 1")
         return self.threat.project(self._pick(best), x, eps)
 
     def _target_classes(self, model: nn.Module, x: torch.Tensor) -> list[torch.Tensor | None]:
@@ -126,8 +128,8 @@ class APGD:
             logits = model(x[:1]) if self.loss != "dlr-targeted" else model(x)
         classes = logits.shape[1]
         if classes < MIN_CLASSES[self.loss]:
-            raise ValueError(f"APGD with the {self.loss} loss needs at least {MIN_CLASSES[self.loss]} classes; "
-                             f"the model has {classes}. Use the ce loss (apgd-ce) instead")
+            raise ConfigError(f"APGD with the {self.loss} loss needs at least {MIN_CLASSES[self.loss]} classes; "
+                              f"the model has {classes}. Use the ce loss (apgd-ce) instead")
         if self.loss != "dlr-targeted":
             return [None]
         order = logits.argsort(dim=1, descending=True)

@@ -16,6 +16,7 @@ from torch import nn
 
 from robustft.attacks.base import crafting
 from robustft.attacks.threat import build_threat_model
+from robustft.errors import ConfigError, MissingDependencyError
 
 # the reference logs its set-up at INFO on every call; keep its warnings, drop the chatter
 if logging.getLogger("auto-attack").level == logging.NOTSET:
@@ -48,9 +49,9 @@ class AutoAttack:
     def __post_init__(self) -> None:
         unknown = [c for c in self.components if c not in COMPONENTS]
         if unknown:
-            raise ValueError(f"unknown AutoAttack component(s) {unknown}; choose from {COMPONENTS}")
+            raise ConfigError(f"unknown AutoAttack component(s) {unknown}; choose from {COMPONENTS}")
         if self.norm not in _NORMS:
-            raise ValueError(f"AutoAttack norm must be linf or l2, got {self.norm!r}")
+            raise ConfigError(f"AutoAttack norm must be linf or l2, got {self.norm!r}")
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
         if eps == 0 or len(x) == 0:
@@ -67,7 +68,7 @@ class AutoAttack:
         try:
             from pyautoattack import AutoAttack as Reference
         except ImportError as err:  # pragma: no cover - a declared dependency
-            raise RuntimeError("AutoAttack needs the pyautoattack package: pip install pyautoattack") from err
+            raise MissingDependencyError("AutoAttack needs the pyautoattack package: pip install pyautoattack") from err
         with torch.no_grad():
             classes = model(x[:1]).shape[1]
         if self.components:

@@ -11,6 +11,7 @@ from torch import nn
 
 from robustft.attacks.losses import Loss, ce
 from robustft.models.fold import FoldedCopy, NotFoldableError, conv_bn_pairs
+from robustft.models.modes import modes_kept
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +68,17 @@ def crafting(model: nn.Module) -> Iterator[None]:
     Freezing the parameters means autograd neither computes nor stores anything for weight gradients,
     so an attack step costs about half a training step, and ``.grad`` is never touched.
     """
-    was_training = model.training
     frozen = [p for p in model.parameters() if p.requires_grad]
-    model.eval()
-    for p in frozen:
-        p.requires_grad_(False)
-    try:
-        with torch.enable_grad():
-            yield
-    finally:
+    with modes_kept(model):
+        model.eval()
         for p in frozen:
-            p.requires_grad_(True)
-        model.train(was_training)
+            p.requires_grad_(False)
+        try:
+            with torch.enable_grad():
+                yield
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
 
 
 def per_example(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ from torch import nn
 
 from robustft.attacks.base import crafting, loss_and_grad
 from robustft.attacks.threat import Linf, ThreatModel
+from robustft.errors import ConfigError
 
 
 @dataclass
@@ -65,7 +66,7 @@ class NFGSM:
 
     def __post_init__(self) -> None:
         if self.noise_mult < 0:
-            raise ValueError(f"N-FGSM noise_mult must be >= 0, got {self.noise_mult}")
+            raise ConfigError(f"N-FGSM noise_mult must be >= 0, got {self.noise_mult}")
 
     @property
     def max_radius(self) -> float:

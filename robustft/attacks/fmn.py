@@ -34,6 +34,7 @@ from torch import nn
 
 from robustft.attacks.base import crafting, loss_and_grad, per_example
 from robustft.attacks.threat import Linf, ThreatModel
+from robustft.errors import ConfigError
 
 _DUAL = {"linf": "l1", "l2": "l2"}
 """The dual norm of each supported threat model's norm."""
@@ -82,9 +83,9 @@ class FMN:
 
     def __post_init__(self) -> None:
         if self.threat.name not in _DUAL:
-            raise ValueError(f"FMN supports the norms {sorted(_DUAL)}, got {self.threat.name!r}")
+            raise ConfigError(f"FMN supports the norms {sorted(_DUAL)}, got {self.threat.name!r}")
         if self.steps < 0:
-            raise ValueError(f"FMN steps must be >= 0, got {self.steps}")
+            raise ConfigError(f"FMN steps must be >= 0, got {self.steps}")
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
         """The attack contract (:class:`robustft.attacks.base.Attack`): :meth:`min_norm`'s point projected

@@ -16,6 +16,7 @@ from torch import nn
 from robustft.attacks.base import crafting, loss_and_grad, per_example
 from robustft.attacks.losses import LOSSES
 from robustft.attacks.threat import Linf, ThreatModel
+from robustft.errors import ConfigError
 
 
 @dataclass
@@ -49,9 +50,9 @@ class PGD:
 
     def __post_init__(self) -> None:
         if self.select not in ("max_loss", "misclassified"):
-            raise ValueError(f"PGD select must be max_loss or misclassified, got {self.select!r}")
+            raise ConfigError(f"PGD select must be max_loss or misclassified, got {self.select!r}")
         if self.loss not in ("ce", "kl"):
-            raise ValueError(f"PGD loss must be ce or kl, got {self.loss!r}")
+            raise ConfigError(f"PGD loss must be ce or kl, got {self.loss!r}")
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
                  x_init: torch.Tensor | None = None) -> torch.Tensor:

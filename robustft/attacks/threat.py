@@ -11,6 +11,7 @@ from typing import Protocol
 import torch
 
 from robustft.attacks.base import per_example
+from robustft.errors import ConfigError
 
 
 class ThreatModel(Protocol):
@@ -76,5 +77,5 @@ THREAT_MODELS: dict[str, type] = {"linf": Linf, "l2": L2}
 def build_threat_model(norm: str) -> ThreatModel:
     """The threat model for ``linf`` or ``l2``."""
     if norm not in THREAT_MODELS:
-        raise ValueError(f"unknown norm {norm!r}; choose one of {sorted(THREAT_MODELS)}")
+        raise ConfigError(f"unknown norm {norm!r}; choose one of {sorted(THREAT_MODELS)}")
     return THREAT_MODELS[norm]()

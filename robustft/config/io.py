@@ -15,6 +15,7 @@ import yaml
 from robustft.config.eps import format_eps, parse_eps
 from robustft.config.sections import EPS_KEYS, SECTIONS, Config, ConfigError
 from robustft.config.validate import validate
+from robustft.errors import MissingFileError
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 """Decimal and scientific notation (1e-4, 1E-4, .5, 2.): YAML 1.1 reads some of these as strings."""
@@ -33,7 +34,7 @@ def _number(value: Any, key: str) -> float:
     """A list element that must be a number, as a float."""
     out = _as_float(value)
     if not isinstance(out, float):
-        raise ValueError(f"{key}: expected a list of numbers, got {value!r}")
+        raise ConfigError(f"{key}: expected a list of numbers, got {value!r}")
     return out
 
 
@@ -49,12 +50,12 @@ def _coerce(value: Any, annotation: Any, key: str, is_eps: bool) -> Any:
     if value is None:
         if type(None) in allowed:
             return None
-        raise ValueError(f"{key}: null is not allowed here")
+        raise ConfigError(f"{key}: null is not allowed here")
     if any(typing.get_origin(t) is list for t in allowed):
         if isinstance(value, str) and list[str] in allowed:  # "apgd-ce,autoattack"
             return [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{key}: expected a list such as [0, 4/255, 8/255], got {value!r}")
+            raise ConfigError(f"{key}: expected a list such as [0, 4/255, 8/255], got {value!r}")
         if is_eps:
             return [parse_eps(v) for v in value]
         if list[float] in allowed:
@@ -73,7 +74,7 @@ def _coerce(value: Any, annotation: Any, key: str, is_eps: bool) -> Any:
     if str in allowed and isinstance(value, str):
         return value
     names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed if t is not type(None))
-    raise ValueError(f"{key}: expected {names}, got {value!r}")
+    raise ConfigError(f"{key}: expected {names}, got {value!r}")
 
 
 _ALIASES: dict[str, dict[str, str]] = {
@@ -161,9 +162,8 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
                 continue
             try:
                 kwargs[key] = _coerce(value, hints[key], f"{name}.{key}", (name, key) in EPS_KEYS)
-            except ValueError as err:
-                msg = str(err)
-                problems.append(msg if msg.startswith(f"{name}.{key}") else f"{name}.{key}: {msg}")
+            except ConfigError as err:
+                problems += [msg if msg.startswith(f"{name}.{key}") else f"{name}.{key}: {msg}" for msg in err.problems]
         sections[name] = cls(**(_pair_grid_and_weights(kwargs) if name == "eval" else kwargs))
     try:  # values that parsed are validated too, so one error message lists every problem
         validate(Config(**sections))
@@ -205,7 +205,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Load a YAML config (or the defaults when ``path`` is None) and apply ``--set`` overrides.
 
     Raises:
-        FileNotFoundError: ``path`` is not a file.
+        MissingFileError: ``path`` is not a file.
         ConfigError: the file is empty, not YAML or not a mapping of sections, or the config is invalid.
     """
     raw = {} if path is None else read_config_file(Path(path))
@@ -215,7 +215,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def read_config_file(path: Path) -> dict[str, Any]:
     """The mapping of sections in a YAML config file, unvalidated; an empty file is an error, not the defaults."""
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        raise MissingFileError(f"config file not found: {path}")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from robustft.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -81,10 +83,10 @@ class Registry:
         """The entry of ``name``.
 
         Raises:
-            ValueError: no such kind; the message lists the registered ones.
+            ConfigError: no such kind; the message lists the registered ones.
         """
         if name not in self._entries:
-            raise ValueError(self.unknown(name))
+            raise ConfigError(self.unknown(name))
         return self._entries[name]
 
     def unknown(self, name: object) -> str:
@@ -140,7 +142,7 @@ def backbone_source(name: str) -> Entry:
     for entry in entries:
         if entry.extra["matches"](name):
             return entry
-    raise ValueError(f"model.name: no backbone source takes {name!r} (sources: {', '.join(BACKBONES)})")
+    raise ConfigError(f"model.name: no backbone source takes {name!r} (sources: {', '.join(BACKBONES)})")
 
 
 def is_clean_objective(name: str) -> bool:

@@ -6,18 +6,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from robustft.errors import ConfigError  # noqa: F401  (re-exported: robustft.config.ConfigError)
+
 EPS_KEYS = {("attack", "eps"), ("eval", "eps_step"), ("eval", "eps_grid")}
-
-
-class ConfigError(ValueError):
-    """One or more configuration problems; the message lists every one of them (one problem: one line)."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = list(problems)
-        if len(self.problems) == 1:
-            super().__init__(f"invalid configuration: {self.problems[0]}")
-        else:
-            super().__init__("invalid configuration:\n  - " + "\n  - ".join(self.problems))
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,15 @@ from typing import Any
 
 from robustft.config.eps import format_eps
 from robustft.config.registry import DATASETS, EVAL_ATTACKS, OBJECTIVES, SCHEDULES, TRAIN_ATTACKS, is_clean_objective
-from robustft.config.sections import EVAL_MODES, EVAL_PRESETS, Config, ConfigError, ScheduleConfig, expand_attacks
+from robustft.config.sections import (
+    EVAL_MODES,
+    EVAL_PRESETS,
+    Config,
+    ConfigError,
+    ScheduleConfig,
+    TrainConfig,
+    expand_attacks,
+)
 
 
 def validate(cfg: Config) -> None:
@@ -57,8 +65,7 @@ def validate(cfg: Config) -> None:
     need(cfg.objective.beta >= 0, f"objective.beta: must be >= 0, got {cfg.objective.beta}")
     need(cfg.objective.trades_inner in ("kl", "ce"),
          f"objective.trades_inner: {cfg.objective.trades_inner!r} is not kl or ce")
-    _validate_schedule(s, t.epochs, need)
-    p.extend(SCHEDULES.problems(s, cfg))
+    p.extend(schedule_problems(s, t.epochs, cfg))
     for key in ("lr", "weight_decay", "head_lr", "head_weight_decay"):
         v = getattr(o, key)
         need(v is None or v >= 0, f"optim.{key}: must be >= 0, got {v}")
@@ -117,9 +124,15 @@ def validate(cfg: Config) -> None:
 DEFAULT_HINGES = {"hinge": (0.25, 0.75), "warmup": (0, 0.75), "switch": (0.5, None)}
 """Default (t1, t2) of the kinds whose hinges are set by hand: integers are epochs, floats fractions."""
 
+HINGE_KEYS = ("t1", "t2", "latest_t1")
+"""The schedule keys that are points of training: whole epochs (int) or fractions of training (float)."""
+
 
 def to_epochs(value: int | float, epochs: int) -> float:
-    """A hinge given as whole epochs (int) or as a fraction of training (float in [0, 1]), in epochs."""
+    """A hinge in epochs of progress: whole epochs (int) as they are, a fraction f of training (float in [0, 1])
+    as f · ``epochs``, the same scale as a piecewise schedule's progress (0.25 and 0.75 of 6 epochs are 1.5 and
+    4.5). With per-epoch granularity epoch e trains at the multiplier of t = e, so a hinge at 1.0 (t = E) is
+    reached by no epoch; "the end of training" of ``linear`` and ``auto`` is the last epoch, E − 1, instead."""
     return float(value) if isinstance(value, int) else value * epochs
 
 
@@ -131,23 +144,50 @@ def hinges_in_epochs(s: ScheduleConfig, epochs: int) -> tuple[float, float]:
     return (t1, t1) if s.kind == "switch" or t2 is None else (t1, to_epochs(t2, epochs))
 
 
-def _validate_schedule(s: ScheduleConfig, epochs: int, need: Any) -> None:
-    """What every schedule kind shares: the granularity, hinges within training, the auto schedule's knobs
-    (which have defaults); each kind checks its own keys (robustft/schedules.py, ``SCHEDULES``)."""
-    need(s.granularity in ("epoch", "step"), f"schedule.granularity: {s.granularity!r} is not epoch or step")
-    for key in ("t1", "t2", "latest_t1"):
+def schedule_problems(s: ScheduleConfig, epochs: int, config: Config | None = None,
+                      epochs_key: str = "train.epochs") -> list[str]:
+    """Every problem of a schedule section for ``epochs`` of training: the rules all kinds share (granularity,
+    hinges, the auto schedule's knobs) and its kind's own (the ``SCHEDULES`` registry, robustft/schedules.py).
+    The config and :func:`robustft.train.eps_schedule` both check a schedule with it; ``config`` is the rest of
+    the configuration the kind's check may look at (None: the defaults), ``epochs_key`` how the messages name
+    the training length."""
+    p = hinge_problems(s, epochs, epochs_key)
+    if s.granularity not in ("epoch", "step"):
+        p.append(f"schedule.granularity: {s.granularity!r} is not epoch or step")
+    if not isinstance(s.patience, int) or s.patience < 1:
+        p.append(f"schedule.patience: must be a whole number of epochs >= 1, got {s.patience!r}")
+    if not isinstance(s.tolerance, (int, float)) or s.tolerance < 0:
+        p.append(f"schedule.tolerance: must be >= 0, got {s.tolerance!r}")
+    if s.tolerance_mode not in ("absolute", "relative"):
+        p.append(f"schedule.tolerance_mode: {s.tolerance_mode!r} is not absolute or relative")
+    if any(isinstance(v, bool) or not isinstance(v, (int, float, type(None))) for v in _hinges(s)):
+        return p  # the kinds' checks compare hinges as numbers
+    config = config if config is not None else Config(schedule=s, train=TrainConfig(epochs=epochs))
+    return p + SCHEDULES.problems(s, config)
+
+
+def _hinges(s: ScheduleConfig) -> list[Any]:
+    return [getattr(s, key) for key in HINGE_KEYS]
+
+
+def hinge_problems(s: ScheduleConfig, epochs: int, epochs_key: str = "train.epochs") -> list[str]:
+    """What is wrong with the hinges set (``t1``, ``t2``, ``latest_t1``): each must be whole epochs (an int in
+    [0, ``epochs``]) or a fraction of training (a float in [0, 1]), nothing else."""
+    p = []
+    for key in HINGE_KEYS:
         v = getattr(s, key)
         if v is None:
             continue
-        if isinstance(v, float):
-            need(0.0 <= v <= 1.0, f"schedule.{key}: a float is a fraction of training and must be in [0, 1]; "
-                                  f"got {v} (write whole epochs as an integer)")
-        else:
-            need(0 <= v <= epochs, f"schedule.{key}: {v} epochs is outside [0, train.epochs={epochs}]")
-    need(s.patience >= 1, f"schedule.patience: must be >= 1 epoch, got {s.patience}")
-    need(s.tolerance >= 0, f"schedule.tolerance: must be >= 0, got {s.tolerance}")
-    need(s.tolerance_mode in ("absolute", "relative"),
-         f"schedule.tolerance_mode: {s.tolerance_mode!r} is not absolute or relative")
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            p.append(f"schedule.{key}: expected whole epochs (an int) or a fraction of training (a float in "
+                     f"[0, 1]), got {v!r}")
+        elif isinstance(v, float) and not 0.0 <= v <= 1.0:
+            as_fraction = f"; {v:g} epochs of {epochs} is {key}={v / epochs:.4g}" if 0 < v <= epochs else ""
+            p.append(f"schedule.{key}: a float is a fraction of training and must be in [0, 1], got {v:g}; give "
+                     f"whole epochs as an integer (e.g. {key}={max(round(v), 0)}) or a fraction in [0, 1]{as_fraction}")
+        elif isinstance(v, int) and not 0 <= v <= epochs:
+            p.append(f"schedule.{key}: {v} epochs is outside [0, {epochs_key}={epochs}]")
+    return p
 
 
 def hinges_in_range(s: ScheduleConfig, epochs: int) -> bool:

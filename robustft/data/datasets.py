@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from robustft.config import DATASETS, DataConfig
 from robustft.data.sources import ImageArray, ImageFiles, ImageSource
 from robustft.data.splits import stratified_split
+from robustft.errors import DataError, MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def read_idx(path: Path) -> np.ndarray:
     with opener(path, "rb") as f:
         data = f.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 8:
-        raise ValueError(f"{path} is not an idx file of unsigned bytes")
+        raise DataError(f"{path} is not an idx file of unsigned bytes; replace it with the dataset's original file")
     ndim = data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
@@ -87,7 +88,7 @@ def load_fashion_mnist(cfg: DataConfig) -> tuple[Splits, list[str]]:
     for split, (img_stem, lbl_stem) in stems.items():
         img_path, lbl_path = _find_idx(folders, img_stem), _find_idx(folders, lbl_stem)
         if img_path is None or lbl_path is None:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"Fashion-MNIST files ({img_stem}.gz, ...) not found in {', '.join(map(str, folders))}. "
                 "Install them with: sudo apt-get install dataset-fashion-mnist (Debian/Ubuntu), "
                 "or go online with data.download=true, or point data.root to a folder holding the idx files."
@@ -115,18 +116,18 @@ def _scan_class_folders(folder: Path, classes: list[str] | None) -> tuple[list[P
     found = sorted(p.name for p in folder.iterdir() if p.is_dir())
     classes = classes or found
     if sorted(found) != sorted(classes):
-        raise ValueError(f"{folder} has class folders {found} but the training split has {classes}")
+        raise DataError(f"{folder} has class folders {found} but the training split has {classes}")
     paths, labels = [], []
     for label, name in enumerate(classes):
         files = sorted(p for p in (folder / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise ValueError(f"data.root: the class folder {folder / name} holds no images "
-                             f"({', '.join(sorted(IMAGE_SUFFIXES))}); add its images, or remove the class from "
-                             "every split")
+            raise DataError(f"data.root: the class folder {folder / name} holds no images "
+                            f"({', '.join(sorted(IMAGE_SUFFIXES))}); add its images, or remove the class from "
+                            "every split")
         paths += files
         labels += [label] * len(files)
     if not paths:
-        raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
     return paths, labels, classes
 
 
@@ -135,7 +136,7 @@ def load_imagefolder(cfg: DataConfig) -> tuple[Splits, list[str]]:
     root = Path(cfg.root or "").expanduser()
     for part in ("train", "test"):
         if not (root / part).is_dir():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"data.root: {root / part} is not a folder; imagefolder expects {root}/train/<class>/*.jpg and "
                 f"{root}/test/<class>/*.jpg (and optionally {root}/val/<class>/...)"
             )

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from robustft.data.sources import ImageSource
+from robustft.errors import ConfigError, DataError
 
 T = TypeVar("T")
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -194,13 +195,15 @@ def shard_slice(batch_size: int, shard: tuple[int, int]) -> slice:
     """Positions of process ``rank``'s examples in a global batch, for ``shard = (rank, world)``.
 
     Raises:
-        ValueError: ``rank`` is not in [0, world) or ``batch_size`` is not divisible by ``world``.
+        ValueError: ``rank`` is not in [0, world).
+        ConfigError: ``batch_size`` is not divisible by ``world``.
     """
     rank, world = shard
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"shard: rank {rank} of {world} processes; want 0 <= rank < world")
     if batch_size % world:
-        raise ValueError(f"data.batch_size: {batch_size} is not divisible by the {world} processes (shard world)")
+        raise ConfigError(f"data.batch_size: {batch_size} is not divisible by the {world} processes (shard world); "
+                          f"set it to a multiple of {world}")
     per = batch_size // world
     return slice(rank * per, (rank + 1) * per)
 
@@ -256,7 +259,7 @@ def train_batches(source: ImageSource, size: int, batch_size: int, seed: int, ep
         num_workers: Threads reading and augmenting batches ahead; 0 reads in the loop. Batches are the same.
 
     Raises:
-        ValueError: ``batch_size`` is not divisible by the world size.
+        ConfigError: ``batch_size`` is not divisible by the world size.
     """
     part = shard_slice(batch_size, shard)
     gen = epoch_generator(seed, epoch)
@@ -350,6 +353,7 @@ def as_train_data(train: Any) -> TrainData:
 
     Raises:
         TypeError: ``train`` is neither, or is a one-shot iterator (it would be empty from the second epoch).
+        DataError: ``train`` has no batches.
     """
     if hasattr(train, "epoch") and hasattr(train, "steps_per_epoch"):
         return train
@@ -361,5 +365,5 @@ def as_train_data(train: Any) -> TrainData:
         raise TypeError(f"train: {type(train).__name__} has no length; the LR schedule needs the number of "
                         "batches per epoch (use a DataLoader over a map-style dataset, or a list of batches)")
     if len(train) == 0:
-        raise ValueError("train: no batches")
+        raise DataError("train: no batches; pass a DataLoader over a non-empty dataset")
     return LoaderBatches(train)

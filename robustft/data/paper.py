@@ -77,6 +77,7 @@ import torch
 from robustft.config import DATASETS, DataConfig
 from robustft.data.sources import ImageFiles, ImageSource
 from robustft.data.splits import stratified_split
+from robustft.errors import ConfigError, DataError, MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +116,13 @@ def _split_message(name: str, problem: str, num_classes: int) -> str:
 
 def _need_file(name: str, path: Path) -> Path:
     if not path.is_file():
-        raise FileNotFoundError(_root_message(name, f"{path} not found"))
+        raise MissingFileError(_root_message(name, f"{path} not found"))
     return path
 
 
 def _check_classes(name: str, classes: list[str], where: Path) -> None:
     if len(classes) != NUM_CLASSES[name]:
-        raise ValueError(_root_message(name, f"{where} gives {len(classes)} classes, {name} has {NUM_CLASSES[name]}"))
+        raise DataError(_root_message(name, f"{where} gives {len(classes)} classes, {name} has {NUM_CLASSES[name]}"))
 
 
 def _first_missing(paths: list[Path]) -> Path | None:
@@ -139,12 +140,12 @@ def _files(name: str, paths: list[Path], labels: list[int], cfg: DataConfig, lis
     k = NUM_CLASSES[name]
     bad = next((lab for lab in labels if not 0 <= lab < k), None)
     if bad is not None:
-        raise ValueError(_root_message(name, f"{listed_in} has label {bad + 1}, outside 1..{k}"))
+        raise DataError(_root_message(name, f"{listed_in} has label {bad + 1}, outside 1..{k}"))
     if not paths:
-        raise ValueError(_root_message(name, f"{listed_in} lists no images"))
+        raise DataError(_root_message(name, f"{listed_in} lists no images"))
     missing = _first_missing(paths)
     if missing is not None:
-        raise FileNotFoundError(_root_message(name, f"{missing} (listed in {listed_in}) not found"))
+        raise MissingFileError(_root_message(name, f"{missing} (listed in {listed_in}) not found"))
     return ImageFiles(paths, torch.tensor(labels, dtype=torch.long), cfg.image_size)
 
 
@@ -178,20 +179,20 @@ def _locate(cfg: DataConfig, name: str, marker: str, nests: tuple[str, ...] = ()
         try:
             DOWNLOADERS[name](root)
         except Exception as err:  # network errors come in many types
-            raise FileNotFoundError(_root_message(name, f"{root} holds no {marker} and downloading it failed "
-                                                        f"({type(err).__name__}: {err})")) from err
+            raise MissingFileError(_root_message(name, f"{root} holds no {marker} and downloading it failed "
+                                                       f"({type(err).__name__}: {err})")) from err
         base = _find(root, marker, nests)
     if base is None:
         where = " or ".join(str(b / marker) for b in (*(root / n for n in nests), root))
         hint = ", data.download is false" if cfg.root is None and name in DOWNLOADERS else ""
-        raise FileNotFoundError(_root_message(name, f"{where} not found (data.root={cfg.root or 'null'}{hint})"))
+        raise MissingFileError(_root_message(name, f"{where} not found (data.root={cfg.root or 'null'}{hint})"))
     return base
 
 
 def _no_split_dir(cfg: DataConfig, name: str) -> None:
     if cfg.split_dir:
-        raise ValueError(f"data.split_dir: {name} has official splits; split files are read for "
-                         f"{', '.join(IMAGE_DIRS)} only. Set data.split_dir to null.")
+        raise ConfigError(f"data.split_dir: {name} has official splits; split files are read for "
+                          f"{', '.join(IMAGE_DIRS)} only. Set data.split_dir to null.")
 
 
 def _pairs(name: str, path: Path) -> list[tuple[str, str]]:
@@ -200,7 +201,7 @@ def _pairs(name: str, path: Path) -> list[tuple[str, str]]:
     for number, line in enumerate(_need_file(name, path).read_text().splitlines(), 1):
         parts = line.strip().split(maxsplit=1)
         if len(parts) == 1:
-            raise ValueError(_root_message(name, f"line {number} of {path} is {line!r}, not '<id> <value>'"))
+            raise DataError(_root_message(name, f"line {number} of {path} is {line!r}, not '<id> <value>'"))
         if parts:
             pairs.append((parts[0], parts[1]))
     return pairs
@@ -210,7 +211,7 @@ def _int(name: str, value: str, path: Path) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(_root_message(name, f"{path} has {value!r} where an integer belongs")) from None
+        raise DataError(_root_message(name, f"{path} has {value!r} where an integer belongs")) from None
 
 
 def _mat(name: str, path: Path, fields: tuple[str, ...]) -> dict:
@@ -220,10 +221,10 @@ def _mat(name: str, path: Path, fields: tuple[str, ...]) -> dict:
     try:
         mat = loadmat(str(_need_file(name, path)), squeeze_me=True)
     except (MatReadError, ValueError, TypeError, NotImplementedError) as err:
-        raise ValueError(_root_message(name, f"{path} is not a readable .mat file ({err})")) from err
+        raise DataError(_root_message(name, f"{path} is not a readable .mat file ({err})")) from err
     missing = [f for f in fields if f not in mat]
     if missing:
-        raise ValueError(_root_message(name, f"{path} lacks {', '.join(missing)} (has {sorted(mat)})"))
+        raise DataError(_root_message(name, f"{path} lacks {', '.join(missing)} (has {sorted(mat)})"))
     return mat
 
 
@@ -236,22 +237,22 @@ def _split_off(source: ImageFiles, n_val: int, seed: int) -> tuple[ImageFiles, I
 def _vpt_part(name: str, path: Path, image_dir: Path, cfg: DataConfig) -> ImageFiles:
     k = NUM_CLASSES[name]
     if not path.is_file():
-        raise FileNotFoundError(_split_message(name, f"{path} not found (data.split_dir={cfg.split_dir})", k))
+        raise MissingFileError(_split_message(name, f"{path} not found (data.split_dir={cfg.split_dir})", k))
     try:
         entries = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(_split_message(name, f"{path} is not JSON ({err})", k)) from err
+        raise DataError(_split_message(name, f"{path} is not JSON ({err})", k)) from err
     if not isinstance(entries, dict) or not entries:
-        raise ValueError(_split_message(name, f"{path} is not a non-empty JSON object", k))
+        raise DataError(_split_message(name, f"{path} is not a non-empty JSON object", k))
     for rel, label in entries.items():
         if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < k:
-            raise ValueError(_split_message(name, f"{path}: label {label!r} of {rel!r} is not an integer in "
-                                                  f"0..{k - 1}", k))
+            raise DataError(_split_message(name, f"{path}: label {label!r} of {rel!r} is not an integer in "
+                                                 f"0..{k - 1}", k))
     paths = [image_dir / rel for rel in entries]
     missing = _first_missing(paths)
     if missing is not None:
-        raise FileNotFoundError(_split_message(name, f"{path} names {missing.relative_to(image_dir)}, but "
-                                                     f"{missing} does not exist", k))
+        raise MissingFileError(_split_message(name, f"{path} names {missing.relative_to(image_dir)}, but "
+                                                    f"{missing} does not exist", k))
     return ImageFiles(paths, torch.tensor(list(entries.values()), dtype=torch.long), cfg.image_size)
 
 
@@ -277,7 +278,7 @@ def load_fgvc_aircraft(cfg: DataConfig) -> tuple[Splits, list[str]]:
         pairs = _pairs(name, path)
         unknown = next((v for _, v in pairs if v not in label_of), None)
         if unknown is not None:
-            raise ValueError(_root_message(name, f"{path} names variant {unknown!r}, not in {variants}"))
+            raise DataError(_root_message(name, f"{path} names variant {unknown!r}, not in {variants}"))
         splits[part] = _files(name, [data / "images" / f"{i}.jpg" for i, _ in pairs],
                               [label_of[v] for _, v in pairs], cfg, path)
     return splits, classes
@@ -305,8 +306,8 @@ def _cars_part(name: str, annotations: Path, images: Path, cfg: DataConfig) -> I
     records = np.atleast_1d(_mat(name, annotations, ("annotations",))["annotations"])
     fields = records.dtype.names or ()
     if "fname" not in fields or "class" not in fields:
-        raise ValueError(_root_message(name, f"annotations in {annotations} have fields {fields}, "
-                                             "not fname and class"))
+        raise DataError(_root_message(name, f"annotations in {annotations} have fields {fields}, "
+                                            "not fname and class"))
     paths = [images / str(np.squeeze(r["fname"])) for r in records]
     return _files(name, paths, [int(np.squeeze(r["class"])) - 1 for r in records], cfg, annotations)
 
@@ -337,7 +338,7 @@ def load_cub200(cfg: DataConfig) -> tuple[Splits, list[str]]:
     tables = {t: dict(_pairs(name, base / t)) for t in ("image_class_labels.txt", "train_test_split.txt")}
     for table, values in tables.items():
         if values.keys() != files.keys():
-            raise ValueError(_root_message(name, f"{base / table} and {base / 'images.txt'} list other image ids"))
+            raise DataError(_root_message(name, f"{base / table} and {base / 'images.txt'} list other image ids"))
     parts: dict[str, ImageFiles] = {}
     for part, flag in (("train", 1), ("test", 0)):
         ids = [i for i in files if _int(name, tables["train_test_split.txt"][i], base / "train_test_split.txt") == flag]
@@ -351,15 +352,15 @@ def _dogs_part(name: str, base: Path, part: str, folders: list[str], cfg: DataCo
     candidates = [base / f"{part}_list.mat", base / "lists" / f"{part}_list.mat"]
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
-        raise FileNotFoundError(_root_message(name, f"{candidates[0]} or {candidates[1]} not found"))
+        raise MissingFileError(_root_message(name, f"{candidates[0]} or {candidates[1]} not found"))
     mat = _mat(name, path, ("file_list", "labels"))
     files = [str(np.squeeze(f)) for f in np.atleast_1d(mat["file_list"])]
     labels = [int(np.squeeze(lab)) - 1 for lab in np.atleast_1d(mat["labels"])]
     if len(files) != len(labels):
-        raise ValueError(_root_message(name, f"{path} has {len(files)} files but {len(labels)} labels"))
+        raise DataError(_root_message(name, f"{path} has {len(files)} files but {len(labels)} labels"))
     for file, label in zip(files, labels):
         if 0 <= label < len(folders) and file.split("/")[0] != folders[label]:
-            raise ValueError(_root_message(name, f"{path} labels {file} {label + 1}, the label of {folders[label]}"))
+            raise DataError(_root_message(name, f"{path} labels {file} {label + 1}, the label of {folders[label]}"))
     return _files(name, [base / "Images" / f for f in files], labels, cfg, path)
 
 

@@ -10,7 +10,7 @@ from typing import Any, Protocol, Sequence, TypeVar
 import numpy as np
 import torch
 
-from robustft.errors import BadImageError
+from robustft.errors import BadImageError, DataError
 
 
 class ImageSource(Protocol):
@@ -67,14 +67,14 @@ class TensorImages(InMemory):
 
     def __post_init__(self) -> None:
         if not self.images.is_floating_point() or self.images.dim() != 4:
-            raise ValueError(f"images: want float [N, C, H, W] in [0, 1], got {self.images.dtype} "
-                             f"{tuple(self.images.shape)}")
+            raise DataError(f"images: want float [N, C, H, W] in [0, 1], got {self.images.dtype} "
+                            f"{tuple(self.images.shape)}")
         if len(self.images) != len(self.labels):
-            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+            raise DataError(f"{len(self.images)} images but {len(self.labels)} labels")
         if len(self.images) and (self.images.min() < 0 or self.images.max() > 1):
-            raise ValueError(f"images: pixel values must lie in [0, 1] (found {self.images.min().item():.3g} to "
-                             f"{self.images.max().item():.3g}); ε is in pixel units, so pass unnormalised images "
-                             "and put the normalisation inside the model (robustft.models.Normalized)")
+            raise DataError(f"images: pixel values must lie in [0, 1] (found {self.images.min().item():.3g} to "
+                            f"{self.images.max().item():.3g}); ε is in pixel units, so pass unnormalised images "
+                            "and put the normalisation inside the model (robustft.models.Normalized)")
 
 
 def as_source(data: Any) -> ImageSource:
@@ -83,7 +83,7 @@ def as_source(data: Any) -> ImageSource:
 
     Raises:
         TypeError: ``data`` is none of these.
-        ValueError: the images are not float [N, C, H, W] in [0, 1] (see :class:`TensorImages`) or there are none.
+        DataError: the images are not float [N, C, H, W] in [0, 1] (see :class:`TensorImages`) or there are none.
     """
     if isinstance(data, (InMemory, ImageFiles)) or (hasattr(data, "read") and hasattr(data, "subset")):
         return data
@@ -99,7 +99,7 @@ def as_source(data: Any) -> ImageSource:
         xs.append(torch.as_tensor(batch[0]).detach().cpu())
         ys.append(torch.as_tensor(batch[1]).detach().cpu())
     if not xs:
-        raise ValueError("the data yielded no batches")
+        raise DataError("the data yielded no batches")
     return as_source((torch.cat(xs), torch.cat(ys)))
 
 

@@ -5,18 +5,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from robustft.errors import DataError
+
 
 def stratified_split(labels: torch.Tensor, n_second: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Positions of (first, second) parts, ``second`` holding ``n_second`` examples in class proportions.
 
     Raises:
-        ValueError: ``n_second`` is not smaller than the number of examples.
+        DataError: ``n_second`` is not smaller than the number of examples.
     """
     n = len(labels)
     if n_second == 0:
         return torch.arange(n), torch.empty(0, dtype=torch.long)
     if not 0 < n_second < n:
-        raise ValueError(f"cannot split {n_second} of {n} examples off; ask for fewer")
+        raise DataError(f"cannot split {n_second} of {n} examples off; ask for fewer")
     from sklearn.model_selection import train_test_split
 
     y = labels.numpy()

@@ -31,7 +31,7 @@ passed and None when it does not apply. What each one catches:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -40,9 +40,10 @@ from torch import nn
 
 from robustft.attacks import APGD, Attack, AutoAttack, build_threat_model, crafting
 from robustft.attacks.base import input_gradient
-from robustft.config import format_eps
+from robustft.config import EvalConfig, eval_setting, format_eps
 from robustft.data import ImageSource, eval_batches
 from robustft.eval.result import Flag, RobustnessResult
+from robustft.models.modes import modes_kept
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,9 @@ class SanityChecks:
         long_steps: iterations of the APGD-CE run of the convergence check.
         tol: accuracy gap (a fraction of the subset) above which the black-box and convergence checks are
             raised; smaller gaps on a 100-example subset are within noise.
-        norm: the threat model of the evaluation, ``linf`` or ``l2``.
+        norm: the threat model of every check, ``linf`` or ``l2``; None: the evaluation's (its protocol's
+            ``norm``, which :func:`robustft.eval.evaluate` records), so the checks attack in the evaluation's
+            norm whatever its attacks are.
         autoattack_n: examples (an even spread) on which the standard AutoAttack runs at ε_g; 0: no check.
         autoattack_tol: accuracy gap to AutoAttack above which the ``autoattack`` check is raised.
     """
@@ -73,14 +76,35 @@ class SanityChecks:
     constant_share: float = 0.99
     long_steps: int = 100
     tol: float = 0.03
-    norm: str = "linf"
+    norm: str | None = None
     autoattack_n: int = 0
     autoattack_tol: float = 0.01
 
     def __call__(self, model: nn.Module, source: ImageSource, result: RobustnessResult, *,
                  device: torch.device, image_size: int, batch_size: int = 256) -> list[Flag]:
-        """Run every check on ``model`` evaluated on ``source`` with evidence ``result``."""
-        model.eval()
+        """Run every check on ``model`` evaluated on ``source`` with evidence ``result``; the model runs in eval
+        mode and is left in the modes it had."""
+        if self.norm is None:
+            return replace(self, norm=str(result.protocol.get("norm", "linf")))(
+                model, source, result, device=device, image_size=image_size, batch_size=batch_size)
+        with modes_kept(model):
+            model.eval()
+            return self._run(model, source, result, device, image_size, batch_size)
+
+    @property
+    def _norm(self) -> str:
+        return self.norm or "linf"
+
+    @classmethod
+    def from_config(cls, e: EvalConfig, norm: str | None = None) -> "SanityChecks":
+        """The checks an ``eval`` config section asks for (``check_n``, ``check_queries``, ``check_autoattack``
+        or its preset's), in ``norm`` (None: the evaluation's); ``SanityChecks.from_config(EvalConfig())`` are
+        the defaults of the config path and of :func:`robustft.eval.evaluate`."""
+        return cls(n=e.check_n, square_queries=e.check_queries, norm=norm,
+                   autoattack_n=int(eval_setting(e, "check_autoattack", 0)))
+
+    def _run(self, model: nn.Module, source: ImageSource, result: RobustnessResult, device: torch.device,
+             image_size: int, batch_size: int) -> list[Flag]:
         subset = np.unique(np.linspace(0, len(source) - 1, min(self.n, len(source))).round().astype(int))
         x, y = next(iter(eval_batches(source.subset(subset), image_size, len(subset))))
         x, y = x.to(device), y.to(device)
@@ -104,7 +128,7 @@ class SanityChecks:
         eps = result.eps[-1]
         if eps == 0:
             return Flag("black_box", None, "ε_g = 0: nothing to attack")
-        square = AutoAttack(components=("square",), square_queries=self.square_queries, norm=self.norm)
+        square = AutoAttack(components=("square",), square_queries=self.square_queries, norm=self._norm)
         black = _correct_after(model, square, x, y, eps)
         white = result.correct[-1, subset]
         beaten = int((white & ~black).sum())
@@ -122,7 +146,7 @@ class SanityChecks:
         eps = result.eps[-1]
         if eps == 0:
             return Flag("converged", None, "ε_g = 0: nothing to attack")
-        attack = APGD(num_steps=self.long_steps, select="misclassified", threat=build_threat_model(self.norm))
+        attack = APGD(num_steps=self.long_steps, select="misclassified", threat=build_threat_model(self._norm))
         long = _correct_after(model, attack, x, y, eps)
         white = result.correct[-1, subset]
         drop = float(white.mean() - (white & long).mean())
@@ -146,7 +170,7 @@ class SanityChecks:
         reference = np.zeros(len(subset), dtype=bool)
         if len(standing):
             x, y = next(iter(eval_batches(source.subset(subset[standing]), image_size, len(standing))))
-            reference[standing] = _correct_after(model, AutoAttack(norm=self.norm), x.to(device), y.to(device), eps)
+            reference[standing] = _correct_after(model, AutoAttack(norm=self._norm), x.to(device), y.to(device), eps)
         gap = float(white.mean() - reference.mean())
         msg = (f"AutoAttack (standard) at ε={format_eps(eps)} on {len(subset)} examples: {100 * reference.mean():.1f} % "
                f"vs the evaluation's {100 * white.mean():.1f} %")
@@ -158,11 +182,11 @@ class SanityChecks:
 
     def check_large_eps(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Flag:
         """APGD-CE at a radius large enough to erase any image should leave almost nothing correct."""
-        eps = self.large_eps or (0.5 if self.norm == "linf" else 0.5 * float(x[0].numel()) ** 0.5)
-        attack = APGD(num_steps=10, select="misclassified", threat=build_threat_model(self.norm))
+        eps = self.large_eps or (0.5 if self._norm == "linf" else 0.5 * float(x[0].numel()) ** 0.5)
+        attack = APGD(num_steps=10, select="misclassified", threat=build_threat_model(self._norm))
         acc = float(_correct_after(model, attack, x, y, eps).mean())
         raised = acc > self.large_eps_max_accuracy
-        msg = f"accuracy {100 * acc:.1f} % under APGD-CE at ε={eps:.3g} ({self.norm})"
+        msg = f"accuracy {100 * acc:.1f} % under APGD-CE at ε={eps:.3g} ({self._norm})"
         if raised:
             msg += f", above {100 * self.large_eps_max_accuracy:.0f} %: the attack cannot find its way, or ε is " \
                    "in the wrong units (pixels in [0, 1] are expected)"

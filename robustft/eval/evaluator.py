@@ -26,6 +26,7 @@ and runs the sanity checks.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -38,18 +39,28 @@ from typing import Any, Mapping, Sequence, cast
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+    SubsetRandomSampler,
+)
 from tqdm.auto import tqdm
 
 from robustft import distributed as ddp
 from robustft.attacks import Attack, build_eval_attacks
 from robustft.attacks.base import FoldedBatchNorm, MinNormAttack, WarmStartable, accepts_start, is_min_norm
 from robustft.config import EVAL_MODES, EvalConfig, eval_setting, format_eps
-from robustft.data import ImageSource, as_source, eval_batches
-from robustft.errors import ForeignFileError
+from robustft.config.eps import eps_grid_argument
+from robustft.data import ImageSource, TensorImages, as_source, eval_batches
+from robustft.errors import ConfigError, DataError, ForeignFileError
 from robustft.eval.checks import SanityChecks
 from robustft.eval.metrics import expected_robustness
 from robustft.eval.result import RobustnessResult
 from robustft.models.fold import conv_bn_pairs
+from robustft.models.modes import modes_kept
 from robustft.runs import atomic_write
 
 log = logging.getLogger(__name__)
@@ -146,19 +157,27 @@ def _radii(model: nn.Module, source: ImageSource, attack: MinNormAttack, device:
     return (np.concatenate(out) if out else np.zeros(0)), (torch.cat(points) if points else torch.zeros(0))
 
 
-def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
+def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float] | str,
              attacks: Mapping[str, Attack] | Sequence[str] = ("apgd-ce",), *, device: torch.device | None = None,
              image_size: int | None = None, batch_size: int = 256, mode: str | None = None, seed: int = 0,
-             protocol: dict | None = None, state_path: Path | None = None, checks: SanityChecks | bool | None = None,
-             weights: list[float] | None = None, bootstrap: int = 1000, norm: str = "linf",
+             protocol: dict | None = None, state_path: Path | None = None, checks: SanityChecks | bool | None = True,
+             weights: list[float] | None = None, bootstrap: int = 1000, norm: str | None = None,
              warm_start: bool | None = None, fold_bn: bool = True,
              at_target: Sequence[str] | None = None) -> RobustnessResult:
     """Attack ``data`` at every ε of the grid with every attack; returns the evidence and the protocol.
 
     Args:
-        model: any module taking [0, 1] pixels and returning logits.
-        data: an image source, ``(images, labels)`` tensors, or any iterable of ``(images, labels)`` batches (a
-            DataLoader), read once; images float in [0, 1] (or robustft's uint8 sources).
+        model: any module taking [0, 1] pixels and returning logits; it runs in eval mode, and every module is
+            back in the training or eval mode it had when this returns.
+        data: an image source, ``(images, labels)`` tensors, or a DataLoader or other iterable of ``(images,
+            labels)`` batches; images float in [0, 1] (or robustft's uint8 sources). A DataLoader over a map-style
+            dataset (sequential, shuffled or subset sampling, no ``drop_last``) is streamed: its examples are
+            read by position, a batch at a time (its ``collate_fn``), whenever the walk attacks them, so only the
+            labels stay in memory, and the dataset's transform must be deterministic. The walk needs every
+            example by position (each ε attacks what the previous left standing; resume, warm starts and the
+            checks address examples by position), so any other iterable is read once, whole, into memory.
+        eps_grid: ε values in pixel units, each in [0, 1] (the config's rule: 8 is refused with "did you mean
+            8/255?"), or a ``START:STOP:STEP`` string such as ``"0:8/255:1/255"``.
         attacks: name → attack, run in this order at each ε (worst case over all of them); or evaluation
             attack names (``apgd-ce``, ``apgd-t``, ``fmn``, ``square``, ``autoattack``, the presets ``cheap``,
             ``strong`` and ``curve``; README "Evaluation you can check") built with their default settings.
@@ -166,14 +185,20 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
             example it breaks at radius ε* counts as broken at every ε ≥ ε*.
         device: where to attack (default: the model's).
         image_size: side of the images the model takes (default: the data's).
-        norm: threat model of attacks given by name (``linf`` or ``l2``).
+        norm: the threat model (``linf`` or ``l2``): of the attacks given by name, and of every sanity check
+            whatever the attacks are. None: the attack objects' own (their ``threat`` or ``norm``), else linf;
+            attack objects in another norm than ``norm`` are refused.
         mode: ``incremental``, ``downward`` or ``independent`` (see the module docstring). None: as the attack
             names' preset says (downward with ``curve``), else incremental.
         seed: seeds each ε (as ``seed + index``) without disturbing the caller's random state.
         protocol: extra facts recorded with the result (attack descriptions, split, checkpoint, ...).
         state_path: where the evidence is saved after each ε; an evaluation with the same protocol found
             there is resumed.
-        checks: sanity checks to run on the finished result (None: none).
+        checks: the sanity checks run on the finished result (:mod:`robustft.eval.checks`; every outcome is
+            in ``result.checks``, the raised ones in ``result.flags``): True (the default) runs the config
+            path's defaults (``SanityChecks.from_config`` of the attack names' settings, e.g. the AutoAttack
+            check of the ``curve`` preset); a :class:`SanityChecks` runs those (its ``norm`` unset: the
+            evaluation's); False or None runs none.
         weights: density of ε at the grid points for the expected robustness (None: uniform).
         bootstrap: resamples for the confidence intervals.
         warm_start: each attack that accepts a starting point (``x_init``) starts an example from a point
@@ -188,14 +213,20 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
             whether an attacked point is misclassified is always decided by ``model`` itself. Recorded in the
             protocol as done or not (a model without BatchNorm after a convolution is attacked as it is).
 
-    The model is put in eval mode. ε = 0 is added to the grid if missing (its row is clean accuracy).
-    ``checks=True`` runs the default sanity checks (:class:`SanityChecks`).
+    ε = 0 is added to the grid if missing (its row is clean accuracy).
+
+    Raises:
+        ConfigError: an invalid argument (an ε out of [0, 1], an unknown mode or norm, attacks in another
+            norm, ...), named with its fix.
     """
-    source = as_source(data)
-    device = device if device is not None else next(model.parameters()).device
-    image_size = image_size if image_size is not None else int(source.read(torch.arange(1)).shape[-1])
+    grid = sorted(set([0.0] + eps_grid_argument(eps_grid)))
     named = None if isinstance(attacks, Mapping) else \
         EvalConfig(attacks=[attacks] if isinstance(attacks, str) else list(attacks))
+    norm = _threat_norm(norm, None if named is not None else cast(Mapping[str, Attack], attacks))
+    checks = _sanity_checks(checks, named, norm)
+    source = eval_source(data)
+    device = device if device is not None else next(model.parameters()).device
+    image_size = image_size if image_size is not None else int(source.read(torch.arange(1)).shape[-1])
     # names: presets bring their own settings (the curve preset: warm starts, the AutoAttack check)
     attacks = build_eval_attacks(named, norm) if named is not None else cast(Mapping[str, Attack], attacks)
     if warm_start is None:
@@ -206,102 +237,218 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float],
         at_target = list(eval_setting(named, "at_target", [])) if named is not None else []
     unknown = sorted(set(at_target) - set(attacks))
     if unknown:
-        raise ValueError(f"at_target: {', '.join(unknown)} not among the attacks ({', '.join(attacks)})")
-    if checks is True:
-        checks = SanityChecks(norm=norm, autoattack_n=eval_setting(named, "check_autoattack", 0) if named else 0)
-    checks = checks or None
+        raise ConfigError(f"at_target: {', '.join(unknown)} not among the attacks ({', '.join(attacks)})")
     if mode not in EVAL_MODES:
-        raise ValueError(f"mode must be one of {', '.join(EVAL_MODES)}; got {mode!r}")
+        raise ConfigError(f"mode must be one of {', '.join(EVAL_MODES)}; got {mode!r}")
     if not attacks:
-        raise ValueError("evaluate needs at least one attack")
-    grid = sorted(set([0.0] + [float(e) for e in eps_grid]))
+        raise ConfigError("attacks: evaluate needs at least one attack, e.g. attacks=['apgd-ce']")
     try:
         expected_robustness(grid, [0.0] * len(grid), weights)
     except ValueError as err:
-        raise ValueError(f"ε weights for the grid {[format_eps(e) for e in grid]}: {err}") from None
+        raise ConfigError(f"weights: for the grid {[format_eps(e) for e in grid]}: {err}") from None
     names = list(attacks)
     fold_bn = fold_bn and bool(conv_bn_pairs(model))
     if fold_bn:  # attacked on the folded copy; every verdict below is the model's own
         attacks = {name: FoldedBatchNorm(attack) for name, attack in attacks.items()}
     warm = bool(warm_start) and mode != "independent"
     labels = source.labels.numpy().copy()
-    protocol = {"mode": mode, "seed": seed, "grid": [format_eps(e) for e in grid], "attack_order": names,
-                "start": "warm" if warm else "cold", "fold_bn": bool(fold_bn),
+    protocol = {"mode": mode, "seed": seed, "norm": norm, "grid": [format_eps(e) for e in grid],
+                "attack_order": names, "start": "warm" if warm else "cold", "fold_bn": bool(fold_bn),
                 **({"at_target": list(at_target)} if at_target else {}), **(protocol or {})}
     key = _fingerprint(protocol, labels)
     state = _resume(state_path, key, len(grid), len(labels))
     correct, breaker = state.correct, state.breaker
-    model.eval()
-    shard = ddp.current()
-    shape = next(iter(eval_batches(source.subset(np.arange(1)), image_size, 1)))[0].shape[1:] if warm else ()
-    # the order the grid is walked in: upward, or (downward) clean first, then from ε_g down
-    order = list(range(len(grid))) if mode != "downward" else [0] + list(range(len(grid) - 1, 0, -1))
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        for i in range(state.done, len(order)):
-            e, prev = order[i], order[i - 1] if i > 0 else -1
-            torch.manual_seed(seed + e)
-            # attacked: what survived the previous ε (incremental), what was broken at the ε above (downward),
-            # or what is clean-correct (independent, and downward at ε_g); the rest keeps its state
-            base = e - 1 if mode == "incremental" else 0
-            row = correct[base].copy() if e > 0 else np.ones(len(labels), dtype=bool)
-            breaker[e] = breaker[base] if e > 0 else -1
-            # downward: what survived the ε above counts as robust here, unattacked
-            settled = correct[prev] & row if mode == "downward" and prev > 0 else np.zeros_like(row)
-            if grid[e] > 0 and state.radii is None and any(is_min_norm(a) for a in attacks.values()):
-                started = time.perf_counter()
-                state.radii, state.radius_by, found = _min_norm_pass(model, source, attacks, correct[0], device,
-                                                                     image_size, batch_size, shard,
-                                                                     shape if warm and mode == "downward" else None)
-                state.costs.append({"eps": None, "attack": "+".join(n for n, a in attacks.items() if is_min_norm(a)),
-                                    "examples": int(correct[0].sum()), "seconds": round(time.perf_counter() - started, 3)})
-                if found is not None:  # downward: where the walk first attacks an example FMN broke, it starts here
-                    broken = np.flatnonzero(np.isfinite(state.radii))
-                    state.keep_start(DOWNWARD, broken, found[torch.from_numpy(broken)], len(labels))
-            if grid[e] > 0 and state.radii is not None and state.radius_by is not None:
-                hit = row & ~settled & (state.radii <= grid[e] * (1 + 1e-6))  # broken within ε by the min-norm pass
-                row[hit], breaker[e, hit] = False, state.radius_by[hit]
-            steps = [(0, "clean", None)] if grid[e] == 0 else \
-                [(k + 1, n, a) for k, (n, a) in enumerate(attacks.items())
-                 if not is_min_norm(a) and (e == len(grid) - 1 or n not in at_target)]
-            for k, name, attack in steps:
-                todo = np.flatnonzero(row & ~settled)
-                mine = np.array_split(todo, shard.world)[shard.rank]  # under torchrun: this process's share
-                slot = DOWNWARD if mode == "downward" else name
-                keep = warm and attack is not None and (mode == "downward" or accepts_start(attack))
-                starts = _warm_starts(state, slot, attack, prev, breaker[prev], mode) if warm else None
-                # downward, what survives here is settled as robust at every smaller ε: a warm start that
-                # fails gets a cold attack too
-                started = time.perf_counter()
-                alive, points = _attack_share(model, source, mine, grid[e], name, attack, starts, keep,
-                                              mode == "downward", shape, device, image_size, batch_size, shard.main)
-                if attack is not None and len(todo):
-                    state.costs.append({"eps": format_eps(grid[e]), "attack": name, "examples": int(len(todo)),
+    with modes_kept(model):  # the caller's modes come back, even on error
+        model.eval()
+        shard = ddp.current()
+        shape = next(iter(eval_batches(source.subset(np.arange(1)), image_size, 1)))[0].shape[1:] if warm else ()
+        # the order the grid is walked in: upward, or (downward) clean first, then from ε_g down
+        order = list(range(len(grid))) if mode != "downward" else [0] + list(range(len(grid) - 1, 0, -1))
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            for i in range(state.done, len(order)):
+                e, prev = order[i], order[i - 1] if i > 0 else -1
+                torch.manual_seed(seed + e)
+                # attacked: what survived the previous ε (incremental), what was broken at the ε above (downward),
+                # or what is clean-correct (independent, and downward at ε_g); the rest keeps its state
+                base = e - 1 if mode == "incremental" else 0
+                row = correct[base].copy() if e > 0 else np.ones(len(labels), dtype=bool)
+                breaker[e] = breaker[base] if e > 0 else -1
+                # downward: what survived the ε above counts as robust here, unattacked
+                settled = correct[prev] & row if mode == "downward" and prev > 0 else np.zeros_like(row)
+                if grid[e] > 0 and state.radii is None and any(is_min_norm(a) for a in attacks.values()):
+                    started = time.perf_counter()
+                    state.radii, state.radius_by, found = _min_norm_pass(model, source, attacks, correct[0], device,
+                                                                         image_size, batch_size, shard,
+                                                                         shape if warm and mode == "downward" else None)
+                    state.costs.append({"eps": None,
+                                        "attack": "+".join(n for n, a in attacks.items() if is_min_norm(a)),
+                                        "examples": int(correct[0].sum()),
                                         "seconds": round(time.perf_counter() - started, 3)})
-                alive = ddp.all_gather_array(alive)
-                if keep:
-                    points = torch.from_numpy(ddp.all_gather_array(points.numpy()))
-                    if mode == "downward":  # the point that broke each example, for the ε below
-                        state.keep_start(slot, todo[~alive], points[torch.from_numpy(~alive)], len(labels))
-                    else:  # every example's last point under this attack, for the ε above
-                        state.keep_start(slot, todo, points, len(labels))
-                row[todo[~alive]] = False
-                breaker[e, todo[~alive]] = k
-            if warm and grid[e] > 0:
-                state.starts_at = e
-            correct[e] = row
-            log.info("eval ε=%s: accuracy %.4f", format_eps(grid[e]), row.mean())
-            if state_path is not None and shard.main:
-                state.done = i + 1
-                _save_state(state_path, key, state)
-    result = RobustnessResult(grid, correct, labels, protocol, breaker=breaker, weights=weights,
-                              bootstrap=bootstrap, radii=state.radii, costs=state.costs)
-    if checks is not None and shard.main:
-        started = time.perf_counter()
-        result.flags = checks(model, source, result, device=device, image_size=image_size, batch_size=batch_size)
-        took = time.perf_counter() - started
-        result.costs.append({"eps": None, "attack": "checks", "examples": int(len(labels)), "seconds": round(took, 3)})
-        log.info("sanity checks: %.0f s", took)
-    return result
+                    if found is not None:  # downward: where the walk first attacks an example FMN broke, it starts here
+                        broken = np.flatnonzero(np.isfinite(state.radii))
+                        state.keep_start(DOWNWARD, broken, found[torch.from_numpy(broken)], len(labels))
+                if grid[e] > 0 and state.radii is not None and state.radius_by is not None:
+                    # broken within ε by the min-norm pass
+                    hit = row & ~settled & (state.radii <= grid[e] * (1 + 1e-6))
+                    row[hit], breaker[e, hit] = False, state.radius_by[hit]
+                steps = [(0, "clean", None)] if grid[e] == 0 else \
+                    [(k + 1, n, a) for k, (n, a) in enumerate(attacks.items())
+                     if not is_min_norm(a) and (e == len(grid) - 1 or n not in at_target)]
+                for k, name, attack in steps:
+                    todo = np.flatnonzero(row & ~settled)
+                    mine = np.array_split(todo, shard.world)[shard.rank]  # under torchrun: this process's share
+                    slot = DOWNWARD if mode == "downward" else name
+                    keep = warm and attack is not None and (mode == "downward" or accepts_start(attack))
+                    starts = _warm_starts(state, slot, attack, prev, breaker[prev], mode) if warm else None
+                    # downward, what survives here is settled as robust at every smaller ε: a warm start that
+                    # fails gets a cold attack too
+                    started = time.perf_counter()
+                    alive, points = _attack_share(model, source, mine, grid[e], name, attack, starts, keep,
+                                                  mode == "downward", shape, device, image_size, batch_size, shard.main)
+                    if attack is not None and len(todo):
+                        state.costs.append({"eps": format_eps(grid[e]), "attack": name, "examples": int(len(todo)),
+                                            "seconds": round(time.perf_counter() - started, 3)})
+                    alive = ddp.all_gather_array(alive)
+                    if keep:
+                        points = torch.from_numpy(ddp.all_gather_array(points.numpy()))
+                        if mode == "downward":  # the point that broke each example, for the ε below
+                            state.keep_start(slot, todo[~alive], points[torch.from_numpy(~alive)], len(labels))
+                        else:  # every example's last point under this attack, for the ε above
+                            state.keep_start(slot, todo, points, len(labels))
+                    row[todo[~alive]] = False
+                    breaker[e, todo[~alive]] = k
+                if warm and grid[e] > 0:
+                    state.starts_at = e
+                correct[e] = row
+                log.info("eval ε=%s: accuracy %.4f", format_eps(grid[e]), row.mean())
+                if state_path is not None and shard.main:
+                    state.done = i + 1
+                    _save_state(state_path, key, state)
+        result = RobustnessResult(grid, correct, labels, protocol, breaker=breaker, weights=weights,
+                                  bootstrap=bootstrap, radii=state.radii, costs=state.costs)
+        if checks is not None and shard.main:
+            started = time.perf_counter()
+            result.checks = checks(model, source, result, device=device, image_size=image_size, batch_size=batch_size)
+            took = time.perf_counter() - started
+            result.costs.append({"eps": None, "attack": "checks", "examples": int(len(labels)),
+                                 "seconds": round(took, 3)})
+            log.info("sanity checks: %.0f s", took)
+        return result
+
+
+NORMS = ("linf", "l2")
+
+
+def _threat_norm(norm: str | None, objects: Mapping[str, Attack] | None) -> str:
+    """The evaluation's norm: ``norm``, else the one the attack ``objects`` share (linf when they do not say).
+
+    Raises:
+        ConfigError: an unknown norm, or attack objects in another norm than ``norm`` or in several.
+    """
+    if norm is not None and norm not in NORMS:
+        raise ConfigError(f"norm: {norm!r} is not {' or '.join(NORMS)}")
+    own = {name: n for name, a in (objects or {}).items() if (n := _attack_norm(a)) is not None}
+    found = sorted(set(own.values()))
+    if len(found) > 1:
+        which = ", ".join(f"{k}: {v}" for k, v in own.items())
+        raise ConfigError(f"attacks: they attack in different norms ({which}); evaluate one threat model at a time")
+    if norm is not None and found and found != [norm]:
+        raise ConfigError(f"norm: {norm!r}, but the attack(s) {', '.join(own)} attack in the {found[0]} ball; pass "
+                          f"norm={found[0]!r} (or None: the attacks' own), or attacks in the {norm} ball")
+    return norm or (found[0] if found else "linf")
+
+
+def _attack_norm(attack: Attack) -> str | None:
+    """The norm an attack object attacks in (its threat model's name, or AutoAttack's ``norm``), if it says."""
+    threat = getattr(attack, "threat", None)
+    name = getattr(threat, "name", None) if threat is not None else getattr(attack, "norm", None)
+    return name.lower() if isinstance(name, str) else None
+
+
+def _sanity_checks(checks: SanityChecks | bool | None, named: EvalConfig | None, norm: str) -> SanityChecks | None:
+    """The checks ``evaluate(checks=...)`` runs, in the evaluation's ``norm``: True, the config path's defaults
+    (those of the attack names' settings); a :class:`SanityChecks`, those; False or None, none.
+
+    Raises:
+        ConfigError: a value of another type, or checks set to another norm than the evaluation's.
+    """
+    if checks is None or checks is False:
+        return None
+    if checks is True:
+        return SanityChecks.from_config(named or EvalConfig(), norm)
+    if not isinstance(checks, SanityChecks):
+        raise ConfigError(f"checks: True (the defaults), False (none) or a SanityChecks, got {checks!r}")
+    if checks.norm is not None and checks.norm != norm:
+        raise ConfigError(f"checks: SanityChecks(norm={checks.norm!r}) in an evaluation in {norm}; leave its norm "
+                          f"unset (it follows the evaluation) or pass norm={checks.norm!r}")
+    return dataclasses.replace(checks, norm=norm)
+
+
+def eval_source(data: Any) -> ImageSource:
+    """``data`` as the evaluator reads it: a DataLoader over a map-style dataset streamed
+    (:class:`LoaderImages`), anything else as :func:`robustft.data.as_source` reads it."""
+    index = _streamable(data)
+    return LoaderImages.of(data, index) if index is not None else as_source(data)
+
+
+def _streamable(loader: Any) -> np.ndarray | None:
+    """The dataset positions a DataLoader yields, when it can be read by position instead of iterated: a
+    map-style dataset, the default batching without ``drop_last``, and sequential, shuffled (every example
+    once) or subset sampling; else None. Its sampler is not iterated (a shuffle would draw from the caller's
+    generator); a shuffled order is evaluated in the dataset's order, which changes no example's verdict."""
+    if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset) or loader.drop_last:
+        return None
+    dataset, sampler = loader.dataset, loader.sampler
+    if type(loader.batch_sampler) is not BatchSampler or not hasattr(dataset, "__len__"):
+        return None
+    n = len(dataset)
+    if type(sampler) is SequentialSampler or (type(sampler) is RandomSampler and not sampler.replacement
+                                              and sampler.num_samples == n):
+        return np.arange(n)
+    if type(sampler) is SubsetRandomSampler:
+        return np.sort(np.asarray([int(i) for i in sampler.indices], dtype=np.int64))
+    return None
+
+
+class LoaderImages:
+    """The examples of a DataLoader's map-style dataset at ``index``, read by position a batch at a time (the
+    loader's ``collate_fn`` makes the batch) whenever they are attacked; only the labels are held in memory.
+    Images must be float in [0, 1], as :class:`robustft.data.TensorImages` checks them."""
+
+    def __init__(self, loader: DataLoader, index: np.ndarray, labels: torch.Tensor):
+        self.loader, self.index, self.labels = loader, index, labels
+
+    @classmethod
+    def of(cls, loader: DataLoader, index: np.ndarray) -> "LoaderImages":
+        """The examples at ``index``, their labels read in one pass through the loader's own workers."""
+        reader = DataLoader(loader.dataset, batch_size=loader.batch_size or 1, sampler=index.tolist(),
+                            num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+                            worker_init_fn=loader.worker_init_fn,
+                            multiprocessing_context=loader.multiprocessing_context,
+                            generator=torch.Generator())  # a private generator: the caller's is not drawn from
+        labels = [_batch(batch)[1] for batch in reader]
+        if not labels:
+            raise DataError("the data yielded no batches: pass a DataLoader or iterable of (images, labels) batches with at least one example")
+        return cls(loader, index, torch.cat(labels).long())
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def read(self, index: torch.Tensor) -> torch.Tensor:
+        rows = self.index[torch.as_tensor(index, dtype=torch.long).numpy()]
+        x, _ = _batch(self.loader.collate_fn([self.loader.dataset[int(i)] for i in rows]))
+        return TensorImages(x.float() if x.dtype == torch.float64 else x, self.labels[index]).images
+
+    def subset(self, index: Sequence[int] | np.ndarray | torch.Tensor) -> "LoaderImages":
+        index = torch.as_tensor(index, dtype=torch.long)
+        return LoaderImages(self.loader, self.index[index.numpy()], self.labels[index])
+
+
+def _batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, labels) of a batch a DataLoader yields, on the CPU."""
+    if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
+        raise TypeError(f"each batch must be (images, labels); got {type(batch).__name__}")
+    return torch.as_tensor(batch[0]).detach().cpu(), torch.as_tensor(batch[1]).detach().cpu()
 
 
 def _min_norm_pass(model: nn.Module, source: ImageSource, attacks: Mapping[str, Attack], clean: np.ndarray,

@@ -57,7 +57,9 @@ class RobustnessResult:
     """Density of ε at the grid points for the expected robustness; None is uniform."""
     bootstrap: int = 1000
     """Resamples for the 95 % confidence intervals (0: none)."""
-    flags: list[Flag] = field(default_factory=list)
+    checks: list[Flag] = field(default_factory=list)
+    """Every sanity check run on the result, raised, passed or not applicable (:attr:`flags`: the raised ones);
+    robustness.json keeps them under ``flags``."""
     radii: np.ndarray | None = None
     costs: list[dict[str, Any]] = field(default_factory=list)
     """Where the evaluation's time went: one row per attack run (``eps``, ``attack``, ``examples`` attacked,
@@ -118,9 +120,9 @@ class RobustnessResult:
                 "expected_robustness": boot["expected_robustness"]}
 
     @property
-    def raised(self) -> list[Flag]:
-        """The sanity flags that fired."""
-        return [f for f in self.flags if f.raised]
+    def flags(self) -> list[Flag]:
+        """The sanity flags raised (a problem found); every check run, with its outcome, is in :attr:`checks`."""
+        return [f for f in self.checks if f.raised]
 
     def broken_by(self) -> list[dict[str, int]]:
         """Per ε: how many examples each attack broke there (not counting those already wrong before: at
@@ -143,7 +145,7 @@ class RobustnessResult:
                 "bootstrap_resamples": self.bootstrap, "eps_weights": self.weights,
                 "curve": [{"eps": format_eps(e), "eps_value": e, "accuracy": a, "broken_by": b}
                           for e, a, b in zip(self.eps, self.accuracy, broken)],
-                "flags": [f.to_dict() for f in self.flags], "protocol": self.protocol, "costs": self.costs,
+                "flags": [f.to_dict() for f in self.checks], "protocol": self.protocol, "costs": self.costs,
                 **({"min_norm": self._min_norm_summary()} if self.radii is not None else {})}
 
     def _min_norm_summary(self) -> dict[str, Any]:
@@ -175,6 +177,7 @@ class RobustnessResult:
             breaker = z["breaker"] if "breaker" in z else None
             radii = z["radii"] if "radii" in z else None
         info = json.loads((folder / "robustness.json").read_text())
-        flags = [Flag(**f) for f in info.get("flags", [])]
+        checks = [Flag(**f) for f in info.get("flags", [])]
         return cls(eps, correct, labels, info["protocol"], breaker=breaker, weights=info.get("eps_weights"),
-                   bootstrap=info.get("bootstrap_resamples", 0), flags=flags, radii=radii, costs=info.get("costs", []))
+                   bootstrap=info.get("bootstrap_resamples", 0), checks=checks, radii=radii,
+                   costs=info.get("costs", []))

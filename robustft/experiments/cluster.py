@@ -19,6 +19,12 @@ torchrun's output).
 
 While the sweep runs, a line is logged whenever a point is queued, starts (host, pid, attempt) or finishes an
 epoch, and ``OUT_DIR/sweep.json`` holds every point's state and epoch.
+
+A cluster that cannot be reached or joined is a :class:`~robustft.errors.ClusterError` naming the address and the
+likely cause: the driver first opens a TCP connection to the address (``JOIN_PROBE_SECONDS`` at most), so nothing
+listening there, a wrong host or a firewall is told at once instead of after Ray's own retries. A cluster started
+with token authentication (``RAY_AUTH_MODE=token``) is joined only by a driver with ``RAY_AUTH_MODE=token`` and the
+cluster's token (``RAY_AUTH_TOKEN``, or the file ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``).
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from robustft.config import Config, save_config
+from robustft.errors import ClusterError, ConfigError, MissingDependencyError
 from robustft.experiments.point import default_train, run_point
 from robustft.runs import RunDir, write_json
 
@@ -51,6 +58,12 @@ STATE_DIR = ".sweep"
 """Folder of OUT_DIR with each point's attempt file, config (torchrun points) and log."""
 
 Result = tuple[str, "str | None", "str | None", float]
+
+JOIN_PROBE_SECONDS = 5.0
+"""How long the driver waits for a TCP connection to a cluster's address before it calls the cluster unreachable."""
+
+_AUTH_WORDS = ("AuthenticationError", "InvalidAuthToken", "Unauthenticated")
+"""Words of Ray's errors when a cluster with token authentication refuses a driver."""
 
 
 @dataclass(frozen=True)
@@ -87,8 +100,12 @@ class RayOptions:
                             f"({int(self.gpus_per_run)}): each process of a run uses one GPU")
         if self.max_retries < 0:
             problems.append(f"max_retries must be ≥ 0, got {self.max_retries}")
+        if self.address not in (None, "", "auto", "local") and _host_port(self.address) is None:
+            problems.append(f"address {self.address!r} is not HOST:PORT: give the address `ray start --head` "
+                            "printed (port 6379 unless it was given --port), or auto for the cluster started on this "
+                            "machine")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ConfigError(problems)
 
     @property
     def processes(self) -> int:
@@ -104,24 +121,26 @@ def run_on_ray(todo: list[tuple[int, Any]], out_dir: Path, train: Callable[[Conf
     gets each point's result as it ends (see :func:`robustft.experiments.sweep.run_sweep`).
 
     Raises:
-        RuntimeError: Ray is not installed.
-        ValueError: no node of the cluster can hold a point (fewer CPUs or GPUs than it asks for), or a custom
+        MissingDependencyError: Ray is not installed.
+        ClusterError: the cluster at ``options.address`` cannot be reached or joined.
+        ConfigError: no node of the cluster can hold a point (fewer CPUs or GPUs than it asks for), or a custom
             ``train`` with more than one process per run.
     """
     try:
         import ray
         from ray.exceptions import RayError
     except ImportError as err:
-        raise RuntimeError("sweeps on Ray need Ray: pip install 'robustft[cluster]' (or pip install ray)") from err
+        raise MissingDependencyError("sweeps on Ray need Ray: pip install 'robustft[cluster]' (or pip install ray)"
+                                     ) from err
     if train is not None and options.processes > 1:
-        raise ValueError("a sweep with its own train function runs one process per point; several processes per "
-                         "point train with robustft's trainer under torchrun")
+        raise ConfigError("a sweep with its own train function runs one process per point; several processes per "
+                          "point train with robustft's trainer under torchrun")
     total = len(record.points)
     started = not ray.is_initialized()
     if started:
         log.info("sweep: %s", f"joining the Ray cluster at {options.address}" if options.address else
                  "Ray on this machine (one started with `ray start`, else a new one for this sweep)")
-        ray.init(address=options.address, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        join_ray(options.address)
     try:
         _check_resources(ray.nodes(), options)
         state = out_dir / STATE_DIR
@@ -165,6 +184,85 @@ def run_on_ray(todo: list[tuple[int, Any]], out_dir: Path, train: Callable[[Conf
             ray.shutdown()
 
 
+def join_ray(address: str | None) -> None:
+    """``ray.init`` on the cluster at ``address`` (``HOST:PORT``, ``auto``; None: ``RAY_ADDRESS``, else the one
+    started on this machine with ``ray start``, else a new Ray instance for this process).
+
+    Raises:
+        ClusterError: the cluster cannot be reached (nothing listens at the address, no answer, a host name that
+            does not resolve: told within ``JOIN_PROBE_SECONDS``) or refuses this driver (token authentication,
+            another Ray version); the message names the address and the likely cause.
+    """
+    import ray
+    from ray.exceptions import RayError
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address and (target := _host_port(address)):
+        _probe(address, *target)
+    try:
+        ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    except (ConnectionError, RuntimeError, RayError) as err:
+        if address is None and not isinstance(err, (ConnectionError, RayError)):
+            raise  # starting Ray on this machine failed: not a cluster to join
+        raise ClusterError(_join_failure(address, err)) from err
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of ``HOST:PORT``, ``[IPv6]:PORT`` or ``ray://HOST:PORT``; None when there is no port."""
+    host, colon, port = address.split("://", 1)[-1].rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _probe(address: str, host: str, port: int) -> None:
+    """Open (and close) a TCP connection to ``host:port``; a ClusterError with the cause when none opens."""
+    try:
+        with socket.create_connection((host, port), timeout=JOIN_PROBE_SECONDS):
+            return
+    except socket.gaierror as err:
+        cause = f"the host name {host!r} does not resolve ({err.strerror}): check the address"
+    except ConnectionRefusedError:
+        cause = (f"nothing listens on port {port} of {host}: start the cluster's head there with `ray start --head "
+                 f"--port {port}`, or give the address that `ray start --head` printed")
+    except TimeoutError:
+        cause = (f"no answer within {JOIN_PROBE_SECONDS:g} s: the host is down, or a firewall drops port {port}; "
+                 "open it (and Ray's other ports) between this machine and the cluster")
+    except OSError as err:
+        cause = (f"{err.strerror or err}: check the host, and that no firewall stands between this machine and port "
+                 f"{port}")
+    raise ClusterError(f"cannot reach the Ray cluster at {address}: {cause}")
+
+
+def _join_failure(address: str | None, err: BaseException) -> str:
+    """One line naming ``address`` and the likely cause of ``err``, which ``ray.init`` raised."""
+    chain: list[BaseException] = []
+    e: BaseException | None = err
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    text = " ".join(str(e) for e in chain)
+    where = f"the Ray cluster at {address}" if address else "a Ray cluster"
+    if any(word in text for word in _AUTH_WORDS):
+        mode = os.environ.get("RAY_AUTH_MODE", "disabled")
+        return (f"{where} refused this driver: it uses token authentication (RAY_AUTH_MODE here: {mode}); set "
+                "RAY_AUTH_MODE=token and the cluster's token (RAY_AUTH_TOKEN, or the file RAY_AUTH_TOKEN_PATH or "
+                "~/.ray/auth_token; `ray get-auth-token` on the head prints it) here and on every node")
+    if "version mismatch" in text.lower():
+        return f"cannot join {where}: {_first_line(text)}: run the same Ray and Python versions on every machine"
+    if address in (None, "auto"):
+        return (f"no Ray cluster runs on this machine ({_first_line(str(err))}): start one with `ray start --head`, "
+                "or give the address of the cluster to join")
+    return (f"cannot join {where}: {_first_line(str(err))}: check that {address} is the address `ray start --head` "
+            "printed (the GCS port, 6379 unless given --port, not the dashboard's), that this machine runs the "
+            "cluster's Ray and Python versions, and, if the cluster uses token authentication, that RAY_AUTH_MODE=token "
+            "and its token are set here")
+
+
+def _first_line(text: str) -> str:
+    return (text.strip().splitlines() or [""])[0][:300].rstrip(".")
+
+
 def _check_resources(nodes: list[dict[str, Any]], options: RayOptions) -> None:
     """Refuse a point that no live node can hold (Ray would keep it pending for ever); ``nodes`` as
     ``ray.nodes()`` gives them."""
@@ -172,9 +270,9 @@ def _check_resources(nodes: list[dict[str, Any]], options: RayOptions) -> None:
     if any(r.get("CPU", 0.0) >= options.cpus_per_run and r.get("GPU", 0.0) >= options.gpus_per_run for r in alive):
         return
     have = ", ".join(f"{r.get('CPU', 0.0):g} CPUs + {r.get('GPU', 0.0):g} GPUs" for r in alive) or "no live node"
-    raise ValueError(f"each point asks for {options.cpus_per_run:g} CPUs and {options.gpus_per_run:g} GPUs on one node, "
-                     f"but the Ray cluster's nodes have {have}: lower --cpus-per-run / --gpus-per-run, or add a "
-                     "larger node")
+    raise ConfigError(f"each point asks for {options.cpus_per_run:g} CPUs and {options.gpus_per_run:g} GPUs on one "
+                      f"node, but the Ray cluster's nodes have {have}: lower --cpus-per-run / --gpus-per-run, or add "
+                      "a larger node")
 
 
 class _View:

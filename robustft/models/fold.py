@@ -21,6 +21,8 @@ import weakref
 import torch
 from torch import nn
 
+from robustft.errors import NotFoldableError
+
 log = logging.getLogger(__name__)
 
 FOLD_TOLERANCE = 1e-3
@@ -28,10 +30,6 @@ FOLD_TOLERANCE = 1e-3
 layout check; float32 rounding stays below 1e-5 on the embedded backbone."""
 _checked: "weakref.WeakKeyDictionary[nn.Module, int]" = weakref.WeakKeyDictionary()
 """Models whose layout passed the check, with the number of pairs folded."""
-
-
-class NotFoldableError(ValueError):
-    """The model's convolution/BatchNorm pairs do not fold into an equivalent model."""
 
 
 def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from robustft.errors import ConfigError, MissingDependencyError
 from robustft.models.hub import fetch
 
 PREFIX = "open_clip:"
@@ -51,8 +52,8 @@ def _import_open_clip() -> Any:
     try:
         import open_clip
     except ImportError as err:
-        raise ImportError("OpenCLIP backbones need the optional extra: pip install 'robustft[clip]' "
-                          "(the open_clip_torch package)") from err
+        raise MissingDependencyError("OpenCLIP backbones need the optional extra: pip install 'robustft[clip]' "
+                                     "(the open_clip_torch package)") from err
     return open_clip
 
 
@@ -60,18 +61,18 @@ def build_open_clip(name: str, pretrained: bool, drop_rate: float = 0.0) -> Open
     """The image tower of ``open_clip:ARCH.TAG``, with the hub weights of TAG when ``pretrained``.
 
     Raises:
-        ImportError: open_clip is not installed.
-        ValueError: unknown architecture, or pretrained without a tag.
-        RuntimeError: the weights could not be downloaded (the message says how to use a local file).
+        MissingDependencyError: open_clip is not installed.
+        ConfigError: unknown architecture, pretrained without a tag, or a dropout rate.
+        WeightsDownloadError: the weights could not be downloaded (the message says how to use a local file).
     """
     open_clip = _import_open_clip()
     arch, tag = parse_name(name)
     if arch not in open_clip.list_models():
-        raise ValueError(f"model.name: {name!r}: OpenCLIP has no architecture {arch!r} "
-                         f"(e.g. {', '.join(open_clip.list_models()[:4])}, …)")
+        raise ConfigError(f"model.name: {name!r}: OpenCLIP has no architecture {arch!r} "
+                          f"(e.g. {', '.join(open_clip.list_models()[:4])}, …)")
     if pretrained and tag is None:
-        raise ValueError(f"model.name: {name!r} names no pretrained tag; write open_clip:{arch}.TAG with TAG one of "
-                         f"{open_clip.list_pretrained_tags_by_model(arch)}, or set model.pretrained=false")
+        raise ConfigError(f"model.name: {name!r} names no pretrained tag; write open_clip:{arch}.TAG with TAG one of "
+                          f"{open_clip.list_pretrained_tags_by_model(arch)}, or set model.pretrained=false")
     if pretrained:
         repo_id = ((open_clip.get_pretrained_cfg(arch, tag) or {}).get("hf_hub") or "").strip("/") or None
         model = fetch(partial(open_clip.create_model, arch, pretrained=tag), repo_id, f"OpenCLIP {arch}/{tag}",
@@ -79,7 +80,7 @@ def build_open_clip(name: str, pretrained: bool, drop_rate: float = 0.0) -> Open
     else:
         model = open_clip.create_model(arch, pretrained=None)
     if drop_rate > 0:
-        raise ValueError("model.drop_rate: OpenCLIP towers take no dropout before the head; set it to 0")
+        raise ConfigError("model.drop_rate: OpenCLIP towers take no dropout before the head; set it to 0")
     cfg = open_clip.get_pretrained_cfg(arch, tag) if tag else {}
     mean, std = cfg.get("mean") or CLIP_MEAN, cfg.get("std") or CLIP_STD
     embed_dim = open_clip.get_model_config(arch)["embed_dim"]

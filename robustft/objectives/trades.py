@@ -17,6 +17,7 @@ from torch import nn
 
 from robustft.attacks import Attack
 from robustft.distributed import unwrap
+from robustft.errors import ConfigError
 from robustft.objectives.base import ObjectiveOutput
 from robustft.objectives.standard import StandardObjective
 
@@ -32,7 +33,7 @@ class TradesObjective:
 
     def __init__(self, attack: Attack, beta: float = 6.0):
         if beta < 0:
-            raise ValueError(f"TRADES beta must be >= 0, got {beta}")
+            raise ConfigError(f"TRADES beta must be >= 0, got {beta}")
         self.attack, self.beta = attack, beta
         self.clean = StandardObjective()
 

@@ -19,6 +19,7 @@ from robustft.analysis.diagnosis import SAME_KEYS, diagnose_run, training_verdic
 from robustft.analysis.rows import robustness_file
 from robustft.analysis.stats import METRICS, Aggregate, RunResult, aggregate, compare_to_fix, load_results, mean_std
 from robustft.config import parse_eps
+from robustft.errors import ConfigError, DataError, MissingFileError
 from robustft.eval.diagnostics import DEFAULT_GAP
 from robustft.report import plots
 from robustft.report.table import percent
@@ -172,7 +173,8 @@ def build_report(paths: Sequence[str | Path], evaluation: str | None = None, del
     empty = [r for r in results if not RunDir(r.path).epoch_rows()]
     results = [r for r in results if r not in empty]
     if not results:
-        raise ValueError("report: none of the runs has finished an epoch yet: " + ", ".join(r.name for r in empty))
+        raise DataError("report: none of the runs has finished an epoch yet (train them first): "
+                        + ", ".join(r.name for r in empty))
     groups = aggregate(results)
     sections = [results_section(groups), stats_section(results), checks_section(results),
                 diagnosis_section(results, delay_threshold, gap, evaluation),
@@ -265,15 +267,15 @@ def render_report(paths: Sequence[str | Path], out: str | Path, title: str = "ro
     directories; a folder of run directories (a sweep's ``out_dir``) stands for all of them.
 
     Raises:
-        FileNotFoundError: a path is not a run directory.
-        ValueError: no run directories given.
+        MissingFileError: a path is not a run directory.
+        ConfigError: no run directories given.
     """
     if not paths:
-        raise ValueError("report: give at least one run directory")
+        raise ConfigError("report: give at least one run directory")
     run_dirs = expand_run_dirs([Path(p) for p in paths])
     for p in run_dirs:
         if not RunDir(p).config_path.is_file():
-            raise FileNotFoundError(f"{p} is not a run directory (no config.yaml); report reads run directories")
+            raise MissingFileError(f"{p} is not a run directory (no config.yaml); report reads run directories")
     out = Path(out)
     sections = build_report(run_dirs, evaluation, delay_threshold, gap)
     figures = [b for s in sections for b in s.blocks if isinstance(b, Figure)]

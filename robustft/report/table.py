@@ -52,9 +52,9 @@ def evaluation_report(result: RobustnessResult) -> str:
         spent = ", ".join(f"{c['attack']}{'' if c['eps'] is None else ' at ' + c['eps']} {c['seconds']:.0f} s "
                           f"({c['examples']} ex.)" for c in result.costs)
         lines.append(f"- time: {total:.0f} s: {spent}")
-    if result.flags:
+    if result.checks:
         lines.append("\nSanity checks:")
-        for f in result.flags:
+        for f in result.checks:
             mark = "RAISED" if f.raised else ("n/a" if f.raised is None else "ok")
             lines.append(f"- [{mark}] {f.name}: {f.message}")
     return "\n".join(lines)

@@ -3,14 +3,18 @@
 from robustft.runs.metrics import EpochRow, MetricsFormatError, StepRow, read_rows
 from robustft.runs.rundir import (
     RESUMABLE_KEYS,
+    UNKNOWN,
     RunDir,
     atomic_write,
     atomic_write_bytes,
     atomic_write_text,
     remove_temp_files,
+    run_config_from_dict,
     versions,
     write_json,
 )
+from robustft.runs.summary import TrainSummary
 
-__all__ = ["EpochRow", "MetricsFormatError", "RESUMABLE_KEYS", "RunDir", "StepRow", "atomic_write",
-           "atomic_write_bytes", "atomic_write_text", "read_rows", "remove_temp_files", "versions", "write_json"]
+__all__ = ["EpochRow", "MetricsFormatError", "RESUMABLE_KEYS", "RunDir", "StepRow", "TrainSummary", "UNKNOWN",
+           "atomic_write", "atomic_write_bytes", "atomic_write_text", "read_rows", "remove_temp_files",
+           "run_config_from_dict", "versions", "write_json"]

@@ -31,9 +31,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, overload
 
-
-class MetricsFormatError(ValueError):
-    """A line of metrics.jsonl does not follow the schema (the message names the key, the file and the line)."""
+from robustft.errors import MetricsFormatError
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

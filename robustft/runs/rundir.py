@@ -5,7 +5,8 @@
     RUN/metrics.jsonl        one JSON row per logged step and per epoch (schema: robustft/runs/metrics.py)
     RUN/checkpoints/last.pt  model (and its weight average), optimiser, schedule position, RNG state (atomic)
     RUN/checkpoints/best.pt  the weights of the best robust epoch, under train.select: best_robust
-    RUN/summary.json         training summary (wall time, delay time, final validation accuracy)
+    RUN/summary.json         training summary (wall time, delay time, final validation accuracy):
+                             robustft.runs.TrainSummary, read with :meth:`RunDir.summary`
     RUN/eval/NAME/           one evaluation (NAME: its attacks): robustness.json and correct.npz, and
                              partial.npz while it runs (a killed evaluation resumes from it)
     RUN/DONE                 written last, when training and evaluation have finished
@@ -14,6 +15,12 @@
 
 A start that stops before the first checkpoint leaves only config.yaml, env.json and metrics.jsonl; the next
 start of the same run takes such a folder over (:meth:`RunDir.abandoned`).
+
+A run of ``robustft.fit(model, data, run=RUN)`` (a model and data of the caller's, not built from a config) has
+the same files. Its config.yaml holds only what ``fit`` knows (the train section, the objective, the attack, the
+schedule's kind, the optimiser when robustft built it) and ``unknown`` where it cannot know (``model.name``,
+``data.name``; the objective, attack or schedule kind when they are not robustft's): :meth:`RunDir.config` reads
+it with robustft's defaults for the keys not written, and :meth:`RunDir.own_model` says the run is of that kind.
 """
 
 from __future__ import annotations
@@ -25,14 +32,16 @@ import platform
 import re
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 import yaml
 
-from robustft.config import Config, config_to_dict, load_config, save_config
+from robustft.config import Config, config_from_dict, config_to_dict, read_config_file, save_config
+from robustft.errors import ConfigError, MissingFileError
 from robustft.runs.metrics import EpochRow, Row, StepRow, read_rows, to_line
+from robustft.runs.summary import TrainSummary
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +57,11 @@ TEMP_FILE = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp")
 
 _STARTED = {"config.yaml", "env.json", "metrics.jsonl", "checkpoints"}
 """What a start leaves before its first checkpoint."""
+
+UNKNOWN = "unknown"
+"""The value a run of ``robustft.fit`` writes in config.yaml for what it cannot know (``model.name: unknown``)."""
+UNKNOWABLE = (("data", "name"), ("model", "name"), ("objective", "name"), ("attack", "name"), ("schedule", "kind"))
+"""The config keys that may be :data:`UNKNOWN` (the names of a caller's own objects)."""
 
 
 def _umask() -> int:
@@ -130,6 +144,18 @@ def environment() -> dict[str, Any]:
             "threads": torch.get_num_threads(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
+def run_config_from_dict(raw: dict[str, Any]) -> Config:
+    """:func:`robustft.config.config_from_dict` for a run's config, which may hold :data:`UNKNOWN` for the keys of
+    :data:`UNKNOWABLE`: those are validated as robustft's defaults and come back as :data:`UNKNOWN`."""
+    unknown = [(s, k) for s, k in UNKNOWABLE if isinstance(raw.get(s), dict) and raw[s].get(k) == UNKNOWN]
+    known = {s: {k: v for k, v in values.items() if (s, k) not in unknown} if isinstance(values, dict) else values
+             for s, values in raw.items()}
+    cfg = config_from_dict(known)
+    for section, key in unknown:
+        cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{key: UNKNOWN})})
+    return cfg
+
+
 @dataclass(frozen=True)
 class RunDir:
     """Paths and small I/O helpers of one run directory."""
@@ -208,10 +234,39 @@ class RunDir:
         write_json(self.path / "env.json", environment())
 
     def config(self) -> Config:
-        """The run's resolved config."""
+        """The run's resolved config; for a run of ``robustft.fit``, what it wrote, robustft's defaults for the
+        keys it did not write, and :data:`UNKNOWN` for the names it could not know.
+
+        Raises:
+            MissingFileError: the folder has no config.yaml (it is not a run directory).
+        """
         if not self.config_path.is_file():
-            raise FileNotFoundError(f"{self.path} is not a run directory (no config.yaml)")
-        return load_config(self.config_path)
+            raise MissingFileError(f"{self.path} is not a run directory (no config.yaml): give a folder that "
+                                   "robustft train, robustft.fine_tune or robustft.fit(run=...) wrote")
+        return run_config_from_dict(read_config_file(self.config_path))
+
+    def own_model(self) -> bool:
+        """Whether the run trained a model robustft cannot rebuild from its config (a run of ``robustft.fit``)."""
+        cfg = self.config()
+        return UNKNOWN in (cfg.model.name, cfg.data.name)
+
+    def write_own_config(self, sections: dict[str, dict[str, Any]], note: str) -> None:
+        """Write config.yaml of a run of ``robustft.fit``: ``sections`` (what is known, :data:`UNKNOWN` where it is
+        not), below ``note`` as a comment."""
+        comment = "".join(f"# {line}\n" for line in note.splitlines())
+        atomic_write_text(self.config_path, comment + yaml.safe_dump(sections, sort_keys=False, allow_unicode=True))
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    def summary(self) -> TrainSummary | None:
+        """The training summary (summary.json), or None while the run has none (training has not finished)."""
+        return TrainSummary.read(self.summary_path) if self.summary_path.is_file() else None
+
+    def write_summary(self, summary: TrainSummary) -> None:
+        """Write summary.json (atomically)."""
+        write_json(self.summary_path, summary.to_dict())
 
     def changes(self, cfg: Config) -> dict[str, tuple[Any, Any]]:
         """``section.key``: (saved value, value in ``cfg``) of every key that differs from the run's config."""
@@ -226,14 +281,14 @@ class RunDir:
         """What resuming the run with ``cfg`` changes (see :meth:`changes`), every key among ``allowed``.
 
         Raises:
-            ValueError: ``cfg`` changes another key; the message names each with its two values.
+            ConfigError: ``cfg`` changes another key; the message names each with its two values.
         """
         changes = self.changes(cfg)
         refused = [f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items() if key not in allowed]
         if refused:
             may = f"only {', '.join(sorted(allowed))}" if allowed else "nothing"
-            raise ValueError(f"cannot resume {self.path} with a different config: {'; '.join(refused)} (a resume "
-                             f"may change {may}; for a new run choose another train.run_name or train.out_dir)")
+            raise ConfigError(f"cannot resume {self.path} with a different config: {'; '.join(refused)} (a resume "
+                              f"may change {may}; for a new run choose another train.run_name or train.out_dir)")
         return changes
 
     def record_resume(self, cfg: Config, epochs_done: int, step: int) -> dict[str, tuple[Any, Any]]:

@@ -25,12 +25,19 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from robustft.config import OptimConfig, ScheduleConfig, TrainConfig
+from robustft.attacks import APGD, FGSM, NFGSM, PGD
+from robustft.attacks.base import FoldedBatchNorm, FullPrecision
+from robustft.config import SCHEDULES, OptimConfig, ScheduleConfig, TrainConfig, to_epochs
+from robustft.config.eps import eps_argument
+from robustft.config.validate import schedule_problems
 from robustft.data import as_source, as_train_data
-from robustft.objectives import Objective
-from robustft.runs import EpochRow, RunDir, remove_temp_files
+from robustft.errors import ConfigError, RunExistsError
+from robustft.objectives import AdversarialObjective, Objective, StandardObjective, TradesObjective
+from robustft.runs import UNKNOWN, EpochRow, RunDir, TrainSummary, remove_temp_files
 from robustft.schedules import Schedule, build_eps_schedule, build_lr_schedule
+from robustft.train.checkpoint import kept_rng_state
 from robustft.train.optim import build_optimizer
+from robustft.train.speed import kept_layout_and_modes
 from robustft.train.trainer import train_loop
 from robustft.train.validation import Validation
 
@@ -38,30 +45,46 @@ log = logging.getLogger(__name__)
 
 LOOP_OPTIONS = frozenset(f.name for f in dataclasses.fields(TrainConfig)) - {
     "epochs", "seed", "device", "out_dir", "run_name", "evaluate", "val_adv_n"}
-"""The ``train`` section's settings that :func:`fit` takes as keyword arguments (``ema_decay``, ``monitor_n``,
-``on_overfit``, ``select``, ``precision``, ``channels_last``, ``compile``, ...)."""
+"""The ``train`` section's settings that :func:`fit` takes as keyword arguments of the same names and defaults
+(``ema_decay``, ``monitor_n``, ``on_overfit``, ``select``, ``precision``, ``channels_last``, ``compile``, ...)."""
 
 
-def eps_schedule(kind: str = "hinge", *, eps: float, epochs: int, seed: int = 0, **settings: Any) -> Schedule:
+def eps_schedule(kind: str = "hinge", *, eps: float | str, epochs: int, seed: int = 0, **settings: Any) -> Schedule:
     """An ε schedule to ε_g = ``eps`` over ``epochs`` epochs: ``kind`` and ``settings`` as in a config's
     ``schedule`` section (README, "ε schedules"), e.g. ``eps_schedule("hinge", eps=8/255, epochs=10, t1=0.25,
     t2=0.75)`` for Epsilon-Scheduling or ``eps_schedule("fix", eps=8/255, epochs=10)`` for RFT-fix.
 
+    Checked by the config's rules: ``eps`` in [0, 1] (pixel units; ``"8/255"`` is read too), hinges (``t1``,
+    ``t2``, ``latest_t1``) as whole epochs (an int in [0, ``epochs``]) or fractions of training (a float in [0, 1],
+    taken of ``epochs``: 0.25 of 10 epochs is epoch 2.5), and each kind's own keys. The schedule is built for
+    ``epochs`` (``describe()["epochs"]``); :func:`fit` refuses to train it for another number of epochs.
+
     Raises:
         TypeError: a setting that the schedule section does not have.
+        ConfigError: an invalid value (a :class:`robustft.errors.UserError`), named with its fix.
     """
     unknown = set(settings) - {f.name for f in dataclasses.fields(ScheduleConfig)} - {"kind"}
     if unknown:
         raise TypeError(f"eps_schedule: unknown setting(s) {sorted(unknown)}; the schedule section has "
                         f"{sorted(f.name for f in dataclasses.fields(ScheduleConfig))}")
-    return build_eps_schedule(ScheduleConfig(kind=kind, **settings), float(eps), epochs, seed=seed)
+    eps_target = eps_argument(eps, "eps")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"epochs: the training length, a whole number of epochs >= 1, got {epochs!r}")
+    cfg = ScheduleConfig(kind=kind, **settings)
+    problems = schedule_problems(cfg, epochs, epochs_key="epochs")
+    if problems:
+        raise ConfigError(problems)
+    return build_eps_schedule(cfg, eps_target, epochs, seed=seed)
 
 
 def fit(model: nn.Module, train: Iterable, *, objective: Objective, schedule: Schedule, epochs: int,
         val: Any = None, optimizer: torch.optim.Optimizer | None = None,
         lr_schedule: Callable[[int], float] | None = None, grad_clip: float | None = None, seed: int = 0,
         run: str | Path | None = None, resume: bool = False, on_epoch: Callable[[EpochRow], None] | None = None,
-        **options: Any) -> dict:
+        ema_decay: float | None = None, select: str = "final", on_overfit: str = "warn", monitor_n: int = 128,
+        monitor_steps: int = 10, overfit_gap: float = 0.10, delay_threshold: float = 0.05, log_every: int = 50,
+        precision: str = "fp32", attack_fp32: bool = True, channels_last: bool | str = "auto",
+        compile: bool = False) -> TrainSummary:
     """Fine-tune ``model`` in place with ``objective`` under the ε ``schedule``; returns the training summary.
 
     Args:
@@ -78,74 +101,168 @@ def fit(model: nn.Module, train: Iterable, *, objective: Objective, schedule: Sc
         optimizer: None: AdamW with robustft's defaults (LR 1e-3, weight decay 0.05 except on norms and
             biases) under a 1-epoch warm-up then cosine decay. Your own optimiser keeps its LRs unless
             ``lr_schedule`` is given.
-        lr_schedule: multiplier of each parameter group's LR as a function of the optimiser step.
+        lr_schedule: multiplier of each parameter group's LR (as it is when ``fit`` starts) as a function of
+            the optimiser step; ``fit`` sets each group's ``lr`` every step and writes nothing else into them.
         grad_clip: clip the gradient norm to this value.
-        seed: seeds initialisation-free randomness: attacks, dropout, and a shuffling DataLoader's order.
-        run: a run directory: metrics.jsonl, a checkpoint after every epoch and summary.json; with ``resume``
-            a killed run continues from its last checkpoint and ends as an uninterrupted one would.
+        seed: seeds the randomness of training: attacks, dropout, and a shuffling DataLoader's order (drawn from
+            torch's global generator, which ``fit`` seeds while it runs and then puts back).
+        run: a run directory (created): config.yaml (what ``fit`` knows of the run, ``unknown`` for the model's and
+            the data's names), metrics.jsonl, a checkpoint after every epoch, summary.json and DONE at the end: the
+            CLI's ``table``, ``diagnose`` and ``report`` read it, and :func:`robustft.evaluate_run` with
+            ``model=`` and ``data=`` evaluates it. With ``resume`` a killed run continues from its last
+            checkpoint and ends as an uninterrupted one would.
         on_epoch: called with each epoch's metrics row (:class:`robustft.runs.EpochRow`), after its checkpoint.
-        **options: the ``train`` section's loop settings (:data:`LOOP_OPTIONS`), e.g. ``ema_decay=0.99``,
-            ``monitor_n=128``, ``on_overfit="stop"``, ``select="best_robust"``, ``precision="bf16"``, ``device``
-            is the model's.
+        ema_decay, select, on_overfit, monitor_n, monitor_steps, overfit_gap, delay_threshold, log_every,
+            precision, attack_fp32, channels_last, compile: the ``train`` section's settings of the same names
+            (README "Configuration"), with the same defaults; the device is the model's.
 
-    When it returns, ``model`` holds the weights to evaluate (the weight average with ``ema_decay``).
+    When it returns, ``model`` holds the weights to evaluate (the weight average with ``ema_decay``), in the
+    memory layout and train/eval modes it came in with (training lays it out channels-last with
+    ``channels_last``, and switches modes). The generators of ``random``, numpy and torch are as they were: two
+    calls with the same ``seed`` train the same weights, whatever the caller drew before. Progress: a bar per
+    epoch on a terminal, and one log line per epoch (``logging.getLogger("robustft")`` at INFO level).
 
     Raises:
-        TypeError: an unknown option, or data of an unusable kind.
-        ValueError: a setting out of range, a run directory that exists without ``resume``, an ``auto``
-            schedule without ``val``, or ``select="best_robust"`` without validation.
+        TypeError: data of an unusable kind.
+        ConfigError: a setting out of range, an ``auto`` schedule without ``val``, or ``select="best_robust"``
+            without validation.
+        RunExistsError: ``run`` holds a checkpoint and ``resume`` is false.
     """
-    unknown = set(options) - LOOP_OPTIONS
-    if unknown:
-        raise TypeError(f"fit: unknown option(s) {sorted(unknown)}; choose from {sorted(LOOP_OPTIONS)}")
-    opts = TrainConfig(epochs=epochs, seed=seed, evaluate=False, **options)
+    opts = TrainConfig(epochs=epochs, seed=seed, evaluate=False, ema_decay=ema_decay, select=select,
+                       on_overfit=on_overfit, monitor_n=monitor_n, monitor_steps=monitor_steps, overfit_gap=overfit_gap,
+                       delay_threshold=delay_threshold, log_every=log_every, precision=precision,
+                       attack_fp32=attack_fp32, channels_last=channels_last, compile=compile)
     _check(opts, schedule, val)
     device = next(model.parameters()).device
     data = as_train_data(train)
-    validation = None
-    if val is not None:
-        source = as_source(val)
-        size = source.read(torch.arange(1)).shape[-1]
-        validation = Validation(source, size, seed=seed, attack=getattr(objective, "attack", None),
-                                monitor_n=opts.monitor_n, monitor_steps=opts.monitor_steps)
-    if optimizer is None:
-        optimizer = build_optimizer(model, OptimConfig())
-        lr_schedule = lr_schedule or build_lr_schedule(OptimConfig(), epochs, data.steps_per_epoch)
-    for group in optimizer.param_groups:
-        group.setdefault("base_lr", group["lr"])
     run_dir = _prepare_run(run, resume) if run is not None else None
     resuming = resume and run_dir is not None and run_dir.checkpoint_path.exists()
-    return train_loop(model, data, objective=objective, eps_schedule=schedule, optimizer=optimizer,
-                      lr_at=lr_schedule or (lambda step: 1.0), opts=opts, device=device, validation=validation,
-                      grad_clip=grad_clip, run=run_dir, resume=resuming, on_epoch=on_epoch)
+    with kept_rng_state(), kept_layout_and_modes(model):
+        validation, num_classes = None, None
+        if val is not None:
+            source = as_source(val)
+            size = source.read(torch.arange(1)).shape[-1]
+            validation = Validation(source, size, seed=seed, attack=getattr(objective, "attack", None),
+                                    monitor_n=opts.monitor_n, monitor_steps=opts.monitor_steps)
+            num_classes = int(source.labels.max()) + 1 if len(source) else None
+        if optimizer is None:
+            optimizer = build_optimizer(model, OptimConfig())
+            lr_schedule = lr_schedule or build_lr_schedule(OptimConfig(), epochs, data.steps_per_epoch)
+            optim: dict[str, Any] = {**dataclasses.asdict(OptimConfig()), "grad_clip": grad_clip}
+        else:
+            optim = {"grad_clip": grad_clip}
+        if run_dir is not None and (not resuming or not run_dir.config_path.exists()):
+            run_dir.write_own_config(own_run_config(run_dir, opts, objective, schedule, optim, device,
+                                                    len(validation.source) if validation is not None else 0),
+                                     OWN_RUN_NOTE)
+        summary = train_loop(model, data, objective=objective, eps_schedule=schedule, optimizer=optimizer,
+                             lr_at=lr_schedule or (lambda step: 1.0), opts=opts, device=device,
+                             validation=validation, grad_clip=grad_clip, run=run_dir, resume=resuming,
+                             on_epoch=on_epoch, num_classes=num_classes)
+    if run_dir is not None:
+        run_dir.mark_done()
+    return summary
 
 
 def _check(opts: TrainConfig, schedule: Schedule, val: Any) -> None:
-    """The settings :func:`fit` cannot train with, named with the remedy."""
+    """The settings :func:`fit` cannot train with, named with the remedy.
+
+    Raises:
+        ConfigError: the first such setting (the type the config path raises for the same problem).
+    """
     if opts.epochs < 1:
-        raise ValueError(f"epochs: at least 1, got {opts.epochs}")
+        raise ConfigError(f"epochs: at least 1, got {opts.epochs}")
+    eps_argument(schedule.eps_target, "schedule.eps_target")
+    if schedule.epochs is not None and schedule.epochs != opts.epochs:
+        raise ConfigError(f"epochs: fit trains {opts.epochs} epochs, but the schedule was built for "
+                          f"{schedule.epochs}; build it with eps_schedule(..., epochs={opts.epochs}) or pass "
+                          f"epochs={schedule.epochs} to fit")
     if opts.ema_decay is not None and not 0 < opts.ema_decay < 1:
-        raise ValueError(f"ema_decay: between 0 and 1 (e.g. 0.99), got {opts.ema_decay}")
+        raise ConfigError(f"ema_decay: between 0 and 1 (e.g. 0.99), got {opts.ema_decay}")
     if opts.on_overfit not in ("warn", "stop") or opts.select not in ("final", "best_robust"):
-        raise ValueError(f"on_overfit: warn or stop (got {opts.on_overfit!r}); select: final or best_robust "
-                         f"(got {opts.select!r})")
+        raise ConfigError(f"on_overfit: warn or stop (got {opts.on_overfit!r}); select: final or best_robust "
+                          f"(got {opts.select!r})")
     if val is None and schedule.describe()["kind"] == "auto":
-        raise ValueError("schedule: an auto schedule watches validation accuracy; pass val=...")
+        raise ConfigError("schedule: an auto schedule watches validation accuracy; pass val=...")
     if val is None and opts.select == "best_robust":
-        raise ValueError("select: best_robust picks the epoch by the monitor on validation data; pass val=...")
+        raise ConfigError("select: best_robust picks the epoch by the monitor on validation data; pass val=...")
 
 
 def _prepare_run(path: str | Path, resume: bool) -> RunDir:
     """The run directory of an object-API run: created fresh, or kept for a resume.
 
     Raises:
-        ValueError: it holds a checkpoint and ``resume`` is false.
+        RunExistsError: it holds a checkpoint and ``resume`` is false.
     """
     run = RunDir(Path(path).expanduser())
     if run.checkpoint_path.exists() and not resume:
-        raise ValueError(f"{run.path} already holds a checkpoint; continue it with resume=True, or choose "
-                         "another run directory")
+        raise RunExistsError(f"run={str(run.path)!r} already holds a checkpoint; continue it with resume=True, or "
+                             "choose another run directory")
     if not (resume and run.checkpoint_path.exists()):
         run.create(None)
     remove_temp_files(run.path / "checkpoints")
     return run
+
+
+OWN_RUN_NOTE = """Written by robustft.fit: the model and the data were Python objects, so model.name and data.name
+are unknown (and the objective, attack or schedule kind where they were not robustft's). Only the keys
+written here are known; readers take robustft's defaults for the others. summary.json holds the resolved
+ε schedule. Evaluate the run in Python: robustft.evaluate_run(RUN, model=..., data=...)."""
+"""The comment at the top of the config.yaml of a run of :func:`fit`."""
+
+
+def own_run_config(run: RunDir, opts: TrainConfig, objective: Objective, schedule: Schedule, optim: dict[str, Any],
+                   device: torch.device, n_val: int) -> dict[str, dict[str, Any]]:
+    """The config sections of a run of :func:`fit`, as far as its objects tell (:data:`robustft.runs.UNKNOWN`
+    where they do not): the train section, the objective, its attack, the schedule and ``optim`` (all of it
+    when robustft built the optimiser)."""
+    train = dataclasses.asdict(opts) | {"device": str(device), "out_dir": str(run.path.parent),
+                                        "run_name": run.path.name}
+    return {"data": {"name": UNKNOWN, "n_val": n_val}, "model": {"name": UNKNOWN},
+            "attack": _attack_section(getattr(objective, "attack", None), schedule.eps_target),
+            "objective": _objective_section(objective), "schedule": _schedule_section(schedule, opts.epochs),
+            "optim": optim, "train": train}
+
+
+def _objective_section(objective: Objective) -> dict[str, Any]:
+    """``objective.name`` (and TRADES' beta) of one of robustft's objectives, else unknown."""
+    if isinstance(objective, TradesObjective):
+        return {"name": "trades", "beta": objective.beta}
+    names = {AdversarialObjective: "adversarial", StandardObjective: "standard"}
+    return {"name": names.get(type(objective), UNKNOWN)}
+
+
+def _attack_section(attack: Any, eps: float) -> dict[str, Any]:
+    """ε_g, and the norm, name and steps of one of robustft's training attacks (unknown for others)."""
+    while isinstance(attack, (FoldedBatchNorm, FullPrecision)):
+        attack = attack.attack
+    names = {APGD: "apgd", PGD: "pgd", FGSM: "fgsm", NFGSM: "nfgsm"}
+    out: dict[str, Any] = {"eps": float(eps), "name": names.get(type(attack), UNKNOWN)}
+    threat = getattr(attack, "threat", None)
+    if getattr(threat, "name", None) in ("linf", "l2"):
+        out["norm"] = threat.name  # type: ignore[union-attr]
+    if out["name"] in ("apgd", "pgd") and isinstance(getattr(attack, "num_steps", None), int):
+        out["num_steps"] = attack.num_steps
+    return out
+
+
+def _schedule_section(schedule: Schedule, epochs: int) -> dict[str, Any]:
+    """The schedule's kind, with its hinges (whole epochs as an int, else as the fraction of training that
+    resolves to them), points and granularity where the kind takes them; unknown for a schedule that is not
+    robustft's."""
+    described = schedule.describe()
+    kind = str(described.get("kind"))
+    if kind not in SCHEDULES or kind == "auto":  # auto: its resolved state is in summary.json
+        return {"kind": kind if kind in SCHEDULES else UNKNOWN}
+    keys = SCHEDULES[kind].keys
+    out: dict[str, Any] = {"kind": kind}
+    whole = to_epochs(1.0, epochs)  # the epochs a fraction of 1 stands for
+    for key in ("t1", "t2"):
+        value = described.get(key)
+        if key in keys and isinstance(value, (int, float)):
+            out[key] = int(value) if float(value).is_integer() or not whole else value / whole
+    if "points" in keys and described.get("points"):
+        out["points"] = described["points"]
+    if "granularity" in keys:
+        out["granularity"] = "step" if described.get("per_step") else "epoch"
+    return out

@@ -21,13 +21,14 @@ from dataclasses import dataclass
 import torch
 
 from robustft.data.loader import Augmentation, flip_and_crop
+from robustft.errors import ConfigError, DataError
 
 
 def move_with(delta: torch.Tensor, aug: Augmentation) -> torch.Tensor:
     """Stored-frame perturbations [B, C, H, W] as they look after ``aug``'s flip and crop (zero padding)."""
     if aug.jitter is not None or aug.rotation is not None:
-        raise ValueError("carried perturbations follow flips and crops only; turn off data.color_jitter and "
-                         "data.rotation, or attack.carry")
+        raise ConfigError("carried perturbations follow flips and crops only; turn off data.color_jitter and "
+                          "data.rotation, or attack.carry")
     return flip_and_crop(delta, aug)
 
 
@@ -83,10 +84,10 @@ class CarriedPerturbations:
         """Restore what :meth:`state` returned.
 
         Raises:
-            ValueError: the saved memory is for other examples or image sizes.
+            DataError: the saved memory is for other examples or image sizes.
         """
         if state["delta"].shape != self.delta.shape:
-            raise ValueError(f"the checkpoint's carried perturbations have shape {tuple(state['delta'].shape)}, "
-                             f"this run's training data {tuple(self.delta.shape)}; resume with the run's own data")
+            raise DataError(f"the checkpoint's carried perturbations have shape {tuple(state['delta'].shape)}, "
+                            f"this run's training data {tuple(self.delta.shape)}; resume with the run's own data")
         self.delta.copy_(state["delta"])
         self.seen.copy_(state["seen"])

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Iterator, cast
 
 import numpy as np
 import torch
 from torch import nn
 
-from robustft.errors import DiskFullError, disk_full_reason, refusing_pickles
+from robustft.errors import DiskFullError, MissingFileError, disk_full_reason, refusing_pickles
 from robustft.runs import atomic_write
 
 
@@ -33,6 +34,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextmanager
+def kept_rng_state() -> Iterator[None]:
+    """Run the enclosed code on the process's generators (Python's, numpy's, torch's CPU and CUDA ones), then
+    put their states back as they were: what the code seeds and draws leaves the caller's random streams
+    untouched, and the code itself stays reproducible from the seeds it sets."""
+    saved = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(saved)
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -69,11 +82,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (safely: ``weights_only=True``).
 
     Raises:
-        FileNotFoundError: there is no file at ``path``.
+        MissingFileError: there is no file at ``path``.
         UnsafeFileError: the file holds pickled objects other than tensors and plain data.
     """
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}; nothing to resume (start without --resume)")
+        raise MissingFileError(f"no checkpoint at {path}; nothing to resume (start without --resume)")
     with refusing_pickles(path):
         return torch.load(path, map_location="cpu", weights_only=True)
 

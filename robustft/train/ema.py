@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustft.errors import ConfigError
+
 
 class EMA:
     """The EMA of ``model``'s floating-point parameters (see the module docstring).
@@ -32,7 +34,7 @@ class EMA:
 
     def __init__(self, model: nn.Module, decay: float):
         if not 0 < decay < 1:
-            raise ValueError(f"train.ema_decay: must be in (0, 1), got {decay}")
+            raise ConfigError(f"train.ema_decay: must be in (0, 1), got {decay}")
         self.decay = decay
         self.updates = 0
         self.params = {k: p.detach().clone() for k, p in model.named_parameters()}

@@ -43,10 +43,6 @@ MONITOR_KEYS = ("mon_eps", "mon_attack_acc", "mon_ref_acc", "mon_gap")
 is off)."""
 
 
-class CatastrophicOverfittingError(RuntimeError):
-    """``train.on_overfit: stop`` ended a run before it had any checkpoint to fall back on."""
-
-
 def reference_attack(num_steps: int, norm: str) -> Attack:
     """The monitor's reference: APGD-CE in evaluation mode (any misclassified iterate counts)."""
     return APGD(num_steps=num_steps, loss="ce", select="misclassified", threat=build_threat_model(norm))

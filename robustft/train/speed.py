@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from robustft.config import TrainConfig
+from robustft.errors import ConfigError
+from robustft.models.modes import modes_kept
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,28 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    raise ValueError(f"train.precision: {name!r} is not fp32, bf16 or auto")
+    raise ConfigError(f"train.precision: {name!r} is not fp32, bf16 or auto")
+
+
+@contextlib.contextmanager
+def kept_layout_and_modes(model: nn.Module) -> Iterator[None]:
+    """Give ``model`` back as it came in: each weight and buffer in its memory layout (training lays 4-D ones out
+    channels-last, :meth:`Accelerator.prepare`) and each module in its train or eval mode. The values are the
+    enclosed code's; only their layout is restored."""
+    strides = {key: t.stride() for key, t in _tensors(model) if t.dim() == 4}
+    with modes_kept(model):
+        try:
+            yield
+        finally:
+            for key, t in _tensors(model):
+                if key in strides and t.stride() != strides[key]:
+                    t.data = torch.empty_strided(t.shape, strides[key], dtype=t.dtype, device=t.device).copy_(t.data)
+
+
+def _tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every parameter and buffer of ``model`` by name."""
+    yield from (("p." + k, t) for k, t in model.named_parameters())
+    yield from (("b." + k, t) for k, t in model.named_buffers())
 
 
 class Accelerator:

@@ -25,26 +25,28 @@ from robustft import distributed as ddp
 from robustft.config import Config, DataConfig, TrainConfig, is_clean_objective
 from robustft.data import SourceBatches, TrainData, build_data
 from robustft.data.loader import Augmentation
+from robustft.errors import CatastrophicOverfittingError, ConfigError, DataError, NonFiniteLossError
 from robustft.eval.diagnostics import failure_threshold
 from robustft.eval.metrics import delay_time
 from robustft.models import build_model
 from robustft.objectives import AdversarialObjective, Objective, ObjectiveOutput, build_objective
-from robustft.runs import EpochRow, RunDir, StepRow, write_json
+from robustft.runs import EpochRow, RunDir, StepRow, TrainSummary
 from robustft.schedules import Schedule, build_eps_schedule, build_lr_schedule
 from robustft.train.carry import CarriedPerturbations
-from robustft.train.checkpoint import load_checkpoint, load_model_weights, save_checkpoint, set_rng_state
+from robustft.train.checkpoint import (
+    kept_rng_state,
+    load_checkpoint,
+    load_model_weights,
+    save_checkpoint,
+    set_rng_state,
+)
 from robustft.train.ema import EMA, Swapped
-from robustft.train.monitor import CatastrophicOverfittingError, best_robust_epoch, collapsed, overfit_verdict
-from robustft.train.optim import apply_settings, build_optimizer, set_lr
+from robustft.train.monitor import best_robust_epoch, collapsed, overfit_verdict
+from robustft.train.optim import apply_settings, build_optimizer
 from robustft.train.speed import Accelerator
 from robustft.train.validation import Validation, monitor, validate
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss or its gradient became NaN or infinite, or the weights or buffers diverged (NaN, ∞ or
-    beyond :data:`MAX_ABS_WEIGHT`); the last good checkpoint is kept."""
 
 
 MAX_ABS_WEIGHT = 1e10
@@ -148,15 +150,15 @@ def micro_batch_size(cfg: DataConfig, world: int) -> int:
     process's whole share of the batch).
 
     Raises:
-        ValueError: the batch does not split evenly over processes and micro-batches.
+        ConfigError: the batch does not split evenly over processes and micro-batches.
     """
     if cfg.batch_size % world:
-        raise ValueError(f"data.batch_size: {cfg.batch_size} examples do not split evenly over {world} processes")
+        raise ConfigError(f"data.batch_size: {cfg.batch_size} examples do not split evenly over {world} processes")
     per_process = cfg.batch_size // world
     micro = cfg.micro_batch_size or per_process
     if per_process % micro:
-        raise ValueError(f"data.micro_batch_size: {micro} does not divide the {per_process} examples each of the "
-                         f"{world} processes gets from data.batch_size={cfg.batch_size}")
+        raise ConfigError(f"data.micro_batch_size: {micro} does not divide the {per_process} examples each of the "
+                          f"{world} processes gets from data.batch_size={cfg.batch_size}")
     return micro
 
 
@@ -227,40 +229,42 @@ def train_loop(model: nn.Module, data: TrainData, *, objective: Objective, eps_s
                device: torch.device, validation: Validation | None = None, grad_clip: float | None = None,
                micro_batch: int | None = None, run: RunDir | None = None, resume: bool = False,
                on_resume: Callable[[dict], None] | None = None, on_epoch: Callable[[EpochRow], None] | None = None,
-               num_classes: int | None = None, carry: CarriedPerturbations | None = None) -> dict:
+               num_classes: int | None = None, carry: CarriedPerturbations | None = None) -> TrainSummary:
     """Fine-tune ``model`` for ``opts.epochs`` epochs; returns the training summary (with ``run``, also its
     summary.json). The one training loop of robustft: :func:`fit_config` and :func:`robustft.train.api.fit`
     build its arguments.
 
-    Each optimiser step takes a batch of ``data.epoch(epoch)``, sets the LR to each group's ``base_lr`` ×
-    ``lr_at(step)`` and ε to ``eps_schedule.eps_at(epoch, i, steps)``, and minimises ``objective`` (which
-    attacks at that ε). After each epoch the weights to be evaluated (the weight average with
-    ``opts.ema_decay``) are validated on ``validation`` (clean accuracy, ``val_adv_*``, the overfitting
-    monitor). With ``run`` each epoch's row goes to metrics.jsonl and a checkpoint is written; ``resume``
-    continues from it (weights, optimiser, weight average, schedule positions and random state restored, so
-    the run ends as an uninterrupted one would), after ``on_resume(checkpoint)``. ``on_epoch`` is called with
-    each epoch's row after its checkpoint. When training ends ``model`` holds the weights to evaluate (the
-    weight average, or the best robust epoch's under ``opts.select: best_robust``). Under ``torchrun`` the
-    processes share each batch (each ``data`` yields its process's share) and only process 0 writes to ``run``.
-    With ``carry`` (robustft/train/carry.py; ``data`` must be robustft's own :class:`SourceBatches`, one
-    process) each example's attack starts from its perturbation of the previous epoch; the memory is
-    checkpointed and restored with the rest.
+    Each optimiser step takes a batch of ``data.epoch(epoch)``, sets the LR to each group's peak LR (its
+    ``base_lr`` where the group has one, as robustft's own groups do, else its ``lr`` when the loop starts; kept
+    aside, the groups get no new key) × ``lr_at(step)`` and ε to ``eps_schedule.eps_at(epoch, i, steps)``, and
+    minimises ``objective`` (which attacks at that ε). After each epoch the weights to be evaluated (the weight
+    average with ``opts.ema_decay``) are validated on ``validation`` (clean accuracy, ``val_adv_*``, the overfitting
+    monitor). With ``run`` each epoch's row goes to metrics.jsonl and a checkpoint is written; ``resume`` continues
+    from it (weights, optimiser, weight average, schedule positions and random state restored, so the run ends as an
+    uninterrupted one would), after ``on_resume(checkpoint)``. ``on_epoch`` is called with each epoch's row after
+    its checkpoint. When training ends ``model`` holds the weights to evaluate (the weight average, or the best
+    robust epoch's under ``opts.select: best_robust``). Under ``torchrun`` the processes share each batch (each
+    ``data`` yields its process's share) and only process 0 writes to ``run``. With ``carry``
+    (robustft/train/carry.py; ``data`` must be robustft's own :class:`SourceBatches`, one process) each example's
+    attack starts from its perturbation of the previous epoch; the memory is checkpointed and restored with the
+    rest.
     """
     shard = ddp.init_from_env(device)
     seed_everything(opts.seed)
     speed = Accelerator(opts, device)
     if carry is not None and (not isinstance(data, SourceBatches) or shard.world > 1):
-        raise ValueError("attack.carry: carried perturbations need robustft's own training data (SourceBatches: "
-                         "they follow each example's position and augmentation) and one process")
+        raise ConfigError("attack.carry: carried perturbations need robustft's own training data (SourceBatches: "
+                          "they follow each example's position and augmentation) and one process")
     ctx = StepContext(ddp.wrap(speed.prepare(model), device), objective, speed, micro_batch, opts.seed, run, carry)
     ema = EMA(model, opts.ema_decay) if opts.ema_decay is not None else None
     epochs, steps_per_epoch = opts.epochs, data.steps_per_epoch
     eps_target = eps_schedule.eps_target
     start_epoch, step, elapsed = 0, 0, 0.0
+    peaks = [group.get("base_lr", group["lr"]) for group in optimizer.param_groups]
     # --- resume: weights, optimiser, weight average, progress and random state from the last checkpoint
     if resume:
         if run is None:
-            raise ValueError("resume: there is nothing to resume from without a run directory")
+            raise ConfigError("resume: there is nothing to resume from without a run directory; pass run=... or resume=False")
         ckpt = load_checkpoint(run.checkpoint_path)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -276,6 +280,7 @@ def train_loop(model: nn.Module, data: TrainData, *, objective: Objective, eps_s
         if on_resume is not None:
             on_resume(ckpt)
         log.info("resuming %s at epoch %d/%d (step %d)", run.path, start_epoch, epochs, step)
+        peaks = [group.get("base_lr", peak) for group, peak in zip(optimizer.param_groups, peaks)]  # as resumed
     stopped_row: list[EpochRow] = []
     kept_best: dict[str, torch.Tensor] | None = None
     rows = [r for r in run.epoch_rows() if r.epoch < start_epoch] if resume and run is not None else []
@@ -289,7 +294,7 @@ def train_loop(model: nn.Module, data: TrainData, *, objective: Objective, eps_s
         for i, (x, y, *drawn) in enumerate(bar):
             # --- one optimiser step at the scheduled ε and LR, over this process's micro-batches
             eps = eps_schedule.eps_at(epoch, i, steps_per_epoch)
-            set_lr(optimizer, lr_at(step))
+            _set_lr(optimizer, peaks, lr_at(step))
             optimizer.zero_grad(set_to_none=True)
             out = train_step(ctx, model, x, y, eps, epoch, step, stats, (drawn[0], drawn[1]) if drawn else None)
             if grad_clip is not None:
@@ -303,7 +308,8 @@ def train_loop(model: nn.Module, data: TrainData, *, objective: Objective, eps_s
                 run.log(StepRow(epoch=epoch, step=step, eps=eps, lr=optimizer.param_groups[0]["lr"],
                                 loss=out.loss.item(), parts=out.parts))
         if stats.n == 0:
-            raise ValueError(f"epoch {epoch + 1}: the training data yielded no batches")
+            raise DataError(f"epoch {epoch + 1}: the training data yielded no batches; give data with at least "
+                            "one batch")
         # --- end of epoch: validate and monitor the weights to be evaluated, log, checkpoint (process 0 writes)
         _check_weights(model, ema, epoch, step, run, speed.precision)  # nothing diverged is kept
         stats = stats.reduced()
@@ -338,7 +344,8 @@ def train_loop(model: nn.Module, data: TrainData, *, objective: Objective, eps_s
             save_checkpoint(run.checkpoint_path, model, optimizer, epoch + 1, step, extra)
         kept_best = best if best is not None else kept_best
         if on_epoch is not None and shard.main:
-            on_epoch(row)
+            with kept_rng_state():  # what the callback draws leaves training's random streams alone
+                on_epoch(row)
     ddp.barrier()
     select = _selection(opts, eps_target, rows, run)
     if select["rule"] == "best_robust":  # an earlier start of a resumed run may have found it
@@ -348,8 +355,14 @@ def train_loop(model: nn.Module, data: TrainData, *, objective: Objective, eps_s
     summary = summarize(rows, stopped_row, opts, eps_schedule, num_classes, speed, select,
                         has_val=validation is not None and len(validation.source) > 0)
     if run is not None and shard.main:
-        write_json(run.path / "summary.json", summary)
+        run.write_summary(summary)
     return summary
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, peaks: list[float], multiplier: float) -> None:
+    """Set each group's LR to its peak × ``multiplier``."""
+    for group, peak in zip(optimizer.param_groups, peaks):
+        group["lr"] = peak * multiplier
 
 
 def _load_best_weights(model: nn.Module, kept: dict[str, torch.Tensor] | None, run: RunDir | None) -> None:
@@ -365,7 +378,7 @@ def _load_best_weights(model: nn.Module, kept: dict[str, torch.Tensor] | None, r
 
 
 def fit_config(cfg: Config, run: RunDir, resume: bool = False,
-               on_epoch: Callable[[EpochRow], None] | None = None) -> dict:
+               on_epoch: Callable[[EpochRow], None] | None = None) -> TrainSummary:
     """Fine-tune the configured model into ``run``: build the data, model, objective, optimiser and schedules
     of ``cfg`` and run :func:`train_loop`; returns the training summary (also in summary.json). With
     ``resume`` the run continues from its last checkpoint; a resume may change the optimiser settings of
@@ -376,8 +389,8 @@ def fit_config(cfg: Config, run: RunDir, resume: bool = False,
     data = build_data(cfg.data)
     model = build_model(cfg.model, data.head_classes(cfg.model.num_classes)).to(device)
     if shard.world > 1 and len(data.train) < cfg.data.batch_size:
-        raise ValueError(f"data.batch_size: {cfg.data.batch_size} is more than the {len(data.train)} training "
-                         f"examples, so {shard.world} processes cannot share a batch; lower it")
+        raise ConfigError(f"data.batch_size: {cfg.data.batch_size} is more than the {len(data.train)} training "
+                          f"examples, so {shard.world} processes cannot share a batch; lower it")
     d = cfg.data
     batches = SourceBatches(data.train, d.image_size, d.batch_size, cfg.train.seed, d.flip, d.pad_crop, d.color_jitter,
                             d.rotation, shard=(shard.rank, shard.world), num_workers=d.num_workers)
@@ -399,7 +412,7 @@ def fit_config(cfg: Config, run: RunDir, resume: bool = False,
                          run=run, resume=resume, on_resume=on_resume, on_epoch=on_epoch,
                          num_classes=data.num_classes, carry=carry)
     if shard.main and cfg.data.n_val > 0:
-        final = summary["final"].get("val_clean_acc")
+        final = summary.final.get("val_clean_acc")
         if final is not None and final < failure_threshold(data.num_classes):
             log.warning("transfer failure: validation clean accuracy %.1f %% is near chance (%d classes); "
                         "see `robustft diagnose %s`", 100 * final, data.num_classes, run.path)
@@ -457,21 +470,24 @@ def _observe(schedule: Schedule, epoch: int, row: EpochRow) -> tuple[Schedule, E
 
 
 def summarize(rows: list[EpochRow], stopped_row: list[EpochRow], opts: TrainConfig, schedule: Schedule,
-              num_classes: int | None, speed: Accelerator | None, select: dict, has_val: bool = True) -> dict:
+              num_classes: int | None, speed: Accelerator | None, select: dict,
+              has_val: bool = True) -> TrainSummary:
     """The training summary of the epoch rows whose weights were kept (and ``stopped_row``: [the row of the
     epoch training stopped at], or []): wall time, delay time, final validation numbers, the resolved ε
     schedule (where auto switched), the number of classes (chance level), the overfitting monitor's verdict,
     the epoch training stopped at (``train.on_overfit: stop``) and which weights are evaluated (``select``)."""
     stopped = stopped_row[0].epoch if stopped_row else None
     described = schedule.describe()
-    summary = {"epochs": len(rows), "train_time_s": rows[-1].elapsed_s if rows else 0.0,
-               "num_classes": num_classes, "schedule": described,
-               "delay_threshold": opts.delay_threshold,
-               "delay_epochs": delay_time([r.val_clean_acc for r in rows], opts.delay_threshold) if has_val else None,
-               "final": rows[-1].measurements() if rows else {},
-               "processes": ddp.current().world, **(speed.describe() if speed is not None else {}),
-               "catastrophic_overfitting": overfit_verdict(rows + stopped_row, opts.overfit_gap, stopped).to_dict(),
-               "stopped_at_epoch": stopped, "select": select}
+    summary = TrainSummary(
+        epochs=len(rows), train_time_s=rows[-1].elapsed_s if rows else 0.0, num_classes=num_classes,
+        schedule=described, delay_threshold=opts.delay_threshold,
+        delay_epochs=delay_time([r.val_clean_acc for r in rows], opts.delay_threshold) if has_val else None,
+        final=rows[-1].measurements() if rows else {}, processes=ddp.current().world,
+        precision=speed.precision if speed is not None else "fp32",
+        channels_last=speed.channels_last if speed is not None else False,
+        compile=speed.compile if speed is not None else False,
+        catastrophic_overfitting=overfit_verdict(rows + stopped_row, opts.overfit_gap, stopped).to_dict(),
+        stopped_at_epoch=stopped, select=select)
     if described["kind"] == "auto" and rows and not any(r.eps_mean for r in rows):
         log.warning("auto schedule: validation clean accuracy did not plateau before the last epoch, so ε stayed 0 "
                     "for the whole run; lower schedule.patience, raise schedule.tolerance or train longer")
