@@ -17,7 +17,15 @@ from robustft.data.loader import (
     to_float,
     train_batches,
 )
-from robustft.data.sources import ImageArray, ImageFiles, ImageSource, TensorImages, as_source
+from robustft.data.sources import (
+    ImageArray,
+    ImageFiles,
+    ImageSource,
+    LoaderImages,
+    TensorImages,
+    as_source,
+    as_streamed_source,
+)
 from robustft.data.splits import stratified_split, stratified_subset
 
 log = logging.getLogger(__name__)
@@ -78,5 +86,5 @@ def build_data(cfg: DataConfig) -> DataSplits:
 
 
 __all__ = ["DATASETS", "DataSplits", "ImageArray", "ImageFiles", "ImageSource", "LoaderBatches", "SourceBatches",
-           "TensorImages", "TrainData", "as_source", "as_train_data", "build_data", "eval_batches",
+           "LoaderImages", "TensorImages", "TrainData", "as_source", "as_streamed_source", "as_train_data", "build_data", "eval_batches",
            "num_train_batches", "stratified_split", "stratified_subset", "to_float", "train_batches"]

@@ -9,6 +9,14 @@ from typing import Any, Protocol, Sequence, TypeVar
 
 import numpy as np
 import torch
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+    SubsetRandomSampler,
+)
 
 from robustft.errors import BadImageError, DataError
 
@@ -92,12 +100,8 @@ def as_source(data: Any) -> ImageSource:
     if not hasattr(data, "__iter__"):
         raise TypeError(f"expected an image source, (images, labels) tensors or an iterable of (images, labels) "
                         f"batches such as a DataLoader; got {type(data).__name__}")
-    xs, ys = [], []
-    for batch in data:
-        if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
-            raise TypeError(f"each batch must be (images, labels); got {type(batch).__name__}")
-        xs.append(torch.as_tensor(batch[0]).detach().cpu())
-        ys.append(torch.as_tensor(batch[1]).detach().cpu())
+    batches = [_batch(batch) for batch in data]
+    xs, ys = [x for x, _ in batches], [y for _, y in batches]
     if not xs:
         raise DataError("the data yielded no batches")
     return as_source((torch.cat(xs), torch.cat(ys)))
@@ -144,3 +148,72 @@ class ImageFiles:
     def subset(self, index: Sequence[int] | np.ndarray | torch.Tensor) -> "ImageFiles":
         index = torch.as_tensor(index, dtype=torch.long)
         return ImageFiles([self.paths[i] for i in index.tolist()], self.labels[index], self.size)
+
+
+def as_streamed_source(data: Any) -> ImageSource:
+    """``data`` as the evaluator reads it: a DataLoader over a map-style dataset streamed
+    (:class:`LoaderImages`: read by position when attacked, only the labels in memory), anything else as
+    :func:`as_source` reads it."""
+    index = _streamable(data)
+    return LoaderImages.of(data, index) if index is not None else as_source(data)
+
+
+def _streamable(loader: Any) -> np.ndarray | None:
+    """The dataset positions a DataLoader yields, when it can be read by position instead of iterated: a
+    map-style dataset, the default batching without ``drop_last``, and sequential, shuffled (every example
+    once) or subset sampling; else None. Its sampler is not iterated (a shuffle would draw from the caller's
+    generator); a shuffled order is evaluated in the dataset's order, which changes no example's verdict."""
+    if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset) or loader.drop_last:
+        return None
+    dataset, sampler = loader.dataset, loader.sampler
+    if type(loader.batch_sampler) is not BatchSampler or not hasattr(dataset, "__len__"):
+        return None
+    n = len(dataset)
+    if type(sampler) is SequentialSampler or (type(sampler) is RandomSampler and not sampler.replacement
+                                              and sampler.num_samples == n):
+        return np.arange(n)
+    if type(sampler) is SubsetRandomSampler:
+        return np.sort(np.asarray([int(i) for i in sampler.indices], dtype=np.int64))
+    return None
+
+
+class LoaderImages:
+    """The examples of a DataLoader's map-style dataset at ``index``, read by position a batch at a time (the
+    loader's ``collate_fn`` makes the batch) whenever they are attacked; only the labels are held in memory.
+    Images must be float in [0, 1], as :class:`robustft.data.TensorImages` checks them."""
+
+    def __init__(self, loader: DataLoader, index: np.ndarray, labels: torch.Tensor):
+        self.loader, self.index, self.labels = loader, index, labels
+
+    @classmethod
+    def of(cls, loader: DataLoader, index: np.ndarray) -> "LoaderImages":
+        """The examples at ``index``, their labels read in one pass through the loader's own workers."""
+        reader = DataLoader(loader.dataset, batch_size=loader.batch_size or 1, sampler=index.tolist(),
+                            num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+                            worker_init_fn=loader.worker_init_fn,
+                            multiprocessing_context=loader.multiprocessing_context,
+                            generator=torch.Generator())  # a private generator: the caller's is not drawn from
+        labels = [_batch(batch)[1] for batch in reader]
+        if not labels:
+            raise DataError("the data yielded no batches: pass a DataLoader or an iterable of (images, labels) batches "
+                            "with at least one example")
+        return cls(loader, index, torch.cat(labels).long())
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def read(self, index: torch.Tensor) -> torch.Tensor:
+        rows = self.index[torch.as_tensor(index, dtype=torch.long).numpy()]
+        x, _ = _batch(self.loader.collate_fn([self.loader.dataset[int(i)] for i in rows]))
+        return TensorImages(x.float() if x.dtype == torch.float64 else x, self.labels[index]).images
+
+    def subset(self, index: Sequence[int] | np.ndarray | torch.Tensor) -> "LoaderImages":
+        index = torch.as_tensor(index, dtype=torch.long)
+        return LoaderImages(self.loader, self.index[index.numpy()], self.labels[index])
+
+
+def _batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, labels) of a batch a DataLoader yields, on the CPU."""
+    if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
+        raise TypeError(f"each batch must be (images, labels); got {type(batch).__name__}")
+    return torch.as_tensor(batch[0]).detach().cpu(), torch.as_tensor(batch[1]).detach().cpu()
