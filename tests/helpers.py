@@ -1,7 +1,13 @@
-"""Helpers shared by test modules."""
+"""Helpers shared by test modules (plain functions, classes and constants; the fixtures are in conftest.py): the
+tiny run settings, toy models and data, the attack contract's checks, killed-and-resumed runs, and Ray on the
+loopback address."""
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -9,8 +15,22 @@ import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
+    from robustft.config import Config
     from robustft.data import ImageArray
+    from robustft.runs import RunDir
 
+TINY = [
+    "data.name=digits", "data.image_size=16", "data.n_train=128", "data.n_val=64", "data.n_test=64",
+    "data.batch_size=32", "data.eval_batch_size=64", "model.name=test_efficientnet", "model.pretrained=false",
+    "attack.num_steps=2", "objective.name=adversarial", "schedule.kind=hinge", "schedule.t1=1", "schedule.t2=2",
+    "optim.lr=0.003", "optim.warmup_epochs=0", "train.epochs=3", "train.val_adv_n=32", "train.log_every=2",
+    "eval.n=32", "eval.num_steps=2", "eval.eps_grid=[0, 4/255, 8/255]", "eval.check_queries=50",
+    "train.channels_last=false",
+]
+"""Overrides that make any config a seconds-long run: digits at 16×16, timm's test_efficientnet, 2-step APGD."""
+
+
+# ------------------------------------------------------------------------------------ toy models and data
 
 def fit_briefly(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, seed: int = 2) -> nn.Module:
     """Train ``model`` for a few Adam steps on random batches of (x, y); returned in eval mode with no grads."""
@@ -26,11 +46,16 @@ def fit_briefly(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, 
     return model.eval()
 
 
-def toy_cnn(classes: int = 3) -> nn.Sequential:
+def toy_cnn(classes: int = 3, seed: int = 0, dropout: float = 0.3) -> nn.Sequential:
     """A tiny conv net with BatchNorm and dropout (both must be off in eval mode), seeded."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Dropout(0.3), nn.Linear(8, classes))
+                         nn.Dropout(dropout), nn.Linear(8, classes))
+
+
+def tiny_net(seed: int = 0) -> nn.Sequential:
+    """The attack tests' 3-class conv net: :func:`toy_cnn` with dropout 0.5."""
+    return toy_cnn(seed=seed, dropout=0.5)
 
 
 def toy_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,6 +109,91 @@ def toy_image_mlp() -> nn.Module:
     return fit_briefly(net, to_float(train.images, 8), train.labels, steps=150)
 
 
+# ------------------------------------------------------------------------------------ the attack contract
+class Recorder(nn.Module):
+    """Identity that records ``self.training`` at every forward call."""
+
+    def __init__(self):
+        super().__init__()
+        self.modes: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.modes.append(self.training)
+        return x
+
+
+class Detached(nn.Module):
+    """``inner`` on a detached copy of its input: the loss has no gradient path to x (masked gradients)."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.detach())
+
+
+def assert_in_ball(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str, tol: float = 1e-6) -> None:
+    """``x_adv`` has the shape and dtype of ``x``, is finite, in [0, 1] and within ``eps`` of ``x`` in ``norm``."""
+    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
+    assert torch.isfinite(x_adv).all()
+    assert x_adv.min().item() >= 0.0 and x_adv.max().item() <= 1.0
+    delta = (x_adv - x).flatten(1)
+    dist = delta.abs().max(1).values if norm == "linf" else delta.norm(dim=1)
+    assert (dist <= eps + tol).all(), f"max distance {dist.max().item()} > eps {eps}"
+
+
+# ------------------------------------------------------------------------------------ runs
+def with_overrides(cfg: "Config", overrides: list[str]) -> "Config":
+    """``cfg`` with ``--set``-style overrides applied."""
+    from robustft.config import apply_overrides, config_from_dict, config_to_dict
+
+    return config_from_dict(apply_overrides(config_to_dict(cfg), overrides))
+
+
+def run_killed_and_resumed(cfg: "Config", monkeypatch, die_after: int) -> tuple["RunDir", "RunDir"]:
+    """``cfg`` trained straight, and trained again, killed after the ``die_after``-th save of last.pt, then
+    resumed; returns the two run directories."""
+    import pytest
+
+    import robustft.train.trainer as trainer
+    from robustft.api import fine_tune
+    from robustft.runs import RunDir
+    from robustft.train import load_checkpoint
+
+    straight = fine_tune(cfg, name="straight")
+    real_save, saves = trainer.save_checkpoint, {"n": 0}
+
+    def save_then_die(path, *args, **kwargs):
+        real_save(path, *args, **kwargs)
+        if Path(path).name == "last.pt":
+            saves["n"] += 1
+            if saves["n"] == die_after:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        fine_tune(cfg, name="killed")
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    killed = RunDir(straight.path.parent / "killed")
+    assert load_checkpoint(killed.checkpoint_path)["epochs_done"] == die_after and not killed.done
+    return straight, fine_tune(cfg, name="killed", resume=True)
+
+
+def assert_same_tensors(a: dict, b: dict) -> None:
+    """Two state dicts with the same keys, in the same order, and bit-identical tensors."""
+    assert list(a) == list(b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def without_time(run: "RunDir") -> list[dict]:
+    """The run's metrics rows without their wall-clock times."""
+    from robustft.runs import read_rows
+
+    return [{k: v for k, v in r.to_json().items() if k != "elapsed_s"} for r in read_rows(run.path)]
+
+
 def poison_loss_after(monkeypatch, calls_before: int) -> None:
     """Make the training loss NaN from objective call ``calls_before + 1`` on (each epoch has 4 steps)."""
     import robustft.train.trainer as trainer
@@ -107,10 +217,6 @@ def poison_loss_after(monkeypatch, calls_before: int) -> None:
 def train_in_sweep_worker(cfg) -> None:
     """A sweep's ``train`` that a worker process can unpickle: writes the run's config, DONE and
     ``worker.json`` (its process id and torch's thread count); raises for the run named ``c``."""
-    import json
-    import os
-    from pathlib import Path
-
     from robustft.config import save_config
 
     run = Path(cfg.train.out_dir) / cfg.train.run_name
@@ -121,3 +227,88 @@ def train_in_sweep_worker(cfg) -> None:
         raise RuntimeError("boom in a worker")
     save_config(cfg, run / "config.yaml")
     (run / "DONE").write_text("done\n")
+
+
+# ------------------------------------------------------------------------------------ Ray on the loopback address
+LOOPBACK = "127.0.0.1"
+
+
+def assert_on_loopback() -> dict[str, set[str]]:
+    """Assert that every TCP socket of this process and of the processes it started (Ray's head and worker nodes,
+    their agents and workers, the drivers) listens on 127.0.0.1, or connects 127.0.0.1 to 127.0.0.1; return the
+    addresses each process (by name) listens on, read from /proc."""
+    listening: dict[str, set[str]] = {}
+    off = []
+    for owner, local, remote in _tcp_sockets(_descendants(os.getpid())):
+        if remote is None:
+            listening.setdefault(owner.split(" ", 1)[1], set()).add(_joined(*local))
+        if local[0] != LOOPBACK or remote is not None and remote[0] != LOOPBACK:
+            off.append(f"{owner}: {_joined(*local)} -> {_joined(*remote) if remote else '(listening)'}")
+    assert listening, "no process started by the tests listens on a TCP port: Ray is not running from here"
+    assert not off, f"sockets on another address than {LOOPBACK}: {off}"
+    return listening
+
+
+def _tcp_sockets(pids: set[int]) -> list[tuple[str, tuple[str, int], tuple[str, int] | None]]:
+    """``("PID NAME", local, remote)`` for each TCP socket of the processes ``pids``; remote None: listening."""
+    inodes = {}
+    for pid in pids:
+        for fd in _links(Path(f"/proc/{pid}/fd")):
+            if fd.startswith("socket:["):
+                inodes[fd[8:-1]] = f"{pid} {_read(Path(f'/proc/{pid}/comm')).strip()}"
+    found = []
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                listening = fields[3] == "0A"
+                found.append((inodes[fields[9]], _ip_port(fields[1]), None if listening else _ip_port(fields[2])))
+    return found
+
+
+def _joined(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _links(folder: Path) -> list[str]:
+    """Where the links in ``folder`` point (those that vanish meanwhile left out)."""
+    found = []
+    for name in (os.listdir(folder) if folder.is_dir() else []):
+        try:
+            found.append(os.readlink(folder / name))
+        except OSError:  # closed, or the process ended, meanwhile
+            pass
+    return found
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:  # the process ended meanwhile
+        return ""
+
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        fields = _read(stat).rsplit(")", 1)[-1].split()
+        if len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo += children.get(pid, [])
+    return found
+
+
+def _ip_port(hex_address: str) -> tuple[str, int]:
+    """``0100007F:1F90`` (/proc/net/tcp: the address in the host's byte order) → ``("127.0.0.1", 8080)``; IPv6
+    mapped IPv4 addresses as their IPv4 address."""
+    address, port = hex_address.split(":")
+    packed = b"".join(bytes.fromhex(address[i:i + 8])[::-1] for i in range(0, len(address), 8))
+    ip = ipaddress.ip_address(packed)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip), int(port, 16)

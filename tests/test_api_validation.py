@@ -15,7 +15,8 @@ from robustft.errors import ConfigError, UserError
 from robustft.eval import SanityChecks
 from robustft.objectives import StandardObjective
 from robustft.schedules import HingeSchedule, hinge_multiplier
-from tests.helpers import fit_briefly, toy_cnn, toy_data
+
+from helpers import fit_briefly, toy_cnn, toy_data
 
 GRID = [0.0, 4 / 255]
 

@@ -15,44 +15,11 @@ from torch import nn
 from robustft.attacks import APGD, FGSM, L2, PGD, AutoAttack, Linf, build_attack, build_eval_attacks, describe_attack
 from robustft.config import EVAL_ATTACKS, AttackConfig, EvalConfig
 
-from helpers import fit_briefly, toy_data
+from helpers import Detached, Recorder, assert_in_ball, tiny_net, toy_data
 
 EPS = {"linf": 8 / 255, "l2": 0.5}
 THREATS = {"linf": Linf, "l2": L2}
 NUM_CLASSES = 3
-
-
-
-class Recorder(nn.Module):
-    """Identity that records ``self.training`` at every forward call."""
-
-    def __init__(self):
-        super().__init__()
-        self.modes: list[bool] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.modes.append(self.training)
-        return x
-
-
-def tiny_net(seed: int = 0) -> nn.Sequential:
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        nn.Dropout(0.5), nn.Linear(8, NUM_CLASSES),
-    )
-
-
-@pytest.fixture(scope="module")
-def trained() -> nn.Sequential:
-    """A tiny net trained for a few steps on the toy problem, so the attack has something to break."""
-    x, y = toy_data(64, seed=1)
-    return fit_briefly(tiny_net(0), x, y, steps=60)
-
-
-@pytest.fixture(scope="module")
-def batch() -> tuple[torch.Tensor, torch.Tensor]:
-    return toy_data(16, seed=3)
 
 
 def make_attack(kind: str, norm: str, **kw):
@@ -69,15 +36,6 @@ def per_example_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torc
         loss = F.cross_entropy(model(x), y, reduction="none")
     model.train(was)
     return loss
-
-
-def assert_in_ball(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str, tol: float = 1e-6) -> None:
-    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
-    assert torch.isfinite(x_adv).all()
-    assert x_adv.min().item() >= 0.0 and x_adv.max().item() <= 1.0
-    delta = (x_adv - x).flatten(1)
-    dist = delta.abs().max(1).values if norm == "linf" else delta.norm(dim=1)
-    assert (dist <= eps + tol).all(), f"max distance {dist.max().item()} > eps {eps}"
 
 
 ATTACKS = [
@@ -100,48 +58,38 @@ VARIANTS = [
 
 # ------------------------------------------------------------------------------------ ball and box
 @pytest.mark.parametrize("kind,norm,kw", VARIANTS)
-def test_result_inside_eps_ball_and_box(trained, batch, kind, norm, kw):
-    x, y = batch
+def test_result_inside_eps_ball_and_box(trained_toy_net, toy_batch, kind, norm, kw):
+    x, y = toy_batch
     eps = EPS[norm]
     torch.manual_seed(0)
-    x_adv = make_attack(kind, norm, num_steps=5, **kw)(trained, x, y, eps)
+    x_adv = make_attack(kind, norm, num_steps=5, **kw)(trained_toy_net, x, y, eps)
     assert_in_ball(x_adv, x, eps, norm)
     assert not torch.equal(x_adv, x)  # the attack moved
     assert not x_adv.requires_grad
 
 
 @pytest.mark.parametrize("kind,norm", CONTRACT)
-def test_ball_and_box_with_pixels_at_the_bounds(trained, kind, norm):
+def test_ball_and_box_with_pixels_at_the_bounds(trained_toy_net, kind, norm):
     """Inputs at 0 and 1 exercise the box clipping; a large ε exercises the ball projection."""
     g = torch.Generator().manual_seed(4)
     x = (torch.rand(6, 3, 8, 8, generator=g) > 0.5).float()
     y = torch.arange(6) % NUM_CLASSES
     eps = 0.3 if norm == "linf" else 2.0
     torch.manual_seed(1)
-    x_adv = make_attack(kind, norm, num_steps=4)(trained, x, y, eps)
+    x_adv = make_attack(kind, norm, num_steps=4)(trained_toy_net, x, y, eps)
     assert_in_ball(x_adv, x, eps, norm)
-
-
-class Detached(nn.Module):
-    """``inner`` on a detached copy of its input: the loss has no gradient path to x (masked gradients)."""
-
-    def __init__(self, inner: nn.Module):
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x.detach())
 
 
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("kind,norm", CONTRACT + [pytest.param("fgsm", "linf", id="fgsm-linf")])
-def test_no_gradient_path_to_the_input_gives_a_zero_gradient_not_an_error(trained, batch, kind, norm, training):
+def test_no_gradient_path_to_the_input_gives_a_zero_gradient_not_an_error(trained_toy_net, toy_batch, kind, norm,
+                                                                          training):
     """A forward that detaches its input: no gradient step moves, so the attack returns its starting points: x
     itself without a random start, else the random start (TRADES' KL: x plus its start noise), inside the ball;
     the model's state is restored as usual."""
-    x, y = batch
+    x, y = toy_batch
     eps, threat = EPS[norm], THREATS[norm]()
-    model = Detached(trained).train(training)
+    model = Detached(trained_toy_net).train(training)
     if kind == "fgsm":
         fixed, randomised = FGSM(random_start=False), FGSM()
     else:
@@ -169,8 +117,8 @@ class Exploding(nn.Module):
 
 
 @pytest.mark.parametrize("kind,norm", CONTRACT)
-def test_eps_zero_returns_x_without_calling_the_model(batch, kind, norm):
-    x, y = batch
+def test_eps_zero_returns_x_without_calling_the_model(toy_batch, kind, norm):
+    x, y = toy_batch
     model = Exploding().train()
     out = make_attack(kind, norm, restarts=2)(model, x, y, 0.0)
     assert out is x
@@ -179,8 +127,8 @@ def test_eps_zero_returns_x_without_calling_the_model(batch, kind, norm):
 
 # ------------------------------------------------------------------------------------ model state
 @pytest.mark.parametrize("kind,norm", CONTRACT)
-def test_parameter_grads_untouched(batch, kind, norm):
-    x, y = batch
+def test_parameter_grads_untouched(toy_batch, kind, norm):
+    x, y = toy_batch
     model = tiny_net(5).train()
     params = list(model.parameters())
     for i, p in enumerate(params[:-1]):
@@ -203,8 +151,8 @@ def test_parameter_grads_untouched(batch, kind, norm):
 
 
 @pytest.mark.parametrize("kind,norm", CONTRACT)
-def test_all_none_grads_stay_none(batch, kind, norm):
-    x, y = batch
+def test_all_none_grads_stay_none(toy_batch, kind, norm):
+    x, y = toy_batch
     model = tiny_net(6).train()
     torch.manual_seed(0)
     make_attack(kind, norm, num_steps=3)(model, x, y, EPS[norm])
@@ -213,8 +161,8 @@ def test_all_none_grads_stay_none(batch, kind, norm):
 
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("kind,norm", CONTRACT)
-def test_training_flag_and_requires_grad_restored(batch, kind, norm, training):
-    x, y = batch
+def test_training_flag_and_requires_grad_restored(toy_batch, kind, norm, training):
+    x, y = toy_batch
     model = tiny_net(7).train(training)
     frozen = model[0].weight
     frozen.requires_grad_(False)  # a frozen parameter must stay frozen
@@ -242,8 +190,8 @@ class FailsOnCall(nn.Module):
 
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("kind,norm", CONTRACT)
-def test_state_restored_when_forward_raises_mid_attack(batch, kind, norm, training):
-    x, y = batch
+def test_state_restored_when_forward_raises_mid_attack(toy_batch, kind, norm, training):
+    x, y = toy_batch
     model = FailsOnCall(tiny_net(8), n=3).train(training)
     params = list(model.parameters())
     params[1].requires_grad_(False)
@@ -258,8 +206,8 @@ def test_state_restored_when_forward_raises_mid_attack(batch, kind, norm, traini
 
 
 @pytest.mark.parametrize("kind,norm", CONTRACT)
-def test_model_in_eval_mode_while_crafting(batch, kind, norm):
-    x, y = batch
+def test_model_in_eval_mode_while_crafting(toy_batch, kind, norm):
+    x, y = toy_batch
     model = tiny_net(9)
     rec = Recorder()
     model.insert(0, rec)
@@ -273,38 +221,38 @@ def test_model_in_eval_mode_while_crafting(batch, kind, norm):
 
 # ------------------------------------------------------------------------------------ strength
 @pytest.mark.parametrize("kind,norm", ATTACKS)
-def test_attack_increases_mean_loss(trained, batch, kind, norm):
-    x, y = batch
+def test_attack_increases_mean_loss(trained_toy_net, toy_batch, kind, norm):
+    x, y = toy_batch
     torch.manual_seed(0)
-    x_adv = make_attack(kind, norm, num_steps=10)(trained, x, y, EPS[norm])
-    clean, adv = per_example_loss(trained, x, y), per_example_loss(trained, x_adv, y)
+    x_adv = make_attack(kind, norm, num_steps=10)(trained_toy_net, x, y, EPS[norm])
+    clean, adv = per_example_loss(trained_toy_net, x, y), per_example_loss(trained_toy_net, x_adv, y)
     assert adv.mean() > clean.mean() + 0.05
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_apgd_at_least_as_strong_as_pgd(trained, batch, norm):
-    x, y = batch
-    pgd_losses, apgd_losses = [], []
+def test_apgd_at_least_as_strong_as_pgd(trained_toy_net, toy_batch, norm):
+    x, y = toy_batch
+    model, pgd_losses, apgd_losses = trained_toy_net, [], []
     for seed in range(3):
         torch.manual_seed(seed)
-        pgd_losses.append(per_example_loss(trained, make_attack("pgd", norm, num_steps=10)(trained, x, y, EPS[norm]), y).mean())
+        pgd_losses.append(per_example_loss(model, make_attack("pgd", norm, num_steps=10)(model, x, y, EPS[norm]), y).mean())
         torch.manual_seed(seed)
-        apgd_losses.append(per_example_loss(trained, make_attack("apgd", norm, num_steps=10)(trained, x, y, EPS[norm]), y).mean())
+        apgd_losses.append(per_example_loss(model, make_attack("apgd", norm, num_steps=10)(model, x, y, EPS[norm]), y).mean())
     pgd_mean, apgd_mean = torch.stack(pgd_losses).mean(), torch.stack(apgd_losses).mean()
     assert apgd_mean >= pgd_mean - 1e-3 * pgd_mean.abs()
-    assert apgd_mean > per_example_loss(trained, x, y).mean()
+    assert apgd_mean > per_example_loss(trained_toy_net, x, y).mean()
 
 
 @pytest.mark.parametrize("kind,norm", ATTACKS)
-def test_restarts_valid_and_not_weaker(trained, batch, kind, norm):
-    x, y = batch
+def test_restarts_valid_and_not_weaker(trained_toy_net, toy_batch, kind, norm):
+    x, y = toy_batch
     eps = EPS[norm]
     torch.manual_seed(0)
-    one = make_attack(kind, norm, num_steps=5, restarts=1)(trained, x, y, eps)
+    one = make_attack(kind, norm, num_steps=5, restarts=1)(trained_toy_net, x, y, eps)
     torch.manual_seed(0)
-    three = make_attack(kind, norm, num_steps=5, restarts=3)(trained, x, y, eps)
+    three = make_attack(kind, norm, num_steps=5, restarts=3)(trained_toy_net, x, y, eps)
     assert_in_ball(three, x, eps, norm)
-    assert per_example_loss(trained, three, y).mean() >= 0.97 * per_example_loss(trained, one, y).mean()
+    assert per_example_loss(trained_toy_net, three, y).mean() >= 0.97 * per_example_loss(trained_toy_net, one, y).mean()
 
 
 class LogitsLog(nn.Module):
@@ -323,10 +271,10 @@ class LogitsLog(nn.Module):
 
 @pytest.mark.parametrize("restarts", [1, 2])
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_apgd_misclassified_returns_a_fooling_point(trained, norm, restarts):
+def test_apgd_misclassified_returns_a_fooling_point(trained_toy_net, norm, restarts):
     x, y = toy_data(32, seed=11)
     eps = EPS[norm] / 3  # small enough that only some examples fall
-    model = LogitsLog(trained).eval()
+    model = LogitsLog(trained_toy_net).eval()
     torch.manual_seed(0)
     x_adv = APGD(num_steps=10, restarts=restarts, select="misclassified", threat=THREATS[norm]())(model, x, y, eps)
     assert_in_ball(x_adv, x, eps, norm)
@@ -340,7 +288,7 @@ def test_apgd_misclassified_returns_a_fooling_point(trained, norm, restarts):
     assert 0 < fooled_any.sum() < len(y), "test needs a mix of fooled and robust examples"
     assert rows_seen < restarts * 11 * len(y), "fooled examples should stop costing forward passes"
     with torch.no_grad():
-        fooled_final = trained(x_adv).argmax(1) != y
+        fooled_final = trained_toy_net(x_adv).argmax(1) != y
     assert fooled_final[fooled_any].all()
     assert not fooled_final[~fooled_any].any()
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_recipe import assert_same_tensors, run_killed_and_resumed, with_overrides, without_time
 
 from robustft.config import ConfigError, load_config
 from robustft.data.loader import apply_augmentation, draw_augmentation
 from robustft.objectives import build_objective
 from robustft.train import checkpoint
 from robustft.train.carry import CarriedPerturbations, move_back, move_with
+
+from helpers import assert_same_tensors, run_killed_and_resumed, with_overrides, without_time
 
 
 def test_a_perturbation_moves_with_the_flip_and_crop_of_its_example():

@@ -19,8 +19,7 @@ import robustft.cli as cli
 import robustft.train.checkpoint as checkpoint
 from robustft.cli import main
 
-from conftest import TINY
-from helpers import poison_loss_after
+from helpers import TINY, poison_loss_after
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from robustft.experiments import expand, load_sweep
 from robustft.experiments.cluster import STATE_DIR, RayOptions, _check_resources, _join_failure
 from robustft.experiments.demo import DEMO_VARIANTS
 
-from conftest import LOOPBACK, TINY, assert_on_loopback
+from helpers import LOOPBACK, TINY, assert_on_loopback
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["fix-seed0", "fix-seed1", "scheduled-seed0", "scheduled-seed1"]
@@ -89,6 +89,7 @@ def cluster(ray_on_loopback):
     c.shutdown()
 
 
+@pytest.mark.integration
 def test_a_sweep_on_a_ray_cluster_survives_a_killed_worker_and_equals_the_sequential_one(cluster, tmp_path,
                                                                                          monkeypatch, capsys):
     sweep = _sweep_file(tmp_path, "runs/ray")
@@ -136,6 +137,7 @@ def test_a_sweep_on_a_ray_cluster_survives_a_killed_worker_and_equals_the_sequen
     assert {n: (out / STATE_DIR / f"{n}.json").stat().st_mtime_ns for n in NAMES} == before
 
 
+@pytest.mark.integration
 def test_a_point_with_two_processes_trains_under_torchrun_in_its_task(cluster, tmp_path):
     spec = _sweep_file(tmp_path, "runs/ddp", epochs=2)
     raw = yaml.safe_load(spec.read_text())

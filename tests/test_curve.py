@@ -22,7 +22,7 @@ from robustft.data import to_float
 from robustft.eval import RobustnessResult, SanityChecks, evaluate, expected_robustness
 from robustft.eval.metrics import expected_robustness_exact
 
-from helpers import toy_image_mlp, toy_images
+from helpers import TINY, toy_image_mlp, toy_images
 
 CPU = torch.device("cpu")
 GRID = [1 / 255, 2 / 255, 3 / 255, 4 / 255, 6 / 255, 8 / 255]
@@ -373,6 +373,7 @@ def test_radii_survive_a_save_and_load(model, data, tmp_path):
 
 
 # ---------------------------------------------------------------------------- the AutoAttack check and preset
+@pytest.mark.heavy
 def test_the_autoattack_check_flags_a_weak_evaluation_and_passes_a_strong_one(model, data):
     weak = {"pgd": PGD(num_steps=1, rel_step_size=0.05, random_start=False, select="misclassified")}
     strong = {"apgd-ce": APGD(num_steps=50, select="misclassified"),
@@ -406,6 +407,7 @@ def test_the_curve_preset_sets_its_attacks_warm_starts_and_autoattack_check():
     assert evaluation_name(EvalConfig(attacks=["apgd-ce"], mode="independent")) == "apgd-ce-independent"
 
 
+@pytest.mark.heavy
 def test_cli_eval_with_the_curve_preset_end_to_end(tmp_path, capsys):
     """Train a tiny run, evaluate it with ``--attacks curve``: warm starts, the FMN radii and the AutoAttack
     check land in robustness.json, the report draws the curve between grid points, export carries the exact
@@ -418,8 +420,6 @@ def test_cli_eval_with_the_curve_preset_end_to_end(tmp_path, capsys):
     from robustft.config import load_config
     from robustft.export import export_run
     from robustft.report.plots import _step_curve
-
-    from conftest import TINY
 
     cfg = load_config(None, TINY + ["train.epochs=1", "schedule.t1=0", "schedule.t2=1", f"train.out_dir={tmp_path}", "train.run_name=r",
                                     "eval.checks=false"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from robustft.api import fine_tune
@@ -12,7 +13,7 @@ from robustft.experiments import demo
 from robustft.experiments.sweep import expand
 from robustft.runs import RunDir
 
-from conftest import TINY
+from helpers import TINY
 
 
 def test_demo_runs_standard_fix_and_scheduled_on_the_embedded_default():
@@ -29,6 +30,7 @@ def test_demo_runs_standard_fix_and_scheduled_on_the_embedded_default():
                for p in points)
 
 
+@pytest.mark.integration
 def test_demo_end_to_end_on_tiny_settings(monkeypatch, tmp_path, capsys):
     tiny = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in TINY)}
     monkeypatch.setattr(demo, "DEMO_SETTINGS", {**tiny, "train.epochs": 2, "schedule.granularity": "epoch"})

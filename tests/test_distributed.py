@@ -15,7 +15,7 @@ import torch
 from robustft.config import DataConfig
 from robustft.train.trainer import micro_batch_size
 
-from conftest import TINY
+from helpers import TINY
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "fmnist_fix.yaml"
@@ -69,6 +69,7 @@ def _relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
     return float(diff / norm)
 
 
+@pytest.mark.integration
 def test_two_processes_equal_one_process(runs):
     a, b = _weights(runs["one"]), _weights(runs["two"])
     assert _relative_difference(a, b) < 1e-4  # the same run up to floating-point summation order (measured: 1e-7)
@@ -85,6 +86,7 @@ def test_two_processes_equal_one_process(runs):
         assert e1[key] == pytest.approx(e2[key], abs=1.01 / 32), key
 
 
+@pytest.mark.integration
 def test_trades_two_forward_passes_per_backward_on_two_processes(tmp_path):
     # TRADES runs the clean and the attacked batch through DistributedDataParallel before one backward pass
     trades = ("objective.name=trades", "train.epochs=1")
@@ -98,6 +100,7 @@ def test_trades_two_forward_passes_per_backward_on_two_processes(tmp_path):
     assert r1["train_loss"] == pytest.approx(r2["train_loss"], rel=1e-3)
 
 
+@pytest.mark.integration
 def test_process_zero_alone_writes_the_run_directory(runs):
     assert _tree(runs["one"]) == _tree(runs["two"])
     assert "DONE" in _tree(runs["two"])
@@ -107,6 +110,7 @@ def test_process_zero_alone_writes_the_run_directory(runs):
     assert runs["two_stdout"].count("run directory:") == 1  # the CLI prints once
 
 
+@pytest.mark.integration
 def test_killed_two_process_run_resumes_to_the_uninterrupted_result(runs):
     out = runs["base"] / "killed"
     killed = _launch(out, 2, "--stop-after", "1", module=False, check=False)

@@ -11,8 +11,7 @@ from robustft.attacks import APGD, AutoAttack, build_eval_attacks
 from robustft.attacks.losses import dlr, dlr_targeted
 from robustft.config import EVAL_ATTACKS, EvalConfig
 
-from helpers import quadrant_data, quadrant_mlp
-from test_attacks import Recorder, assert_in_ball
+from helpers import Detached, Recorder, assert_in_ball, quadrant_data, quadrant_mlp
 
 EPS = {"linf": 8 / 255, "l2": 0.5}
 CPU_DEVICE = torch.device("cpu")
@@ -34,7 +33,8 @@ def _attacks(norm: str):
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-@pytest.mark.parametrize("name", EVAL_ATTACKS)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.heavy) if n == "autoattack" else n
+                                  for n in EVAL_ATTACKS])  # the reference AutoAttack: seconds per norm
 def test_every_eval_attack_keeps_the_contract(model, batch, name, norm):
     x, y = batch
     attack = _attacks(norm)[name]
@@ -66,8 +66,6 @@ def test_every_eval_attack_keeps_the_contract(model, batch, name, norm):
 def test_every_eval_attack_survives_a_forward_that_detaches_its_input(model, batch, name):
     """No gradient path from the output to x: the gradient attacks (ours and the reference's) see a zero gradient,
     raise nothing and return points inside the ball; the reference APGD-CE, without a random start, returns x."""
-    from test_attacks import Detached
-
     x, y = batch
     detached = Detached(model).eval()
     torch.manual_seed(0)

@@ -15,7 +15,7 @@ from torch import nn
 from robustft.attacks import FGSM, L2, NFGSM, PGD, Linf, build_attack, build_trades_attack, describe_attack
 from robustft.config import TRAIN_ATTACKS, AttackConfig, ConfigError, load_config
 
-from test_attacks import batch, tiny_net, trained  # noqa: F401 (batch, trained: fixtures of the PGD/APGD tests)
+from helpers import tiny_net
 
 NUM_CLASSES = 3
 
@@ -130,28 +130,29 @@ def test_nfgsm_without_noise_is_plain_fgsm():
     assert NFGSM(noise_mult=0.5, rel_step_size=0.75).max_radius == 1.25
 
 
-def test_nfgsm_points_stay_in_the_box_and_within_k_plus_one_eps(trained):  # noqa: F811 (fixture from test_attacks)
+def test_nfgsm_points_stay_in_the_box_and_within_k_plus_one_eps(trained_toy_net):
     g = torch.Generator().manual_seed(4)
     x = (torch.rand(8, 3, 8, 8, generator=g) > 0.5).float()  # pixels at 0 and 1
     y = torch.arange(8) % NUM_CLASSES
     for k in (0.5, 2.0, 4.0):
         eps = 0.05
         torch.manual_seed(1)
-        x_adv = NFGSM(noise_mult=k)(trained, x, y, eps)
+        x_adv = NFGSM(noise_mult=k)(trained_toy_net, x, y, eps)
         assert x_adv.min() >= 0 and x_adv.max() <= 1 and torch.isfinite(x_adv).all()
         assert (linf(x_adv - x) <= (k + 1) * eps + 1e-6).all()
         assert not x_adv.requires_grad
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_fgsm_rs_stays_inside_the_eps_ball_and_box(trained, batch, norm):  # noqa: F811 (fixture from test_attacks)
+def test_fgsm_rs_stays_inside_the_eps_ball_and_box(trained_toy_net, toy_batch, norm):
     threat = Linf() if norm == "linf" else L2()
     g = torch.Generator().manual_seed(4)
     bounds = (torch.rand(6, 3, 8, 8, generator=g) > 0.5).float()
-    for x, y, eps in [(*batch, 8 / 255 if norm == "linf" else 0.5), (bounds, torch.arange(6) % 3, 0.3 if norm == "linf" else 2.0)]:
+    for x, y, eps in [(*toy_batch, 8 / 255 if norm == "linf" else 0.5),
+                      (bounds, torch.arange(6) % 3, 0.3 if norm == "linf" else 2.0)]:
         for rel in (1.25, 2.0):
             torch.manual_seed(0)
-            x_adv = FGSM(rel_step_size=rel, threat=threat)(trained, x, y, eps)
+            x_adv = FGSM(rel_step_size=rel, threat=threat)(trained_toy_net, x, y, eps)
             assert x_adv.shape == x.shape and x_adv.dtype == x.dtype and not x_adv.requires_grad
             assert x_adv.min() >= 0 and x_adv.max() <= 1
             delta = (x_adv - x).flatten(1)
@@ -161,12 +162,12 @@ def test_fgsm_rs_stays_inside_the_eps_ball_and_box(trained, batch, norm):  # noq
 
 
 @pytest.mark.parametrize("name", ["fgsm-rs", "fgsm"])
-def test_fgsm_increases_the_loss(trained, batch, name):  # noqa: F811 (fixture from test_attacks)
-    x, y = batch
+def test_fgsm_increases_the_loss(trained_toy_net, toy_batch, name):
+    x, y = toy_batch
     torch.manual_seed(0)
-    x_adv = ATTACKS[name]()(trained, x, y, 8 / 255)
+    x_adv = ATTACKS[name]()(trained_toy_net, x, y, 8 / 255)
     with torch.no_grad():
-        clean, adv = F.cross_entropy(trained(x), y), F.cross_entropy(trained(x_adv), y)
+        clean, adv = F.cross_entropy(trained_toy_net(x), y), F.cross_entropy(trained_toy_net(x_adv), y)
     assert adv > clean + 0.02
 
 
@@ -181,8 +182,8 @@ class Exploding(nn.Module):
 
 
 @ALL
-def test_eps_zero_returns_x_without_calling_the_model(batch, name):  # noqa: F811 (fixture from test_attacks)
-    x, y = batch
+def test_eps_zero_returns_x_without_calling_the_model(toy_batch, name):
+    x, y = toy_batch
     model = Exploding().train()
     assert ATTACKS[name]()(model, x, y, 0.0) is x
     empty = x[:0]
@@ -202,8 +203,8 @@ class Recorder(nn.Module):
 
 @pytest.mark.parametrize("training", [True, False])
 @ALL
-def test_model_state_is_left_as_it_was(batch, name, training):  # noqa: F811 (fixture from test_attacks)
-    x, y = batch
+def test_model_state_is_left_as_it_was(toy_batch, name, training):
+    x, y = toy_batch
     model = tiny_net(5)
     rec = Recorder()
     model.insert(0, rec)
@@ -232,7 +233,7 @@ def test_model_state_is_left_as_it_was(batch, name, training):  # noqa: F811 (fi
 
 @pytest.mark.parametrize("training", [True, False])
 @ALL
-def test_model_state_restored_when_forward_raises(batch, name, training):  # noqa: F811 (fixture from test_attacks)
+def test_model_state_restored_when_forward_raises(toy_batch, name, training):
     class Boom(nn.Module):
         def __init__(self):
             super().__init__()
@@ -241,7 +242,7 @@ def test_model_state_restored_when_forward_raises(batch, name, training):  # noq
         def forward(self, x):
             raise RuntimeError("boom")
 
-    x, y = batch
+    x, y = toy_batch
     model = Boom().train(training)
     params = list(model.parameters())
     params[1].requires_grad_(False)

@@ -11,8 +11,7 @@ from robustft.attacks import APGD
 from robustft.attacks.fmn import FMN, margin
 from robustft.attacks.threat import L2, Linf
 
-from helpers import quadrant_data, quadrant_mlp
-from test_attacks import Detached, Recorder, assert_in_ball
+from helpers import Detached, Recorder, assert_in_ball, quadrant_data, quadrant_mlp
 
 THREATS = {"linf": Linf, "l2": L2}
 DUAL_P = {"linf": 1, "l2": 2}

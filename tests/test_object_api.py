@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import robustft
 from robustft.attacks import APGD, build_attack, describe_attack
-from robustft.config import TrainConfig, apply_overrides, config_from_dict, config_to_dict
+from robustft.config import TrainConfig
 from robustft.data import SourceBatches, TensorImages, as_source, as_train_data, build_data
 from robustft.models import Normalized, build_model
 from robustft.objectives import AdversarialObjective, StandardObjective
@@ -26,6 +26,8 @@ from robustft.train import build_optimizer, fit_config, load_checkpoint
 from robustft.train.api import LOOP_OPTIONS
 from robustft.train.trainer import seed_everything
 
+from helpers import with_overrides
+
 
 def digits_tensors(n: int = 400) -> tuple[torch.Tensor, torch.Tensor]:
     from sklearn.datasets import load_digits
@@ -33,10 +35,6 @@ def digits_tensors(n: int = 400) -> tuple[torch.Tensor, torch.Tensor]:
     bunch = load_digits()
     x = torch.tensor(bunch.images[:n], dtype=torch.float32).unsqueeze(1) / 16
     return x, torch.tensor(bunch.target[:n])
-
-
-def with_overrides(cfg, overrides):
-    return config_from_dict(apply_overrides(config_to_dict(cfg), overrides))
 
 
 def small_cnn(seed: int = 0) -> nn.Module:

@@ -50,6 +50,7 @@ def test_every_preset_validates_and_follows_the_protocol(path):
     assert path.read_text().startswith(f"# robustft train configs/paper/{path.name}")
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("backbone", sorted(PAPER_BACKBONES))
 def test_paper_backbone_builds_without_weights_with_its_normalisation(backbone):
     if backbone == "clip_convnext_b_w":
@@ -75,6 +76,7 @@ def test_open_clip_name_errors():
         build_model(ModelConfig(name="open_clip:convnext_base_w", pretrained=True), num_classes=3)
 
 
+@pytest.mark.heavy
 def test_open_clip_tower_loads_a_local_clip_checkpoint(tmp_path):
     """Offline use: the whole CLIP state dict (visual.* and text tensors) or the tower's own tensors."""
     pytest.importorskip("open_clip")

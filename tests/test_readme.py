@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 import robustft
 from robustft.config import load_config
 
@@ -18,6 +20,7 @@ def python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
+@pytest.mark.integration
 def test_object_api_example_runs_as_written(monkeypatch, capsys, tmp_path):
     """A CNN defined in the example, a torch DataLoader, Epsilon-Scheduling, then robustft.evaluate: run exactly
     as the README shows it, it trains a model that is accurate and robust at ε_g."""
@@ -33,6 +36,7 @@ def test_object_api_example_runs_as_written(monkeypatch, capsys, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.integration
 def test_python_example_runs(tiny_overrides, monkeypatch, capsys):
     block = next(b for b in python_blocks() if "fine_tune(cfg" in b)
     monkeypatch.chdir(ROOT)

@@ -16,21 +16,19 @@ import robustft.api as api
 import robustft.train.trainer as trainer
 from robustft.api import fine_tune
 from robustft.attacks import APGD, L2, Linf, build_attack
-from robustft.config import ConfigError, apply_overrides, config_from_dict, config_to_dict, load_config, save_config
+from robustft.config import ConfigError, load_config, save_config
 from robustft.data import build_data, to_float
 from robustft.errors import CatastrophicOverfittingError
 from robustft.models import build_model
-from robustft.runs import EpochRow, RunDir, read_rows
+from robustft.runs import EpochRow, RunDir
 from robustft.train import Validation, load_checkpoint, load_model_weights
 from robustft.train.ema import EMA, Swapped
 from robustft.train.monitor import MONITOR_KEYS, best_robust_epoch, collapsed, overfit_verdict, reference_attack
 
+from helpers import assert_same_tensors, run_killed_and_resumed, with_overrides, without_time
+
 EPS_G = 8 / 255
 CPU = torch.device("cpu")
-
-
-def with_overrides(cfg, overrides):
-    return config_from_dict(apply_overrides(config_to_dict(cfg), overrides))
 
 
 # ==================================================================================== float parsing
@@ -474,38 +472,6 @@ def test_load_model_weights_prefers_eval_model(tmp_path):
 
 
 # ==================================================================================== EMA: end to end
-def run_killed_and_resumed(cfg, monkeypatch, die_after):
-    """``cfg`` trained straight, and trained again, killed after the ``die_after``-th save of last.pt, then
-    resumed; returns the two run directories."""
-    straight = fine_tune(cfg, name="straight")
-    real_save, saves = trainer.save_checkpoint, {"n": 0}
-
-    def save_then_die(path, *args, **kwargs):
-        real_save(path, *args, **kwargs)
-        if Path(path).name == "last.pt":
-            saves["n"] += 1
-            if saves["n"] == die_after:
-                raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        fine_tune(cfg, name="killed")
-    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
-    killed = RunDir(straight.path.parent / "killed")
-    assert load_checkpoint(killed.checkpoint_path)["epochs_done"] == die_after and not killed.done
-    return straight, fine_tune(cfg, name="killed", resume=True)
-
-
-def assert_same_tensors(a: dict, b: dict):
-    assert list(a) == list(b)
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-
-
-def without_time(run: RunDir) -> list[dict]:
-    return [{k: v for k, v in r.to_json().items() if k != "elapsed_s"} for r in read_rows(run.path)]
-
-
 def test_ema_run_killed_and_resumed_ends_bit_identical(tiny_config, monkeypatch):
     cfg = with_overrides(tiny_config, ["train.ema_decay=0.9", "train.evaluate=false", "train.monitor_n=16"])
     straight, resumed = run_killed_and_resumed(cfg, monkeypatch, die_after=1)

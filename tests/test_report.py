@@ -15,7 +15,7 @@ from robustft.cli import main
 from robustft.config import load_config
 from robustft.report.render import render_report
 
-from conftest import TINY
+from helpers import TINY
 
 PNG = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("robustness_curves", "training_curves", "clean_vs_eps", "schedules")

@@ -16,6 +16,8 @@ from robustft.api import fine_tune
 from robustft.config import load_config
 from robustft.report import render_report
 
+pytestmark = pytest.mark.integration
+
 BROWSER = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 PROBE = """<script>window.addEventListener('load', () => {
   const out = document.createElement('pre'); out.id = 'probe';

@@ -50,6 +50,7 @@ def _cfg(*overrides: str) -> Config:
     return load_config(None, ["attack.num_steps=3", *overrides])
 
 
+@pytest.mark.heavy
 def test_compiled_forward_agrees_with_eager(monkeypatch):
     """train.compile: the attack and the training forward pass run compiled; loss and gradients agree.
     (aot_eager captures the same graphs as inductor without needing a C++ compiler; see the slow test.)"""

@@ -17,8 +17,7 @@ from robustft.experiments.demo import DEMO_VARIANTS
 from robustft.experiments.pipeline import sweep_status
 from robustft.experiments.sweep import SweepOutcome, SweepSpec, expand, load_sweep, run_sweep
 
-from conftest import TINY
-from helpers import train_in_sweep_worker
+from helpers import TINY, train_in_sweep_worker
 
 
 def _write(path: Path, obj) -> Path:
@@ -28,7 +27,7 @@ def _write(path: Path, obj) -> Path:
 
 
 def _tiny_set() -> dict:
-    """conftest's TINY overrides as a sweep's ``set:`` mapping (values parsed as YAML, like --set)."""
+    """helpers.TINY as a sweep's ``set:`` mapping (values parsed as YAML, like --set)."""
     return {k: yaml.safe_load(v) for k, _, v in (o.partition("=") for o in TINY)}
 
 
@@ -238,6 +237,7 @@ def test_a_done_run_made_with_another_config_is_not_skipped(points, tmp_path):
     assert fake.calls == ["a"] and outcome.status["a"] == "ran" and outcome.names("skipped") == ["b", "c", "d"]
 
 
+@pytest.mark.integration
 def test_jobs_run_the_points_in_worker_processes_with_a_share_of_the_threads(points, tmp_path):
     out = tmp_path / "sw"
     run_sweep(points[:1], out, train=FakeTrain())  # a is DONE before the parallel sweep starts
@@ -336,6 +336,7 @@ def test_cli_sweep_end_to_end(tmp_path, monkeypatch, capsys):
     assert "no_such_data" in record["broken"]["error"] and "load_imagefolder" in record["broken"]["traceback"]
 
 
+@pytest.mark.integration
 def test_cli_sweep_jobs_trains_the_points_side_by_side(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     variants = {k: DEMO_VARIANTS[k] for k in ("standard", "fix")}

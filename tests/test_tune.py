@@ -9,7 +9,7 @@ import pytest
 from robustft.config import ConfigError, load_config
 from robustft.experiments.tune import SearchSettings, tune_hparams, tuning_config
 
-from conftest import LOOPBACK, assert_on_loopback
+from helpers import LOOPBACK, assert_on_loopback
 
 ray = pytest.importorskip("ray", reason="Ray Tune is the optional extra robustft[tune]")
 
@@ -24,6 +24,7 @@ def ray_local(ray_on_loopback):
     ray.shutdown()
 
 
+@pytest.mark.integration
 def test_paper_preset_tunes_fix_and_reuses_the_result(ray_local, tiny_overrides, tmp_path):
     cfg = load_config(None, tiny_overrides + ["train.epochs=2"])  # a hinge schedule
     out = tmp_path / "search"
