@@ -38,7 +38,7 @@ from robustft.schedules import Schedule, build_eps_schedule, build_lr_schedule
 from robustft.train.checkpoint import kept_rng_state
 from robustft.train.optim import build_optimizer
 from robustft.train.speed import kept_layout_and_modes
-from robustft.train.trainer import train_loop
+from robustft.train.trainer import Loop, train_loop
 from robustft.train.validation import Validation
 
 log = logging.getLogger(__name__)
@@ -155,10 +155,10 @@ def fit(model: nn.Module, train: Iterable, *, objective: Objective, schedule: Sc
             run_dir.write_own_config(own_run_config(run_dir, opts, objective, schedule, optim, device,
                                                     len(validation.source) if validation is not None else 0),
                                      OWN_RUN_NOTE)
-        summary = train_loop(model, data, objective=objective, eps_schedule=schedule, optimizer=optimizer,
-                             lr_at=lr_schedule or (lambda step: 1.0), opts=opts, device=device,
-                             validation=validation, grad_clip=grad_clip, run=run_dir, resume=resuming,
-                             on_epoch=on_epoch, num_classes=num_classes)
+        loop = Loop(model, data, objective, schedule, optimizer, lr_schedule or (lambda step: 1.0), opts, device,
+                    validation=validation, grad_clip=grad_clip, num_classes=num_classes, run=run_dir,
+                    on_epoch=on_epoch)
+        summary = train_loop(loop, resuming)
     if run_dir is not None:
         run_dir.mark_done()
     return summary
