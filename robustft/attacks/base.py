@@ -176,9 +176,7 @@ class FoldedBatchNorm:
         """The minimum-norm attack's points and radii on the folded copy, each radius kept only where ``model``
         itself misclassifies the point (+inf elsewhere, as for a point not found)."""
         x_adv, radius = self.attack.min_norm(self.folded(model, x), x, y)  # type: ignore[attr-defined]
-        with torch.no_grad():
-            was_training = model.training
+        with modes_kept(model), torch.no_grad():
             model.eval()
             wrong = model(x_adv).argmax(1) != y
-            model.train(was_training)
         return x_adv, torch.where(wrong, radius, torch.full_like(radius, float("inf")))

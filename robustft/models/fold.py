@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from robustft.errors import NotFoldableError
+from robustft.models.modes import modes_kept
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +103,9 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> nn.Module:
 
 def _check_layout(model: nn.Module, folded: nn.Module, pairs: int, x: torch.Tensor) -> None:
     """Compare the folded copy with ``model`` on ``x`` (once per model); remember a match."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            want, got = model(x), folded(x)
-    finally:
-        model.train(was_training)
+    with modes_kept(model), torch.no_grad():
+        model.eval()
+        want, got = model(x), folded(x)
     err = float((want - got).abs().max() / want.abs().max().clamp_min(1e-12))
     if not err <= FOLD_TOLERANCE:
         raise NotFoldableError(f"folding {pairs} BatchNorm layers into their convolutions changed the model's "
