@@ -213,3 +213,45 @@ def test_a_forward_that_detaches_its_input_raises_input_gradients_not_an_error(n
                             "(the model's output has no gradient path to its input: its forward detaches x or runs "
                             "without autograd); only a black-box attack can test it: add square to the attacks")
     assert set(flags) == ALL and not flags["constant_predictions"].raised
+
+
+# ---------------------------------------------------------------------------- thresholds decided on counts
+def test_a_gap_of_exactly_the_tolerance_is_not_more_than_it():
+    """1 example of 100 is 1 point, not more than a 0.01 tolerance, although 0.26 − 0.25 > 0.01 in floating
+    point; the decision is the exact one, k > tol·n, for every count."""
+    from fractions import Fraction
+
+    from robustft.eval.checks import more_than
+
+    assert 0.26 - 0.25 > 0.01 and not more_than(1, 100, 0.01) and more_than(2, 100, 0.01)
+    assert 0.28 - 0.25 > 0.03 and not more_than(3, 100, 0.03) and more_than(4, 100, 0.03)
+    for tol in (0.01, 0.03, 0.05):
+        for n in (20, 48, 100, 200, 500):
+            assert [more_than(k, n, tol) for k in range(n + 1)] == [k > Fraction(str(tol)) * n for k in range(n + 1)]
+
+
+def _gap_flag(check: str, broken: int, monkeypatch) -> Flag:
+    """The ``check`` on 100 examples, 26 standing in the evaluation, when the check's own attack breaks
+    ``broken`` of those 26."""
+    import robustft.eval.checks as checks
+
+    white = np.arange(100) < 26
+    result = RobustnessResult([0.0, EPS], np.stack([np.ones(100, bool), white]), np.zeros(100, dtype=int))
+    other = white & (np.arange(100) >= broken)  # the other attack breaks the first `broken` still standing
+    sc = SanityChecks(n=100, autoattack_n=100, norm="linf")
+    x, y, subset = torch.zeros(100, 3, 4, 4), torch.zeros(100, dtype=torch.long), np.arange(100)
+    if check == "autoattack":  # AutoAttack runs only on what the evaluation left standing
+        monkeypatch.setattr(checks, "_correct_after", lambda model, attack, x, y, eps: other[white].copy())
+        return sc.check_autoattack(nn.Identity(), toy_images(100, seed=0), result, CPU, 4)
+    monkeypatch.setattr(checks, "_correct_after", lambda model, attack, x, y, eps: other.copy())
+    run = sc.check_black_box if check == "black_box" else sc.check_converged
+    return run(nn.Identity(), x, y, result, subset)
+
+
+@pytest.mark.parametrize("check, tol", [("black_box", 3), ("converged", 3), ("autoattack", 1)])
+def test_each_gap_check_raises_above_its_tolerance_and_not_at_it(check, tol, monkeypatch):
+    """Black-box, convergence and AutoAttack checks on 100 examples: the flag is raised when the check's attack
+    breaks more than the tolerance (3, 3 and 1 examples) of what the evaluation left standing, not at it."""
+    for broken in (0, tol, tol + 1):
+        flag = _gap_flag(check, broken, monkeypatch)
+        assert flag.raised is (broken > tol), (check, broken, flag.message)
