@@ -1,38 +1,24 @@
 """Robustness over an ε grid: which test examples survive every attack at each ε.
 
-Three ways to walk the grid. ``incremental`` walks it upward and attacks at each ε only the examples
-still correct at the previous ε: an adversarial example inside a small ball is inside every larger one,
-so the curve is monotone by construction and the cost falls as accuracy falls. ``downward`` attacks every
-clean-correct example at ε_g, then walks down and attacks at each ε only the examples broken at the ε
-above: an example the attacks could not break in the larger ball counts as robust in the smaller one
-(any point of the smaller ball was in the ball they searched), so an example that resists costs one
-attack instead of one per grid point; the curve is monotone by construction too. ``independent``
-attacks every clean-correct example at every ε (for comparison; its curve may rise with ε, a sign of a
-weak attack or gradient masking). In every mode an example misclassified on clean inputs counts as wrong
-at every ε, as in AutoAttack. At each ε the attacks run in order, each on the examples the previous ones
-left standing, so a row of the evidence matrix is the worst case over all attacks, and each ε has its
-own seed. With ``warm_start``, an attack that takes a starting point (``x_init``) begins each example
-from a point of the ε walked before: upward, its own highest-loss point of ε_{k−1}, so its iterations
-add up along the grid; downward, the point that broke the example at ε_{k+1}, projected into the
-smaller ball (the minimum-norm pass's point, where that pass broke it), and an example the warm run
-cannot break is attacked once more from a cold start before it counts as robust there (and so at every
-smaller ε). A minimum-norm attack (FMN) runs once, before the grid, on the clean-correct examples: an
-example it breaks at radius r counts as broken at every ε ≥ r without a grid attack, and the radii give
-the curve between grid points (``RobustnessResult.eps_star``). The evidence is saved after each ε when a
-``state_path`` is given, and a killed evaluation resumes from there with the same result. Under torchrun
-each process attacks its share of the examples and the evidence is gathered; process 0 saves the state
-and runs the sanity checks.
+:func:`evaluate` reads as "for each ε the walk names, for each attack, attack the examples the walk names
+there, record": the walk (``incremental``, ``downward`` or ``independent``; :mod:`robustft.eval.walks`) says
+which ε comes next, which examples to attack, which count as settled and where each attack starts; the state
+(:mod:`robustft.eval.state`) carries the evidence from one ε to the next and is saved after each ε, so a killed
+evaluation resumes with the same result. In every walk an example misclassified on clean inputs counts as
+wrong at every ε, as in AutoAttack. At each ε the attacks run in order, each on the examples the previous ones
+left standing, so a row of the evidence matrix is the worst case over all attacks, and each ε has its own seed.
+A minimum-norm attack (FMN) runs once, before the grid, on the clean-correct examples: an example it breaks at
+radius r counts as broken at every ε ≥ r without a grid attack, and the radii give the curve between grid
+points (``RobustnessResult.eps_star``). Under torchrun each process attacks its share of the examples and the
+evidence is gathered; process 0 saves the state and runs the sanity checks.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import time
-import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence, cast
 
@@ -43,22 +29,20 @@ from tqdm.auto import tqdm
 
 from robustft import distributed as ddp
 from robustft.attacks import Attack, build_eval_attacks
-from robustft.attacks.base import FoldedBatchNorm, MinNormAttack, WarmStartable, accepts_start, is_min_norm
-from robustft.config import EVAL_MODES, EvalConfig, eval_setting, format_eps
+from robustft.attacks.base import FoldedBatchNorm, MinNormAttack, is_min_norm
+from robustft.config import EvalConfig, eval_setting, format_eps
 from robustft.config.eps import eps_grid_argument
 from robustft.data import ImageSource, as_streamed_source, eval_batches
-from robustft.errors import ConfigError, ForeignFileError
+from robustft.errors import ConfigError
 from robustft.eval.checks import SanityChecks
 from robustft.eval.metrics import expected_robustness
 from robustft.eval.result import RobustnessResult
+from robustft.eval.state import EvalState, fingerprint
+from robustft.eval.walks import WALKS, Target, Walk
 from robustft.models.fold import conv_bn_pairs
 from robustft.models.modes import modes_kept
-from robustft.runs import atomic_write
 
 log = logging.getLogger(__name__)
-
-DOWNWARD = "downward"
-"""Key of the warm starts of a downward walk: per example, the point that broke it at the ε above."""
 
 
 def default_eps_grid(eps_target: float, step: float = 1 / 255) -> list[float]:
@@ -69,84 +53,6 @@ def default_eps_grid(eps_target: float, step: float = 1 / 255) -> list[float]:
         grid.append(eps_target)
     grid[-1] = eps_target
     return grid
-
-
-def _attack_rows(model: nn.Module, source: ImageSource, eps: float, attack: Attack | None, device: torch.device,
-                 image_size: int, batch_size: int, bar: tqdm, starts: torch.Tensor | None = None,
-                 keep: bool = False) -> tuple[np.ndarray, torch.Tensor | None]:
-    """(alive, points): per example of ``source``, still classified correctly after the attack at ``eps``
-    (clean without an attack or at ε = 0), and, with ``keep``, the attacked images (on the CPU). ``starts``
-    (one per example of ``source``) are the attack's starting points (``x_init``)."""
-    alive, points, done = [], [], 0
-    for x, y in eval_batches(source, image_size, batch_size):
-        x, y = x.to(device), y.to(device)
-        if attack is None or eps == 0:
-            x_adv = x
-        elif starts is not None:
-            x_adv = cast(WarmStartable, attack)(model, x, y, eps, x_init=starts[done:done + len(y)].to(device))
-        else:
-            x_adv = attack(model, x, y, eps)
-        done += len(y)
-        with torch.no_grad():
-            alive.append((model(x_adv).argmax(1) == y).cpu().numpy())
-        if keep:
-            points.append(x_adv.detach().float().cpu())
-        bar.update(len(y))
-    found = np.concatenate(alive) if alive else np.zeros(0, dtype=bool)
-    return found, (torch.cat(points) if points else None) if keep else None
-
-
-def _warm_starts(state: _State, slot: str, attack: Attack | None, prev: int, broken_before: np.ndarray,
-                 mode: str) -> tuple[torch.Tensor, np.ndarray] | None:
-    """An attack's warm starts at this ε: (points, which examples start from theirs), or None when every
-    example starts cold. Upward, the attack's own points at the ε below, for every example; downward, the
-    point that broke an example at the ε above (a grid attack's, or the minimum-norm pass's point), for the
-    examples broken there (``broken_before`` holds each example's breaker there)."""
-    if attack is None or not accepts_start(attack) or state.starts_at != prev or slot not in state.starts:
-        return None
-    has = broken_before > 0 if mode == "downward" else np.ones(len(broken_before), dtype=bool)
-    return state.starts[slot], has
-
-
-def _attack_share(model: nn.Module, source: ImageSource, rows: np.ndarray, eps: float, name: str,
-                  attack: Attack | None, starts: tuple[torch.Tensor, np.ndarray] | None, keep: bool,
-                  retry_cold: bool, shape: tuple[int, ...], device: torch.device, image_size: int,
-                  batch_size: int, show: bool) -> tuple[np.ndarray, torch.Tensor]:
-    """(alive, points) of examples ``rows`` (this process's share) under ``attack`` at ``eps``: the examples
-    with a warm start (``starts``, from :func:`_warm_starts`) attacked from it, the others cold, and with
-    ``retry_cold`` the warm-started ones the attack could not break attacked once more, cold; ``points``
-    holds the attacked images when ``keep`` (else it is empty)."""
-    alive, points = np.zeros(len(rows), dtype=bool), torch.zeros((len(rows) if keep else 0, *shape))
-    todo: list[tuple[np.ndarray, torch.Tensor | None]] = [(np.ones(len(rows), dtype=bool), None)] \
-        if starts is None else [(~starts[1][rows], None), (starts[1][rows], starts[0])]
-    while todo:
-        part, start = todo.pop(0)
-        if not part.any():
-            continue
-        desc = f"eval ε={format_eps(eps)} {name}" + (" (warm)" if start is not None else "")
-        with tqdm(total=int(part.sum()), desc=desc, unit="img", disable=None if show else True, leave=False) as bar:
-            alive[part], got = _attack_rows(model, source.subset(rows[part]), eps, attack, device, image_size,
-                                            batch_size, bar, None if start is None else start[rows[part]], keep)
-        if got is not None:
-            points[torch.from_numpy(np.flatnonzero(part))] = got
-        if start is not None and retry_cold:
-            todo.append((part & alive, None))
-    return alive, points
-
-
-def _radii(model: nn.Module, source: ImageSource, attack: MinNormAttack, device: torch.device, image_size: int,
-           batch_size: int, bar: tqdm, keep: bool = False) -> tuple[np.ndarray, torch.Tensor]:
-    """Per example of ``source``: the smallest radius at which ``attack`` found a misclassified point (+inf
-    where it found none), and with ``keep`` that point (on the CPU; the example itself where none was
-    found; else an empty tensor)."""
-    out, points = [], []
-    for x, y in eval_batches(source, image_size, batch_size):
-        x_adv, radius = attack.min_norm(model, x.to(device), y.to(device))
-        out.append(radius.double().cpu().numpy())
-        if keep:
-            points.append(x_adv.detach().float().cpu())
-        bar.update(len(y))
-    return (np.concatenate(out) if out else np.zeros(0)), (torch.cat(points) if points else torch.zeros(0))
 
 
 def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float] | str,
@@ -211,27 +117,86 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float] | str,
         ConfigError: an invalid argument (an ε out of [0, 1], an unknown mode or norm, attacks in another
             norm, ...), named with its fix.
     """
+    plan = _plan(model, data, eps_grid, attacks, device=device, image_size=image_size, mode=mode, seed=seed,
+                 protocol=protocol, checks=checks, weights=weights, norm=norm, warm_start=warm_start,
+                 fold_bn=fold_bn, at_target=at_target)
+    labels = plan.source.labels.numpy().copy()
+    key = fingerprint(plan.protocol, labels)
+    state = EvalState.resume(state_path, key, len(plan.grid), len(labels))
+    with modes_kept(model):  # the caller's modes come back, even on error
+        model.eval()
+        target = Target(model, plan.source, plan.device, plan.image_size, batch_size, ddp.current(),
+                        _image_shape(plan.source, plan.image_size) if plan.walk.warm else ())
+        grid, walk = plan.grid, plan.walk
+        order = walk.order(len(grid))
+        with torch.random.fork_rng(devices=[target.device] if target.device.type == "cuda" else []):
+            for i in range(state.done, len(order)):
+                e, prev = order[i], order[i - 1] if i > 0 else -1
+                torch.manual_seed(seed + e)
+                # the examples counted correct before this ε's attacks, and those settled as robust unattacked
+                row, settled = walk.attacked(state, e, prev)
+                if grid[e] > 0:
+                    _min_norm(target, walk, plan.attacks, state, e, grid[e], row, settled)
+                for k, name, attack in _steps(plan.attacks, grid, e, plan.at_target):
+                    _attack_step(target, walk, state, (e, prev, grid[e]), (k, name, attack), row, settled)
+                if walk.warm and grid[e] > 0:
+                    state.starts_at = e
+                state.correct[e] = row
+                log.info("eval ε=%s: accuracy %.4f", format_eps(grid[e]), row.mean())
+                if state_path is not None and target.shard.main:
+                    state.done = i + 1
+                    state.save(state_path, key)
+        result = RobustnessResult(grid, state.correct, labels, plan.protocol, breaker=state.breaker,
+                                  weights=weights, bootstrap=bootstrap, radii=state.radii, costs=state.costs)
+        if plan.checks is not None and target.shard.main:
+            _run_checks(plan.checks, target, result)
+        return result
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """An evaluation's arguments resolved and validated: the grid (with 0), the attacks in order (on the folded
+    copy where folded), the walk, the attacks run at ε_g only, the checks, the examples, where and at what size,
+    and the protocol recorded with the result."""
+
+    grid: list[float]
+    attacks: Mapping[str, Attack]
+    walk: Walk
+    at_target: list[str]
+    checks: SanityChecks | None
+    source: ImageSource
+    device: torch.device
+    image_size: int
+    protocol: dict[str, Any]
+
+
+def _plan(model: nn.Module, data: Any, eps_grid: Sequence[float] | str, attacks: Mapping[str, Attack] | Sequence[str],
+          *, device: torch.device | None, image_size: int | None, mode: str | None, seed: int,
+          protocol: dict | None, checks: SanityChecks | bool | None, weights: list[float] | None, norm: str | None,
+          warm_start: bool | None, fold_bn: bool, at_target: Sequence[str] | None) -> _Plan:
+    """:func:`evaluate`'s arguments as a :class:`_Plan` (see there for each; None: as the attack names' preset
+    says, else the default).
+
+    Raises:
+        ConfigError: an invalid argument, named with its fix.
+    """
     grid = sorted(set([0.0] + eps_grid_argument(eps_grid)))
     named = None if isinstance(attacks, Mapping) else \
         EvalConfig(attacks=[attacks] if isinstance(attacks, str) else list(attacks))
     norm = _threat_norm(norm, None if named is not None else cast(Mapping[str, Attack], attacks))
-    checks = _sanity_checks(checks, named, norm)
     source = as_streamed_source(data)
-    device = device if device is not None else next(model.parameters()).device
-    image_size = image_size if image_size is not None else int(source.read(torch.arange(1)).shape[-1])
     # names: presets bring their own settings (the curve preset: warm starts, the AutoAttack check)
     attacks = build_eval_attacks(named, norm) if named is not None else cast(Mapping[str, Attack], attacks)
-    if warm_start is None:
-        warm_start = bool(eval_setting(named, "warm_start", False)) if named is not None else False
-    if mode is None:
-        mode = str(eval_setting(named, "mode", "incremental")) if named is not None else "incremental"
-    if at_target is None:
-        at_target = list(eval_setting(named, "at_target", [])) if named is not None else []
+    preset = (lambda key, default: eval_setting(named, key, default)) if named is not None else \
+        (lambda key, default: default)
+    warm_start = bool(preset("warm_start", False)) if warm_start is None else warm_start
+    mode = str(preset("mode", "incremental")) if mode is None else mode
+    at_target = list(preset("at_target", [])) if at_target is None else list(at_target)
     unknown = sorted(set(at_target) - set(attacks))
     if unknown:
         raise ConfigError(f"at_target: {', '.join(unknown)} not among the attacks ({', '.join(attacks)})")
-    if mode not in EVAL_MODES:
-        raise ConfigError(f"mode must be one of {', '.join(EVAL_MODES)}; got {mode!r}")
+    if mode not in WALKS:
+        raise ConfigError(f"mode must be one of {', '.join(WALKS)}; got {mode!r}")
     if not attacks:
         raise ConfigError("attacks: evaluate needs at least one attack, e.g. attacks=['apgd-ce']")
     try:
@@ -240,92 +205,109 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float] | str,
         raise ConfigError(f"weights: for the grid {[format_eps(e) for e in grid]}: {err}") from None
     names = list(attacks)
     fold_bn = fold_bn and bool(conv_bn_pairs(model))
-    if fold_bn:  # attacked on the folded copy; every verdict below is the model's own
+    if fold_bn:  # attacked on the folded copy; every verdict is the model's own
         attacks = {name: FoldedBatchNorm(attack) for name, attack in attacks.items()}
-    warm = bool(warm_start) and mode != "independent"
-    labels = source.labels.numpy().copy()
+    walk = WALKS[mode](warm=bool(warm_start))
     protocol = {"mode": mode, "seed": seed, "norm": norm, "grid": [format_eps(e) for e in grid],
-                "attack_order": names, "start": "warm" if warm else "cold", "fold_bn": bool(fold_bn),
-                **({"at_target": list(at_target)} if at_target else {}), **(protocol or {})}
-    key = _fingerprint(protocol, labels)
-    state = _resume(state_path, key, len(grid), len(labels))
-    correct, breaker = state.correct, state.breaker
-    with modes_kept(model):  # the caller's modes come back, even on error
-        model.eval()
-        shard = ddp.current()
-        shape = next(iter(eval_batches(source.subset(np.arange(1)), image_size, 1)))[0].shape[1:] if warm else ()
-        # the order the grid is walked in: upward, or (downward) clean first, then from ε_g down
-        order = list(range(len(grid))) if mode != "downward" else [0] + list(range(len(grid) - 1, 0, -1))
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            for i in range(state.done, len(order)):
-                e, prev = order[i], order[i - 1] if i > 0 else -1
-                torch.manual_seed(seed + e)
-                # attacked: what survived the previous ε (incremental), what was broken at the ε above (downward),
-                # or what is clean-correct (independent, and downward at ε_g); the rest keeps its state
-                base = e - 1 if mode == "incremental" else 0
-                row = correct[base].copy() if e > 0 else np.ones(len(labels), dtype=bool)
-                breaker[e] = breaker[base] if e > 0 else -1
-                # downward: what survived the ε above counts as robust here, unattacked
-                settled = correct[prev] & row if mode == "downward" and prev > 0 else np.zeros_like(row)
-                if grid[e] > 0 and state.radii is None and any(is_min_norm(a) for a in attacks.values()):
-                    started = time.perf_counter()
-                    state.radii, state.radius_by, found = _min_norm_pass(model, source, attacks, correct[0], device,
-                                                                         image_size, batch_size, shard,
-                                                                         shape if warm and mode == "downward" else None)
-                    state.costs.append({"eps": None,
-                                        "attack": "+".join(n for n, a in attacks.items() if is_min_norm(a)),
-                                        "examples": int(correct[0].sum()),
-                                        "seconds": round(time.perf_counter() - started, 3)})
-                    if found is not None:  # downward: where the walk first attacks an example FMN broke, it starts here
-                        broken = np.flatnonzero(np.isfinite(state.radii))
-                        state.keep_start(DOWNWARD, broken, found[torch.from_numpy(broken)], len(labels))
-                if grid[e] > 0 and state.radii is not None and state.radius_by is not None:
-                    # broken within ε by the min-norm pass
-                    hit = row & ~settled & (state.radii <= grid[e] * (1 + 1e-6))
-                    row[hit], breaker[e, hit] = False, state.radius_by[hit]
-                steps = [(0, "clean", None)] if grid[e] == 0 else \
-                    [(k + 1, n, a) for k, (n, a) in enumerate(attacks.items())
-                     if not is_min_norm(a) and (e == len(grid) - 1 or n not in at_target)]
-                for k, name, attack in steps:
-                    todo = np.flatnonzero(row & ~settled)
-                    mine = np.array_split(todo, shard.world)[shard.rank]  # under torchrun: this process's share
-                    slot = DOWNWARD if mode == "downward" else name
-                    keep = warm and attack is not None and (mode == "downward" or accepts_start(attack))
-                    starts = _warm_starts(state, slot, attack, prev, breaker[prev], mode) if warm else None
-                    # downward, what survives here is settled as robust at every smaller ε: a warm start that
-                    # fails gets a cold attack too
-                    started = time.perf_counter()
-                    alive, points = _attack_share(model, source, mine, grid[e], name, attack, starts, keep,
-                                                  mode == "downward", shape, device, image_size, batch_size, shard.main)
-                    if attack is not None and len(todo):
-                        state.costs.append({"eps": format_eps(grid[e]), "attack": name, "examples": int(len(todo)),
-                                            "seconds": round(time.perf_counter() - started, 3)})
-                    alive = ddp.all_gather_array(alive)
-                    if keep:
-                        points = torch.from_numpy(ddp.all_gather_array(points.numpy()))
-                        if mode == "downward":  # the point that broke each example, for the ε below
-                            state.keep_start(slot, todo[~alive], points[torch.from_numpy(~alive)], len(labels))
-                        else:  # every example's last point under this attack, for the ε above
-                            state.keep_start(slot, todo, points, len(labels))
-                    row[todo[~alive]] = False
-                    breaker[e, todo[~alive]] = k
-                if warm and grid[e] > 0:
-                    state.starts_at = e
-                correct[e] = row
-                log.info("eval ε=%s: accuracy %.4f", format_eps(grid[e]), row.mean())
-                if state_path is not None and shard.main:
-                    state.done = i + 1
-                    _save_state(state_path, key, state)
-        result = RobustnessResult(grid, correct, labels, protocol, breaker=breaker, weights=weights,
-                                  bootstrap=bootstrap, radii=state.radii, costs=state.costs)
-        if checks is not None and shard.main:
-            started = time.perf_counter()
-            result.checks = checks(model, source, result, device=device, image_size=image_size, batch_size=batch_size)
-            took = time.perf_counter() - started
-            result.costs.append({"eps": None, "attack": "checks", "examples": int(len(labels)),
-                                 "seconds": round(took, 3)})
-            log.info("sanity checks: %.0f s", took)
-        return result
+                "attack_order": names, "start": "warm" if walk.warm else "cold", "fold_bn": bool(fold_bn),
+                **({"at_target": at_target} if at_target else {}), **(protocol or {})}
+    return _Plan(grid, attacks, walk, at_target, _sanity_checks(checks, named, norm), source,
+                 device if device is not None else next(model.parameters()).device,
+                 image_size if image_size is not None else int(source.read(torch.arange(1)).shape[-1]), protocol)
+
+
+def _run_checks(checks: SanityChecks, target: Target, result: RobustnessResult) -> None:
+    """Run the sanity checks on the finished ``result`` into ``result.checks``, and record their cost."""
+    started = time.perf_counter()
+    result.checks = checks(target.model, target.source, result, device=target.device, image_size=target.image_size,
+                           batch_size=target.batch_size)
+    took = time.perf_counter() - started
+    result.costs.append({"eps": None, "attack": "checks", "examples": int(result.correct.shape[1]),
+                         "seconds": round(took, 3)})
+    log.info("sanity checks: %.0f s", took)
+
+
+def _image_shape(source: ImageSource, image_size: int) -> tuple[int, ...]:
+    """The shape of one image of ``source`` as the model takes it."""
+    return tuple(next(iter(eval_batches(source.subset(np.arange(1)), image_size, 1)))[0].shape[1:])
+
+
+def _steps(attacks: Mapping[str, Attack], grid: Sequence[float], e: int,
+           at_target: Sequence[str]) -> list[tuple[int, str, Attack | None]]:
+    """(k, name, attack) of each attack run at grid index ``e``, k its 1-based place in the attack order (the
+    breaker it records): none but the clean pass (k = 0) at ε = 0; the grid attacks, less the minimum-norm ones
+    (run once, :func:`_min_norm`) and, below ε_g, those that run at ε_g only."""
+    if grid[e] == 0:
+        return [(0, "clean", None)]
+    return [(k + 1, n, a) for k, (n, a) in enumerate(attacks.items())
+            if not is_min_norm(a) and (e == len(grid) - 1 or n not in at_target)]
+
+
+def _attack_step(target: Target, walk: Walk, state: EvalState, at: tuple[int, int, float],
+                 step: tuple[int, str, Attack | None], row: np.ndarray, settled: np.ndarray) -> None:
+    """Run one attack (``step``: its breaker index, name and object) at grid index ``e`` (``at``: e, the index
+    walked before it, and ε) on the examples of ``row`` not ``settled``, from the walk's warm starts; strike
+    the examples it breaks from ``row`` and keep its points where the walk wants them."""
+    (e, prev, eps), (k, name, attack) = at, step
+    todo = np.flatnonzero(row & ~settled)
+    slot, keep = walk.slot(name), walk.keeps(attack)
+    started = time.perf_counter()
+    alive, points = target.attack_share(target.mine(todo), eps, name, attack, walk.starts(state, slot, attack, prev),
+                                        keep, walk.retry_cold)
+    if attack is not None and len(todo):
+        state.cost(format_eps(eps), name, len(todo), time.perf_counter() - started)
+    alive = ddp.all_gather_array(alive)
+    if keep:
+        walk.remember(state, slot, todo, alive, torch.from_numpy(ddp.all_gather_array(points.numpy())))
+    row[todo[~alive]] = False
+    state.breaker[e, todo[~alive]] = k
+
+
+def _min_norm(target: Target, walk: Walk, attacks: Mapping[str, Attack], state: EvalState, e: int, eps: float,
+              row: np.ndarray, settled: np.ndarray) -> None:
+    """The minimum-norm pass (once, at the first ε > 0 walked, when any attack is one; its points become the
+    walk's warm starts where it keeps them), then its verdict at grid index ``e``: an example of ``row`` not
+    ``settled`` that it broke within ``eps`` is wrong here without a grid attack."""
+    if state.radii is None and any(is_min_norm(a) for a in attacks.values()):
+        started = time.perf_counter()
+        state.radii, state.radius_by, found = _min_norm_pass(target, attacks, state.correct[0],
+                                                             walk.min_norm_slot is not None)
+        state.cost(None, "+".join(n for n, a in attacks.items() if is_min_norm(a)), int(state.correct[0].sum()),
+                   time.perf_counter() - started)
+        if found is not None and walk.min_norm_slot is not None:  # where the walk first attacks them, it starts here
+            broken = np.flatnonzero(np.isfinite(state.radii))
+            state.keep_start(walk.min_norm_slot, broken, found[torch.from_numpy(broken)])
+    if state.radii is not None and state.radius_by is not None:
+        hit = row & ~settled & (state.radii <= eps * (1 + 1e-6))
+        row[hit], state.breaker[e, hit] = False, state.radius_by[hit]
+
+
+def _min_norm_pass(target: Target, attacks: Mapping[str, Attack], clean: np.ndarray,
+                   keep: bool) -> tuple[np.ndarray, np.ndarray, torch.Tensor | None]:
+    """(radii, by, points): per example the smallest radius any minimum-norm attack found (+inf: none;
+    clean-wrong examples are not attacked), the 1-based index in the attack order of the attack that found
+    it, and, with ``keep``, the misclassified points at those radii (on the CPU; else None)."""
+    radii, by = np.full(len(clean), np.inf), np.full(len(clean), -1, dtype=np.int8)
+    points: torch.Tensor | None = None
+    todo = np.flatnonzero(clean)
+    mine = target.mine(todo)
+    for k, (name, attack) in enumerate(attacks.items()):
+        if not is_min_norm(attack):
+            continue
+        with tqdm(total=len(mine), desc=f"eval {name} (minimum norm)", unit="img",
+                  disable=None if target.shard.main else True, leave=False) as bar:
+            mine_found, mine_points = target.radii(mine, cast(MinNormAttack, attack), bar, keep)
+        found = ddp.all_gather_array(mine_found)
+        better = found < radii[todo]
+        radii[todo[better]], by[todo[better]] = found[better], k + 1
+        if keep:
+            got = torch.from_numpy(ddp.all_gather_array(mine_points.reshape(len(mine), *target.shape).numpy()))
+            if points is None:
+                points = torch.zeros((len(clean), *target.shape))
+            points[torch.from_numpy(todo[better])] = got[torch.from_numpy(better)]
+        log.info("eval %s: a misclassified point found for %d of %d examples", name, int(np.isfinite(found).sum()),
+                 len(todo))
+    return radii, by, points
 
 
 NORMS = ("linf", "l2")
@@ -374,119 +356,3 @@ def _sanity_checks(checks: SanityChecks | bool | None, named: EvalConfig | None,
         raise ConfigError(f"checks: SanityChecks(norm={checks.norm!r}) in an evaluation in {norm}; leave its norm "
                           f"unset (it follows the evaluation) or pass norm={checks.norm!r}")
     return dataclasses.replace(checks, norm=norm)
-
-
-def _min_norm_pass(model: nn.Module, source: ImageSource, attacks: Mapping[str, Attack], clean: np.ndarray,
-                   device: torch.device, image_size: int, batch_size: int, shard: ddp.Shard,
-                   keep: tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray, torch.Tensor | None]:
-    """(radii, by, points): per example the smallest radius any minimum-norm attack found (+inf: none;
-    clean-wrong examples are not attacked), the 1-based index in the attack order of the attack that found
-    it, and, given ``keep`` (the shape of one image), the misclassified points at those radii (on the CPU;
-    else None)."""
-    radii, by = np.full(len(clean), np.inf), np.full(len(clean), -1, dtype=np.int8)
-    points: torch.Tensor | None = None
-    todo = np.flatnonzero(clean)
-    mine = np.array_split(todo, shard.world)[shard.rank]
-    for k, (name, attack) in enumerate(attacks.items()):
-        if not is_min_norm(attack):
-            continue
-        with tqdm(total=len(mine), desc=f"eval {name} (minimum norm)", unit="img",
-                  disable=None if shard.main else True, leave=False) as bar:
-            mine_found, mine_points = _radii(model, source.subset(mine), cast(MinNormAttack, attack), device,
-                                             image_size, batch_size, bar, keep is not None)
-        found = ddp.all_gather_array(mine_found)
-        better = found < radii[todo]
-        radii[todo[better]], by[todo[better]] = found[better], k + 1
-        if keep is not None:
-            got = torch.from_numpy(ddp.all_gather_array(mine_points.reshape(len(mine), *keep).numpy()))
-            if points is None:
-                points = torch.zeros((len(clean), *keep))
-            points[torch.from_numpy(todo[better])] = got[torch.from_numpy(better)]
-        log.info("eval %s: a misclassified point found for %d of %d examples", name, int(np.isfinite(found).sum()),
-                 len(todo))
-    return radii, by, points
-
-
-@dataclass
-class _State:
-    """What an evaluation carries from one ε to the next, and saves to resume: the evidence, the
-    minimum-norm radii, and (warm starts) each attack's last points per example."""
-
-    correct: np.ndarray
-    breaker: np.ndarray
-    done: int = 0
-    radii: np.ndarray | None = None
-    radius_by: np.ndarray | None = None
-    starts: dict[str, torch.Tensor] = field(default_factory=dict)
-    starts_at: int = -1
-    """The grid index whose points ``starts`` holds (-1: none)."""
-    costs: list[dict[str, Any]] = field(default_factory=list)
-    """Seconds and examples of each attack run so far (:attr:`RobustnessResult.costs`)."""
-
-    def keep_start(self, name: str, rows: np.ndarray, points: torch.Tensor, n: int) -> None:
-        """Remember ``points`` as attack ``name``'s last points of examples ``rows`` (of ``n``)."""
-        if name not in self.starts:
-            self.starts[name] = torch.zeros((n, *points.shape[1:]), dtype=torch.float32)
-        self.starts[name][torch.from_numpy(rows)] = points
-
-
-def _fingerprint(protocol: dict, labels: np.ndarray) -> str:
-    """A digest of everything that decides the evidence: protocol, examples and their labels."""
-    text = json.dumps(protocol, sort_keys=True, default=str) + hashlib.sha256(labels.tobytes()).hexdigest()
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _resume(path: Path | None, key: str, num_eps: int, n: int) -> _State:
-    """A fresh state, or that of an interrupted evaluation of the same protocol read from ``path``."""
-    state = _State(np.zeros((num_eps, n), dtype=bool), np.full((num_eps, n), -1, dtype=np.int8))
-    if path is None or not path.exists():
-        return state
-    saved = _read_state(path)
-    if saved["key"] != key or saved["correct"].shape != state.correct.shape:
-        log.warning("%s belongs to an evaluation with another protocol; starting over", path)
-        return state
-    done = saved["done"]
-    state.correct[:], state.breaker[:], state.done = saved["correct"], saved["breaker"], done  # rows not done: unset
-    if "radii" in saved:
-        state.radii, state.radius_by = saved["radii"], saved["radius_by"]
-    state.starts = {k[len("start:"):]: torch.from_numpy(v) for k, v in saved.items() if k.startswith("start:")}
-    state.starts_at = int(saved.get("starts_at", -1))
-    state.costs = json.loads(str(saved["costs"])) if "costs" in saved else []
-    log.info("resuming the evaluation in %s after %d of %d ε", path.parent, done, num_eps)
-    return state
-
-
-def _read_state(path: Path) -> dict[str, Any]:
-    """The arrays of a state written by :func:`_save_state` (``key`` and ``done`` as str and int).
-
-    Raises:
-        ForeignFileError: the file is not such a state (not an .npz, pickled objects, other arrays).
-    """
-    try:
-        with np.load(path) as z:
-            state: dict[str, Any] = {k: z[k] for k in z.files}
-            state["key"], state["done"] = str(z["key"]), int(z["done"])
-            state["correct"] = z["correct"].astype(bool)
-            state["breaker"] = z["breaker"]
-    except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile) as err:
-        reason = (str(err.args[0]) if isinstance(err, KeyError) else  # numpy's advice to unpickle is not passed on
-                  "it holds pickled data, which is never loaded" if "pickle" in str(err).lower() else
-                  f"{type(err).__name__}: {err}")
-        raise ForeignFileError(f"{path} is not the partial results of a robustft evaluation ({reason}); delete it "
-                               "to restart this evaluation") from None
-    correct, breaker = state["correct"], state["breaker"]
-    if correct.ndim != 2 or breaker.shape != correct.shape or not 0 <= state["done"] <= len(correct):
-        raise ForeignFileError(f"{path} is not the partial results of a robustft evaluation (arrays of other "
-                               "shapes or counts); delete it to restart this evaluation")
-    return state
-
-
-def _save_state(path: Path, key: str, state: _State) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays: dict[str, Any] = {"key": np.asarray(key), "done": np.asarray(state.done), "correct": state.correct,
-                                     "breaker": state.breaker, "starts_at": np.asarray(state.starts_at),
-                                     "costs": np.asarray(json.dumps(state.costs))}
-    if state.radii is not None and state.radius_by is not None:
-        arrays.update(radii=state.radii, radius_by=state.radius_by)
-    arrays.update({f"start:{k}": v.numpy() for k, v in state.starts.items()})
-    atomic_write(path, lambda f: np.savez(f, **arrays))
