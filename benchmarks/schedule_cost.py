@@ -30,7 +30,6 @@ from pathlib import Path
 
 from robustft.api import fine_tune
 from robustft.config import Config, format_eps, load_config
-from robustft.runs import RunDir
 from robustft.schedules import build_eps_schedule
 
 from timing import machine, median, set_threads
@@ -58,12 +57,14 @@ def timed_run(cfg: Config) -> dict:
     t0 = time.perf_counter()
     run = fine_tune(cfg)
     wall = time.perf_counter() - t0
-    summary = json.loads((run.path / "summary.json").read_text())
-    rows = RunDir(run.path).epoch_rows()
+    summary = run.summary()
+    if summary is None:
+        raise SystemExit(f"{run.path} has no summary.json: training did not finish")
+    rows = run.epoch_rows()
     elapsed = [0.0] + [r.elapsed_s for r in rows]
     epochs = [(r.eps_mean, elapsed[i + 1] - elapsed[i]) for i, r in enumerate(rows)]
     shutil.rmtree(run.path)
-    return {"train_time_s": summary["train_time_s"], "wall_s": wall, "epochs": epochs}
+    return {"train_time_s": summary.train_time_s, "wall_s": wall, "epochs": epochs}
 
 
 def clean_epochs(cfg: Config) -> int:

@@ -20,7 +20,6 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
-from robustft.analysis.rows import robustness_file
 from robustft.api import resolve_target
 from robustft.config import ModelConfig, format_eps
 from robustft.errors import ForeignFileError, MissingFileError
@@ -40,11 +39,11 @@ def _percent(value: float) -> str:
 def autoattack_accuracy(run: RunDir, eps: float) -> float | None:
     """Accuracy at ``eps`` of the run's evaluations that ran AutoAttack (the lowest if several), or None."""
     found = []
-    for info_path in sorted(run.eval_dir.glob("*/robustness.json")):
-        if "autoattack" not in json.loads(info_path.read_text())["protocol"].get("attack_order", []):
+    for name in run.evaluations():
+        result = run.robustness(name)
+        if result is None or "autoattack" not in result.attack_order:
             continue
-        result = RobustnessResult.load(info_path.parent)
-        found += [acc for e, acc in zip(result.eps, result.accuracy) if abs(e - eps) < 1e-9]
+        found += [point.accuracy for point in result.curve if abs(point.eps_value - eps) < 1e-9]
     return min(found) if found else None
 
 
@@ -61,7 +60,7 @@ def export_run(target: str | Path, out: str | Path, evaluation: str | None = Non
     run, checkpoint = resolve_target(target)
     cfg = run.config()
     own = run.own_model()
-    evaluated = robustness_file(run, evaluation)
+    evaluated = run.robustness_path(evaluation)
     if not evaluated.is_file():
         how = f"robustft.evaluate_run({str(run.path)!r}, model=..., data=...)" if own else f"robustft eval {run.path}"
         raise MissingFileError(f"{evaluated} does not exist: evaluate the run first ({how})")

@@ -247,13 +247,18 @@ def _hinged(cfg: ScheduleConfig, eps_target: float, epochs: int, seed: int) -> S
                          kind=cfg.kind)
 
 
+def _t2_default(s: ScheduleConfig) -> str:
+    """What the error of a ramp that ends before it starts says of a t2 left to its kind's default."""
+    return f"; t2 defaults to {SCHEDULES.default(s.kind, 't2', None)} of training"
+
+
 def _ramp_problems(s: ScheduleConfig, config: Config) -> list[str]:
     """A hand-set ramp must not end before it starts."""
     if not hinges_in_range(s, config.train.epochs):
         return []  # said already
     t1, t2 = hinges_in_epochs(s, config.train.epochs)
     return [] if t2 >= t1 else [f"schedule.t1/t2: the ramp ends (t2 = {t2:g} epochs) before it starts (t1 = {t1:g} "
-                                f"epochs){'; t2 defaults to 0.75 of training' if s.t2 is None else ''}"]
+                                f"epochs){_t2_default(s) if s.t2 is None else ''}"]
 
 
 def _warmup_problems(s: ScheduleConfig, config: Config) -> list[str]:
@@ -280,19 +285,23 @@ def _auto(cfg: ScheduleConfig, eps_target: float, epochs: int, seed: int) -> Sch
 
 
 AUTO_KEYS = ("patience", "tolerance", "tolerance_mode", "latest_t1", "t2", "granularity")
-SCHEDULES.register("fix", _hinged, summary="RFT-fix: ε_g from the first step")
-SCHEDULES.register("hinge", _hinged, keys=("t1", "t2", "granularity"), check=_ramp_problems,
+SCHEDULES.register("fix", _hinged, baseline=True, color="#d62728", summary="RFT-fix: ε_g from the first step")
+SCHEDULES.register("hinge", _hinged, keys=("t1", "t2", "granularity"), defaults={"t1": 0.25, "t2": 0.75},
+                   check=_ramp_problems, color="#1f77b4",
                    summary="Epsilon-Scheduling: ε = 0 until t1, linear to ε_g at t2 (default 0.25 / 0.75)")
-SCHEDULES.register("warmup", _hinged, keys=("t2", "granularity"), check=_warmup_problems,
-                   summary="linear warm-up: from 0 at the start to ε_g at t2")
-SCHEDULES.register("switch", _hinged, keys=("t1", "granularity"), summary="hard switch from 0 to ε_g at t1")
-SCHEDULES.register("linear", _hinged, keys=("granularity",), summary="linear from 0 to ε_g over all of training")
-SCHEDULES.register("uniform", _uniform, keys=("granularity",), summary="ε ~ U[0, ε_g], drawn every epoch (or step)")
-SCHEDULES.register("piecewise", _piecewise, keys=("points", "granularity"),
+SCHEDULES.register("warmup", _hinged, keys=("t2", "granularity"), defaults={"t2": 0.75}, check=_warmup_problems,
+                   color="#2ca02c", summary="linear warm-up: from 0 at the start to ε_g at t2")
+SCHEDULES.register("switch", _hinged, keys=("t1", "granularity"), defaults={"t1": 0.5}, color="#9467bd",
+                   summary="hard switch from 0 to ε_g at t1")
+SCHEDULES.register("linear", _hinged, keys=("granularity",), color="#17becf",
+                   summary="linear from 0 to ε_g over all of training")
+SCHEDULES.register("uniform", _uniform, keys=("granularity",), color="#bcbd22",
+                   summary="ε ~ U[0, ε_g], drawn every epoch (or step)")
+SCHEDULES.register("piecewise", _piecewise, keys=("points", "granularity"), color="#8c564b",
                    check=lambda s, config: ["schedule.points: piecewise needs points: [[progress, α], ...]"]
                    if s.points is None else points_problems(s.points),
                    summary="linear through [[progress, α], ...] points")
-SCHEDULES.register("auto", _auto, keys=AUTO_KEYS,
+SCHEDULES.register("auto", _auto, keys=AUTO_KEYS, adaptive=True, color="#ff7f0e",
                    check=lambda s, config: [] if config.data.n_val > 0 else
                    ["schedule.kind: auto watches validation accuracy and needs data.n_val > 0"],
                    summary="ε = 0 until validation accuracy plateaus, then linear to ε_g at t2")

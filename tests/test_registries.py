@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustft.analysis.stats import schedule_identity
+from robustft.analysis.stats import method_rank, schedule_identity
 from robustft.api import fine_tune
 from robustft.cli import registered_kinds
 from robustft.config import (
@@ -30,6 +30,7 @@ from robustft.config import (
     load_config,
 )
 from robustft.models import build_model
+from robustft.report.plots import color
 from robustft.schedules import Schedule, build_eps_schedule
 
 
@@ -47,7 +48,7 @@ class CosineSchedule(Schedule):
 def register_cosine() -> None:
     SCHEDULES.register("cosine", lambda cfg, eps, epochs, seed: CosineSchedule(
         eps_target=eps, per_step=cfg.granularity == "step", end=max(epochs - 1, 1)),
-        keys=("granularity",), summary="a cosine ramp from 0 to ε_g over all of training")
+        keys=("granularity",), color="#000080", summary="a cosine ramp from 0 to ε_g over all of training")
 # ------------------------------------------------------------------ end of the diff
 
 
@@ -68,6 +69,7 @@ def test_a_new_schedule_kind_is_one_registry_entry(cosine, tiny_overrides):
     assert [round(r["eps"] * 255, 6) for r in rows if r["kind"] == "epoch"] == [0.0, 4.0, 8.0]
     assert schedule_identity(config_to_dict(cfg)) == ("cosine", ("granularity", "'epoch'"))  # statistics
     assert "cosine" in registered_kinds() and "a cosine ramp" in registered_kinds()  # robustft train --help
+    assert color("cosine (granularity=step)") == "#000080" and method_rank("cosine") == 2  # plots and tables
     with pytest.raises(ConfigError, match=r"schedule.t1: the cosine ε schedule does not take it"):
         load_config(None, ["schedule.kind=cosine", "schedule.t1=1"])  # optional keys it does not list
 
@@ -79,17 +81,38 @@ def test_an_unregistered_kind_is_an_error_naming_the_registered_ones():
         SCHEDULES.register("hinge", lambda *a: None)
 
 
-def test_every_registry_is_filled_and_whether_a_run_is_the_clean_reference_is_its_objective():
-    assert list(DATASETS)[:3] == ["fashion_mnist", "digits", "imagefolder"] and len(DATASETS) == 8
+REGISTRIES = [DATASETS, SCHEDULES, OBJECTIVES, TRAIN_ATTACKS, EVAL_ATTACKS, BACKBONES]
+
+
+@pytest.mark.parametrize("registry", REGISTRIES, ids=lambda r: r.key)
+def test_every_registry_has_described_entries_and_no_key_that_no_entry_takes(registry):
+    assert len(registry) and all(e.summary or registry is BACKBONES for e in registry.entries())
+    assert registry.unused() == []  # an optional section key no kind takes could never have an effect
+    for entry in registry.entries():
+        assert set(entry.defaults) <= set(entry.keys), entry.name
+
+
+def test_a_kind_that_names_a_key_its_section_lacks_is_refused():
+    with pytest.raises(ValueError, match="names key"):
+        SCHEDULES.register("typo", lambda *a: None, keys=("t3",))
+    with pytest.raises(ValueError, match="names key"):
+        SCHEDULES.register("typo", lambda *a: None, keys=("t1",), defaults={"t2": 0.5})
+    assert "typo" not in SCHEDULES
+
+
+def test_what_a_run_is_follows_from_its_entries():
+    """The clean reference is the clean objectives, the robust baseline the one baseline schedule, validation the
+    adaptive schedules need is checked by their entry, and each method has its own colour in plots."""
     assert [name for name in DATASETS if DATASETS[name].extra.get("paper")] == list(PAPER_DATASETS)
-    assert list(SCHEDULES) == ["fix", "hinge", "warmup", "switch", "linear", "uniform", "piecewise", "auto"]
-    assert list(OBJECTIVES) == ["standard", "adversarial", "trades"]
-    assert list(TRAIN_ATTACKS) == ["apgd", "pgd", "fgsm", "nfgsm"]
-    assert "apgd-t" in EVAL_ATTACKS and "autoattack" in EVAL_ATTACKS
-    assert [name for name in OBJECTIVES if is_clean_objective(name)] == ["standard"]
-    assert not is_clean_objective("no-such-objective")
-    for registry in (DATASETS, SCHEDULES, OBJECTIVES, TRAIN_ATTACKS, EVAL_ATTACKS):
-        assert all(e.summary for e in registry.entries()), registry.key
+    clean = [name for name in OBJECTIVES if is_clean_objective(name)]
+    assert clean and not is_clean_objective("no-such-objective") and all(method_rank(n) == 0 for n in clean)
+    baselines = [name for name in SCHEDULES if SCHEDULES[name].baseline]
+    assert len(baselines) == 1 and method_rank(baselines[0]) == 1
+    for name in (n for n in SCHEDULES if SCHEDULES[n].adaptive):
+        with pytest.raises(ConfigError, match="needs data.n_val"):
+            load_config(None, [f"schedule.kind={name}", "schedule.t1=null", "schedule.t2=null", "data.n_val=0"])
+    colours = [color(n) for n in [*clean, *SCHEDULES]]
+    assert len(set(colours)) == len(colours)
 
 
 def test_a_new_backbone_source_is_one_entry_tried_before_timm():

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from scipy import stats as sps
 
+from robustft.analysis.rows import RunRow
 from robustft.analysis.stats import (
     RunResult,
     aggregate,
@@ -38,7 +39,8 @@ def _config(setting: str, seed: int = 0, **changes) -> dict:
 
 
 def _run(setting: str, seed: int, clean=None, adv=None, e_adv=None, flags=None, **changes) -> RunResult:
-    row = {"clean": clean, "adv": adv, "e_adv": e_adv, "flags": flags, "schedule": setting, "eps": "8/255"}
+    row = RunRow(run=f"{setting}-{seed}", schedule=setting, eps="8/255", clean=clean, adv=adv, e_adv=e_adv,
+                 flags=None if flags is None else tuple(flags))
     return RunResult(Path(f"runs/{setting}-{seed}"), row, _config(setting, seed, **changes), setting=setting)
 
 
@@ -188,7 +190,7 @@ def test_load_results_labels(tmp_path):
                                             "auto (latest_t1=None, patience=5)", "auto (latest_t1=0.5, patience=2)"]
     assert [r.setting for r in load_results(paths[::-1])] == [r.setting for r in results][::-1]
     assert [r.name for r in results] == ["a/auto0", "capped", "b/auto0", "capped_later"]  # folder names clash
-    assert results[0].row["clean"] is None and results[0].row["flags"] is None
+    assert results[0].row.clean is None and results[0].row.flags is None
     assert results[0].config["schedule"]["latest_t1"] is None and results[1].config["schedule"]["latest_t1"] == 0.5
     assert [len(g.runs) for g in aggregate(results)] == [2, 1, 1]
 

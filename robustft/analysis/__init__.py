@@ -3,8 +3,8 @@ numbers per run, statistics across runs (mean ± std over seeds, paired t-tests)
 diagnosis."""
 
 from robustft.analysis.diagnosis import diagnose_run, load_curve, training_verdict
-from robustft.analysis.rows import run_row
+from robustft.analysis.rows import RunRow, run_row
 from robustft.analysis.stats import aggregate, compare_to_fix, load_results, paired_ttest
 
-__all__ = ["aggregate", "compare_to_fix", "diagnose_run", "load_curve", "load_results", "paired_ttest", "run_row",
+__all__ = ["RunRow", "aggregate", "compare_to_fix", "diagnose_run", "load_curve", "load_results", "paired_ttest", "run_row",
            "training_verdict"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from robustft.analysis.rows import run_row
 from robustft.config import config_to_dict, is_clean_objective
 from robustft.errors import MissingFileError
 from robustft.eval.diagnostics import DEFAULT_GAP, Curve, Diagnosis, diagnose
@@ -34,7 +33,8 @@ def load_curve(path: str | Path, use_test: bool = True, delay_threshold: float |
     if not rows:
         raise MissingFileError(f"{run.path} has no epoch rows in metrics.jsonl yet: nothing to diagnose")
     summary = run.summary()
-    test_clean = run_row(run.path, evaluation)["clean"] if use_test else None
+    result = run.robustness(evaluation) if use_test else None
+    test_clean = result.clean if result is not None else None
     clean, source = (test_clean, "test") if test_clean is not None else (rows[-1].val_clean_acc, "validation")
     classes = (summary.num_classes if summary is not None else None) or cfg.model.num_classes or \
         KNOWN_CLASSES.get(cfg.data.name)

@@ -8,11 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from robustft.analysis.rows import run_row
+from robustft.analysis.rows import METRICS, RunRow
 from robustft.config import OBJECTIVES, SCHEDULES, config_to_dict, is_clean_objective
 from robustft.runs import RunDir
 
-METRICS = ("clean", "adv", "e_adv")
 SEED_KEYS = {("train", "seed"), ("train", "run_name"), ("train", "out_dir")}
 """Config keys that do not make two runs different settings (repeats of one setting differ only here)."""
 INCIDENTAL_KEYS = {("train", k) for k in ("device", "log_every", "delay_threshold", "evaluate", "val_adv_n")} | {
@@ -39,7 +38,7 @@ class RunResult:
     """One run's numbers and what identifies its setting."""
 
     path: Path
-    row: dict[str, Any]
+    row: RunRow
     config: dict[str, Any]
     name: str = ""
     """Display name: the folder name, with its parent where two runs share one."""
@@ -59,9 +58,15 @@ class RunResult:
         return self.config["train"]["seed"]
 
     @property
+    def is_clean(self) -> bool:
+        """Trained on clean inputs only (standard fine-tuning): the clean reference of a comparison."""
+        return is_clean_objective(self.config["objective"]["name"])
+
+    @property
     def is_fix(self) -> bool:
-        """Adversarial training at ε_g from the first step (any robust objective)."""
-        return not is_clean_objective(self.config["objective"]["name"]) and self.config["schedule"]["kind"] == "fix"
+        """The robust baseline: the ``baseline`` schedule (RFT-fix, ε_g from the first step), any robust objective."""
+        kind = self.config["schedule"]["kind"]
+        return not self.is_clean and kind in SCHEDULES and SCHEDULES[kind].baseline
 
     def key(self, drop_schedule: bool = False) -> tuple:
         """What makes a setting: every key but the seed and incidental ones, with the objective and the
@@ -76,11 +81,12 @@ def load_results(paths: Sequence[str | Path], evaluation: str | None = None) -> 
     """The results of run directories (config, summary and evaluation), in the given order; a directory
     given twice counts once."""
     unique = list({Path(p).resolve(): Path(p) for p in reversed(paths)}.values())[::-1]  # first of each, as given
-    results = [RunResult(p, run_row(p, evaluation), config_to_dict(RunDir(p).config())) for p in unique]
+    records = [RunDir(p).record(evaluation) for p in unique]
+    results = [RunResult(p, RunRow.from_record(r), config_to_dict(r.config)) for p, r in zip(unique, records)]
     names = [r.path.name for r in results]
     for r in results:
         r.name = r.path.name if names.count(r.path.name) == 1 else f"{r.path.parent.name}/{r.path.name}"
-        r.setting = r.row["schedule"]
+        r.setting = r.row.schedule
     _disambiguate(results)
     return results
 
@@ -108,7 +114,7 @@ class Aggregate:
     runs: list[RunResult] = field(default_factory=list)
 
     def values(self, metric: str) -> list[float]:
-        return [r.row[metric] for r in self.runs if r.row[metric] is not None]
+        return [v for v in (r.row.metric(metric) for r in self.runs) if v is not None]
 
     def mean(self, metric: str) -> float | None:
         v = self.values(metric)
@@ -127,7 +133,7 @@ class Aggregate:
 
     def flags(self) -> list[str]:
         """Sanity flags raised in any repeat, each with how many repeats raised it."""
-        names = [f for r in self.runs for f in (r.row["flags"] or [])]
+        names = [f for r in self.runs for f in (r.row.flags or ())]
         return [f"{f} ({names.count(f)}/{len(self.runs)})" for f in dict.fromkeys(names)]
 
 
@@ -135,7 +141,7 @@ def aggregate(results: list[RunResult]) -> list[Aggregate]:
     """Group runs that differ only in their seed; groups in order of first appearance."""
     groups: dict[tuple, Aggregate] = {}
     for r in results:
-        g = groups.setdefault(r.key(), Aggregate(r.setting, r.backbone, r.dataset, r.row["eps"]))
+        g = groups.setdefault(r.key(), Aggregate(r.setting, r.backbone, r.dataset, r.row.eps))
         g.runs.append(r)
     return list(groups.values())
 
@@ -179,6 +185,20 @@ def paired_ttest(baseline: list[float], treatment: list[float]) -> tuple[float |
     return float(res.statistic), float(res.pvalue)
 
 
+def baseline_name() -> str:
+    """The name of the robust baseline schedule every other schedule is compared with (``fix``)."""
+    entry = SCHEDULES.first("baseline")
+    return entry.name if entry is not None else "fix"
+
+
+def method_rank(setting: str) -> int:
+    """Where a setting sorts among methods: the clean reference (0), the robust baseline (1), the rest (2)."""
+    name = setting.split(" ")[0]
+    if name in OBJECTIVES and OBJECTIVES[name].clean:
+        return 0
+    return 1 if name in SCHEDULES and SCHEDULES[name].baseline else 2
+
+
 def matched_pairs(results: list[RunResult], treatment: str) -> list[tuple[RunResult, RunResult]]:
     """(fix run, ``treatment`` run) pairs that share everything but the schedule (objective and seed included)."""
     base = {(r.key(drop_schedule=True), r.seed): r for r in results if r.is_fix}
@@ -190,13 +210,14 @@ def compare_to_fix(results: list[RunResult]) -> list[PairedTest]:
     """Paired t-tests of every scheduled setting against fix with the same objective, on each metric, over
     matched (configuration, seed) pairs."""
     settings = [s for s in dict.fromkeys(r.setting for r in results if not r.is_fix
-                                         and not is_clean_objective(r.config["objective"]["name"]))]
+                                         and not r.is_clean)]
     tests = []
     for s in settings:
         pairs = matched_pairs(results, s)
-        baseline = pairs[0][0].setting if pairs else "fix"
+        baseline = pairs[0][0].setting if pairs else baseline_name()
         for metric in METRICS:
-            ok = [(a.row[metric], b.row[metric]) for a, b in pairs if None not in (a.row[metric], b.row[metric])]
+            values = [(a.row.metric(metric), b.row.metric(metric)) for a, b in pairs]
+            ok = [(x, y) for x, y in values if x is not None and y is not None]
             if not ok:
                 continue
             a, b = [x for x, _ in ok], [y for _, y in ok]

@@ -49,7 +49,6 @@ from robustft.config.sections import (
     expand_attacks,
 )
 from robustft.config.validate import (
-    DEFAULT_HINGES,
     hinges_in_epochs,
     hinges_in_range,
     points_problems,
@@ -57,7 +56,7 @@ from robustft.config.validate import (
     validate,
 )
 
-__all__ = ["BACKBONES", "DATASETS", "DEFAULT_HINGES", "EPS_KEYS", "EVAL_ATTACKS", "EVAL_MODES", "EVAL_PRESETS", "EVAL_PRESET_SETTINGS", "OBJECTIVES", "PAPER_DATASETS",
+__all__ = ["BACKBONES", "DATASETS", "EPS_KEYS", "EVAL_ATTACKS", "EVAL_MODES", "EVAL_PRESETS", "EVAL_PRESET_SETTINGS", "OBJECTIVES", "PAPER_DATASETS",
            "SCHEDULES", "SECTIONS", "TRAIN_ATTACKS", "Entry", "Registry", "backbone_source", "hinges_in_range",
            "is_clean_objective",
            "points_problems", "AttackConfig", "Config", "ConfigError", "DataConfig", "EvalConfig",

@@ -13,9 +13,11 @@ does (robustft/schedules.py, robustft/objectives/__init__.py, robustft/attacks/_
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from robustft.config.sections import ObjectiveConfig, ScheduleConfig
 from robustft.errors import ConfigError
 
 
@@ -30,7 +32,14 @@ class Entry:
             left unset (null), so a config never sets a key that has no effect.
         check: the problems with its own keys, ``check(section, config) -> messages`` (empty when fine).
         summary: one line for ``--help`` and error messages.
+        defaults: the value each of its ``keys`` takes where the config leaves it null (only keys whose default
+            depends on the kind; e.g. a hinge schedule's t1 and t2).
         clean: objectives only: trains on clean inputs and never attacks (the clean reference of a comparison).
+        baseline: schedules only: the robust baseline every other schedule is compared with (RFT-fix): paired
+            t-tests pair each schedule's runs with its runs, and tables list it right after the clean reference.
+        adaptive: schedules only: it reads the validation accuracy while training (so training needs
+            validation data, and its resolved state is in summary.json).
+        color: its colour in plots (None: a shared one for kinds without their own).
         extra: constants of this kind other modules need (e.g. a training attack's default step size).
     """
 
@@ -39,30 +48,43 @@ class Entry:
     keys: tuple[str, ...] = ()
     check: Callable[[Any, Any], Iterable[str]] | None = None
     summary: str = ""
+    defaults: Mapping[str, Any] = field(default_factory=dict)
     clean: bool = False
+    baseline: bool = False
+    adaptive: bool = False
+    color: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Registry:
     """The kinds of one config key, by name, in registration order."""
 
-    def __init__(self, what: str, key: str, optional: tuple[str, ...] = ()):
+    def __init__(self, what: str, key: str, optional: tuple[str, ...] = (), section: type | None = None):
         self.what = what
         self.key = key
         """``section.key`` that names the kind, e.g. ``schedule.kind``."""
         self.optional = optional
         """Keys of the section that only some kinds take (null unless the chosen kind lists them)."""
+        self.section = section
+        """The config section's dataclass, when the kinds' keys are its fields (checked at registration)."""
         self._entries: dict[str, Entry] = {}
 
     def register(self, name: str, build: Callable[..., Any], **fields: Any) -> Entry:
         """Declare a kind (see :class:`Entry` for ``fields``); returns its entry.
 
         Raises:
-            ValueError: ``name`` is already registered.
+            ValueError: ``name`` is already registered, or it names keys (or defaults) its section does not
+                have or it does not list.
         """
         if name in self._entries:
             raise ValueError(f"{self.key}: {name!r} is already registered")
         entry = Entry(name, build, **fields)
+        known = {f.name for f in dataclasses.fields(self.section)} if self.section is not None else None
+        stray = [k for k in entry.keys if known is not None and k not in known]
+        stray += [k for k in entry.defaults if k not in entry.keys]
+        if stray:
+            raise ValueError(f"{self.key}: {name!r} names key(s) {', '.join(stray)} that its section "
+                             f"{self.key.split('.')[0]} does not have or that it does not list in keys")
         self._entries[name] = entry
         return entry
 
@@ -112,15 +134,27 @@ class Registry:
         """``name: summary`` lines, for ``--help``."""
         return "\n".join(f"  {e.name:<12} {e.summary}" for e in self._entries.values())
 
+    def default(self, name: str, key: str, value: Any) -> Any:
+        """``value`` of kind ``name``'s ``key``, or the kind's default where ``value`` is None."""
+        return self[name].defaults.get(key) if value is None else value
+
+    def unused(self) -> list[str]:
+        """The optional keys no registered kind takes: a section key that could never have an effect."""
+        return [k for k in self.optional if not any(k in e.keys for e in self._entries.values())]
+
+    def first(self, flag: str) -> Entry | None:
+        """The first entry with ``flag`` set (e.g. ``baseline``), or None."""
+        return next((e for e in self._entries.values() if getattr(e, flag)), None)
+
     def keys_of(self, name: str, section: Mapping[str, Any]) -> tuple[str, ...]:
         """The keys of ``section`` (a config section as a mapping) that kind ``name`` uses: all of them, sorted,
         for a kind not registered here (a run of a kind from elsewhere is kept apart by every key)."""
         return self._entries[name].keys if name in self._entries else tuple(sorted(section))
 
 
-SCHEDULES = Registry("ε schedule", "schedule.kind", optional=("t1", "t2", "latest_t1", "points"))
+SCHEDULES = Registry("ε schedule", "schedule.kind", optional=("t1", "t2", "latest_t1", "points"), section=ScheduleConfig)
 """ε schedules; ``build(schedule_config, eps_target, epochs, seed) -> Schedule`` (robustft/schedules.py)."""
-OBJECTIVES = Registry("objective", "objective.name")
+OBJECTIVES = Registry("objective", "objective.name", section=ObjectiveConfig)
 """Training objectives; ``build(config) -> Objective`` (robustft/objectives/__init__.py)."""
 TRAIN_ATTACKS = Registry("training attack", "attack.name")
 """Training attacks; ``build(attack_config, threat_model) -> Attack`` (robustft/attacks/__init__.py)."""

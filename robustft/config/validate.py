@@ -121,9 +121,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError(p)
 
 
-DEFAULT_HINGES = {"hinge": (0.25, 0.75), "warmup": (0, 0.75), "switch": (0.5, None)}
-"""Default (t1, t2) of the kinds whose hinges are set by hand: integers are epochs, floats fractions."""
-
 HINGE_KEYS = ("t1", "t2", "latest_t1")
 """The schedule keys that are points of training: whole epochs (int) or fractions of training (float)."""
 
@@ -137,11 +134,11 @@ def to_epochs(value: int | float, epochs: int) -> float:
 
 
 def hinges_in_epochs(s: ScheduleConfig, epochs: int) -> tuple[float, float]:
-    """(t1, t2) of a hinge, warmup or switch schedule in epochs, each kind's defaults filled in."""
-    d1, d2 = DEFAULT_HINGES[s.kind]
-    t1 = to_epochs(s.t1 if s.t1 is not None else d1, epochs)
-    t2 = s.t2 if s.t2 is not None else d2
-    return (t1, t1) if s.kind == "switch" or t2 is None else (t1, to_epochs(t2, epochs))
+    """(t1, t2) of a hinge-shaped schedule in epochs, its kind's defaults (``SCHEDULES`` entry) filled in: t1 is 0
+    for a kind that neither takes nor defaults it (a warm-up), and t2 is t1 for one without t2 (a switch)."""
+    t1 = to_epochs(SCHEDULES.default(s.kind, "t1", s.t1) or 0, epochs)
+    t2 = SCHEDULES.default(s.kind, "t2", s.t2)
+    return (t1, t1) if t2 is None else (t1, to_epochs(t2, epochs))
 
 
 def schedule_problems(s: ScheduleConfig, epochs: int, config: Config | None = None,

@@ -49,7 +49,8 @@ import torch
 
 from robustft.config import Config, save_config
 from robustft.errors import ClusterError, ConfigError, MissingDependencyError
-from robustft.experiments.point import default_train, run_point
+from robustft.experiments.point import SweepPoint, default_train, run_point
+from robustft.experiments.state import SweepRecorder
 from robustft.runs import RunDir, write_json
 
 log = logging.getLogger(__name__)
@@ -115,10 +116,10 @@ class RayOptions:
         return int(self.gpus_per_run) if self.gpus_per_run >= 2 else 1
 
 
-def run_on_ray(todo: list[tuple[int, Any]], out_dir: Path, train: Callable[[Config], Any] | None,
-               options: RayOptions, record: Any) -> None:
-    """Run the sweep points ``todo`` (``(index, SweepPoint)``) as Ray tasks; ``record(index, point, result)``
-    gets each point's result as it ends (see :func:`robustft.experiments.sweep.run_sweep`).
+def run_on_ray(todo: list[tuple[int, SweepPoint]], out_dir: Path, train: Callable[[Config], Any] | None,
+               options: RayOptions, record: SweepRecorder) -> None:
+    """Run the sweep points ``todo`` (``(index, SweepPoint)``) as Ray tasks; ``record`` hears of each point
+    queued, running (its epoch and attempt) and ended (see :func:`robustft.experiments.sweep.run_sweep`).
 
     Raises:
         MissingDependencyError: Ray is not installed.
@@ -146,7 +147,7 @@ def run_on_ray(todo: list[tuple[int, Any]], out_dir: Path, train: Callable[[Conf
         state = out_dir / STATE_DIR
         state.mkdir(parents=True, exist_ok=True)
         for _, point in todo:  # attempts are counted per sweep invocation
-            (state / f"{point.name}.json").unlink(missing_ok=True)
+            attempt_path(out_dir, point.name).unlink(missing_ok=True)
         task = ray.remote(_point_task)
         cwd, threads = os.getcwd(), max(1, int(options.cpus_per_run))
         refs = {task.options(name=f"robustft:{p.name}", num_cpus=options.cpus_per_run, num_gpus=options.gpus_per_run,
@@ -171,7 +172,7 @@ def run_on_ray(todo: list[tuple[int, Any]], out_dir: Path, train: Callable[[Conf
                                   f"{options.max_retries + 1} time(s) ({str(err).splitlines()[0][:300]})",
                                   traceback.format_exc(), math.nan)
                     view.poll(i, point)
-                    record(i, point, result)
+                    record.finished(i, point, result)
                     log.info("[%d/%d] %s: %s", i, total, point.name, result[0])
                 for i, point in refs.values():
                     view.poll(i, point)
@@ -277,19 +278,18 @@ def _check_resources(nodes: list[dict[str, Any]], options: RayOptions) -> None:
 
 class _View:
     """What the driver shows of the running points: a log line at each change of state, attempt or epoch,
-    and the same in ``sweep.json``."""
+    and the same in ``sweep.json`` (through the sweep's recorder)."""
 
-    def __init__(self, total: int, out_dir: Path, record: Any):
+    def __init__(self, total: int, out_dir: Path, record: SweepRecorder):
         self.total, self.out_dir, self.record = total, out_dir, record
         self.seen: dict[str, tuple] = {}
 
-    def queued(self, i: int, point: Any) -> None:
-        self.record.live[point.name] = {"state": "queued"}
+    def queued(self, i: int, point: SweepPoint) -> None:
         self.seen[point.name] = ("queued",)
-        self.record.write()
+        self.record.queued(point)
 
-    def poll(self, i: int, point: Any) -> None:
-        attempt = _read_json(self.out_dir / STATE_DIR / f"{point.name}.json")
+    def poll(self, i: int, point: SweepPoint) -> None:
+        attempt = read_attempt(self.out_dir, point.name)
         if attempt is None:
             return
         run = RunDir(self.out_dir / point.name)
@@ -298,20 +298,24 @@ class _View:
         if self.seen.get(point.name) == now:
             return
         self.seen[point.name] = now
-        epochs = point.config.train.epochs
-        self.record.live[point.name] = {"state": "running", "epoch": epoch, "epochs": epochs,
-                                        "attempt": attempt.get("attempt"), "host": attempt.get("host"),
-                                        "pid": attempt.get("pid")}
-        self.record.write()
+        self.record.running(point, epoch, attempt.get("attempt"), attempt.get("host"), attempt.get("pid"))
         log.info("[%d/%d] %s: running, epoch %d/%d (attempt %s on %s, pid %s)", i, self.total, point.name, epoch,
-                 epochs, attempt.get("attempt"), attempt.get("host"), attempt.get("pid"))
+                 point.config.train.epochs, attempt.get("attempt"), attempt.get("host"), attempt.get("pid"))
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def attempt_path(out_dir: Path, name: str) -> Path:
+    """The attempt file of the point ``name``: ``OUT_DIR/.sweep/NAME.json``."""
+    return Path(out_dir) / STATE_DIR / f"{name}.json"
+
+
+def read_attempt(out_dir: Path, name: str) -> dict[str, Any] | None:
+    """The last attempt of a point's Ray task (``attempt``, ``host``, ``pid``, ``started``, and ``launcher_pid``
+    under torchrun), or None before its first attempt started (or while the file is being replaced)."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):  # not started yet, or being replaced
+        attempt = json.loads(attempt_path(out_dir, name).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
         return None
+    return attempt if isinstance(attempt, dict) else None
 
 
 # ------------------------------------------------------------------------------------ in the Ray worker
@@ -325,8 +329,8 @@ def _point_task(train: Callable[[Config], Any] | None, point: Any, cwd: str, pro
         out = Path(point.config.train.out_dir)
         state = out / STATE_DIR
         state.mkdir(parents=True, exist_ok=True)
-        attempt_file = state / f"{point.name}.json"
-        previous = _read_json(attempt_file) or {}
+        attempt_file = attempt_path(out, point.name)
+        previous = read_attempt(out, point.name) or {}
         _stop_leftover(previous, host)
         attempt = {"attempt": int(previous.get("attempt", 0)) + 1, "host": host, "pid": os.getpid(),
                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

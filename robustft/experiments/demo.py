@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from robustft.config import Config, ConfigError
+from robustft.config import SCHEDULES, Config, ConfigError, is_clean_objective
 from robustft.eval.metrics import adaptation_epoch
 from robustft.experiments.pipeline import SweepResult, sweep_and_report
 from robustft.experiments.sweep import SweepSpec, expand
@@ -56,7 +56,8 @@ def rule_hinges(run_dirs: Sequence[str | Path], fraction: float = 0.9) -> dict[i
     found: dict[int, dict[str, int | None]] = {}
     for path in map(RunDir, map(Path, run_dirs)):
         cfg = path.config()
-        variant = "standard" if cfg.objective.name == "standard" else "fix" if cfg.schedule.kind == "fix" else None
+        variant = "standard" if is_clean_objective(cfg.objective.name) else \
+            "fix" if SCHEDULES[cfg.schedule.kind].baseline else None
         if variant is not None:
             accs = [r.val_clean_acc for r in path.epoch_rows()]
             found.setdefault(cfg.train.seed, {})[variant] = adaptation_epoch(accs, fraction)

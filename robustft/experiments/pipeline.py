@@ -3,15 +3,16 @@ report. ``robustft sweep`` and ``robustft demo`` both run :func:`sweep_and_repor
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from robustft.config import Config
-from robustft.experiments.cluster import STATE_DIR, RayOptions
-from robustft.experiments.sweep import SweepOutcome, SweepPoint, SweepSpec, expand, finished_runs, run_sweep
+from robustft.errors import MetricsFormatError
+from robustft.experiments.cluster import RayOptions, read_attempt
+from robustft.experiments.state import PointState, SweepOutcome, SweepState
+from robustft.experiments.sweep import SweepPoint, SweepSpec, expand, finished_runs, run_sweep
 from robustft.report import render_report, results_table
 from robustft.report.render import ReportFiles
 from robustft.runs import RunDir
@@ -76,28 +77,34 @@ def sweep_status(spec: SweepSpec) -> str:
     """Every point's state as a Markdown table, from the run directories and ``OUT_DIR/sweep.json`` (which a
     running sweep keeps current): DONE, running (epoch, attempt, host), queued, failed (its error), killed
     (started, not DONE, the sweep not running it) or not started; nothing runs."""
-    import json
-
-    record = {}
-    with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
-        record = {p["name"]: p for p in json.loads((spec.out_dir / "sweep.json").read_text())["points"]}
+    try:
+        record = SweepState.read(spec.out_dir)
+    except MetricsFormatError as err:
+        log.warning("%s; the points' states are read from their run directories only", err)
+        record = SweepState()
     rows = ["| run | state | epoch | attempt | host | error |", "|---|---|---|---|---|---|"]
     counts: dict[str, int] = {}
     for point in expand(spec):
-        run, seen, started = RunDir(spec.out_dir / point.name), record.get(point.name, {}), False
-        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):  # a Ray sweep's last attempt
-            seen, started = {**json.loads((spec.out_dir / STATE_DIR / f"{point.name}.json").read_text()), **seen}, True
-        epochs = len(run.epoch_rows()) if run.metrics_path.is_file() else 0
-        if run.done:
-            state = "DONE"
-        elif seen.get("status") == "queued" and started:  # its task began since the driver last looked
-            state = "running"
-        elif seen.get("status") in ("running", "queued", "failed"):
-            state = seen["status"]
-        else:
-            state = "killed" if run.path.exists() else "not started"
+        run = RunDir(spec.out_dir / point.name)
+        seen = record.point(point.name) or PointState(point.name)
+        attempt = read_attempt(spec.out_dir, point.name)  # a Ray sweep's last attempt
+        state = _point_status(run, seen, started=attempt is not None)
         counts[state] = counts.get(state, 0) + 1
-        error = (seen.get("error") or "").replace("|", "/")[:120] if state == "failed" else ""
-        rows.append(f"| {point.name} | {state} | {epochs}/{point.config.train.epochs} | {seen.get('attempt') or ''} | "
-                    f"{seen.get('host') or ''} | {error} |")
+        number = seen.attempt if seen.attempt is not None else (attempt or {}).get("attempt")
+        host = seen.host if seen.host is not None else (attempt or {}).get("host")
+        epochs = len(run.epoch_rows()) if run.metrics_path.is_file() else 0
+        error = (seen.error or "").replace("|", "/")[:120] if state == "failed" else ""
+        rows.append(f"| {point.name} | {state} | {epochs}/{point.config.train.epochs} | {number or ''} | "
+                    f"{host or ''} | {error} |")
     return "\n".join(rows) + "\n\n" + ", ".join(f"{k}: {v}" for k, v in counts.items())
+
+
+def _point_status(run: RunDir, seen: PointState, started: bool) -> str:
+    """A point's state from its run directory, its entry of sweep.json and whether its Ray task has started."""
+    if run.done:
+        return "DONE"
+    if seen.status == "queued" and started:  # its task began since the driver last looked
+        return "running"
+    if seen.status in ("running", "queued", "failed"):
+        return seen.status
+    return "killed" if run.path.exists() else "not started"

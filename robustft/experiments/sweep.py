@@ -47,7 +47,8 @@ from robustft.config import Config, ConfigError, config_from_dict, format_eps, r
 from robustft.errors import MissingFileError
 from robustft.experiments.cluster import RayOptions, run_on_ray
 from robustft.experiments.point import SweepPoint, default_train, run_point
-from robustft.runs import RunDir, write_json
+from robustft.experiments.state import SweepOutcome, SweepRecorder
+from robustft.runs import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -190,31 +191,6 @@ def finished_runs(points: list[SweepPoint], out_dir: Path) -> list[Path]:
     return [out_dir / p.name for p in points if RunDir(out_dir / p.name).done]
 
 
-@dataclass
-class SweepOutcome:
-    """What a sweep did with each point: ``ran``, ``skipped`` (already DONE) or ``failed``."""
-
-    status: dict[str, str] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
-    tracebacks: dict[str, str] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
-    order: list[str] = field(default_factory=list)
-    """The points in sweep order: :meth:`names` lists them so, whatever order parallel runs end in."""
-
-    def names(self, status: str) -> list[str]:
-        """The points with ``status``, in sweep order."""
-        named = [n for n, s in self.status.items() if s == status]
-        rank = {n: i for i, n in enumerate(self.order)}
-        return sorted(named, key=lambda n: rank.get(n, len(rank)))
-
-    def summary(self) -> str:
-        """One line per status, then each failure with its error."""
-        lines = [f"{s}: {len(self.names(s))}" + (f" ({', '.join(self.names(s))})" if self.names(s) else "")
-                 for s in ("ran", "skipped", "failed")]
-        lines += [f"  {n} failed: {self.errors[n]}" for n in self.names("failed") if n in self.errors]
-        return "\n".join(lines)
-
-
 def _worker_init(threads: int, level: int) -> None:
     """A sweep worker process: its share of the threads, no progress bars, log lines to stderr."""
     os.environ["TQDM_DISABLE"] = "1"  # several bars on one terminal garble each other; the epoch lines remain
@@ -229,38 +205,6 @@ def _run_point_in_worker(train: Callable[[Config], Any], point: SweepPoint) -> t
     return run_point(train, point)
 
 
-class _Recorder:
-    """A sweep's outcome so far, written to ``OUT_DIR/sweep.json`` whenever a point ends or (on Ray) a
-    running point changes state or epoch."""
-
-    def __init__(self, points: list[SweepPoint], out_dir: Path):
-        self.points, self.out_dir = points, out_dir
-        self.outcome = SweepOutcome(order=[p.name for p in points])
-        self.live: dict[str, dict[str, Any]] = {}
-        """Running points' state (``queued``/``running``), epoch, attempt and host, for a Ray sweep's view."""
-
-    def __call__(self, i: int, point: SweepPoint, result: tuple[str, str | None, str | None, float]) -> None:
-        status, error, tb, seconds = result
-        self.outcome.status[point.name] = status
-        self.live.pop(point.name, None)
-        if status != "skipped":
-            self.outcome.seconds[point.name] = seconds
-        if error is not None:
-            self.outcome.errors[point.name] = error
-            if tb is not None:
-                self.outcome.tracebacks[point.name] = tb
-            log.error("[%d/%d] %s failed: %s", i, len(self.points), point.name, error)
-        self.write()
-
-    def write(self) -> None:
-        o = self.outcome
-        write_json(self.out_dir / "sweep.json", {"points": [
-            {"name": p.name, "variant": p.variant, "values": p.values,
-             "status": o.status.get(p.name) or self.live.get(p.name, {}).get("state", "pending"),
-             "error": o.errors.get(p.name), "traceback": o.tracebacks.get(p.name), "seconds": o.seconds.get(p.name),
-             **{k: v for k, v in self.live.get(p.name, {}).items() if k != "state"}} for p in self.points]})
-
-
 def run_sweep(points: list[SweepPoint], out_dir: Path, train: Callable[[Config], Any] | None = None,
               jobs: int = 1, ray: RayOptions | None = None) -> SweepOutcome:
     """Run every point not yet DONE with ``train`` (default: :func:`robustft.api.fine_tune` with resume,
@@ -268,20 +212,20 @@ def run_sweep(points: list[SweepPoint], out_dir: Path, train: Callable[[Config],
     that many points at once in worker processes (``train`` must then be picklable: a module-level
     function), each with ``torch.get_num_threads() // jobs`` threads (at least 1). ``ray`` runs every point
     as a task on a Ray cluster instead (:mod:`robustft.experiments.cluster`). Writes ``OUT_DIR/sweep.json``
-    each time a point ends."""
+    each time a point ends (:class:`robustft.experiments.state.SweepRecorder`)."""
     if jobs < 1:
         raise ConfigError(f"jobs: at least 1, got {jobs}")
     if ray is not None and jobs != 1:
         raise ConfigError("jobs and ray exclude each other: on Ray, --cpus-per-run / --gpus-per-run decide how many "
                           "points run at once")
-    record = _Recorder(points, out_dir)
+    record = SweepRecorder(points, out_dir)
     outcome = record.outcome
     todo = []
     for i, point in enumerate(points, 1):
         run = RunDir(out_dir / point.name)
         if run.done and not run.differences(point.config):
             log.info("[%d/%d] %s: DONE, skipped", i, len(points), point.name)
-            record(i, point, ("skipped", None, None, 0.0))
+            record.finished(i, point, ("skipped", None, None, 0.0))
         else:
             todo.append((i, point))
     if ray is not None:
@@ -292,7 +236,7 @@ def run_sweep(points: list[SweepPoint], out_dir: Path, train: Callable[[Config],
     if jobs == 1 or len(todo) <= 1:
         for i, point in todo:
             log.info("[%d/%d] %s: running", i, len(points), point.name)
-            record(i, point, run_point(train, point))
+            record.finished(i, point, run_point(train, point))
         return outcome
 
     threads = max(1, torch.get_num_threads() // jobs)
@@ -315,7 +259,7 @@ def run_sweep(points: list[SweepPoint], out_dir: Path, train: Callable[[Config],
                         raise
                     except Exception as err:  # the worker itself died (e.g. killed for memory)
                         result = ("failed", f"{type(err).__name__}: {err}", traceback.format_exc(), float("nan"))
-                    record(i, point, result)
+                    record.finished(i, point, result)
                     log.info("[%d/%d] %s: %s", i, len(points), point.name, result[0])
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)

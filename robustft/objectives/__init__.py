@@ -29,7 +29,7 @@ def _trades(cfg: Config) -> Objective:
     return TradesObjective(training_attack(cfg, inner), beta=cfg.objective.beta)
 
 
-OBJECTIVES.register("standard", lambda cfg: StandardObjective(), clean=True,
+OBJECTIVES.register("standard", lambda cfg: StandardObjective(), clean=True, color="#7f7f7f",
                     summary="cross-entropy on clean inputs (standard fine-tuning, the clean reference)")
 OBJECTIVES.register("adversarial", lambda cfg: AdversarialObjective(training_attack(cfg)),
                     summary="cross-entropy on the training attack's examples (Madry)")

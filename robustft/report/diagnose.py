@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from robustft.config import SCHEDULES
 from robustft.eval.diagnostics import Diagnosis, epoch_table, sparkline
 from robustft.report.table import percent
 
@@ -10,7 +11,7 @@ from robustft.report.table import percent
 def _schedule_text(s: dict) -> str:
     parts = [str(s.get("kind", "?"))]
     parts += [f"{k}={s[k]:g}" for k in ("t1", "t2") if isinstance(s.get(k), (int, float))]
-    if s.get("kind") == "auto":
+    if s.get("kind") in SCHEDULES and SCHEDULES[str(s.get("kind"))].adaptive:
         k = s.get("switch")
         parts.append("never switched" if k is None else f"plateau at epoch {int(k) + 1}, ε > 0 from epoch {int(k) + 2}")
     return " ".join(parts)

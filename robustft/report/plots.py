@@ -13,15 +13,13 @@ figures. matplotlib itself is imported by the first figure, not by ``import robu
 from __future__ import annotations
 
 import io
-import json
 import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from robustft.analysis.rows import robustness_file
 from robustft.analysis.stats import Aggregate, RunResult
-from robustft.config import parse_eps
+from robustft.config import OBJECTIVES, SCHEDULES, parse_eps
 from robustft.eval.metrics import delay_time
 from robustft.eval.result import RobustnessResult
 from robustft.runs import RunDir
@@ -29,13 +27,16 @@ from robustft.runs import RunDir
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-COLORS = {"standard": "#7f7f7f", "fix": "#d62728", "hinge": "#1f77b4", "warmup": "#2ca02c", "switch": "#9467bd",
-          "linear": "#17becf", "uniform": "#bcbd22", "piecewise": "#8c564b", "auto": "#ff7f0e"}
+OTHER_COLOR = "#e377c2"
+"""The colour of a kind whose registry entry has none."""
 
 
 def color(setting: str) -> str:
-    """A stable colour per schedule kind (variants of a kind share it and differ by :func:`linestyle`)."""
-    return COLORS.get(setting.split(" ")[0], "#e377c2")
+    """A stable colour per method: the clean objective's or the schedule kind's registry entry (variants of a kind
+    share it and differ by :func:`linestyle`)."""
+    name = setting.split(" ")[0]
+    entry = next((r[name] for r in (OBJECTIVES, SCHEDULES) if name in r), None)
+    return entry.color if entry is not None and entry.color else OTHER_COLOR
 
 
 def linestyle(setting: str) -> str:
@@ -65,20 +66,20 @@ def to_png(fig: Figure, dpi: int = 110) -> bytes:
 
 def _curve(r: RunResult) -> tuple[list[float], list[float]] | None:
     """(ε in /255, accuracy) of a run's evaluation, or None if it has none."""
-    path = robustness_file(RunDir(r.path), r.row.get("evaluation"))
-    if not path.exists():
+    result = RunDir(r.path).robustness(r.row.evaluation)
+    if result is None:
         return None
-    curve = json.loads(path.read_text())["curve"]
-    return [255 * c["eps_value"] for c in curve], [c["accuracy"] for c in curve]
+    return [255 * c.eps_value for c in result.curve], [c.accuracy for c in result.curve]
 
 
 def _step_curve(r: RunResult, points: int = 400) -> tuple[np.ndarray, np.ndarray] | None:
     """(ε in /255, accuracy) of a run's evaluation between grid points too, where it has a minimum-norm pass
     (``min_norm`` in robustness.json: each example's ε* is known); else None."""
-    path = robustness_file(RunDir(r.path), r.row.get("evaluation"))
-    if not path.exists() or "min_norm" not in json.loads(path.read_text()):
+    run = RunDir(r.path)
+    summary = run.robustness(r.row.evaluation)
+    if summary is None or summary.min_norm is None:
         return None
-    result = RobustnessResult.load(path.parent)
+    result = RobustnessResult.load(run.robustness_path(r.row.evaluation).parent)
     eps = np.linspace(0.0, result.eps[-1], points)
     return 255 * eps, result.accuracy_at(eps)
 
@@ -204,7 +205,7 @@ def schedules(results: list[RunResult]) -> Figure:
     ax = fig.subplots()
     seen = set()
     for r in results:
-        label = f"{r.setting} ε_g={r.row['eps']}"
+        label = f"{r.setting} ε_g={r.row.eps}"
         if label in seen:
             continue
         seen.add(label)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -16,8 +15,16 @@ from pathlib import Path
 from typing import Sequence, Union
 
 from robustft.analysis.diagnosis import SAME_KEYS, diagnose_run, training_verdict
-from robustft.analysis.rows import robustness_file
-from robustft.analysis.stats import METRICS, Aggregate, RunResult, aggregate, compare_to_fix, load_results, mean_std
+from robustft.analysis.stats import (
+    METRICS,
+    Aggregate,
+    RunResult,
+    aggregate,
+    compare_to_fix,
+    load_results,
+    mean_std,
+    method_rank,
+)
 from robustft.config import parse_eps
 from robustft.errors import ConfigError, DataError, MissingFileError
 from robustft.eval.diagnostics import DEFAULT_GAP
@@ -67,9 +74,9 @@ def results_section(groups: list[Aggregate]) -> Section:
     """The paper's table: Clean / Adv. / E.adv per backbone × dataset × ε_g × setting, mean ± std over seeds;
     sorted by backbone, dataset and ε_g, then standard, fix and the schedules."""
     groups = sorted(groups, key=lambda g: (g.backbone, g.dataset, parse_eps(g.eps),
-                                           {"standard": 0, "fix": 1}.get(g.setting.split(" ")[0], 2), g.setting))
+                                           method_rank(g.setting), g.setting))
     rows = [[g.backbone, g.dataset, str(g.eps), g.setting] + [mean_std(g.mean(m), g.std(m), g.n(m)) for m in METRICS]
-            + [", ".join(g.flags()) or ("none" if any(r.row["flags"] is not None for r in g.runs) else "not run")]
+            + [", ".join(g.flags()) or ("none" if any(r.row.flags is not None for r in g.runs) else "not run")]
             for g in groups]
     n = sorted({g.n() for g in groups if g.n()}) or [0]
     return Section("Results", [
@@ -99,11 +106,10 @@ def checks_section(results: list[RunResult]) -> Section:
     """Every sanity flag raised, with its message; runs whose checks did not run are named."""
     items, unchecked = [], []
     for r in results:
-        path = robustness_file(RunDir(r.path), r.row.get("evaluation"))
-        flags = json.loads(path.read_text()).get("flags", []) if path.exists() else []
-        if not flags:
+        result = RunDir(r.path).robustness(r.row.evaluation)
+        if result is None or not result.checks:
             unchecked.append(r.name)
-        items += [f"**{r.name}** — {f['name']}: {f['message']}" for f in flags if f.get("raised")]
+        items += [f"**{r.name}** — {c.name}: {c.message}" for c in (result.raised if result is not None else ())]
         verdict = training_verdict(r.path)
         if verdict is not None and verdict.raised:
             items.append(f"**{r.name}** — catastrophic_overfitting (training monitor): {verdict.message}")
@@ -117,7 +123,7 @@ def find_reference(r: RunResult, results: list[RunResult]) -> RunResult | None:
     """The standard fine-tuning run that shares ``r``'s data, model, optimiser, epochs and seed."""
     def same(a: RunResult) -> bool:
         return all(a.config[s][k] == r.config[s][k] for s, keys in SAME_KEYS.items() for k in (keys or r.config[s]))
-    return next((a for a in results if a.setting == "standard" and a is not r and same(a)), None)
+    return next((a for a in results if a.is_clean and a is not r and same(a)), None)
 
 
 def diagnosis_section(results: list[RunResult], delay_threshold: float | None, gap: float,
@@ -125,7 +131,7 @@ def diagnosis_section(results: list[RunResult], delay_threshold: float | None, g
     """Each robust run diagnosed against its standard fine-tuning reference: gap, delay, raised flags."""
     rows = []
     for r in results:
-        if r.setting == "standard":
+        if r.is_clean:
             continue
         ref = find_reference(r, results)
         d = diagnose_run(r.path, ref.path if ref else None, gap, delay_threshold, evaluation)
@@ -158,10 +164,10 @@ def figures_section(results: list[RunResult], groups: list[Aggregate], delay_thr
 
 
 def runs_section(results: list[RunResult]) -> Section:
-    rows = [[r.name, "done" if RunDir(r.path).done else "in progress", r.setting, str(r.row["eps"]), str(r.seed),
-             percent(r.row["clean"]), percent(r.row["adv"]),
-             percent(r.row["e_adv"]), str(r.row["n"] or "—"), r.row["attacks"] or "—",
-             "—" if r.row["train_s"] is None else f"{r.row['train_s'] / 60:.1f} min", str(r.path)] for r in results]
+    rows = [[r.name, "done" if RunDir(r.path).done else "in progress", r.setting, str(r.row.eps), str(r.seed),
+             percent(r.row.clean), percent(r.row.adv),
+             percent(r.row.e_adv), str(r.row.n or "—"), r.row.attacks or "—",
+             "—" if r.row.train_s is None else f"{r.row.train_s / 60:.1f} min", str(r.path)] for r in results]
     return Section("All runs", [Table(["run", "status", "setting", "ε_g", "seed", "Clean", "Adv.", "E.adv", "n", "attacks",
                                        "train time", "directory"], rows)])
 

@@ -21,12 +21,12 @@ def results_table(paths: Sequence[str | Path], evaluation: str | None = None) ->
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in paths:
         r = run_row(p, evaluation)
-        t = "—" if r["train_s"] is None else f"{r['train_s'] / 60:.1f} min"
-        flags = "not run" if r["flags"] is None and r["clean"] is not None else ", ".join(r["flags"] or []) or "none"
-        flags = "—" if r["clean"] is None else flags
-        lines.append(f"| {r['run']} | {r['schedule']} | {r['eps']} | {percent(r['clean'])} | {percent(r['adv'])} | "
-                     f"{percent(r['e_adv'])} | {r['n'] or '—'} | {r['attacks'] or '—'} | {flags} | "
-                     f"{r['delay'] if r['delay'] is not None else '—'} | {t} |")
+        t = "—" if r.train_s is None else f"{r.train_s / 60:.1f} min"
+        flags = "not run" if r.flags is None and r.clean is not None else ", ".join(r.flags or ()) or "none"
+        flags = "—" if r.clean is None else flags
+        lines.append(f"| {r.run} | {r.schedule} | {r.eps} | {percent(r.clean)} | {percent(r.adv)} | "
+                     f"{percent(r.e_adv)} | {r.n or '—'} | {r.attacks or '—'} | {flags} | "
+                     f"{r.delay if r.delay is not None else '—'} | {t} |")
     return "\n".join(lines)
 
 

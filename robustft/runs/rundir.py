@@ -8,10 +8,14 @@
     RUN/summary.json         training summary (wall time, delay time, final validation accuracy):
                              robustft.runs.TrainSummary, read with :meth:`RunDir.summary`
     RUN/eval/NAME/           one evaluation (NAME: its attacks): robustness.json and correct.npz, and
-                             partial.npz while it runs (a killed evaluation resumes from it)
+                             partial.npz while it runs (a killed evaluation resumes from it); its numbers are
+                             robustft.runs.RobustnessSummary, read with :meth:`RunDir.robustness`
     RUN/DONE                 written last, when training and evaluation have finished
     RUN/resumes.jsonl        one row per resume that changed optimiser settings (RESUMABLE_KEYS), and
     RUN/config.original.yaml the config the run started with (config.yaml then holds the current one)
+
+:meth:`RunDir.record` reads config.yaml, summary.json and one evaluation's robustness.json as one typed record
+(:class:`robustft.runs.RunRecord`).
 
 A start that stops before the first checkpoint leaves only config.yaml, env.json and metrics.jsonl; the next
 start of the same run takes such a folder over (:meth:`RunDir.abandoned`).
@@ -38,9 +42,18 @@ from typing import Any, BinaryIO, Callable
 
 import yaml
 
-from robustft.config import Config, config_from_dict, config_to_dict, read_config_file, save_config
+from robustft.config import (
+    Config,
+    config_from_dict,
+    config_to_dict,
+    evaluation_name,
+    read_config_file,
+    save_config,
+)
 from robustft.errors import ConfigError, MissingFileError
 from robustft.runs.metrics import EpochRow, Row, StepRow, read_rows, to_line
+from robustft.runs.record import RunRecord
+from robustft.runs.robustness import ROBUSTNESS_FILE, RobustnessSummary
 from robustft.runs.summary import TrainSummary
 
 log = logging.getLogger(__name__)
@@ -267,6 +280,26 @@ class RunDir:
     def write_summary(self, summary: TrainSummary) -> None:
         """Write summary.json (atomically)."""
         write_json(self.summary_path, summary.to_dict())
+
+    def evaluations(self) -> list[str]:
+        """The names of the run's evaluations (folders under ``eval/`` with a robustness.json), sorted."""
+        return sorted(p.parent.name for p in self.eval_dir.glob(f"*/{ROBUSTNESS_FILE}") if p.is_file())
+
+    def robustness_path(self, evaluation: str | None = None) -> Path:
+        """``eval/NAME/robustness.json`` (NAME: ``evaluation``, else the run config's own evaluation; a run
+        written before evaluations had names keeps it as ``eval/robustness.json``)."""
+        path = self.evaluation_dir(evaluation or evaluation_name(self.config().eval)) / ROBUSTNESS_FILE
+        legacy = self.eval_dir / ROBUSTNESS_FILE
+        return legacy if evaluation is None and not path.exists() and legacy.exists() else path
+
+    def robustness(self, evaluation: str | None = None) -> RobustnessSummary | None:
+        """The numbers of an evaluation (:meth:`robustness_path`), or None while the run has none."""
+        path = self.robustness_path(evaluation)
+        return RobustnessSummary.read(path) if path.is_file() else None
+
+    def record(self, evaluation: str | None = None) -> RunRecord:
+        """The run's config, training summary and the numbers of ``evaluation`` (default: the config's own)."""
+        return RunRecord(self.path, self.config(), self.summary(), self.robustness(evaluation), evaluation)
 
     def changes(self, cfg: Config) -> dict[str, tuple[Any, Any]]:
         """``section.key``: (saved value, value in ``cfg``) of every key that differs from the run's config."""

@@ -182,8 +182,9 @@ def _check(opts: TrainConfig, schedule: Schedule, val: Any) -> None:
     if opts.on_overfit not in ("warn", "stop") or opts.select not in ("final", "best_robust"):
         raise ConfigError(f"on_overfit: warn or stop (got {opts.on_overfit!r}); select: final or best_robust "
                           f"(got {opts.select!r})")
-    if val is None and schedule.describe()["kind"] == "auto":
-        raise ConfigError("schedule: an auto schedule watches validation accuracy; pass val=...")
+    kind = schedule.describe()["kind"]
+    if val is None and kind in SCHEDULES and SCHEDULES[kind].adaptive:
+        raise ConfigError(f"schedule: a {kind} schedule watches validation accuracy; pass val=...")
     if val is None and opts.select == "best_robust":
         raise ConfigError("select: best_robust picks the epoch by the monitor on validation data; pass val=...")
 
@@ -252,7 +253,7 @@ def _schedule_section(schedule: Schedule, epochs: int) -> dict[str, Any]:
     robustft's."""
     described = schedule.describe()
     kind = str(described.get("kind"))
-    if kind not in SCHEDULES or kind == "auto":  # auto: its resolved state is in summary.json
+    if kind not in SCHEDULES or SCHEDULES[kind].adaptive:  # its resolved state is in summary.json
         return {"kind": kind if kind in SCHEDULES else UNKNOWN}
     keys = SCHEDULES[kind].keys
     out: dict[str, Any] = {"kind": kind}

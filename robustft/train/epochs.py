@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from robustft import distributed as ddp
-from robustft.config import TrainConfig
+from robustft.config import SCHEDULES, TrainConfig
 from robustft.errors import CatastrophicOverfittingError
 from robustft.eval.metrics import delay_time
 from robustft.runs import EpochRow, RunDir, TrainSummary
@@ -107,9 +107,10 @@ def summarize(rows: list[EpochRow], stopped_row: list[EpochRow], opts: TrainConf
         compile=speed.compile if speed is not None else False,
         catastrophic_overfitting=overfit_verdict(rows + stopped_row, opts.overfit_gap, stopped).to_dict(),
         stopped_at_epoch=stopped, select=select)
-    if described["kind"] == "auto" and rows and not any(r.eps_mean for r in rows):
-        log.warning("auto schedule: validation clean accuracy did not plateau before the last epoch, so ε stayed 0 "
-                    "for the whole run; lower schedule.patience, raise schedule.tolerance or train longer")
+    if described["kind"] in SCHEDULES and SCHEDULES[described["kind"]].adaptive and rows \
+            and not any(r.eps_mean for r in rows):
+        log.warning("%s schedule: validation clean accuracy did not plateau before the last epoch, so ε stayed 0 "
+                    "for the whole run; lower schedule.patience, raise schedule.tolerance or train longer", described["kind"])
     return summary
 
 
