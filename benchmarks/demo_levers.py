@@ -17,7 +17,12 @@ every round after untimed warm-up rounds (medians and medians of per-round ratio
   iteration on every image (the model here is not trained, so an evaluation that stops at the first
   misclassified point would attack almost nothing), unfolded and folded once as the evaluator folds (the
   folded copy is channels-last); ``eval-28-default-layout``: unfolded in the default memory layout, as the
-  evaluation ran before (training lays the model out channels-last; the evaluation built it anew).
+  evaluation ran before (training lays the model out channels-last; the evaluation built it anew);
+- ``step-28-folded-b128``: the folded step on a batch of 128 (twice the demo's), to compare the cost per example;
+- ``monitor``: the catastrophic-overfitting monitor of one epoch (``train.monitor_n`` = 128 validation images
+  under the training attack and under APGD-CE-10, folded, as the demo runs it) and ``validate``: the epoch's
+  clean validation pass (500 images); their cost is reported against an epoch of folded steps (the demo's
+  1,000 training images are 15 steps of 64).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from robustft.runs import RunDir
 from robustft.train.optim import build_optimizer
 from robustft.train.speed import Accelerator
 from robustft.train.trainer import EpochStats, StepContext, train_step
+from robustft.train.validation import Validation, monitor, validate
 
 from timing import interleaved, machine, median, paired_ratio, set_threads
 
@@ -65,6 +71,8 @@ class Setup:
         self.x_eval, self.y_eval = speed.batch(evals[0]), evals[1]
         self.eps, self.step_no, self.steps = cfg.attack.eps, 0, cfg.attack.num_steps
         self.kept = FoldedCopy(self.model, self.x)  # as the training attack keeps it: refreshed every call
+        self.val = Validation.from_config(cfg, data)
+        self.steps_per_epoch = len(data.train) // d.batch_size
 
     def step(self) -> None:
         self.model.train()
@@ -82,6 +90,13 @@ class Setup:
         if default_layout:  # as robustft.evaluate_run built the model before: no channels-last anywhere
             net = copy.deepcopy(self.net).to(memory_format=torch.contiguous_format)
         return APGD(num_steps=10)(net, self.x_eval, self.y_eval, self.eps)  # every iteration on every image
+
+
+    def monitor(self) -> dict[str, float]:
+        return monitor(self.net, self.val, torch.device("cpu"), self.eps)
+
+    def validate(self) -> dict[str, float]:
+        return validate(self.net, self.val, torch.device("cpu"))
 
 
 def agreement(s: Setup) -> float:
@@ -103,13 +118,15 @@ def main(argv: list[str] | None = None) -> None:
     s32 = Setup(base.replace("data", image_size=32))
     s28 = Setup(base.replace("data", image_size=28))
     s28f = Setup(base.replace("data", image_size=28).replace("attack", fold_bn=True))
-    for s in (s28, s28f):  # same weights: only the input or the attack's copy differs
+    s128 = Setup(base.replace("data", image_size=28, batch_size=128).replace("attack", fold_bn=True))
+    for s in (s28, s28f, s128):  # same weights: only the input or the attack's copy differs
         s.model.load_state_dict(copy.deepcopy(s32.model.state_dict()))
     contenders: dict[str, Callable[[], object]] = {
         "step-32": s32.step, "step-28": s28.step, "step-28-folded": s28f.step,
         "attack-32": s32.attack, "attack-28": s28.attack, "attack-28-folded": lambda: s28.attack(folded=True),
         "eval-28": s28.evaluate, "eval-28-folded": lambda: s28.evaluate(folded=True),
         "eval-28-default-layout": lambda: s28.evaluate(default_layout=True),
+        "step-28-folded-b128": s128.step, "monitor": s28f.monitor, "validate": s28f.validate,
     }
     times = interleaved(contenders, args.repeats, args.warmup)
     print(f"\nmachine: {machine()}")
@@ -123,6 +140,13 @@ def main(argv: list[str] | None = None) -> None:
     for name, t in times.items():
         ratio = f"{paired_ratio(t, times[pairs[name]]):.2f} × {pairs[name]}" if name in pairs else "1.00"
         print(f"| {name} | {median(t):.3f} | {ratio} |")
+    step, epoch = median(times["step-28-folded"]), median(times["step-28-folded"]) * s28f.steps_per_epoch
+    print(f"\nper example, folded step: batch 128 {median(times['step-28-folded-b128']) / 128 * 1e3:.2f} ms, batch "
+          f"{base.data.batch_size} {step / base.data.batch_size * 1e3:.2f} ms (ratio "
+          f"{median(times['step-28-folded-b128']) / 128 / (step / base.data.batch_size):.2f})")
+    print(f"an epoch of folded steps ({s28f.steps_per_epoch} steps): {epoch:.1f} s; the monitor "
+          f"{median(times['monitor']):.2f} s ({100 * median(times['monitor']) / epoch:.0f} % of it), the clean "
+          f"validation {median(times['validate']):.2f} s ({100 * median(times['validate']) / epoch:.0f} %)")
     print(f"\nfolded vs unfolded logits, eval mode, 256 test images: max |difference| {agreement(s28):.2e}")
 
 
