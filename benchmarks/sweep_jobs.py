@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from robustft.experiments.demo import demo_spec  # noqa: E402
+from robustft.experiments.demo import DEMO_HINGES, DEMO_SETTINGS, demo_spec  # noqa: E402
 from robustft.experiments.sweep import SweepSpec, expand, run_sweep  # noqa: E402
 from robustft.runs import RunDir  # noqa: E402
 
@@ -36,8 +36,11 @@ def sweep_spec(out_dir: Path, n_train: int, epochs: int, n_test: int) -> SweepSp
     demo = demo_spec(out_dir)
     fixed = {**demo.fixed, "data.n_train": n_train, "train.epochs": epochs, "eval.n": n_test,
              "eval.checks": False, "train.monitor_n": 0}
-    return SweepSpec(base=None, out_dir=out_dir, fixed=fixed,
-                     variants={v: demo.variants[v] for v in ("fix", "scheduled")}, grid={})
+    # the demo's hinges, in epochs of its 30, as the same fractions of this shorter run
+    scale = 1 / DEMO_SETTINGS["train.epochs"]
+    scheduled = {**demo.variants["scheduled"], "schedule.t1": DEMO_HINGES[0] * scale, "schedule.t2": DEMO_HINGES[1] * scale}
+    return SweepSpec(base=None, out_dir=out_dir, fixed=fixed, variants={"fix": demo.variants["fix"], "scheduled": scheduled},
+                     grid={})
 
 
 def main() -> int:
