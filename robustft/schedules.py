@@ -74,11 +74,8 @@ def end_of_training(epochs: int, per_step: bool) -> float:
 
 
 def resolve_hinges(cfg: ScheduleConfig, epochs: int) -> tuple[float, float]:
-    """(T1, T2) in epochs for a hinge-shaped schedule config, filling each kind's defaults."""
-    if cfg.kind == "fix":
-        return 0.0, 0.0
-    if cfg.kind == "linear":
-        return 0.0, end_of_training(epochs, cfg.granularity == "step")
+    """(T1, T2) in epochs for a hinge-shaped schedule config whose hinges are set by hand, filling its kind's
+    defaults (``SCHEDULES`` entry)."""
     t1, t2 = hinges_in_epochs(cfg, epochs)
     if t2 < t1:
         raise ConfigError(f"schedule: t2 ({t2} epochs) must not come before t1 ({t1} epochs); give t2 ≥ t1")
@@ -241,10 +238,20 @@ def build_eps_schedule(cfg: ScheduleConfig, eps_target: float, epochs: int, seed
 
 
 # ------------------------------------------------------------------------ the kinds (``schedule.kind``)
-def _hinged(cfg: ScheduleConfig, eps_target: float, epochs: int, seed: int) -> Schedule:
-    t1, t2 = resolve_hinges(cfg, epochs)
+def _hinged(cfg: ScheduleConfig, eps_target: float, epochs: int, seed: int,
+            hinges: tuple[float, float] | None = None) -> Schedule:
+    """A two-hinge schedule with ``hinges`` (T1, T2) in epochs, or the config's (:func:`resolve_hinges`)."""
+    t1, t2 = hinges if hinges is not None else resolve_hinges(cfg, epochs)
     return HingeSchedule(eps_target=eps_target, per_step=cfg.granularity == "step", epochs=epochs, t1=t1, t2=t2,
                          kind=cfg.kind)
+
+
+def _fix(cfg: ScheduleConfig, eps_target: float, epochs: int, seed: int) -> Schedule:
+    return _hinged(cfg, eps_target, epochs, seed, (0.0, 0.0))
+
+
+def _linear(cfg: ScheduleConfig, eps_target: float, epochs: int, seed: int) -> Schedule:
+    return _hinged(cfg, eps_target, epochs, seed, (0.0, end_of_training(epochs, cfg.granularity == "step")))
 
 
 def _t2_default(s: ScheduleConfig) -> str:
@@ -285,7 +292,7 @@ def _auto(cfg: ScheduleConfig, eps_target: float, epochs: int, seed: int) -> Sch
 
 
 AUTO_KEYS = ("patience", "tolerance", "tolerance_mode", "latest_t1", "t2", "granularity")
-SCHEDULES.register("fix", _hinged, baseline=True, color="#d62728", summary="RFT-fix: ε_g from the first step")
+SCHEDULES.register("fix", _fix, baseline=True, color="#d62728", summary="RFT-fix: ε_g from the first step")
 SCHEDULES.register("hinge", _hinged, keys=("t1", "t2", "granularity"), defaults={"t1": 0.25, "t2": 0.75},
                    check=_ramp_problems, color="#1f77b4",
                    summary="Epsilon-Scheduling: ε = 0 until t1, linear to ε_g at t2 (default 0.25 / 0.75)")
@@ -293,7 +300,7 @@ SCHEDULES.register("warmup", _hinged, keys=("t2", "granularity"), defaults={"t2"
                    color="#2ca02c", summary="linear warm-up: from 0 at the start to ε_g at t2")
 SCHEDULES.register("switch", _hinged, keys=("t1", "granularity"), defaults={"t1": 0.5}, color="#9467bd",
                    summary="hard switch from 0 to ε_g at t1")
-SCHEDULES.register("linear", _hinged, keys=("granularity",), color="#17becf",
+SCHEDULES.register("linear", _linear, keys=("granularity",), color="#17becf",
                    summary="linear from 0 to ε_g over all of training")
 SCHEDULES.register("uniform", _uniform, keys=("granularity",), color="#bcbd22",
                    summary="ε ~ U[0, ε_g], drawn every epoch (or step)")

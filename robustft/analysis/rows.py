@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from robustft.config import Config, format_eps, is_clean_objective
+from robustft.config import OBJECTIVES, Config, format_eps, is_clean_objective
 from robustft.runs import RunDir, RunRecord
 
 METRICS = ("clean", "adv", "e_adv")
@@ -78,9 +78,8 @@ def schedule_label(cfg: Config) -> str:
     """The method of a run in words: the objective's name for a clean one (``standard``), else the schedule's kind,
     with TRADES and its β (and its CE inner loss) named."""
     schedule = cfg.objective.name if is_clean_objective(cfg.objective.name) else cfg.schedule.kind
-    if cfg.objective.name == "trades":
-        schedule += f" (TRADES β={cfg.objective.beta:g}{', CE inner' if cfg.objective.trades_inner == 'ce' else ''})"
-    return schedule
+    label = OBJECTIVES[cfg.objective.name].extra.get("label") if cfg.objective.name in OBJECTIVES else None
+    return f"{schedule} ({label(cfg.objective)})" if label is not None else schedule
 
 
 def run_row(path: str | Path, evaluation: str | None = None) -> RunRow:

@@ -17,8 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from robustft.analysis.stats import baseline_name
 from robustft.api import fine_tune
-from robustft.config import Config, ConfigError, config_from_dict, config_to_dict, is_clean_objective, save_config
+from robustft.config import (
+    Config,
+    ConfigError,
+    ObjectiveConfig,
+    config_from_dict,
+    config_to_dict,
+    is_clean_objective,
+    save_config,
+)
 from robustft.errors import MissingDependencyError, TuneError
 from robustft.experiments.cluster import join_ray
 from robustft.runs import write_json
@@ -70,8 +79,9 @@ def tuning_config(cfg: Config, preset: str) -> Config:
     """The config trials train: ``cfg`` itself, or its fix variant under the paper's preset; never evaluated."""
     raw = config_to_dict(cfg)
     if preset == "paper":
-        raw["objective"]["name"] = "adversarial" if is_clean_objective(raw["objective"]["name"]) else raw["objective"]["name"]
-        raw["schedule"] = {"kind": "fix", "granularity": raw["schedule"]["granularity"]}
+        if is_clean_objective(raw["objective"]["name"]):  # the robust default objective
+            raw["objective"]["name"] = ObjectiveConfig().name
+        raw["schedule"] = {"kind": baseline_name(), "granularity": raw["schedule"]["granularity"]}
     elif preset != "none":
         raise ConfigError([f"preset {preset!r}: expected one of {', '.join(PRESETS)}"])
     raw["train"]["evaluate"] = False

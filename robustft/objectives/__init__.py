@@ -30,11 +30,18 @@ def _trades(cfg: Config) -> Objective:
 
 
 OBJECTIVES.register("standard", lambda cfg: StandardObjective(), clean=True, color="#7f7f7f",
+                    extra={"type": StandardObjective},
                     summary="cross-entropy on clean inputs (standard fine-tuning, the clean reference)")
 OBJECTIVES.register("adversarial", lambda cfg: AdversarialObjective(training_attack(cfg)),
+                    extra={"type": AdversarialObjective, "carry": True},
                     summary="cross-entropy on the training attack's examples (Madry)")
 OBJECTIVES.register("trades", _trades, keys=("beta", "trades_inner"),
+                    extra={"type": TradesObjective, "record": lambda o: {"beta": o.beta},
+                           "label": lambda c: f"TRADES β={c.beta:g}{', CE inner' if c.trades_inner == 'ce' else ''}"},
                     summary="clean cross-entropy + beta · KL(clean ‖ attacked) (TRADES)")
+"""Each entry's ``extra``: ``type``, the class its builder returns (a run of ``robustft.fit`` with an objective
+object records the entry's name); ``record``, what else of such an object the run records; ``label``, what reports
+add to the schedule's name (from the ``objective`` section); ``carry``, whether ``attack.carry`` applies."""
 
 
 __all__ = ["AdversarialObjective", "Objective", "ObjectiveOutput", "StandardObjective", "TradesObjective",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from robustft.analysis.stats import Aggregate, RunResult
+from robustft.analysis.stats import Aggregate, RunResult, method_rank
 from robustft.config import OBJECTIVES, SCHEDULES, parse_eps
 from robustft.eval.metrics import delay_time
 from robustft.eval.result import RobustnessResult
@@ -186,7 +186,7 @@ def clean_vs_eps(groups: list[Aggregate]) -> Figure:
     for i, (backbone, dataset) in enumerate(pairs):
         for setting in dict.fromkeys(g.setting for g in groups):
             gs = [g for g in groups if (g.backbone, g.dataset, g.setting) == (backbone, dataset, setting)]
-            pts = sorted((0.0 if setting == "standard" else 255 * parse_eps(g.eps), g.mean("clean"), g.std("clean"))
+            pts = sorted((0.0 if method_rank(setting) == 0 else 255 * parse_eps(g.eps), g.mean("clean"), g.std("clean"))
                          for g in gs if g.mean("clean") is not None)
             if not pts:
                 continue

@@ -20,6 +20,7 @@ from robustft.analysis.stats import (
     Aggregate,
     RunResult,
     aggregate,
+    baseline_name,
     compare_to_fix,
     load_results,
     mean_std,
@@ -93,7 +94,7 @@ def stats_section(results: list[RunResult]) -> Section:
         return Section("Fix vs schedules: paired t-tests", [
             "No matched pairs: a paired test needs a fix run and a scheduled run that differ only in the schedule."],
             finding=True)
-    rows = [[t.treatment, "fix", LABELS[t.metric], str(t.n), f"{100 * t.mean_diff:+.1f}", f"{t.wins}/{t.n}",
+    rows = [[t.treatment, baseline_name(), LABELS[t.metric], str(t.n), f"{100 * t.mean_diff:+.1f}", f"{t.wins}/{t.n}",
              "—" if t.t is None else f"{t.t:.2f}", "—" if t.p is None else f"{t.p:.2g}"] for t in tests]
     return Section("Fix vs schedules: paired t-tests", [
         "Two-sided paired t-test over runs that share everything but the schedule (configuration and seed); "

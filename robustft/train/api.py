@@ -27,12 +27,12 @@ from torch import nn
 
 from robustft.attacks import APGD, FGSM, NFGSM, PGD
 from robustft.attacks.base import FoldedBatchNorm, FullPrecision
-from robustft.config import SCHEDULES, OptimConfig, ScheduleConfig, TrainConfig, to_epochs
+from robustft.config import OBJECTIVES, SCHEDULES, OptimConfig, ScheduleConfig, TrainConfig, to_epochs
 from robustft.config.eps import eps_argument
 from robustft.config.validate import schedule_problems
 from robustft.data import as_source, as_train_data
 from robustft.errors import ConfigError, RunExistsError
-from robustft.objectives import AdversarialObjective, Objective, StandardObjective, TradesObjective
+from robustft.objectives import Objective
 from robustft.runs import UNKNOWN, EpochRow, RunDir, TrainSummary, remove_temp_files
 from robustft.schedules import Schedule, build_eps_schedule, build_lr_schedule
 from robustft.train.checkpoint import kept_rng_state
@@ -226,11 +226,13 @@ def own_run_config(run: RunDir, opts: TrainConfig, objective: Objective, schedul
 
 
 def _objective_section(objective: Objective) -> dict[str, Any]:
-    """``objective.name`` (and TRADES' beta) of one of robustft's objectives, else unknown."""
-    if isinstance(objective, TradesObjective):
-        return {"name": "trades", "beta": objective.beta}
-    names = {AdversarialObjective: "adversarial", StandardObjective: "standard"}
-    return {"name": names.get(type(objective), UNKNOWN)}
+    """``objective.name`` (and what else its ``OBJECTIVES`` entry records, e.g. TRADES' beta) of one of robustft's
+    objectives, else unknown."""
+    entry = next((e for e in OBJECTIVES.entries() if type(objective) is e.extra.get("type")), None) or \
+        next((e for e in OBJECTIVES.entries() if isinstance(objective, e.extra.get("type") or ())), None)
+    if entry is None:
+        return {"name": UNKNOWN}
+    return {"name": entry.name, **entry.extra.get("record", lambda o: {})(objective)}
 
 
 def _attack_section(attack: Any, eps: float) -> dict[str, Any]:
