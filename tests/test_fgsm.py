@@ -257,8 +257,8 @@ def test_model_state_restored_when_forward_raises(toy_batch, name, training):
 
 # ------------------------------------------------------------------------------------ factories and config
 def test_default_rel_steps():
-    assert {n: TRAIN_ATTACKS[n].extra.get("rel_step") for n in TRAIN_ATTACKS} == {"apgd": None, "pgd": 0.25, "fgsm": 1.25,
-                                                                             "nfgsm": 1.0}
+    defaults = {"apgd": None, "pgd": 0.25, "fgsm": 1.25, "nfgsm": 1.0}  # step-size free, PGD's, Wong's, de Jorge's
+    assert {n: TRAIN_ATTACKS[n].extra.get("rel_step") for n in defaults} == defaults
     assert AttackConfig().rel_step_size is None and AttackConfig().noise_mult == 2.0
 
 

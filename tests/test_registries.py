@@ -131,3 +131,11 @@ def test_a_new_backbone_source_is_one_entry_tried_before_timm():
     finally:
         BACKBONES.unregister("toys")
     assert backbone_source("toy:conv").name == "timm"  # gone: timm takes any name (and rejects it when building)
+
+
+def test_every_entry_extra_is_one_the_registry_documents():
+    """A training attack's ``extra`` keys are the documented ones (a typo would silently take the default)."""
+    from robustft.attacks import TRAIN_ATTACK_EXTRAS
+
+    for entry in TRAIN_ATTACKS.entries():
+        assert set(entry.extra) <= set(TRAIN_ATTACK_EXTRAS), entry.name

@@ -33,10 +33,15 @@ TRAIN_ATTACKS.register("fgsm", lambda cfg, threat: FGSM(rel_step_size=rel_step(c
                                                         threat=threat),
                        extra={"rel_step": 1.25}, summary="FGSM with a random start (FGSM-RS), one step of 1.25 ε")
 TRAIN_ATTACKS.register("nfgsm", lambda cfg, threat: NFGSM(noise_mult=cfg.noise_mult, rel_step_size=rel_step(cfg)),
-                       extra={"rel_step": 1.0},
+                       extra={"rel_step": 1.0, "in_ball": False},
                        check=lambda a, config: [] if a.norm == "linf" else
                        ["attack.name: nfgsm is defined for attack.norm=linf only"],
                        summary="N-FGSM: noise in [−kε, kε], one step of ε, not projected to the ball")
+
+
+TRAIN_ATTACK_EXTRAS = {"rel_step": "the default attack.rel_step_size (null takes it)",
+                       "in_ball": "False for an attack that leaves the ε-ball by design (N-FGSM's noise)"}
+"""What a ``TRAIN_ATTACKS`` entry's ``extra`` may say."""
 
 
 def build_attack(cfg: AttackConfig) -> Attack:
