@@ -1,7 +1,7 @@
 """Shared helpers of the benchmark scripts: interleaved timing, medians and a one-line machine description.
 
 Not a benchmark itself; the scripts beside it import it (``python benchmarks/X.py`` puts this folder on
-the import path).
+the import path), and so do those in research/benchmarks/ (which insert this folder).
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def test_python_example_runs(tiny_overrides, monkeypatch, capsys):
 
 
 def test_readme_commands_point_at_real_files():
-    for path in re.findall(r"(configs/\w+\.yaml|scripts/\w+\.sh)", README):
+    for path in re.findall(r"(configs/\w+\.yaml|(?:research/)?scripts/\w+\.sh)", README):
         assert (ROOT / path).is_file(), path
     ci = (ROOT / ".ci" / "run").read_text()
     assert "scripts/test.sh" in ci and "bash scripts/test.sh" in README

@@ -6,7 +6,7 @@ then a linear ramp, then ε_g), evaluates them with every attack AutoAttack runs
 ``aa-curve`` preset, with its AutoAttack check), and renders the report. The regime is Fashion-MNIST's own
 radius, ε_g = 32/255 (its literature evaluates at 0.1–0.3), where fix falls well below standard fine-tuning;
 smooth activations, a 7-step training attack, weight averaging and 30 epochs make the robustness real
-(docs/recipe_search/README.md has the search, the hinge rule and its measurements).
+(docs/research/recipe_search/README.md has the search, the hinge rule and its measurements).
 Finished runs are reused and a killed run resumes, so running it again continues where it stopped.
 """
 
@@ -38,7 +38,7 @@ DEMO_SETTINGS = {
 DEMO_HINGES = (4, 9)
 """Epsilon-Scheduling's hinges (T1, T2) in epochs of the 30: T1 when standard fine-tuning first reaches 90 % of its
 final validation accuracy, T2 when fix does (:func:`rule_hinges`; seeds 0, 1, 2 gave (4, 10), (4, 9), (5, 6), and
-the hinges are their medians: docs/recipe_search/README.md, section 12)."""
+the hinges are their medians: docs/research/recipe_search/README.md, section 12)."""
 NO_HINGES = {"schedule.t1": None, "schedule.t2": None}
 DEMO_VARIANTS: dict[str, dict[str, Any]] = {
     "standard": {"objective.name": "standard", "schedule.kind": "fix", **NO_HINGES},

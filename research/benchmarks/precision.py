@@ -1,6 +1,6 @@
 """bf16 autocast against fp32 on this machine: step times side by side, and accuracy after identical runs.
 
-    python benchmarks/precision.py --repeats 10 --warmup 2
+    python research/benchmarks/precision.py --repeats 10 --warmup 2
 
 1. Step times, interleaved in every round after untimed warm-up rounds (medians reported): a clean training
    step (ε = 0, no attack) and an adversarial training step (APGD-CE, 7 steps, ε_g = 8/255) through
@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,8 +33,9 @@ from robustft.runs import RunDir
 from robustft.train.speed import Accelerator
 from robustft.train.trainer import StepContext, micro_batch_size
 
-from adversarial_step import NO_RUN, our_step, setup
-from timing import interleaved, machine, median, paired_ratio, set_threads
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the helpers it shares with benchmarks/
+from adversarial_step import NO_RUN, our_step, setup  # noqa: E402
+from timing import interleaved, machine, median, paired_ratio, set_threads  # noqa: E402
 
 PRECISIONS = {  # short name → (train.precision, train.attack_fp32)
     "fp32": ("fp32", True),

@@ -1,4 +1,4 @@
-"""scripts/search_demo_regime.py: every candidate is a valid config of the demo's regime."""
+"""research/scripts/search_demo_regime.py: every candidate is a valid config of the demo's regime."""
 
 import importlib.util
 from pathlib import Path
@@ -52,7 +52,7 @@ def test_a_candidate_can_move_the_scheduled_variants_hinges_only(search, tmp_pat
 
 
 def test_the_gpu_driver_names_only_known_candidates(search):
-    """scripts/search_demo_regime_gpu.sh runs candidates by name: each must exist in the search script."""
+    """research/scripts/search_demo_regime_gpu.sh runs candidates by name: each must exist in the search script."""
     driver = (SCRIPT.parent / "search_demo_regime_gpu.sh").read_text()
     named = [line.split()[0].strip('"') for line in driver.split("CANDIDATES=(")[1].split(")")[0].splitlines()[1:]
              if line.strip()]

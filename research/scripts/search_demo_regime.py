@@ -1,8 +1,8 @@
 """The demo's regime with a few settings changed: train and evaluate its variants (standard, fix, scheduled)
-for several seeds, then print the table. docs/recipe_search/README.md has the results.
+for several seeds, then print the table. docs/research/recipe_search/README.md has the results.
 
-    python scripts/search_demo_regime.py e16_ep30 --variants fix scheduled --seeds 0 1 2
-    python scripts/search_demo_regime.py e16_ep30 --set eval.n=200   # further overrides
+    python research/scripts/search_demo_regime.py e16_ep30 --variants fix scheduled --seeds 0 1 2
+    python research/scripts/search_demo_regime.py e16_ep30 --set eval.n=200   # further overrides
 
 Each run is ``OUT/CANDIDATE/VARIANT-seedN``, run as the demo's sweep (finished runs are reused, a killed
 one resumes, a failed one is recorded in ``OUT/CANDIDATE/sweep.json``). Robustness is

@@ -1,7 +1,7 @@
 """How strong each evaluation-attack setting is at one ε: accuracy and wall time on a run's stratified test
 images, each setting a separate evaluation of the same images (cold starts, incremental over its attacks).
 
-    python benchmarks/attack_strength.py runs/demo/fix-seed0 8/255 '{"attacks": ["apgd-ce"]}' \\
+    python research/benchmarks/attack_strength.py runs/demo/fix-seed0 8/255 '{"attacks": ["apgd-ce"]}' \\
         '{"attacks": ["apgd-ce"], "num_steps": 100}' '{"attacks": ["apgd-ce", "apgd-t"], "num_steps": 100}'
 
 Each setting is a JSON object of ``eval`` settings (attacks, num_steps, targets, restarts, ...).
@@ -12,15 +12,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
-from run_model import load_run
 
 from robustft.attacks import build_eval_attacks
 from robustft.config import parse_eps_grid
 from robustft.eval import evaluate
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the helpers it shares with benchmarks/
+from run_model import load_run  # noqa: E402
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""scripts/evaluation_gap.py: two evaluations of one run compared on exactly the test examples they share."""
+"""research/scripts/evaluation_gap.py: two evaluations of one run compared on exactly the test examples they share."""
 
 import importlib.util
 import subprocess

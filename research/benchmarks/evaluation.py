@@ -12,23 +12,26 @@ order is reversed on the second round and the faster time of each is kept. One r
 a curve by a point or two, so ``--seeds K`` then compares ours and the reference averaged over K seeds
 (with the spread of ours across seeds).
 
-    python benchmarks/evaluation.py runs/main_scheduled --n 500 --repeats 2 --seeds 5
+    python research/benchmarks/evaluation.py runs/main_scheduled --n 500 --repeats 2 --seeds 5
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from run_model import load_run
 
 from robustft.attacks import APGD, AutoAttack
 from robustft.config import format_eps, parse_eps_grid
 from robustft.eval import evaluate
 from robustft.runs import RunDir
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the helpers it shares with benchmarks/
+from run_model import load_run  # noqa: E402
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo-regime search at ε_g = 32/255 on one GPU machine (docs/recipe_search/README.md, section 10):
+# The demo-regime search at ε_g = 32/255 on one GPU machine (docs/research/recipe_search/README.md, section 10):
 # the candidates one after another, each one's runs (seeds 0, 1, 2) JOBS at a time (default 3), one process
 # each. Keep JOBS small: 30 such processes on one H200 ran no faster per run than one CPU thread
 # (BENCHMARKS.md, "GPU"): time-slicing between CUDA contexts costs more than the tiny kernels gain.
@@ -7,11 +7,11 @@
 # with the sanity checks on; then AutoAttack (standard) at ε_g on 200 test images for every robust run
 # that finished, beside a cheaper APGD-CE + APGD-T with 10 steps (500 images, eval/cet10). Finished runs
 # and evaluations are reused, killed ones resume, so running it again continues. Ends with the tables.
-# Usage: bash scripts/search_demo_regime_gpu.sh [OUT_DIR] [SEARCH_SECONDS] [AUTOATTACK_SECONDS]
+# Usage: bash research/scripts/search_demo_regime_gpu.sh [OUT_DIR] [SEARCH_SECONDS] [AUTOATTACK_SECONDS]
 #   (0 = no limit); extra settings for every run in ROBUSTFT_SET, e.g. ROBUSTFT_SET="data.root=/data/fmnist".
 # Uses the python3 on PATH, which must import robustft (installed, or PYTHONPATH=. from the repository root).
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 OUT=${1:-runs/demo_regime_gpu}
 SEARCH_S=${2:-0}
 AA_S=${3:-0}
@@ -23,7 +23,7 @@ START=$(date +%s)
 search() {  # CANDIDATE VARIANT...: within what is left of SEARCH_SECONDS
   local left=0
   if [ "$SEARCH_S" -gt 0 ]; then left=$(( SEARCH_S - ($(date +%s) - START) )); [ "$left" -gt 0 ] || return 0; fi
-  limit "$left" python3 scripts/search_demo_regime.py "$1" --variants "${@:2}" --seeds 0 1 2 \
+  limit "$left" python3 research/scripts/search_demo_regime.py "$1" --variants "${@:2}" --seeds 0 1 2 \
     --jobs "${JOBS:-3}" --out "$OUT" "${SETS[@]}" >"$OUT/$1.log" 2>&1
   echo "search $1: exit $? ($(date +%T))"
 }

@@ -1,6 +1,6 @@
-"""Two evaluations of the same run compared on the test examples they share, at ε_g (docs/recipe_search/).
+"""Two evaluations of the same run compared on the test examples they share, at ε_g (docs/research/recipe_search/).
 
-    python scripts/evaluation_gap.py RUN [RUN ...] [--eval apgd-ce+apgd-t] [--reference autoattack]
+    python research/scripts/evaluation_gap.py RUN [RUN ...] [--eval apgd-ce+apgd-t] [--reference autoattack]
 
 An evaluation on ``n`` test images uses robustft's stratified subset of ``n`` (``data.split_seed``), so a
 200-image AutoAttack evaluation and a 500-image one cover different, overlapping examples. This reads both

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# The search for a robust-fine-tuning recipe on the embedded default (docs/recipe_search/README.md has the
+# The search for a robust-fine-tuning recipe on the embedded default (docs/research/recipe_search/README.md has the
 # results): ImageNet EfficientNet-Lite0 → Fashion-MNIST 32×32, RFT-fix unless named, every run evaluated on
 # 500 test images over the ε grid with the sanity checks (converged, black_box, …) and watched during
 # training by the catastrophic-overfitting monitor. Robustness is judged by the evaluation and its checks,
 # never by the training logs.
-# Usage: bash scripts/search_recipe.sh [CANDIDATE ...] (default: all); SEEDS="0 1 2" repeats each.
+# Usage: bash research/scripts/search_recipe.sh [CANDIDATE ...] (default: all); SEEDS="0 1 2" repeats each.
 # Finished runs are reused, a killed one resumes. Ends with the table of every run.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/setup.sh"
 OUT=runs/recipe_search
 BASE=(--set data.n_train=1000 --set data.n_val=500 --set data.n_test=1000 --set train.epochs=12
       --set train.val_adv_n=0 --set train.monitor_n=128 --set eval.n=500 --set train.delay_threshold=0.5)

@@ -3,10 +3,10 @@
 # fix and Epsilon-Scheduling (hinges at 25 % / 75 %) on ImageNet EfficientNet-Lite0 → Fashion-MNIST 32×32
 # with 300 training images (30 per class), 20 epochs, APGD-CE 7 steps while training, at ε_g = 32/255,
 # 16/255 and 8/255; evaluation on 500 test images, APGD-CE 10 steps over a 9-point grid, with the sanity
-# checks. Usage: bash scripts/search_regime.sh [SEED ...] (default 0). About 15 min per ε_g and seed on
+# checks. Usage: bash research/scripts/search_regime.sh [SEED ...] (default 0). About 15 min per ε_g and seed on
 # 2 CPU cores; finished runs are reused, a killed one resumes. Ends with the table of every run.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/setup.sh"
 OUT=runs/regimes
 run() { local name=$1 config=$2; shift 2
   robustft -q train "configs/$config" --set train.out_dir=$OUT --set "train.run_name=$name" --set data.n_train=300 \

@@ -7,7 +7,7 @@
 # reference. About 45 minutes on 2 CPU cores; finished runs are reused, a killed one resumes.
 # Extra arguments go to every `robustft train` (e.g. --set train.seed=1 --set train.out_dir=runs/seed1).
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/setup.sh"
 OUT=runs/schedules
 COMMON=(--set data.n_train=1000 --set train.epochs=10 --set attack.eps=32/255 --set eval.eps_step=4/255
         --set eval.n=500 --set train.out_dir=$OUT --resume)

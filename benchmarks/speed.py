@@ -1,15 +1,21 @@
-"""CPU speed settings side by side: memory layout (contiguous vs channels-last), intra-op threads (1 vs 2)
-and, optionally, ``torch.compile`` (inductor) on the embedded backbone.
+"""Speed settings side by side: on the CPU, memory layout (contiguous vs channels-last), intra-op threads (1 vs 2)
+and, optionally, ``torch.compile`` (inductor) on the embedded backbone; on a GPU, fp32, bf16 autocast,
+channels-last and ``torch.compile`` on a paper backbone.
 
-    python benchmarks/cpu_speed.py --repeats 10 --warmup 2
-    python benchmarks/cpu_speed.py --repeats 10 --warmup 2 --compile    # + torch.compile (minutes of warm-up)
+    python benchmarks/speed.py --device cpu --repeats 10 --warmup 2
+    python benchmarks/speed.py --device cpu --repeats 10 --warmup 2 --compile    # + torch.compile (minutes of warm-up)
+    python benchmarks/speed.py --device cuda --repeats 10 --warmup 3
+    python benchmarks/speed.py --device cuda --config configs/paper/vit_b-cub200-eps4.yaml --no-compile
 
-Same model (``configs/fmnist_fix.yaml``: EfficientNet-Lite0 with its embedded ImageNet weights and a new
-head), same batch (64 Fashion-MNIST images at 32×32 from the config's training batches), ε = 8/255 (the
-config's ε_g). Every contender gets its own ``copy.deepcopy`` of the same initial model (and its own AdamW
-optimiser where it trains), so one contender's layout, weights or optimiser state never reach another.
-Timed side by side, interleaved in every round after untimed warm-up rounds (``timing.interleaved``: odd
-rounds run in reverse order), medians reported:
+Each device times its own contenders below; the other device's are left out. Timed side by side, interleaved
+in every round after untimed warm-up rounds (``timing.interleaved``: odd rounds run in reverse order), medians
+reported.
+
+**--device cpu** (``--warmup`` 2 by default, ``--compile`` off). Same model (``configs/fmnist_fix.yaml``:
+EfficientNet-Lite0 with its embedded ImageNet weights and a new head), same batch (64 Fashion-MNIST images
+at 32×32 from the config's training batches), ε = 8/255 (the config's ε_g). Every contender gets its own
+``copy.deepcopy`` of the same initial model (and its own AdamW optimiser where it trains), so one
+contender's layout, weights or optimiser state never reach another:
 
 1. Memory layout, default (contiguous) vs channels-last — the channels-last contender is prepared by
    ``Accelerator(cfg.train, cpu)`` with ``train.channels_last=true`` (``model.to(memory_format=
@@ -38,6 +44,24 @@ Run it on an otherwise idle machine (the load average is printed): while another
 cores busy, every parallel region of the 2-thread contender waits for a descheduled thread (a dry run
 beside a busy process measured 2 threads 60–95× slower than 1).
 ``TORCHINDUCTOR_COMPILE_THREADS=1`` keeps the inductor's compile workers off the other core.
+
+**--device cuda** (``--warmup`` 3 by default, ``--compile`` on; needs a CUDA device). Same model (the paper
+preset's backbone, ``convnext_base`` by default, built with ``model.pretrained=false``: the speed of a step
+does not depend on the weights, and no hub is needed), same random batch at the preset's image size
+(224×224), same AdamW optimiser settings. Every setting gets its own ``copy.deepcopy`` of the initial model
+and its own optimiser, and is prepared by ``robustft.train.speed.Accelerator`` exactly as ``fit`` prepares
+a run:
+
+- ``fp32``: eager, default memory layout, no autocast;
+- ``bf16``: bf16 autocast for the training forward passes (the attack crafted in fp32, ``train.attack_fp32``);
+- ``bf16-cl``: bf16 and channels-last (``train.channels_last=true``);
+- ``bf16-cl-compile``: bf16, channels-last and ``train.compile=true`` (inductor), whose first calls
+  (compilation) are timed apart before the rounds (``--no-compile`` leaves it out).
+
+Each is timed on (a) a clean training step (``train_step`` at ε = 0, then AdamW) and (b) an adversarial
+training step with the preset's training attack (APGD-CE, ``attack.num_steps`` = 7, at ε_g), with
+``torch.cuda.synchronize()`` closing every timed call. Prints medians, images per second and the ratio to
+fp32 in the same round (< 1: faster).
 """
 
 from __future__ import annotations
@@ -51,7 +75,7 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 import torch
@@ -71,6 +95,13 @@ from robustft.train.trainer import StepContext, micro_batch_size
 from adversarial_step import NO_RUN, our_step
 from timing import interleaved, machine, median, paired_ratio, set_threads
 
+DEFAULTS = {  # device → (config, warm-up rounds, torch.compile contender)
+    "cpu": ("configs/fmnist_fix.yaml", 2, False),
+    "cuda": ("configs/paper/convnext_b-stanford_cars-eps4.yaml", 3, True),
+}
+
+
+# ============================================================================ --device cpu
 CPU = torch.device("cpu")
 CL = torch.channels_last
 TOLERANCE = 1e-4
@@ -163,8 +194,8 @@ def attack_call(group: str, label: str, cfg: Config, base: nn.Module, x: torch.T
     return contender
 
 
-def contenders(cfgs: dict[str, Config], base: nn.Module, x: torch.Tensor, y: torch.Tensor,
-               compile_cfg: Config | None) -> dict[str, Contender]:
+def cpu_contenders(cfgs: dict[str, Config], base: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                   compile_cfg: Config | None) -> dict[str, Contender]:
     """What is timed, by short name ``group/label``; each group's first member is its baseline."""
     eps = cfgs["default"].attack.eps
     out: list[Contender] = []
@@ -267,12 +298,12 @@ def check_after(timed: dict[str, Contender]) -> None:
         print("- layout of the attacks' returned batches: " + ", ".join(outs))
 
 
-def report(cfg: Config, args: argparse.Namespace, timed: dict[str, Contender], times: dict[str, list[float]],
-           first_compiled: float | None, ok: bool, load: float) -> None:
+def cpu_report(cfg: Config, args: argparse.Namespace, timed: dict[str, Contender],
+               times: dict[str, list[float]], first_compiled: float | None, ok: bool, load: float) -> None:
     bs = cfg.data.batch_size
     med = {name: median(v) for name, v in times.items()}
     print(f"\nmachine: {machine()}; 1-minute load average before the run {load:.2f}")
-    print(f"command: `{shlex.join(['python', 'benchmarks/cpu_speed.py', *sys.argv[1:]])}`")
+    print(f"command: `{shlex.join(['python', 'benchmarks/speed.py', *sys.argv[1:]])}`")
     print(f"{cfg.model.name} ({'pretrained' if cfg.model.pretrained else 'random init'}), {cfg.data.name} "
           f"{cfg.data.image_size}×{cfg.data.image_size}, batch {bs}, ε {format_eps(cfg.attack.eps)} (N-FGSM: "
           f"noise 2ε, step ε; APGD-{APGD_STEPS}: CE, random start), precision {cfg.train.precision}; median of "
@@ -304,20 +335,9 @@ def report(cfg: Config, args: argparse.Namespace, timed: dict[str, Contender], t
     check_after(timed)
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/fmnist_fix.yaml", help="config the model, data and ε come from")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override for every contender (repeatable)")
-    p.add_argument("--repeats", type=int, default=10, help="timed interleaved rounds")
-    p.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads of everything but part 2 (default: torch's)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--image-size", type=int, default=None, help="image side in pixels (default: the config's, 32)")
-    p.add_argument("--compile", action="store_true", help="also time torch.compile (inductor): minutes of warm-up")
-    args = p.parse_args(argv)
-    set_threads(args.threads)
+def run_cpu(args: argparse.Namespace) -> None:
+    """The CPU contenders: the layouts' correctness check, the rounds, the table (exit status 1 when the two
+    layouts' eval-mode logits disagree)."""
     load = os.getloadavg()[0]
     logging.getLogger("robustft").setLevel(logging.WARNING)
     base = [f"data.batch_size={args.batch_size}", f"data.n_train={args.batch_size}", "data.n_val=0",
@@ -328,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
     compile_cfg = load_config(args.config, base + ["train.compile=true"]) if args.compile else None
     model, x, y = base_setup(cfgs["default"])
     ok = check_layouts(model, x, y)
-    timed = contenders(cfgs, model, x, y, compile_cfg)
+    timed = cpu_contenders(cfgs, model, x, y, compile_cfg)
     first_compiled = None
     if compile_cfg is not None:
         print("compiling (the first call of the compiled contender) …", flush=True)
@@ -337,9 +357,120 @@ def main(argv: list[str] | None = None) -> None:
         first_compiled = time.perf_counter() - t0
         print(f"  first call: {first_compiled:.1f} s", flush=True)
     times = interleaved({name: c.call for name, c in timed.items()}, args.repeats, args.warmup)
-    report(cfgs["default"], args, timed, times, first_compiled, ok, load)
+    cpu_report(cfgs["default"], args, timed, times, first_compiled, ok, load)
     if not ok:
         sys.exit(1)
+
+
+# ============================================================================ --device cuda
+SETTINGS = {  # contender → (train.precision, train.channels_last, train.compile)
+    "fp32": ("fp32", False, False),
+    "bf16": ("bf16", False, False),
+    "bf16-cl": ("bf16", True, False),
+    "bf16-cl-compile": ("bf16", True, True),
+}
+
+
+def synced(fn: Callable[[], object]) -> Callable[[], None]:
+    """``fn`` followed by a device synchronisation, so wall time covers the GPU work it queued."""
+
+    def call() -> None:
+        fn()
+        torch.cuda.synchronize()
+
+    return call
+
+
+def cuda_contenders(cfg: Config, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, names: list[str],
+                    device: torch.device) -> dict[str, Callable[[], None]]:
+    """``NAME/clean`` and ``NAME/adv`` for every setting in ``names``, each on its own model and optimiser."""
+    timed: dict[str, Callable[[], None]] = {}
+    for name in names:
+        precision, channels_last, compiled = SETTINGS[name]
+        train = replace(cfg.train, precision=precision, channels_last=channels_last, compile=compiled)
+        own = copy.deepcopy(model).to(device)
+        speed = Accelerator(train, device)
+        ctx = StepContext(speed.prepare(own), build_objective(cfg), speed, len(y), cfg.train.seed, RunDir(NO_RUN))
+        optimizer = build_optimizer(own, cfg.optim)
+        counter = iter(range(10**9))
+        for kind, eps in (("clean", 0.0), ("adv", cfg.attack.eps)):
+            timed[f"{name}/{kind}"] = synced(lambda ctx=ctx, own=own, opt=optimizer, eps=eps, counter=counter:
+                                             our_step(ctx, own, opt, x, y, eps, next(counter)))
+    return timed
+
+
+def cuda_report(cfg: Config, args: argparse.Namespace, times: dict[str, list[float]], first: dict[str, float]) -> None:
+    gpu = torch.cuda.get_device_name()
+    print(f"\n{gpu}, torch {torch.__version__}; {cfg.model.name} (random init), batch {args.batch_size} at "
+          f"{cfg.data.image_size}×{cfg.data.image_size}, training attack APGD-CE {cfg.attack.num_steps} steps "
+          f"at ε = {format_eps(cfg.attack.eps)}; {args.repeats} rounds after {args.warmup} warm-up rounds\n")
+    print("| setting | clean step (s) | img/s | × fp32 | adversarial step (s) | img/s | × fp32 | first call (s) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in SETTINGS:
+        if f"{name}/clean" not in times:
+            continue
+        row = [name]
+        for kind in ("clean", "adv"):
+            t = times[f"{name}/{kind}"]
+            row += [f"{median(t):.3f}", f"{args.batch_size / median(t):.0f}",
+                    f"{paired_ratio(t, times[f'fp32/{kind}']):.2f}"]
+        row.append(f"{first[name]:.0f}" if name in first else "—")
+        print("| " + " | ".join(row) + " |")
+
+
+def run_cuda(args: argparse.Namespace) -> None:
+    """The GPU contenders: their first calls (compilation, cuDNN autotuning) timed apart, the rounds, the table."""
+    if not torch.cuda.is_available():
+        sys.exit("speed.py --device cuda needs a CUDA device (--device cpu times the CPU settings)")
+    device = torch.device("cuda")
+    overrides = ["model.pretrained=false", "data.num_workers=0", *args.overrides]
+    if args.image_size is not None:
+        overrides.append(f"data.image_size={args.image_size}")
+    cfg = load_config(args.config, overrides)
+    num_classes = cfg.model.num_classes or 196
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model, num_classes)
+    size = cfg.data.image_size
+    x = torch.rand(args.batch_size, 3, size, size, device=device)
+    y = torch.randint(0, num_classes, (args.batch_size,), device=device)
+    names = [n for n in SETTINGS if args.compile or not SETTINGS[n][2]]
+    timed = cuda_contenders(cfg, model, x, y, names, device)
+    first: dict[str, float] = {}
+    for name in names:  # compilation (and cuDNN autotuning) happen here, outside the rounds
+        t0 = time.perf_counter()
+        timed[f"{name}/clean"]()
+        timed[f"{name}/adv"]()
+        first[name] = time.perf_counter() - t0
+        print(f"  first calls of {name}: {first[name]:.1f} s", flush=True)
+    times = interleaved(timed, args.repeats, args.warmup)
+    cuda_report(cfg, args, times, first)
+
+
+# ============================================================================ both
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=list(DEFAULTS), default="cpu", help="whose contenders to time (default: cpu)")
+    p.add_argument("--config", default=None, help="config the model, data and ε come from (default: "
+                   + "; ".join(f"{device}: {config}" for device, (config, _, _) in DEFAULTS.items()) + ")")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every contender (repeatable)")
+    p.add_argument("--repeats", type=int, default=10, help="timed interleaved rounds")
+    p.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default: 2 on cpu, 3 on cuda)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads of everything but the cpu's part 2 (default: torch's)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--image-size", type=int, default=None,
+                   help="image side in pixels (default: the config's; 32 on cpu, 224 on cuda)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="time the torch.compile (inductor) contender: minutes of warm-up (default: off on cpu, "
+                        "on on cuda)")
+    args = p.parse_args(argv)
+    config, warmup, compiled = DEFAULTS[args.device]
+    args.config = args.config or config
+    args.warmup = warmup if args.warmup is None else args.warmup
+    args.compile = compiled if args.compile is None else args.compile
+    set_threads(args.threads)
+    (run_cpu if args.device == "cpu" else run_cuda)(args)
 
 
 if __name__ == "__main__":
