@@ -144,6 +144,38 @@ def assert_in_ball(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str, 
 
 
 # ------------------------------------------------------------------------------------ runs
+def assert_training_attack_contract(name: str, norm: str, net: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
+                                    eps: float | None = None) -> None:
+    """The training attack ``name`` built from its config as training builds it keeps the attack contract:
+    inside the ball (unless its entry says it leaves it by design) and the [0, 1] box, the model in eval mode while
+    crafting and its mode, ``requires_grad`` and gradients as they were, ε = 0 the identity without a forward."""
+    import copy
+
+    from robustft.attacks import build_attack
+    from robustft.config import TRAIN_ATTACKS, AttackConfig
+
+    x, y = batch
+    eps = eps if eps is not None else (8 / 255 if norm == "linf" else 0.5)
+    attack = build_attack(AttackConfig(name=name, norm=norm, num_steps=3))
+    recorder = Recorder()
+    model = nn.Sequential(recorder, copy.deepcopy(net)).train()
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 0.5)
+    torch.manual_seed(0)
+    x_adv = attack(model, x, y, eps)
+    if TRAIN_ATTACKS[name].extra.get("in_ball", True):
+        assert_in_ball(x_adv, x, eps, norm)
+    assert x_adv.min() >= 0 and x_adv.max() <= 1 and not torch.equal(x_adv, x) and not x_adv.requires_grad
+    assert recorder.modes and not any(recorder.modes) and model.training  # eval mode while crafting, restored
+    assert all(p.requires_grad and torch.equal(p.grad, torch.full_like(p, 0.5)) for p in model.parameters())
+    assert attack(_NeverCalled().train(), x, y, 0.0) is x
+
+
+class _NeverCalled(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("ε = 0: the model must not be called")
+
+
 def with_overrides(cfg: "Config", overrides: list[str]) -> "Config":
     """``cfg`` with ``--set``-style overrides applied."""
     from robustft.config import apply_overrides, config_from_dict, config_to_dict

@@ -7,8 +7,6 @@ were (also on error); ``eps == 0`` returns ``x`` without running the model.
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,7 +15,7 @@ from torch import nn
 from robustft.attacks import APGD, FGSM, L2, PGD, AutoAttack, Linf, build_attack, build_eval_attacks, describe_attack
 from robustft.config import EVAL_ATTACKS, TRAIN_ATTACKS, AttackConfig, EvalConfig, load_config
 
-from helpers import Detached, Recorder, assert_in_ball, tiny_net, toy_data
+from helpers import Detached, Recorder, assert_in_ball, assert_training_attack_contract, tiny_net, toy_data
 
 EPS = {"linf": 8 / 255, "l2": 0.5}
 THREATS = {"linf": Linf, "l2": L2}
@@ -407,56 +405,4 @@ def _train_attacks() -> list:
 
 @pytest.mark.parametrize("name,norm", _train_attacks())
 def test_every_training_attack_keeps_the_contract(trained_toy_net, toy_batch, name, norm):
-    """Built from its config as training builds it: inside the ball (unless its entry says it leaves it by
-    design) and the [0, 1] box, the model in eval mode while crafting and its state and gradients as they were,
-    ε = 0 the identity without a forward pass."""
-    x, y = toy_batch
-    eps, attack = EPS[norm], build_attack(AttackConfig(name=name, norm=norm, num_steps=3))
-    recorder = Recorder()
-    model = nn.Sequential(recorder, copy.deepcopy(trained_toy_net)).train()
-    for p in model.parameters():
-        p.grad = torch.full_like(p, 0.5)
-    torch.manual_seed(0)
-    x_adv = attack(model, x, y, eps)
-    if TRAIN_ATTACKS[name].extra.get("in_ball", True):
-        assert_in_ball(x_adv, x, eps, norm)
-    assert x_adv.min() >= 0 and x_adv.max() <= 1 and not torch.equal(x_adv, x) and not x_adv.requires_grad
-    assert recorder.modes and not any(recorder.modes) and model.training  # eval mode while crafting, restored
-    assert all(p.requires_grad and torch.equal(p.grad, torch.full_like(p, 0.5)) for p in model.parameters())
-    assert attack(Exploding().train(), x, y, 0.0) is x
-
-
-def test_factories_reject_unknown_names():
-    with pytest.raises(ValueError, match="cw"):
-        build_attack(AttackConfig(name="cw"))
-    with pytest.raises(ValueError, match="l3"):
-        build_attack(AttackConfig(norm="l3"))
-    with pytest.raises(ValueError, match="cw"):
-        build_eval_attacks(EvalConfig(attacks=["cw"]), "linf")
-    with pytest.raises(ValueError, match="select"):
-        APGD(select="best")
-
-
-# ------------------------------------------------------------------------------------ strength follows ε
-@pytest.mark.parametrize("kind", ["pgd", "apgd", "pgd-kl"])
-@pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_step_sizes_are_relative_to_eps(kind, norm):
-    """On a linear model (constant gradient) the perturbation found at ε, divided by ε, is the same at every
-    ε of a ramp: the attack scales with the scheduled ε instead of being too weak early or broken late."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, NUM_CLASSES)).double().eval()
-    with torch.no_grad():  # small logits: the losses are close to linear (CE) or quadratic (KL) in δ
-        model[1].weight.mul_(1e-3)
-    x = torch.full((4, 3, 8, 8), 0.5, dtype=torch.float64)  # far from the box, so only the ball binds
-    y = torch.tensor([0, 1, 2, 0])
-    scales = [1 / 255, 4 / 255, 16 / 255] if norm == "linf" else [0.05, 0.2, 0.8]
-    shapes = []
-    for eps in scales:
-        torch.manual_seed(1)
-        # the KL gradient vanishes at x itself: its start noise is scaled with ε here, so only the steps differ
-        noise = {"start_noise": 0.01 * eps} if kind == "pgd-kl" else {}
-        attack = make_attack(kind, norm, num_steps=3, random_start=False, **noise)
-        shapes.append((attack(model, x, y, eps) - x) / eps)
-    for s in shapes[1:]:
-        torch.testing.assert_close(s, shapes[0], rtol=1e-3, atol=1e-3)
-    assert shapes[0].abs().max() > 0.1  # it did move
+    assert_training_attack_contract(name, norm, trained_toy_net, toy_batch)

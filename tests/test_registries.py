@@ -33,6 +33,8 @@ from robustft.models import build_model
 from robustft.report.plots import color
 from robustft.schedules import Schedule, build_eps_schedule
 
+from helpers import assert_training_attack_contract
+
 
 # ------------------------------------------------------------------ the whole diff of a new kind: this entry
 @dataclass(frozen=True)
@@ -139,3 +141,86 @@ def test_every_entry_extra_is_one_the_registry_documents():
 
     for entry in TRAIN_ATTACKS.entries():
         assert set(entry.extra) <= set(TRAIN_ATTACK_EXTRAS), entry.name
+
+
+# ------------------------------------------------------------------ a kind with keys of its own: still one entry each
+@dataclass(frozen=True)
+class PowerRamp(Schedule):
+    """Epsilon-Scheduling with a curved ramp: α = ((t − T1) / (T2 − T1))^power between the hinges."""
+
+    t1: float = 0.0
+    t2: float = 0.0
+    power: float = 2.0
+
+    def multiplier(self, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
+        t = self.progress(epoch, step, steps_per_epoch)
+        return 0.0 if t < self.t1 else 1.0 if t >= self.t2 else ((t - self.t1) / (self.t2 - self.t1)) ** self.power
+
+
+@dataclass
+class TwoStagePGD:
+    """PGD whose step shrinks by ``decay`` halfway: the second half starts where the first ended."""
+
+    num_steps: int
+    rel_step_size: float
+    decay: float
+    threat: object
+
+    def __call__(self, model, x, y, eps):
+        from robustft.attacks import PGD
+
+        if eps == 0:
+            return x
+        half = max(self.num_steps // 2, 1)
+        first = PGD(num_steps=half, rel_step_size=self.rel_step_size, threat=self.threat)(model, x, y, eps)
+        second = PGD(num_steps=max(self.num_steps - half, 1), rel_step_size=self.rel_step_size * self.decay,
+                     random_start=False, threat=self.threat)
+        return second(model, x, y, eps, x_init=first)
+
+
+def register_power_and_two_stage() -> None:
+    from robustft.attacks import rel_step
+    from robustft.config import hinges_in_epochs
+
+    SCHEDULES.register("power", lambda cfg, eps, epochs, seed: PowerRamp(
+        eps_target=eps, epochs=epochs, per_step=cfg.granularity == "step", power=SCHEDULES.option(cfg, "power"),
+        t1=hinges_in_epochs(cfg, epochs)[0], t2=hinges_in_epochs(cfg, epochs)[1]),
+        keys=("t1", "t2", "granularity", "power"), defaults={"t1": 0.2, "t2": 0.6, "power": 2.0},
+        summary="ε = 0 until t1, then α = u^power to ε_g at t2")
+    TRAIN_ATTACKS.register("pgd2", lambda cfg, threat: TwoStagePGD(
+        cfg.num_steps, rel_step(cfg), TRAIN_ATTACKS.option(cfg, "decay"), threat),
+        keys=("decay",), defaults={"decay": 0.5}, extra={"rel_step": 0.25},
+        summary="PGD whose step shrinks by attack.decay halfway")
+# ------------------------------------------------------------------ end of the diff
+
+
+@pytest.fixture
+def power_and_two_stage():
+    register_power_and_two_stage()
+    yield
+    SCHEDULES.unregister("power")
+    TRAIN_ATTACKS.unregister("pgd2")
+
+
+def test_kinds_with_keys_of_their_own_are_one_entry_each(power_and_two_stage, tiny_overrides, trained_toy_net,
+                                                         toy_batch):
+    """A hinge-shaped schedule with its own default hinges and a key of its own, and a training attack with a
+    key of its own: configs, the builders, training, statistics and the attack contract know them."""
+    cfg = load_config(None, [*tiny_overrides, "schedule.kind=power", "schedule.t1=null", "schedule.t2=null",
+                             "schedule.power=3", "attack.name=pgd2", "train.epochs=5", "train.evaluate=false",
+                             "train.run_name=power"])
+    assert cfg.schedule.options == {"power": 3} and cfg.attack.options == {"decay": 0.5}  # given, and the default
+    schedule = build_eps_schedule(cfg.schedule, 8 / 255, 5)
+    assert [round(schedule.multiplier(e), 6) for e in range(5)] == [0.0, 0.0, 0.125, 1.0, 1.0]  # hinges 1 and 3
+    run = fine_tune(cfg)
+    assert load_config(run.path / "config.yaml").schedule.options == {"power": 3}  # written flat, read back
+    assert "schedule.power: 3" not in (run.path / "config.yaml").read_text()
+    assert "power: 3" in (run.path / "config.yaml").read_text()
+    kind, *keys = schedule_identity(config_to_dict(cfg))  # statistics tell settings apart by its keys
+    assert kind == "power" and sorted(keys) == [("granularity", "'epoch'"), ("power", "3"), ("t1", "None"),
+                                                ("t2", "None")]
+    assert_training_attack_contract("pgd2", "linf", trained_toy_net, toy_batch)
+    with pytest.raises(ConfigError, match=r"schedule.power: the key of the power ε schedule"):
+        load_config(None, ["schedule.kind=hinge", "schedule.power=3"])
+    with pytest.raises(ValueError, match="gives no default"):
+        SCHEDULES.register("nodefault", lambda *a: None, keys=("sharpness",))

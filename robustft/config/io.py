@@ -13,6 +13,7 @@ from typing import Any, Union
 import yaml
 
 from robustft.config.eps import format_eps, parse_eps
+from robustft.config.registry import OBJECTIVES, SCHEDULES, TRAIN_ATTACKS
 from robustft.config.sections import EPS_KEYS, SECTIONS, Config, ConfigError
 from robustft.config.validate import validate
 from robustft.errors import MissingFileError
@@ -91,13 +92,36 @@ _ALIASES: dict[str, dict[str, str]] = {
 """Names other libraries use for a key (section ``""``: the section names), so a typo of them finds ours."""
 
 
-def _unknown_key(key: str, known: list[str]) -> str:
+KIND_REGISTRIES = {"schedule": SCHEDULES, "objective": OBJECTIVES, "attack": TRAIN_ATTACKS}
+"""The sections whose kind's registry entry may add keys of its own (held in the section's ``options``)."""
+
+
+def _own_keys(section: str, cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """The keys of their own that the kind named in ``values`` (or the section's default kind) adds to
+    ``section``, with their defaults; {} for a section without kinds or a kind not registered."""
+    registry = KIND_REGISTRIES.get(section)
+    if registry is None:
+        return {}
+    field = registry.key.split(".")[1]
+    name = values.get(field, getattr(cls(), field))
+    if not isinstance(name, str) or name not in registry:
+        return {}
+    entry = registry[name]
+    return {k: entry.defaults[k] for k in registry.own_keys(entry)}
+
+
+def _unknown_key(key: str, known: list[str], kinds: str | None = None) -> str:
     """``unknown key 'optim.learnig_rate' (did you mean 'lr'?)``: the closest known name of the same level.
 
-    A key that exists as such in another section is suggested there (``optim.epochs``: ``train.epochs``); a
-    name close to none is answered with the list of known ones.
+    A key that exists as such in another section is suggested there (``optim.epochs``: ``train.epochs``); a key
+    of its own of another kind of the section (``kinds``) names that kind; a name close to none is answered with
+    the list of known ones.
     """
     section, _, name = str(key).rpartition(".")
+    registry = KIND_REGISTRIES.get(kinds or "")
+    if registry is not None and registry.owners(name):
+        return (f"{key}: the key of the {' and '.join(registry.owners(name))} {registry.what}, not of the "
+                f"{registry.key} this config chose; set {registry.key} or remove it")
     elsewhere = [f"{s}.{name}" for s, cls in SECTIONS.items() if section and s != section
                  and name in typing.get_type_hints(cls)]
     aliases = _ALIASES.get(section, {})
@@ -154,16 +178,22 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
             problems.append(f"{name}: expected a mapping of keys, got {values!r}")
             continue
         cls = SECTIONS[name]
-        hints = typing.get_type_hints(cls)
-        kwargs = {}
+        hints = {k: v for k, v in typing.get_type_hints(cls).items() if k != "options"}
+        kwargs: dict[str, Any] = {}
+        own = _own_keys(name, cls, values)
         for key, value in values.items():
+            if key in own:
+                kwargs.setdefault("options", {})[key] = value
+                continue
             if key not in hints:
-                problems.append(_unknown_key(f"{name}.{key}", list(hints)))
+                problems.append(_unknown_key(f"{name}.{key}", list(hints), name))
                 continue
             try:
                 kwargs[key] = _coerce(value, hints[key], f"{name}.{key}", (name, key) in EPS_KEYS)
             except ConfigError as err:
                 problems += [msg if msg.startswith(f"{name}.{key}") else f"{name}.{key}: {msg}" for msg in err.problems]
+        if own:  # the kind's own keys, its defaults where the config leaves them out
+            kwargs["options"] = {**own, **kwargs.get("options", {})}
         sections[name] = cls(**(_pair_grid_and_weights(kwargs) if name == "eval" else kwargs))
     try:  # values that parsed are validated too, so one error message lists every problem
         validate(Config(**sections))
@@ -240,6 +270,9 @@ def _kind(value: Any) -> str:
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """Nested plain dict of a config; ε values written as ``k/255`` where exact."""
     out = dataclasses.asdict(cfg)
+    for values in out.values():  # a kind's own keys are written flat in their section, as a config writes them
+        if isinstance(values, dict) and "options" in values:
+            values.update(values.pop("options"))
     for section, key in EPS_KEYS:
         v = out[section][key]
         out[section][key] = [format_eps(x) for x in v] if isinstance(v, list) else (

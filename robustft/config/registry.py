@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from robustft.config.sections import ObjectiveConfig, ScheduleConfig
+from robustft.config.sections import AttackConfig, ObjectiveConfig, ScheduleConfig
 from robustft.errors import ConfigError
 
 
@@ -29,7 +29,9 @@ class Entry:
         name: what a config writes (``schedule.kind: hinge``).
         build: the builder; its arguments are the registry's (see each registry's docstring).
         keys: the keys of its config section it uses. The registry's ``optional`` keys it does not list must be
-            left unset (null), so a config never sets a key that has no effect.
+            left unset (null), so a config never sets a key that has no effect. A key that is not a field of the
+            section is the kind's own: it needs a default, a config writes it in the section like any other key,
+            and the section holds it in ``options`` (:meth:`Registry.option` reads it).
         check: the problems with its own keys, ``check(section, config) -> messages`` (empty when fine).
         summary: one line for ``--help`` and error messages.
         defaults: the value each of its ``keys`` takes where the config leaves it null (only keys whose default
@@ -79,12 +81,11 @@ class Registry:
         if name in self._entries:
             raise ValueError(f"{self.key}: {name!r} is already registered")
         entry = Entry(name, build, **fields)
-        known = {f.name for f in dataclasses.fields(self.section)} if self.section is not None else None
-        stray = [k for k in entry.keys if known is not None and k not in known]
+        stray = [k for k in self.own_keys(entry) if k not in entry.defaults]
         stray += [k for k in entry.defaults if k not in entry.keys]
         if stray:
-            raise ValueError(f"{self.key}: {name!r} names key(s) {', '.join(stray)} that its section "
-                             f"{self.key.split('.')[0]} does not have or that it does not list in keys")
+            raise ValueError(f"{self.key}: {name!r} names key(s) {', '.join(stray)} that it does not list in keys, "
+                             f"or that its section {self.key.split('.')[0]} does not have and it gives no default")
         self._entries[name] = entry
         return entry
 
@@ -128,11 +129,33 @@ class Registry:
         takes = ", ".join(k for k in self.optional if k in entry.keys) or "none of " + ", ".join(self.optional)
         out = [f"{section_name}.{k}: the {name} {self.what} does not take it (it takes {takes}); remove it or set "
                "it to null" for k in self.optional if k not in entry.keys and getattr(section, k) is not None]
+        out += [f"{section_name}.{k}: the {name} {self.what} does not take it ({self._whose(k)})"
+                for k in getattr(section, "options", {}) if k not in self.own_keys(entry)]
         return out + list(entry.check(section, config) if entry.check is not None else [])
 
     def help(self) -> str:
         """``name: summary`` lines, for ``--help``."""
         return "\n".join(f"  {e.name:<12} {e.summary}" for e in self._entries.values())
+
+    def own_keys(self, entry: Entry | str) -> tuple[str, ...]:
+        """The keys of a kind that are not fields of the section: its own, held in the section's ``options``."""
+        entry = self[entry] if isinstance(entry, str) else entry
+        fields = {f.name for f in dataclasses.fields(self.section)} if self.section is not None else set(entry.keys)
+        return tuple(k for k in entry.keys if k not in fields)
+
+    def owners(self, key: str) -> list[str]:
+        """The kinds that add ``key`` of their own to the section."""
+        return [e.name for e in self._entries.values() if key in self.own_keys(e)]
+
+    def _whose(self, key: str) -> str:
+        owners = self.owners(key)
+        return f"the {' and '.join(owners)} {self.what} takes it" if owners else f"no {self.what} takes it"
+
+    def option(self, section: Any, key: str) -> Any:
+        """The value of a kind's own ``key`` in ``section`` (a config section naming the kind): the one given,
+        else the kind's default."""
+        name = getattr(section, self.key.split(".")[1])
+        return section.options[key] if key in section.options else self[name].defaults[key]
 
     def default(self, name: str, key: str, value: Any) -> Any:
         """``value`` of kind ``name``'s ``key``, or the kind's default where ``value`` is None."""
@@ -156,7 +179,7 @@ SCHEDULES = Registry("ε schedule", "schedule.kind", optional=("t1", "t2", "late
 """ε schedules; ``build(schedule_config, eps_target, epochs, seed) -> Schedule`` (robustft/schedules.py)."""
 OBJECTIVES = Registry("objective", "objective.name", section=ObjectiveConfig)
 """Training objectives; ``build(config) -> Objective`` (robustft/objectives/__init__.py)."""
-TRAIN_ATTACKS = Registry("training attack", "attack.name")
+TRAIN_ATTACKS = Registry("training attack", "attack.name", section=AttackConfig)
 """Training attacks; ``build(attack_config, threat_model) -> Attack`` (robustft/attacks/__init__.py)."""
 BACKBONES = Registry("backbone source", "model.name")
 """Where backbones come from; ``build(model_config) -> (backbone, mean, std)``, the backbone returning pooled

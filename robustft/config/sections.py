@@ -110,6 +110,10 @@ class AttackConfig:
     """Craft the training attack on a copy of the model with BatchNorm folded into the convolutions (eval
     mode, where the attack runs: the same function up to float rounding, each attack about 0.85–0.9× the
     cost, BENCHMARKS.md); models without BatchNorm after a convolution are attacked as they are."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Keys that a kind registered elsewhere adds to this section, beyond the fields above (its registry entry's
+    ``keys`` and ``defaults``): written flat in YAML (``attack: {name: NAME, KEY: VALUE}``) and read here, each kind's
+    defaults filled in when the config is loaded; empty for the kinds robustft ships."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,10 @@ class ObjectiveConfig:
     trades_inner: str = "kl"
     """``trades`` only: the inner maximisation: ``kl`` (the original: PGD on the KL divergence, attack.num_steps
     steps of attack.rel_step_size × ε) or ``ce`` (the training attack on cross-entropy, attack.name)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Keys that a kind registered elsewhere adds to this section, beyond the fields above (its registry entry's
+    ``keys`` and ``defaults``): written flat in YAML (``objective: {name: NAME, KEY: VALUE}``) and read here, each kind's
+    defaults filled in when the config is loaded; empty for the kinds robustft ships."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +162,10 @@ class ScheduleConfig:
     latest_t1: int | float | None = None
     """``auto`` only: the ramp starts after this epoch (integer, or float fraction of training) even if
     validation accuracy is still improving, so a short run keeps a ramp; null never forces it (the paper)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Keys that a kind registered elsewhere adds to this section, beyond the fields above (its registry entry's
+    ``keys`` and ``defaults``): written flat in YAML (``schedule: {kind: NAME, KEY: VALUE}``) and read here, each kind's
+    defaults filled in when the config is loaded; empty for the kinds robustft ships."""
 
 
 @dataclass(frozen=True)
