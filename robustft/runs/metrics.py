@@ -215,3 +215,19 @@ def read_rows(path: str | Path, kind: type | None = None) -> list[Any]:  # the o
 def to_line(row: Row) -> str:
     """The row as one line of metrics.jsonl (with its newline)."""
     return json.dumps(row.to_json()) + "\n"
+
+
+def read_json_object(path: Path, what: str, remedy: str) -> dict[str, Any]:
+    """The JSON object in ``path`` (``what`` it should hold, for the message).
+
+    Raises:
+        MetricsFormatError: the file is not valid JSON, or holds something else than an object; the message ends
+            with ``remedy``.
+    """
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise MetricsFormatError(f"{path} is not valid JSON ({err}); {remedy}") from None
+    if not isinstance(raw, dict):
+        raise MetricsFormatError(f"{path} holds a {type(raw).__name__}, not {what}; {remedy}")
+    return raw

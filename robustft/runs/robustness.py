@@ -7,12 +7,12 @@ optional on reading: files written before a key existed read as its default.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from robustft.errors import MetricsFormatError
+from robustft.runs.metrics import read_json_object
 
 ROBUSTNESS_FILE = "robustness.json"
 """The name of an evaluation's numbers in its folder ``RUN/eval/NAME/``."""
@@ -140,14 +140,8 @@ class RobustnessSummary:
         Raises:
             MetricsFormatError: the file is not a JSON object of an evaluation's numbers.
         """
-        try:
-            raw = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise MetricsFormatError(f"{path} is not valid JSON ({err}); delete its folder and evaluate the run "
-                                     "again (robustft eval RUN)") from None
-        if not isinstance(raw, dict):
-            raise MetricsFormatError(f"{path} holds a {type(raw).__name__}, not an evaluation's numbers; delete its "
-                                     "folder and evaluate the run again (robustft eval RUN)")
+        raw = read_json_object(path, "an evaluation's numbers",
+                               "delete its folder and evaluate the run again (robustft eval RUN)")
         try:
             return cls.from_dict(raw)
         except (KeyError, TypeError, ValueError) as err:

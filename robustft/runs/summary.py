@@ -7,12 +7,11 @@ through :meth:`robustft.runs.RunDir.summary`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from robustft.errors import MetricsFormatError
+from robustft.runs.metrics import read_json_object
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,12 +69,5 @@ class TrainSummary:
         Raises:
             MetricsFormatError: the file is not a JSON object.
         """
-        try:
-            raw = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise MetricsFormatError(f"{path} is not valid JSON ({err}); delete it and resume the run to write it "
-                                     "again") from None
-        if not isinstance(raw, dict):
-            raise MetricsFormatError(f"{path} holds a {type(raw).__name__}, not a training summary; delete it and "
-                                     "resume the run to write it again")
-        return cls.from_dict(raw)
+        return cls.from_dict(read_json_object(path, "a training summary",
+                                              "delete it and resume the run to write it again"))
