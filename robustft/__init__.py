@@ -20,6 +20,8 @@ Lower-level pieces: :func:`build_model`, :func:`build_data`, :func:`build_eps_sc
 (robustft/errors.py).
 """
 
+from importlib import metadata
+
 from robustft import attacks, models, objectives
 from robustft.analysis import diagnose_run
 from robustft.api import evaluate_run, fine_tune, run_dir_for
@@ -53,7 +55,7 @@ from robustft.runs import RunDir, TrainSummary
 from robustft.schedules import build_eps_schedule
 from robustft.train import eps_schedule, fit
 
-__version__ = "0.1.0"
+__version__ = metadata.version("robustft")  # one source: pyproject.toml's [project] version
 
 __all__ = ["Config", "Flag", "Normalized", "RobustnessResult", "RunDir", "TrainSummary", "build_data",
            "build_eps_schedule", "build_model", "build_objective", "attacks", "diagnose_run", "eps_schedule",
