@@ -39,7 +39,7 @@ import torch
 from run_model import load_run
 
 from robustft.attacks import AutoAttack, build_eval_attacks
-from robustft.config import EVAL_PRESET_SETTINGS, eval_setting, format_eps, parse_eps_grid
+from robustft.config import EVAL_PRESET_SETTINGS, format_eps, parse_eps_grid
 from robustft.eval import SanityChecks, evaluate
 
 CPU = torch.device("cpu")
@@ -71,18 +71,18 @@ def main() -> None:
     base = dataclasses.replace(eval_cfg, attacks=["apgd-ce", "apgd-t"])
     # the preset with its own settings (not the run's), except what --set gives
     curve_cfg = dataclasses.replace(cfg.eval, attacks=["curve"], **{**dict.fromkeys(EVAL_PRESET_SETTINGS["curve"]), **sets})
-    warm_steps = eval_setting(eval_cfg, "warm_steps", 5)
+    warm_steps = eval_cfg.settings.warm_steps
     cold = warm = build_eval_attacks(base, norm)  # warm_steps only applies to runs given a start
     with_fmn = build_eval_attacks(dataclasses.replace(base, attacks=["fmn", "apgd-ce", "apgd-t"]), norm)
     curve = build_eval_attacks(curve_cfg, norm)
-    aa_n = eval_setting(curve_cfg, "check_autoattack", 0)
+    aa_n = curve_cfg.settings.check_autoattack
     jobs = {"independent": (cold, grid, "independent", False),
             "incremental": (cold, grid, "incremental", False),
             "warm incremental": (warm, grid, "incremental", True),
             "warm downward": (warm, grid, "downward", True),
             "FMN + warm downward": (with_fmn, grid, "downward", True),
-            "curve preset": (curve, grid, eval_setting(curve_cfg, "mode", "incremental"),
-                             eval_setting(curve_cfg, "warm_start", False))}
+            "curve preset": (curve, grid, curve_cfg.settings.mode,
+                             curve_cfg.settings.warm_start)}
     for e in sorted(aa_grid, reverse=True):  # ε_g first: the point that matters most if the run is stopped
         jobs[f"AutoAttack {format_eps(e)}"] = ({"autoattack": AutoAttack(norm=norm)}, [e], "independent", False)
     skip = set(filter(None, args.skip.split(",")))
@@ -137,9 +137,9 @@ def _value(text: str):
 
 def report(run, cfg, eval_cfg, curve_cfg, test, grid, warm_steps, jobs, times, curves, extra, out) -> None:
     print(f"\nmodel: {run.path} ({cfg.model.name}, {cfg.data.name} {cfg.data.image_size}px, ε_g "
-          f"{format_eps(cfg.attack.eps)}); n={len(test)}; APGD-CE + APGD-T ({eval_setting(eval_cfg, 'num_steps', 10)} steps, "
+          f"{format_eps(cfg.attack.eps)}); n={len(test)}; APGD-CE + APGD-T ({eval_cfg.settings.num_steps} steps, "
           f"{eval_cfg.targets} targets), warm_steps {warm_steps}; curve preset: "
-          f"{', '.join(f'{k} {eval_setting(curve_cfg, k, None)}' for k in EVAL_PRESET_SETTINGS['curve'])}; torch threads {torch.get_num_threads()}\n")
+          f"{', '.join(f'{k} {getattr(curve_cfg.settings, k)}' for k in EVAL_PRESET_SETTINGS['curve'])}; torch threads {torch.get_num_threads()}\n")
     print("| ε | " + " | ".join(jobs) + " |")
     print("|---|" + "---|" * len(jobs))
     for e in grid:

@@ -24,7 +24,6 @@ from robustft.config import (
     Config,
     apply_overrides,
     config_to_dict,
-    eval_setting,
     evaluation_name,
 )
 from robustft.data import as_source, build_data, stratified_subset
@@ -180,11 +179,11 @@ def _evaluate_run(run: RunDir, checkpoint: Path, cfg: Config, name: str | None, 
                 "split": "test", "n": len(test), "checkpoint": checkpoint.name,
                 "checkpoint_epochs": progress["epochs_done"], "versions": versions()}
     result = evaluate(model, test, grid, attacks, device=device, image_size=image_size,
-                      batch_size=cfg.data.eval_batch_size, mode=eval_setting(cfg.eval, "mode", "incremental"), seed=cfg.eval.seed,
+                      batch_size=cfg.data.eval_batch_size, mode=cfg.eval.settings.mode, seed=cfg.eval.seed,
                       protocol=protocol, state_path=out / "partial.npz", checks=checks,
                       weights=cfg.eval.eps_weights, bootstrap=cfg.eval.bootstrap,
-                      warm_start=eval_setting(cfg.eval, "warm_start", False), fold_bn=cfg.eval.fold_bn,
-                      at_target=eval_setting(cfg.eval, "at_target", []))
+                      warm_start=cfg.eval.settings.warm_start, fold_bn=cfg.eval.fold_bn,
+                      at_target=cfg.eval.settings.at_target)
     if ddp.current().main:
         result.save(out)
         (out / "partial.npz").unlink(missing_ok=True)

@@ -42,7 +42,7 @@ def test_train_eval_table(config_file, tiny_overrides, tmp_path, capsys):
 
     capsys.readouterr()
     assert main(["eval", str(run / "checkpoints" / "last.pt"), "--eps-grid", "0:4/255:2/255", "--n", "16",
-                 "--attacks", "apgd-ce,apgd-t", "--set", "eval.check_queries=20"]) == 0
+                 "--attacks", "apgd-ce,apgd-t", "--set", "eval.check_queries=20", "eval.checks=true"]) == 0
     out = capsys.readouterr().out
     assert "broken by apgd-t" in out and "E.adv" in out and "95 % CI" in out and "Sanity checks" in out
     rob = json.loads((run / "eval" / "apgd-ce+apgd-t" / "robustness.json").read_text())

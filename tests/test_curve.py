@@ -3,6 +3,8 @@ grid, the exact expected robustness, the ``autoattack`` check and the ``curve`` 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,7 @@ from robustft.attacks import APGD, FMN, PGD, build_eval_attacks, build_threat_mo
 from robustft.config import (
     ConfigError,
     EvalConfig,
-    eval_setting,
+    EvalSettings,
     evaluation_name,
     expand_attacks,
     format_eps,
@@ -393,22 +395,27 @@ def test_the_autoattack_check_flags_a_weak_evaluation_and_passes_a_strong_one(mo
 def test_the_curve_preset_sets_its_attacks_warm_starts_and_autoattack_check():
     cfg = EvalConfig(attacks=["curve"])
     assert expand_attacks(cfg.attacks) == ["fmn", "apgd-ce", "apgd-t"]
-    assert eval_setting(cfg, "warm_start", False) is True and eval_setting(cfg, "check_autoattack", 0) == 100
+    assert cfg.settings.warm_start is True and cfg.settings.check_autoattack == 100 and cfg.warm_start is None
     plain = EvalConfig(attacks=["apgd-ce"])
-    assert eval_setting(plain, "warm_start", False) is False and eval_setting(plain, "check_autoattack", 0) == 0
+    assert plain.settings.warm_start is False and plain.settings.check_autoattack == 0
     off = EvalConfig(attacks=["curve"], warm_start=False, check_autoattack=0)
-    assert eval_setting(off, "warm_start", True) is False and eval_setting(off, "check_autoattack", 5) == 0
+    assert off.settings.warm_start is False and off.settings.check_autoattack == 0
     attacks = build_eval_attacks(cfg, "linf")
     assert isinstance(attacks["fmn"], FMN) and attacks["apgd-t"].loss == "dlr-targeted"
     assert evaluation_name(cfg) == "fmn+apgd-ce+apgd-t"
-    assert eval_setting(cfg, "mode", "incremental") == "downward" and eval_setting(plain, "mode", "x") == "x"
+    assert cfg.settings.mode == "downward" and plain.settings.mode == "incremental"
+    assert cfg.settings.num_steps == 100 and plain.settings.num_steps == 10
+    # settings follow the attacks: the same section with other attacks is resolved again, its own values kept
+    strong = dataclasses.replace(cfg, attacks=["strong"])
+    assert strong.settings == EvalSettings() and dataclasses.replace(off, attacks=["cheap"]).settings.warm_start is False
+    assert dataclasses.replace(EvalConfig(num_steps=7), attacks=["curve"]).settings.num_steps == 7
     assert evaluation_name(EvalConfig(attacks=["curve"], mode="incremental")) == "fmn+apgd-ce+apgd-t-incremental"
     assert evaluation_name(EvalConfig(attacks=["apgd-ce"], mode="downward")) == "apgd-ce-downward"
     assert evaluation_name(EvalConfig(attacks=["apgd-ce"], mode="independent")) == "apgd-ce-independent"
 
 
 @pytest.mark.heavy
-def test_cli_eval_with_the_curve_preset_end_to_end(tmp_path, capsys):
+def test_cli_eval_with_the_curve_preset_end_to_end(tmp_path, capsys, monkeypatch):
     """Train a tiny run, evaluate it with ``--attacks curve``: warm starts, the FMN radii and the AutoAttack
     check land in robustness.json, the report draws the curve between grid points, export carries the exact
     E.adv."""
@@ -416,16 +423,24 @@ def test_cli_eval_with_the_curve_preset_end_to_end(tmp_path, capsys):
 
     from robustft.analysis.stats import load_results
     from robustft.api import fine_tune
+    from robustft.attacks import AutoAttack
     from robustft.cli import main
     from robustft.config import load_config
+    from robustft.eval import checks
     from robustft.export import export_run
     from robustft.report.plots import _step_curve
 
     cfg = load_config(None, TINY + ["train.epochs=1", "schedule.t1=0", "schedule.t2=1", f"train.out_dir={tmp_path}", "train.run_name=r",
                                     "eval.checks=false"])
     run = fine_tune(cfg)
+    # the reference of the AutoAttack check is AutoAttack's APGD-CE alone here: the wiring is what this tests (the
+    # standard AutoAttack's Square and FAB-T on the survivors of a tiny model take 30 s; the check itself:
+    # test_the_autoattack_check_flags_a_weak_evaluation_and_passes_a_strong_one)
+    monkeypatch.setattr(checks, "AutoAttack", lambda components=(), **kw: AutoAttack(components=components or ("apgd-ce",),
+                                                                                     **kw))
+    # the preset's settings but its budgets: fewer steps and check examples (the settings are what is tested)
     code = main(["eval", str(run.path), "--attacks", "curve", "--set", "eval.checks=true", "eval.check_autoattack=16",
-                 "eval.fmn_steps=20", "eval.targets=2"])
+                 "eval.fmn_steps=20", "eval.targets=2", "eval.num_steps=10", "eval.warm_steps=4", "eval.check_n=16"])
     assert code == 0
     info = json.loads((run.path / "eval" / "fmn+apgd-ce+apgd-t" / "robustness.json").read_text())
     assert info["protocol"]["start"] == "warm" and info["protocol"]["mode"] == "downward"
@@ -485,7 +500,7 @@ def test_attacks_at_target_run_at_eps_g_only(model, data, mode):
 def test_the_aa_curve_preset_adds_fab_t_and_square_at_eps_g():
     cfg = EvalConfig(attacks=["aa-curve"])
     assert expand_attacks(cfg.attacks) == ["fmn", "apgd-ce", "apgd-t", "fab-t", "square"]
-    assert eval_setting(cfg, "at_target", []) == ["fab-t", "square"] and eval_setting(cfg, "mode", "") == "downward"
+    assert cfg.settings.at_target == ("fab-t", "square") and cfg.settings.mode == "downward"
     assert evaluation_name(cfg) == "fmn+apgd-ce+apgd-t+fab-t+square"
     assert evaluation_name(EvalConfig(attacks=["aa-curve"], at_target=[])) == "fmn+apgd-ce+apgd-t+fab-t+square-every-eps"
     with pytest.raises(ConfigError, match="eval.at_target: square not among eval.attacks"):

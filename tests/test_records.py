@@ -35,7 +35,8 @@ FILES = ("summary.json", "robustness.json", "sweep.json", "SWEEP_FILE", "ROBUSTN
 def run(tmp_path_factory) -> RunDir:
     """A finished, evaluated tiny run (two epochs)."""
     out = tmp_path_factory.mktemp("records")
-    return fine_tune(load_config(None, TINY + ["train.epochs=2", f"train.out_dir={out}", "train.run_name=tiny"]))
+    return fine_tune(load_config(None, TINY + ["train.epochs=2", f"train.out_dir={out}", "train.run_name=tiny",
+                                                      "eval.checks=true"]))
 
 
 # ------------------------------------------------------------------------------------ RunRecord and RunRow
@@ -50,7 +51,8 @@ def test_the_record_of_a_run_holds_its_config_summary_and_evaluation(run):
     assert (result.clean, result.adv, result.expected_robustness) == (evidence.clean, evidence.adv, evidence.expected)
     assert [c.eps_value for c in result.curve] == evidence.eps and [c.accuracy for c in result.curve] == evidence.accuracy
     assert [c.eps for c in result.curve] == [format_eps(e) for e in evidence.eps]
-    assert [(c.name, c.raised, c.message) for c in result.checks] == [(f.name, f.raised, f.message) for f in evidence.checks]
+    assert result.checks and \
+        [(c.name, c.raised, c.message) for c in result.checks] == [(f.name, f.raised, f.message) for f in evidence.checks]
     assert result.attack_order == ("apgd-ce",) and result.n == 32 and result.min_norm is None
     assert result.protocol == evidence.protocol and result.costs == evidence.costs
     with pytest.raises(dataclasses.FrozenInstanceError):

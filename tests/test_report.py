@@ -30,7 +30,7 @@ def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "runs"
     for setting, overrides in SETTINGS.items():
         for seed in (0, 1):
-            cfg = load_config(None, TINY + overrides + ["train.epochs=2", f"train.seed={seed}",
+            cfg = load_config(None, TINY + overrides + ["train.epochs=2", f"train.seed={seed}", "eval.checks=true",
                                                          f"train.out_dir={out}", f"train.run_name={setting}-s{seed}"])
             fine_tune(cfg)
     return sorted(out.iterdir())

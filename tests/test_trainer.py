@@ -23,6 +23,7 @@ def _tree(path) -> set[str]:
 
 
 def test_fine_tune_writes_the_run_directory(tiny_config):
+    tiny_config = config_from_dict(apply_overrides(config_to_dict(tiny_config), ["eval.checks=true"]))
     run = fine_tune(tiny_config, name="tiny")
     assert _tree(run.path) == {"config.yaml", "env.json", "metrics.jsonl", "summary.json", "checkpoints",
                                "checkpoints/last.pt", "eval", "eval/apgd-ce", "eval/apgd-ce/robustness.json",

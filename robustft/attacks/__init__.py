@@ -13,7 +13,7 @@ from robustft.attacks.fgsm import FGSM, NFGSM
 from robustft.attacks.fmn import FMN
 from robustft.attacks.pgd import PGD
 from robustft.attacks.threat import L2, Linf, ThreatModel, build_threat_model
-from robustft.config import EVAL_ATTACKS, TRAIN_ATTACKS, AttackConfig, EvalConfig, eval_setting, expand_attacks
+from robustft.config import EVAL_ATTACKS, TRAIN_ATTACKS, AttackConfig, EvalConfig, expand_attacks
 from robustft.errors import ConfigError
 
 
@@ -62,12 +62,12 @@ def _apgd(loss: str) -> Callable[[EvalConfig, str], Attack]:
     return lambda cfg, norm: APGD(num_steps=eval_steps(cfg), restarts=cfg.restarts, select="misclassified",
                                   threat=build_threat_model(norm), loss=loss,
                                   targets=cfg.targets if loss == "dlr-targeted" else APGD.targets,
-                                  warm_steps=eval_setting(cfg, "warm_steps", 5))
+                                  warm_steps=cfg.settings.warm_steps)
 
 
 def eval_steps(cfg: EvalConfig) -> int:
     """``eval.num_steps``, or where it is null the preset's (curve: 100), else 10."""
-    return int(eval_setting(cfg, "num_steps", 10))
+    return cfg.settings.num_steps
 
 
 EVAL_ATTACKS.register("apgd-ce", _apgd(loss="ce"), summary="APGD on cross-entropy (eval.num_steps, eval.restarts)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -311,6 +312,14 @@ class EvalConfig:
     """Bootstrap resamples of the test examples for the 95 % interval of E.adv (Clean and Adv. use Wilson
     score intervals); 0 turns the intervals off."""
 
+    def __post_init__(self) -> None:
+        _ = self.settings  # resolved once, when the section is made (a replace() makes and resolves a new one)
+
+    @functools.cached_property
+    def settings(self) -> EvalSettings:
+        """The keys a preset may set, resolved: :class:`EvalSettings` (read these, never the null fields)."""
+        return EvalSettings.of(self)
+
 
 PAPER_DATASETS = ("fgvc_aircraft", "caltech256", "stanford_cars", "cub200", "stanford_dogs")
 """The paper's fine-grained datasets, read from a local root in their published layouts (robustft/data/paper.py)."""
@@ -324,25 +333,39 @@ EVAL_PRESET_SETTINGS: dict[str, dict[str, Any]] = {"curve": _DOWNWARD_100,
 """What a preset sets besides its attacks, where the config leaves the key null."""
 
 
-def eval_setting(e: EvalConfig, key: str, default: Any) -> Any:
-    """``e.<key>``; where it is null, the value a preset among ``e.attacks`` sets, else ``default``."""
-    value = getattr(e, key)
-    if value is not None:
-        return value
-    for name in e.attacks:
-        if key in EVAL_PRESET_SETTINGS.get(name, {}):
-            return EVAL_PRESET_SETTINGS[name][key]
-    return default
+@dataclass(frozen=True)
+class EvalSettings:
+    """The keys of an ``eval`` section that a preset may set, resolved (:attr:`EvalConfig.settings`): each the
+    section's value where it is set, else the value of the first preset among its attacks that sets it, else the
+    plain default written here."""
+
+    mode: str = "incremental"
+    warm_start: bool = False
+    num_steps: int = 10
+    warm_steps: int = 5
+    at_target: tuple[str, ...] = ()
+    check_autoattack: int = 0
+
+    @classmethod
+    def of(cls, e: EvalConfig) -> EvalSettings:
+        """``e``'s settings: its own values, else its presets', else the defaults."""
+        found: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            value = getattr(e, f.name)
+            if value is None:
+                value = next((EVAL_PRESET_SETTINGS[n][f.name] for n in e.attacks
+                              if f.name in EVAL_PRESET_SETTINGS.get(n, {})), f.default)
+            found[f.name] = tuple(value) if isinstance(value, list) else value
+        return cls(**found)
 
 
 def evaluation_name(e: EvalConfig) -> str:
     """The folder name of an evaluation under ``RUN/eval/``: its attacks, and the mode and the attacks run at
     ε_g only where they are not the attacks' defaults (incremental and none, or the preset's)."""
-    default = eval_setting(dataclasses.replace(e, mode=None), "mode", "incremental")
-    mode = eval_setting(e, "mode", "incremental")
-    name = "+".join(expand_attacks(list(e.attacks))) + ("" if mode == default else f"-{mode}")
-    at_target = list(eval_setting(e, "at_target", []))
-    if at_target != list(eval_setting(dataclasses.replace(e, at_target=None), "at_target", [])):
+    preset = EvalSettings.of(dataclasses.replace(e, mode=None, at_target=None))
+    mode, at_target = e.settings.mode, list(e.settings.at_target)
+    name = "+".join(expand_attacks(list(e.attacks))) + ("" if mode == preset.mode else f"-{mode}")
+    if at_target != list(preset.at_target):
         name += "-at-target-" + "+".join(at_target) if at_target else "-every-eps"
     return name
 

@@ -40,7 +40,7 @@ from torch import nn
 
 from robustft.attacks import APGD, Attack, AutoAttack, build_threat_model, crafting
 from robustft.attacks.base import input_gradient
-from robustft.config import EvalConfig, eval_setting, format_eps
+from robustft.config import EvalConfig, format_eps
 from robustft.data import ImageSource, eval_batches
 from robustft.eval.result import Flag, RobustnessResult
 from robustft.models.modes import modes_kept
@@ -101,7 +101,7 @@ class SanityChecks:
         or its preset's), in ``norm`` (None: the evaluation's); ``SanityChecks.from_config(EvalConfig())`` are
         the defaults of the config path and of :func:`robustft.eval.evaluate`."""
         return cls(n=e.check_n, square_queries=e.check_queries, norm=norm,
-                   autoattack_n=int(eval_setting(e, "check_autoattack", 0)))
+                   autoattack_n=e.settings.check_autoattack)
 
     def _run(self, model: nn.Module, source: ImageSource, result: RobustnessResult, device: torch.device,
              image_size: int, batch_size: int) -> list[Flag]:

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from robustft import distributed as ddp
 from robustft.attacks import Attack, build_eval_attacks
 from robustft.attacks.base import FoldedBatchNorm, MinNormAttack, is_min_norm
-from robustft.config import EvalConfig, eval_setting, format_eps
+from robustft.config import EvalConfig, EvalSettings, format_eps
 from robustft.config.eps import eps_grid_argument
 from robustft.data import ImageSource, as_streamed_source, eval_batches
 from robustft.errors import ConfigError
@@ -117,22 +117,25 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float] | str,
         ConfigError: an invalid argument (an ε out of [0, 1], an unknown mode or norm, attacks in another
             norm, ...), named with its fix.
     """
-    plan = _plan(model, data, eps_grid, attacks, device=device, image_size=image_size, mode=mode, seed=seed,
-                 protocol=protocol, checks=checks, weights=weights, norm=norm, warm_start=warm_start,
-                 fold_bn=fold_bn, at_target=at_target)
-    labels = plan.source.labels.numpy().copy()
+    return _run(_plan(model, data, eps_grid, attacks, device=device, image_size=image_size, batch_size=batch_size,
+                      mode=mode, seed=seed, protocol=protocol, state_path=state_path, checks=checks, weights=weights,
+                      bootstrap=bootstrap, norm=norm, warm_start=warm_start, fold_bn=fold_bn, at_target=at_target))
+
+
+def _run(plan: _Plan) -> RobustnessResult:
+    """Walk ``plan``'s grid: for each ε the walk names, for each attack, attack the examples the walk names there
+    and record (the state saved after each ε); then the result and its checks."""
+    target, grid, walk = plan.target, plan.grid, plan.walk
+    labels = target.source.labels.numpy().copy()
     key = fingerprint(plan.protocol, labels)
-    state = EvalState.resume(state_path, key, len(plan.grid), len(labels))
-    with modes_kept(model):  # the caller's modes come back, even on error
-        model.eval()
-        target = Target(model, plan.source, plan.device, plan.image_size, batch_size, ddp.current(),
-                        _image_shape(plan.source, plan.image_size) if plan.walk.warm else ())
-        grid, walk = plan.grid, plan.walk
-        order = walk.order(len(grid))
+    state = EvalState.resume(plan.state_path, key, len(grid), len(labels))
+    order = walk.order(len(grid))
+    with modes_kept(target.model):  # the caller's modes come back, even on error
+        target.model.eval()
         with torch.random.fork_rng(devices=[target.device] if target.device.type == "cuda" else []):
             for i in range(state.done, len(order)):
                 e, prev = order[i], order[i - 1] if i > 0 else -1
-                torch.manual_seed(seed + e)
+                torch.manual_seed(plan.seed + e)
                 # the examples counted correct before this ε's attacks, and those settled as robust unattacked
                 row, settled = walk.attacked(state, e, prev)
                 if grid[e] > 0:
@@ -143,11 +146,11 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float] | str,
                     state.starts_at = e
                 state.correct[e] = row
                 log.info("eval ε=%s: accuracy %.4f", format_eps(grid[e]), row.mean())
-                if state_path is not None and target.shard.main:
+                if plan.state_path is not None and target.shard.main:
                     state.done = i + 1
-                    state.save(state_path, key)
+                    state.save(plan.state_path, key)
         result = RobustnessResult(grid, state.correct, labels, plan.protocol, breaker=state.breaker,
-                                  weights=weights, bootstrap=bootstrap, radii=state.radii, costs=state.costs)
+                                  weights=plan.weights, bootstrap=plan.bootstrap, radii=state.radii, costs=state.costs)
         if plan.checks is not None and target.shard.main:
             _run_checks(plan.checks, target, result)
         return result
@@ -155,25 +158,29 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float] | str,
 
 @dataclass(frozen=True)
 class _Plan:
-    """An evaluation's arguments resolved and validated: the grid (with 0), the attacks in order (on the folded
-    copy where folded), the walk, the attacks run at ε_g only, the checks, the examples, where and at what size,
-    and the protocol recorded with the result."""
+    """An evaluation's arguments resolved and validated: the target (the model on the examples, where, at what
+    size, in what batches), the grid (with 0), the attacks in order (on the folded copy where folded), the walk,
+    the attacks run at ε_g only, the checks, the protocol recorded with the result, the seed, the density of ε,
+    the bootstrap resamples, and where the state is saved."""
 
+    target: Target
     grid: list[float]
     attacks: Mapping[str, Attack]
     walk: Walk
     at_target: list[str]
     checks: SanityChecks | None
-    source: ImageSource
-    device: torch.device
-    image_size: int
     protocol: dict[str, Any]
+    seed: int
+    weights: list[float] | None
+    bootstrap: int
+    state_path: Path | None
 
 
 def _plan(model: nn.Module, data: Any, eps_grid: Sequence[float] | str, attacks: Mapping[str, Attack] | Sequence[str],
-          *, device: torch.device | None, image_size: int | None, mode: str | None, seed: int,
-          protocol: dict | None, checks: SanityChecks | bool | None, weights: list[float] | None, norm: str | None,
-          warm_start: bool | None, fold_bn: bool, at_target: Sequence[str] | None) -> _Plan:
+          *, device: torch.device | None, image_size: int | None, batch_size: int, mode: str | None, seed: int,
+          protocol: dict | None, state_path: Path | None, checks: SanityChecks | bool | None,
+          weights: list[float] | None, bootstrap: int, norm: str | None, warm_start: bool | None, fold_bn: bool,
+          at_target: Sequence[str] | None) -> _Plan:
     """:func:`evaluate`'s arguments as a :class:`_Plan` (see there for each; None: as the attack names' preset
     says, else the default).
 
@@ -187,11 +194,10 @@ def _plan(model: nn.Module, data: Any, eps_grid: Sequence[float] | str, attacks:
     source = as_streamed_source(data)
     # names: presets bring their own settings (the curve preset: warm starts, the AutoAttack check)
     attacks = build_eval_attacks(named, norm) if named is not None else cast(Mapping[str, Attack], attacks)
-    preset = (lambda key, default: eval_setting(named, key, default)) if named is not None else \
-        (lambda key, default: default)
-    warm_start = bool(preset("warm_start", False)) if warm_start is None else warm_start
-    mode = str(preset("mode", "incremental")) if mode is None else mode
-    at_target = list(preset("at_target", [])) if at_target is None else list(at_target)
+    preset = named.settings if named is not None else EvalSettings()
+    warm_start = preset.warm_start if warm_start is None else warm_start
+    mode = preset.mode if mode is None else mode
+    at_target = list(preset.at_target if at_target is None else at_target)
     unknown = sorted(set(at_target) - set(attacks))
     if unknown:
         raise ConfigError(f"at_target: {', '.join(unknown)} not among the attacks ({', '.join(attacks)})")
@@ -211,9 +217,11 @@ def _plan(model: nn.Module, data: Any, eps_grid: Sequence[float] | str, attacks:
     protocol = {"mode": mode, "seed": seed, "norm": norm, "grid": [format_eps(e) for e in grid],
                 "attack_order": names, "start": "warm" if walk.warm else "cold", "fold_bn": bool(fold_bn),
                 **({"at_target": at_target} if at_target else {}), **(protocol or {})}
-    return _Plan(grid, attacks, walk, at_target, _sanity_checks(checks, named, norm), source,
-                 device if device is not None else next(model.parameters()).device,
-                 image_size if image_size is not None else int(source.read(torch.arange(1)).shape[-1]), protocol)
+    image_size = image_size if image_size is not None else int(source.read(torch.arange(1)).shape[-1])
+    target = Target(model, source, device if device is not None else next(model.parameters()).device, image_size,
+                    batch_size, ddp.current(), _image_shape(source, image_size) if walk.warm else ())
+    return _Plan(target, grid, attacks, walk, at_target, _sanity_checks(checks, named, norm), protocol, seed, weights,
+                 bootstrap, state_path)
 
 
 def _run_checks(checks: SanityChecks, target: Target, result: RobustnessResult) -> None:

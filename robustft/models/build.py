@@ -9,7 +9,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Sequence, cast
 
-import timm
 import torch
 import yaml
 from torch import nn
@@ -114,6 +113,8 @@ def _timm(cfg: ModelConfig) -> tuple[nn.Module, Sequence[float], Sequence[float]
 
 
 def _build_timm(cfg: ModelConfig) -> nn.Module:
+    import timm  # here, not at the top: importing timm (and torchvision) takes seconds
+
     if not timm.is_model(cfg.name):
         close = [e for e in EMBEDDED if cfg.name in e] + difflib.get_close_matches(cfg.name, timm.list_models(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""

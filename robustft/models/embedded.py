@@ -12,7 +12,6 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
-import timm
 import torch
 from torch import nn
 
@@ -73,6 +72,8 @@ def load_in_order(target: nn.Module, source: dict[str, torch.Tensor], dropped_pr
 
 def build_embedded(name: str, pretrained: bool, drop_rate: float = 0.0) -> tuple[nn.Module, EmbeddedBackbone]:
     """The embedded backbone (without classifier), with its packaged weights when ``pretrained``."""
+    import timm  # here, not at the top: importing timm (and torchvision) takes seconds
+
     spec = EMBEDDED[name]
     backbone = timm.create_model(spec.timm_name, pretrained=False, num_classes=0, drop_rate=drop_rate)
     if pretrained:
