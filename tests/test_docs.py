@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_readme import command_lines, robustft_argv
 
 import robustft
+from robustft.cli import _parser
 from robustft.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,8 +43,8 @@ def test_every_config_field_has_a_docstring_and_a_row_in_the_configuration_refer
     hooks = _hooks()
     reference = hooks.config_reference()
     sections = hooks.sections()
-    assert [name for name, _ in sections] == ["data", "model", "attack", "objective", "schedule", "optim", "train",
-                                              "eval"]
+    assert {"data", "model", "attack", "objective", "schedule", "optim", "train", "eval"} <= {n for n, _ in sections}
+    assert [name for name, _ in sections] == [f.name for f in dataclasses.fields(robustft.Config)]
     for name, cls in sections:
         docs = hooks.field_docs(cls)
         for field in dataclasses.fields(cls):
@@ -117,6 +119,24 @@ def test_benchmarks_hold_current_numbers_each_with_its_command_and_commit():
     record = DOCS / "research" / "benchmarks_2026-12-08.md"
     assert record.is_file() and "2026-12-08" in record.read_text().splitlines()[0]
     assert _page("benchmarks.md").strip() == '--8<-- "BENCHMARKS.md"'  # the site shows the same file
+
+
+def test_every_robustft_command_on_the_pages_parses_and_names_real_files():
+    parser, seen = _parser(), 0
+    for page in sorted(DOCS.glob("*.md")):  # the research records keep the commands of their time
+        text = page.read_text()
+        for line in command_lines(text):
+            argv = robustft_argv(line)
+            if argv is None or "--help" in argv:
+                continue
+            try:
+                parser.parse_args(argv)
+            except SystemExit as stop:
+                raise AssertionError(f"{page.name}: robustft refuses {line}") from stop
+            seen += 1
+        for name in re.findall(r"\b((?:configs|sweeps)/[\w/.-]+\.yaml)", text):
+            assert (ROOT / name).is_file() or "BACKBONE" in name, f"{page.name}: {name}"
+    assert seen >= 15
 
 
 def _python_api_blocks() -> list[str]:
