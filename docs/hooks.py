@@ -15,8 +15,14 @@ import dataclasses
 import inspect
 import os
 import re
+import sys
 import textwrap
+from pathlib import Path
 from typing import Any
+
+ROOT = str(Path(__file__).resolve().parents[1])
+if ROOT not in sys.path:  # document the robustft of this tree, whatever robustft is installed
+    sys.path.insert(0, ROOT)
 
 CONFIG_MARKER = "<!-- generated: config-reference -->"
 CLI_MARKER = "<!-- generated: cli-help -->"

@@ -7,7 +7,6 @@ import re
 import shlex
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -95,7 +94,10 @@ def test_the_files_configs_scripts_and_extras_the_readme_names_exist():
         assert (ROOT / name).is_file(), name
     for link in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", README):
         assert (ROOT / link).exists(), link
-    extras = set(metadata.metadata("robustft").get_all("Provides-Extra") or [])
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    optional = pyproject.split("[project.optional-dependencies]\n", 1)[1].split("\n[", 1)[0]
+    extras = set(re.findall(r"^([\w-]+) = \[", optional, re.M))
+    assert {"test", "tune", "cluster", "clip", "docs"} <= extras
     for line in command_lines(README):
         for group in re.findall(r"\.\[([\w,]+)\]", line):
             assert set(group.split(",")) <= set(extras), line
