@@ -3,6 +3,7 @@
 - ``<!-- generated: config-reference -->`` becomes the reference of every config section: each field of the
   dataclasses in ``robustft/config/sections.py`` with its type, default and field docstring.
 - ``<!-- generated: cli-help -->`` becomes ``robustft --help`` and every subcommand's ``--help``.
+- In the rendered API reference, the Sphinx roles of the docstrings (``:class:`` …) are dropped before their code.
 
 The functions are plain Python; tests/test_docs.py imports this file and checks that no field goes undocumented.
 """
@@ -123,3 +124,9 @@ def on_page_markdown(markdown: str, **kwargs: Any) -> str:
     if CLI_MARKER in markdown:
         markdown = markdown.replace(CLI_MARKER, cli_help())
     return markdown
+
+
+def on_page_content(html: str, **kwargs: Any) -> str:
+    """MkDocs hook: docstrings name objects with Sphinx roles (``:class:`~robustft.X```), which mkdocstrings renders
+    as the role's text before the code; keep the code alone."""
+    return re.sub(r":(?:class|func|meth|attr|mod|data|exc|obj):(<code>)~?", r"\1", html)
