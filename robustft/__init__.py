@@ -53,14 +53,14 @@ from robustft.models import Normalized, build_model
 from robustft.objectives import build_objective
 from robustft.runs import RunDir, TrainSummary
 from robustft.schedules import build_eps_schedule
-from robustft.train import eps_schedule, fit
+from robustft.train import Tuning, eps_schedule, fit, tuning
 
 __version__ = metadata.version("robustft")  # one source: pyproject.toml's [project] version
 
 __all__ = ["Config", "Flag", "Normalized", "RobustnessResult", "RunDir", "TrainSummary", "build_data",
            "build_eps_schedule", "build_model", "build_objective", "attacks", "diagnose_run", "eps_schedule",
            "evaluate", "evaluate_run", "expected_robustness", "fine_tune", "export_run", "fit", "load_classifier",
-           "load_config", "models", "objectives", "parse_eps", "run_dir_for", "save_config",
+           "load_config", "models", "objectives", "parse_eps", "run_dir_for", "save_config", "Tuning", "tuning",
            # errors (robustft/errors.py): every one whose message says what to do derives from UserError
            "BadImageError", "CatastrophicOverfittingError", "CheckpointMismatchError", "ClusterError", "ConfigError",
            "DataError", "DiskFullError", "ForeignFileError", "MetricsFormatError", "MissingDependencyError",

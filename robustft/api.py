@@ -29,11 +29,11 @@ from robustft.config import (
 from robustft.data import as_source, build_data, stratified_subset
 from robustft.errors import ConfigError, MissingFileError, RunExistsError
 from robustft.eval import RobustnessResult, SanityChecks, default_eps_grid, evaluate
-from robustft.models import build_model
 from robustft.runs import RESUMABLE_KEYS, EpochRow, RunDir, remove_temp_files, run_config_from_dict, versions
 from robustft.train import fit_config, load_model_weights, resolve_device
 from robustft.train.checkpoint import kept_rng_state
 from robustft.train.speed import Accelerator, kept_layout_and_modes
+from robustft.train.tune import build_tuned_model
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def _evaluate_run(run: RunDir, checkpoint: Path, cfg: Config, name: str | None, 
     ddp.init_from_env(device)
     if model is None:
         built = build_data(cfg.data)
-        model = build_model(cfg.model, built.head_classes(cfg.model.num_classes)).to(device)
+        model = build_tuned_model(cfg.model, cfg.finetune, built.head_classes(cfg.model.num_classes)).to(device)
         source, image_size = built.test, cfg.data.image_size
     else:
         source = as_source(data)

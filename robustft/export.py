@@ -25,8 +25,10 @@ from robustft.config import ModelConfig, format_eps
 from robustft.errors import ForeignFileError, MissingFileError
 from robustft.eval import RobustnessResult
 from robustft.models import RobustClassifier, build_model
+from robustft.models.lora import merge_lora
 from robustft.runs import UNKNOWN, RunDir, atomic_write_text
 from robustft.train import load_checkpoint
+from robustft.train.tune import build_tuned_model
 
 INFO_FILE = "model_info.json"
 MODEL_FILE = "model.safetensors"
@@ -71,8 +73,10 @@ def export_run(target: str | Path, out: str | Path, evaluation: str | None = Non
     num_classes = int(state["head.weight"].shape[0]) if "head.weight" in state else \
         summary.num_classes if summary is not None else None
     if not own:
-        model = build_model(replace(cfg.model, pretrained=False, checkpoint=None), int(state["head.weight"].shape[0]))
+        model = build_tuned_model(replace(cfg.model, pretrained=False, checkpoint=None), cfg.finetune,
+                                  int(state["head.weight"].shape[0]))
         model.load_state_dict(state)
+        merge_lora(model)  # the plain architecture's weights: load_classifier builds it without adapters
         state = model.state_dict()
     eps = result.eps[-1]
     aa = autoattack_accuracy(run, eps)

@@ -18,6 +18,7 @@ from PIL import Image
 import robustft.cli as cli
 import robustft.train.checkpoint as checkpoint
 from robustft.cli import main
+from robustft.config import SECTIONS
 
 from helpers import TINY, poison_loss_after
 
@@ -139,8 +140,8 @@ def test_several_pairs_after_one_set_reach_the_config(config_file, tmp_path, cap
 
 @pytest.mark.parametrize("text,message", [
     ("", "{path} is empty; write the sections it changes (e.g. 'train: {{epochs: 8}}'), or {{}} for every default"),
-    ("- train\n- eval\n", "{path} holds a list; a config is a mapping of sections (data, model, attack, objective, "
-                          "schedule, optim, train, eval), e.g. 'train: {{epochs: 8}}'"),
+    ("- train\n- eval\n", "{path} holds a list; a config is a mapping of sections (" + ", ".join(SECTIONS) +
+     "), e.g. 'train: {{epochs: 8}}'"),
 ])
 def test_an_empty_or_list_config_file_is_one_line_and_starts_nothing(text, message, tmp_path, capsys):
     path = tmp_path / "c.yaml"

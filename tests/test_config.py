@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from robustft.config import (
+    SECTIONS,
     AttackConfig,
     Config,
     ConfigError,
@@ -434,7 +435,7 @@ def test_a_config_file_that_is_not_a_mapping_is_one_line(tmp_path, text, kind):
     with pytest.raises(ConfigError) as info:
         load_config(path, ["train.epochs=1"])
     assert str(info.value) == (f"invalid configuration: {path} holds a {kind}; a config is a mapping of sections "
-                               "(data, model, attack, objective, schedule, optim, train, eval), "
+                               f"({', '.join(SECTIONS)}), "
                                "e.g. 'train: {epochs: 8}'")
     with pytest.raises(ConfigError) as info:
         apply_overrides([1, 2], ["train.epochs=1"])
@@ -485,8 +486,7 @@ def test_unknown_section_in_a_file_suggests(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert info.value.problems == ["unknown section 'optimiser' (did you mean 'optim'?)",
-                                   "unknown section '1' (known: data, model, attack, objective, schedule, optim, "
-                                   "train, eval)"]
+                                   f"unknown section '1' (known: {', '.join(SECTIONS)})"]
 
 
 # ------------------------------------------------------------------------------------ ε grid and weights

@@ -39,13 +39,15 @@ def _write(tmp_path, *rows: dict) -> RunDir:
 
 
 def test_trainer_rows_read_back_with_every_field(tiny_config):
-    cfg = config_from_dict(apply_overrides(config_to_dict(tiny_config), AUTO))
+    # a probing first epoch writes the phase (ε is 0 there under auto anyway)
+    cfg = config_from_dict(apply_overrides(config_to_dict(tiny_config),
+                                           AUTO + ["finetune.head=linear_probe", "finetune.probe_epochs=1"]))
     run = fine_tune(cfg, name="schema")
     epochs, steps = run.epoch_rows(), run.step_rows()
     assert [r.epoch for r in epochs] == [0, 1, 2] and steps
     filled = {name for r in epochs for name in _fields(EpochRow) if getattr(r, name) is not None}
     assert filled == set(_fields(EpochRow)), "a field of the schema the trainer never wrote"
-    assert [r.schedule_switch for r in epochs] == [None, 1.0, None]
+    assert [r.schedule_switch for r in epochs] == [None, 1.0, None] and [r.phase for r in epochs] == ["probe", None, None]
     assert [r.mon_gap is None for r in epochs] == [True, True, False]  # the monitor runs only at ε > 0
     assert all(r.parts and all(isinstance(v, float) for v in r.parts.values()) for r in steps)
     # the JSON is the row's, key for key and in order: a file round-trips through the loader unchanged
@@ -74,7 +76,7 @@ def test_optional_keys_are_none_when_absent_and_stay_absent(tmp_path):
     (row,) = _write(tmp_path, {"kind": "epoch", **REQUIRED}).epoch_rows()
     optional = [n for n in _fields(EpochRow) if n not in REQUIRED]
     assert optional == ["val_clean_acc", "val_clean_loss", "val_adv_acc", "val_adv_loss", *MONITOR_KEYS,
-                        "schedule_switch"]
+                        "schedule_switch", "phase"]
     assert all(getattr(row, n) is None for n in optional)
     assert row.to_json() == {"kind": "epoch", **REQUIRED}  # written back without nulls
     assert row.measurements() == {"train_loss": 2.3, "train_acc": 0.1}

@@ -252,7 +252,7 @@ def _offline_create_model(monkeypatch):
             raise OSError("We couldn't connect to 'https://huggingface.co' (offline)")
         return real(name, pretrained=False, **kwargs)
 
-    monkeypatch.setattr(build_mod.timm, "create_model", fake)
+    monkeypatch.setattr(timm, "create_model", fake)  # build imports timm where it builds
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return calls
 

@@ -366,10 +366,29 @@ def test_shipped_sweeps_expand():
     assert sweeps
     for path in sweeps:
         assert path.read_text().startswith(f"# robustft sweep sweeps/{path.name}")
-        points = expand(load_sweep(path))
-        bases = load_sweep(path).bases or [load_sweep(path).base]
-        datasets = {yaml.safe_load(b.read_text())["data"]["name"] for b in bases}
+        spec = load_sweep(path)
+        points = expand(spec)
+        bases = [b for b in spec.bases or [spec.base] if b is not None]
+        datasets = {yaml.safe_load(b.read_text())["data"]["name"] for b in bases} or {spec.fixed["data.name"]}
         assert len(points) >= 2 and {p.config.data.name for p in points} == datasets
+
+
+def test_the_remedies_sweep_reuses_the_demos_runs_and_adds_the_remedies():
+    """Its standard, fix and scheduled points are the demo's, name and config alike (so a finished demo is reused);
+    the others differ from fix or Epsilon-Scheduling only in what they train and how the head starts."""
+    from robustft.experiments.demo import demo_spec
+
+    remedies = {p.name: p.config for p in expand(load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "remedies.yaml"))}
+    demo = {p.name: p.config for p in expand(demo_spec(seeds=3))}
+    assert all(remedies[name] == config for name, config in demo.items())
+    for seed in range(3):
+        fix, scheduled = remedies[f"fix-seed{seed}"], remedies[f"scheduled-seed{seed}"]
+        for name, base in (("lpft-fix", fix), ("roli-fix", fix), ("lora-fix", fix), ("lora-scheduled", scheduled)):
+            cfg = remedies[f"{name}-seed{seed}"]
+            same = cfg.replace("finetune", **vars(base.finetune)).replace("train", run_name=base.train.run_name)
+            assert same == base and cfg.finetune != base.finetune, name
+    assert remedies["roli-fix-seed0"].finetune.head == "robust_linear_probe"
+    assert remedies["lora-scheduled-seed0"].finetune.mode == "lora"
 
 
 def test_outcome_lists_points_in_sweep_order_whatever_order_they_end_in():

@@ -76,10 +76,13 @@ class RunRow:
 
 def schedule_label(cfg: Config) -> str:
     """The method of a run in words: the objective's name for a clean one (``standard``), else the schedule's kind,
-    with TRADES and its β (and its CE inner loss) named."""
+    with TRADES and its β (and its CE inner loss) named, then what fine-tuning trained and how its head started
+    where they are not the paper's (``fix + lora``, ``fix + linear_probe``)."""
     schedule = cfg.objective.name if is_clean_objective(cfg.objective.name) else cfg.schedule.kind
     label = OBJECTIVES[cfg.objective.name].extra.get("label") if cfg.objective.name in OBJECTIVES else None
-    return f"{schedule} ({label(cfg.objective)})" if label is not None else schedule
+    method = f"{schedule} ({label(cfg.objective)})" if label is not None else schedule
+    f = cfg.finetune
+    return method + "".join(f" + {part}" for part, default in ((f.mode, "full"), (f.head, "random")) if part != default)
 
 
 def run_row(path: str | Path, evaluation: str | None = None) -> RunRow:

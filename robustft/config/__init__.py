@@ -1,6 +1,6 @@
 """Run configuration: frozen dataclasses per section, YAML load/save, ``--set`` overrides, validation.
 
-A config file is YAML with one mapping per section (``data``, ``model``, ``attack``, ``objective``,
+A config file is YAML with one mapping per section (``data``, ``model``, ``finetune``, ``attack``, ``objective``,
 ``schedule``, ``optim``, ``train``, ``eval``); every key is optional and falls back to the defaults in
 :mod:`robustft.config.sections`. ε values are in pixel units (images live in [0, 1]) and may be written
 ``8/255`` or ``0.0314``.
@@ -19,9 +19,11 @@ from robustft.config.registry import (
     BACKBONES,
     DATASETS,
     EVAL_ATTACKS,
+    HEAD_STARTS,
     OBJECTIVES,
     SCHEDULES,
     TRAIN_ATTACKS,
+    TUNE_MODES,
     Entry,
     Registry,
     backbone_source,
@@ -40,6 +42,7 @@ from robustft.config.sections import (
     DataConfig,
     EvalConfig,
     EvalSettings,
+    FinetuneConfig,
     ModelConfig,
     ObjectiveConfig,
     OptimConfig,
@@ -56,11 +59,11 @@ from robustft.config.validate import (
     validate,
 )
 
-__all__ = ["BACKBONES", "DATASETS", "EPS_KEYS", "EVAL_ATTACKS", "EVAL_MODES", "EVAL_PRESETS", "EVAL_PRESET_SETTINGS", "OBJECTIVES", "PAPER_DATASETS",
-           "SCHEDULES", "SECTIONS", "TRAIN_ATTACKS", "Entry", "Registry", "backbone_source", "hinges_in_range",
+__all__ = ["BACKBONES", "DATASETS", "EPS_KEYS", "EVAL_ATTACKS", "EVAL_MODES", "EVAL_PRESETS", "EVAL_PRESET_SETTINGS", "HEAD_STARTS", "OBJECTIVES", "PAPER_DATASETS",
+           "SCHEDULES", "SECTIONS", "TRAIN_ATTACKS", "TUNE_MODES", "Entry", "Registry", "backbone_source", "hinges_in_range",
            "is_clean_objective",
            "points_problems", "AttackConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "EvalSettings",
-           "ModelConfig", "ObjectiveConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "apply_overrides",
+           "FinetuneConfig", "ModelConfig", "ObjectiveConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "apply_overrides",
            "config_from_dict", "config_to_dict", "evaluation_name", "expand_attacks", "format_eps",
            "hinges_in_epochs", "load_config", "parse_eps", "parse_eps_grid", "read_config_file", "save_config",
            "to_epochs", "validate"]

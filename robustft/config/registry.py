@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from robustft.config.sections import AttackConfig, ObjectiveConfig, ScheduleConfig
+from robustft.config.sections import AttackConfig, FinetuneConfig, ObjectiveConfig, ScheduleConfig
 from robustft.errors import ConfigError
 
 
@@ -189,6 +189,12 @@ features. ``model.name`` is open (any timm name), so an entry says which names i
 DATASETS = Registry("dataset", "data.name")
 """Datasets; ``build(data_config) -> (splits, class names)`` with splits ``{"train", "test"[, "val"]: ImageSource}``
 (robustft/data/datasets.py, robustft/data/paper.py)."""
+TUNE_MODES = Registry("tune mode", "finetune.mode", optional=("rank", "alpha", "targets"), section=FinetuneConfig)
+"""What fine-tuning trains; ``build(model, finetune_config) -> None`` adapts the model in place (adapters) and
+sets which parameters train (robustft/train/tune.py)."""
+HEAD_STARTS = Registry("head start", "finetune.head", optional=("probe_epochs",), section=FinetuneConfig)
+"""How the new head starts; ``build(eps_target) -> ε of the probing epochs`` (None: no probing), with
+``defaults["probe_epochs"]`` (robustft/train/tune.py)."""
 EVAL_ATTACKS = Registry("evaluation attack", "eval.attacks")
 """Evaluation attacks; ``build(eval_config, norm) -> Attack`` (robustft/attacks/__init__.py)."""
 

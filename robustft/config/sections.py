@@ -82,6 +82,28 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class FinetuneConfig:
+    mode: str = "full"
+    """What is trained: ``full`` (every weight, the paper's), ``linear`` (the head alone, on the frozen
+    backbone's features, its normalisation statistics frozen too), ``bitfit`` (the head, every bias and the
+    normalisation layers' weights), ``lora`` (the head and low-rank adapters on the backbone's linear and 1×1
+    convolution layers; robustft/models/lora.py). Frozen weights get no optimiser state."""
+    rank: int | None = None
+    """lora: rank of each adapter; null: 8."""
+    alpha: float | None = None
+    """lora: the adapter's update is alpha/rank · B·A; null: alpha = rank (scale 1)."""
+    targets: list[str] | None = None
+    """lora: the layers adapted, ``linear`` and/or ``pointwise`` (1×1 convolutions); null: both."""
+    head: str = "random"
+    """How the new head starts: ``random`` (the paper's), ``linear_probe`` (LP-FT, Kumar et al. 2022: the first
+    probe_epochs train the head alone, clean, on the frozen backbone) or ``robust_linear_probe`` (RoLI, Hua et
+    al. 2024: the same with the training attack at ε_g); the fine-tuning of ``mode`` follows."""
+    probe_epochs: int | None = None
+    """linear_probe, robust_linear_probe: the epochs of probing, the first of ``train.epochs`` (they count in the
+    run's budget; the ε schedule's epochs are the run's); null: 5."""
+
+
+@dataclass(frozen=True)
 class AttackConfig:
     eps: float = 8 / 255
     """Target radius ε_g of the threat model, pixel units (e.g. 8/255)."""
@@ -384,6 +406,7 @@ def expand_attacks(names: list[str]) -> list[str]:
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)

@@ -6,7 +6,16 @@ import re
 from typing import Any
 
 from robustft.config.eps import format_eps
-from robustft.config.registry import DATASETS, EVAL_ATTACKS, OBJECTIVES, SCHEDULES, TRAIN_ATTACKS, is_clean_objective
+from robustft.config.registry import (
+    DATASETS,
+    EVAL_ATTACKS,
+    HEAD_STARTS,
+    OBJECTIVES,
+    SCHEDULES,
+    TRAIN_ATTACKS,
+    TUNE_MODES,
+    is_clean_objective,
+)
 from robustft.config.sections import (
     EVAL_MODES,
     EVAL_PRESETS,
@@ -29,7 +38,7 @@ class _Problems(list):
 def validate(cfg: Config) -> None:
     """Check values and their combinations; raises :class:`ConfigError` naming every bad key."""
     p = _Problems()
-    for check in (_data, _model, _attack, _objective, _schedule, _optim, _train, _eval):
+    for check in (_data, _model, _finetune, _attack, _objective, _schedule, _optim, _train, _eval):
         check(cfg, p)
     if p:
         raise ConfigError(list(p))
@@ -64,6 +73,13 @@ def _model(cfg: Config, p: _Problems) -> None:
            f"model.activation: {m.activation!r} is not silu, gelu, softplus or null (keep the backbone's)")
     p.need(0 <= m.drop_rate < 1, f"model.drop_rate: must be in [0, 1), got {m.drop_rate}")
     p.need(m.bn_momentum is None or 0 < m.bn_momentum <= 1, f"model.bn_momentum: must be in (0, 1] or null, got {m.bn_momentum}")
+
+
+def _finetune(cfg: Config, p: _Problems) -> None:
+    """The problems of the ``finetune`` section: its mode's and its head start's keys and checks."""
+    f = cfg.finetune
+    p.extend(TUNE_MODES.problems(f, cfg))
+    p.extend(HEAD_STARTS.problems(f, cfg))
 
 
 def _attack(cfg: Config, p: _Problems) -> None:

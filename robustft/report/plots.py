@@ -139,7 +139,8 @@ def _percent(fraction: float | None) -> float:
 def training_curves(results: list[RunResult], delay_threshold: float | None = None) -> Figure:
     """Per run: validation clean accuracy per epoch, the overfitting monitor's accuracies under the training
     attack and under APGD-CE (a widening gap between them is catastrophic overfitting), ε(t) on a second
-    axis, and the delay time marked (first epoch above ``delay_threshold``, default the run's own)."""
+    axis, the delay time marked (first epoch above ``delay_threshold``, default the run's own) and the epochs
+    of the head's probing shaded (``finetune.head``)."""
     fig, axes = _grid(len(results))
     for ax, r in zip(axes, results):
         rows = RunDir(r.path).epoch_rows()
@@ -159,6 +160,10 @@ def training_curves(results: list[RunResult], delay_threshold: float | None = No
         if delay is not None:
             ax.axvline(delay, color="k", ls=":", lw=1)
             ax.annotate(f"delay {delay}", (delay, 3), fontsize=7, ha="left")
+        probing = [row.epoch + 1 for row in rows if row.phase == "probe"]
+        if probing:
+            ax.axvspan(min(probing) - 0.5, max(probing) + 0.5, color="tab:green", alpha=0.12, lw=0,
+                       label="probing (head only)")
         ax.set(xlabel="epoch", ylabel="accuracy (%)", ylim=(0, 100))
         ax.set_title(f"{r.name} ({r.setting})", fontsize=9)
         ax.grid(alpha=0.3)

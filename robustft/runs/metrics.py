@@ -78,6 +78,9 @@ class EpochRow:
     schedule_switch: float | None = None
     """The epoch (from 0) after which an ``auto`` schedule found validation clean accuracy on a plateau and
     started ε's ramp; only in the row of the epoch where it switched, else None."""
+    phase: str | None = None
+    """``probe`` in an epoch of the head's probing (``finetune.head``: the head alone trained on the frozen
+    backbone, at the head start's ε); None in the fine-tuning epochs."""
     elapsed_s: float
     """Wall-clock seconds of training and validation since the run began, summed over its starts (checkpoint
     writes and resume loading not counted)."""

@@ -46,6 +46,9 @@ class TrainSummary:
     """The epoch (0-based) at which ``on_overfit: stop`` ended training, else None."""
     select: dict[str, Any] = field(default_factory=dict)
     """Which weights are evaluated: ``rule`` (final or best_robust), ``epochs_done``, ``checkpoint``, ``weights``."""
+    tuning: dict[str, Any] = field(default_factory=dict)
+    """What was trained (``finetune``): ``mode``, ``head``, ``probe_epochs``, ``trained_parameters`` (of
+    ``parameters``)."""
 
     @property
     def overfit_raised(self) -> bool:

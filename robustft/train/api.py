@@ -27,7 +27,17 @@ from torch import nn
 
 from robustft.attacks import APGD, FGSM, NFGSM, PGD
 from robustft.attacks.base import FoldedBatchNorm, FullPrecision
-from robustft.config import OBJECTIVES, SCHEDULES, OptimConfig, ScheduleConfig, TrainConfig, to_epochs
+from robustft.config import (
+    HEAD_STARTS,
+    OBJECTIVES,
+    SCHEDULES,
+    TUNE_MODES,
+    FinetuneConfig,
+    OptimConfig,
+    ScheduleConfig,
+    TrainConfig,
+    to_epochs,
+)
 from robustft.config.eps import eps_argument
 from robustft.config.validate import schedule_problems
 from robustft.data import as_source, as_train_data
@@ -39,6 +49,7 @@ from robustft.train.checkpoint import kept_rng_state
 from robustft.train.optim import build_optimizer
 from robustft.train.speed import kept_layout_and_modes
 from robustft.train.trainer import Loop, train_loop
+from robustft.train.tune import Tuning
 from robustft.train.validation import Validation
 
 log = logging.getLogger(__name__)
@@ -47,6 +58,28 @@ LOOP_OPTIONS = frozenset(f.name for f in dataclasses.fields(TrainConfig)) - {
     "epochs", "seed", "device", "out_dir", "run_name", "evaluate", "val_adv_n"}
 """The ``train`` section's settings that :func:`fit` takes as keyword arguments of the same names and defaults
 (``ema_decay``, ``monitor_n``, ``on_overfit``, ``select``, ``precision``, ``channels_last``, ``compile``, ...)."""
+
+
+def tuning(mode: str = "full", *, head: str = "random", probe_epochs: int | None = None, head_module: str = "head",
+           **settings: Any) -> Tuning:
+    """What :func:`fit` trains and how the head starts, as a config's ``finetune`` section says it: ``mode``
+    (``full``, ``linear``, ``bitfit``, ``lora`` with ``rank``, ``alpha``, ``targets``), ``head`` (``random``,
+    ``linear_probe``, ``robust_linear_probe``) and its ``probe_epochs``; e.g. ``tuning("lora", rank=8)`` or
+    ``tuning(head="robust_linear_probe", probe_epochs=5)``. ``head_module`` names the model's classifier layer (its
+    child module; every other child is the backbone).
+
+    Raises:
+        TypeError: a setting that the finetune section does not have.
+        ConfigError: an invalid value, named with its fix.
+    """
+    keys = {f.name for f in dataclasses.fields(FinetuneConfig)} - {"mode", "head", "probe_epochs"}
+    if set(settings) - keys:
+        raise TypeError(f"tuning: unknown setting(s) {sorted(set(settings) - keys)}; it takes {sorted(keys)}")
+    cfg = FinetuneConfig(mode=mode, head=head, probe_epochs=probe_epochs, **settings)
+    problems = TUNE_MODES.problems(cfg, None) + HEAD_STARTS.problems(cfg, None)
+    if problems:
+        raise ConfigError(problems)
+    return dataclasses.replace(Tuning.from_config(cfg), head_module=head_module)
 
 
 def eps_schedule(kind: str = "hinge", *, eps: float | str, epochs: int, seed: int = 0, **settings: Any) -> Schedule:
@@ -84,7 +117,7 @@ def fit(model: nn.Module, train: Iterable, *, objective: Objective, schedule: Sc
         ema_decay: float | None = None, select: str = "final", on_overfit: str = "warn", monitor_n: int = 128,
         monitor_steps: int = 10, overfit_gap: float = 0.10, delay_threshold: float = 0.05, log_every: int = 50,
         precision: str = "fp32", attack_fp32: bool = True, channels_last: bool | str = "auto",
-        compile: bool = False) -> TrainSummary:
+        compile: bool = False, tuning: Tuning | None = None) -> TrainSummary:
     """Fine-tune ``model`` in place with ``objective`` under the ε ``schedule``; returns the training summary.
 
     Args:
@@ -112,6 +145,10 @@ def fit(model: nn.Module, train: Iterable, *, objective: Objective, schedule: Sc
             ``model=`` and ``data=`` evaluates it. With ``resume`` a killed run continues from its last
             checkpoint and ends as an uninterrupted one would.
         on_epoch: called with each epoch's metrics row (:class:`robustft.runs.EpochRow`), after its checkpoint.
+        tuning: what trains and how the head starts (:func:`robustft.tuning`, e.g. ``tuning("lora", rank=8,
+            head="linear_probe")``): applied to ``model`` in place before the optimiser is built (adapters added,
+            the rest frozen; a model you froze or gave adapters yourself trains as it is with the default None).
+            Pass the same tuning again with ``resume``.
         ema_decay, select, on_overfit, monitor_n, monitor_steps, overfit_gap, delay_threshold, log_every,
             precision, attack_fp32, channels_last, compile: the ``train`` section's settings of the same names
             (README "Configuration"), with the same defaults; the device is the model's.
@@ -133,10 +170,15 @@ def fit(model: nn.Module, train: Iterable, *, objective: Objective, schedule: Sc
                        delay_threshold=delay_threshold, log_every=log_every, precision=precision,
                        attack_fp32=attack_fp32, channels_last=channels_last, compile=compile)
     _check(opts, schedule, val)
+    tuning = tuning or Tuning()
+    if tuning.probe_epochs >= epochs:
+        raise ConfigError(f"tuning: {tuning.probe_epochs} probing epochs in a run of {epochs}; leave at least one "
+                          "to fine-tune")
     device = next(model.parameters()).device
     data = as_train_data(train)
     run_dir = _prepare_run(run, resume) if run is not None else None
     resuming = resume and run_dir is not None and run_dir.checkpoint_path.exists()
+    tuning.apply(model)
     with kept_rng_state(), kept_layout_and_modes(model):
         validation, num_classes = None, None
         if val is not None:
@@ -153,10 +195,10 @@ def fit(model: nn.Module, train: Iterable, *, objective: Objective, schedule: Sc
             optim = {"grad_clip": grad_clip}
         if run_dir is not None and (not resuming or not run_dir.config_path.exists()):
             run_dir.write_own_config(own_run_config(run_dir, opts, objective, schedule, optim, device,
-                                                    len(validation.source) if validation is not None else 0),
+                                                    len(validation.source) if validation is not None else 0, tuning),
                                      OWN_RUN_NOTE)
         loop = Loop(model, data, objective, schedule, optimizer, lr_schedule or (lambda step: 1.0), opts, device,
-                    validation=validation, grad_clip=grad_clip, num_classes=num_classes, run=run_dir,
+                    validation=validation, grad_clip=grad_clip, num_classes=num_classes, tuning=tuning, run=run_dir,
                     on_epoch=on_epoch)
         summary = train_loop(loop, resuming)
     if run_dir is not None:
@@ -213,13 +255,16 @@ written here are known; readers take robustft's defaults for the others. summary
 
 
 def own_run_config(run: RunDir, opts: TrainConfig, objective: Objective, schedule: Schedule, optim: dict[str, Any],
-                   device: torch.device, n_val: int) -> dict[str, dict[str, Any]]:
+                   device: torch.device, n_val: int, tuning: Tuning | None = None) -> dict[str, dict[str, Any]]:
     """The config sections of a run of :func:`fit`, as far as its objects tell (:data:`robustft.runs.UNKNOWN`
     where they do not): the train section, the objective, its attack, the schedule and ``optim`` (all of it
     when robustft built the optimiser)."""
     train = dataclasses.asdict(opts) | {"device": str(device), "out_dir": str(run.path.parent),
                                         "run_name": run.path.name}
-    return {"data": {"name": UNKNOWN, "n_val": n_val}, "model": {"name": UNKNOWN},
+    tuning = tuning or Tuning()
+    finetune = {"mode": tuning.mode, "head": tuning.head, **dict(tuning.options),
+                **({"probe_epochs": tuning.probe_epochs} if tuning.head != "random" else {})}
+    return {"data": {"name": UNKNOWN, "n_val": n_val}, "model": {"name": UNKNOWN}, "finetune": finetune,
             "attack": _attack_section(getattr(objective, "attack", None), schedule.eps_target),
             "objective": _objective_section(objective), "schedule": _schedule_section(schedule, opts.epochs),
             "optim": optim, "train": train}

@@ -15,7 +15,7 @@ import logging
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, cast
 
 import numpy as np
@@ -28,7 +28,6 @@ from robustft.config import Config, TrainConfig, is_clean_objective
 from robustft.data import SourceBatches, TrainData, build_data
 from robustft.errors import ConfigError, DataError, NonFiniteLossError
 from robustft.eval.diagnostics import failure_threshold
-from robustft.models import build_model
 from robustft.objectives import Objective, build_objective
 from robustft.runs import EpochRow, RunDir, StepRow, TrainSummary
 from robustft.schedules import Schedule, build_eps_schedule, build_lr_schedule
@@ -41,6 +40,7 @@ from robustft.train.optim import apply_settings, build_optimizer
 from robustft.train.speed import Accelerator
 from robustft.train.step import MAX_ABS_WEIGHT as MAX_ABS_WEIGHT
 from robustft.train.step import EpochStats, StepContext, check_weights, micro_batch_size, train_step
+from robustft.train.tune import Tuning, build_tuned_model
 from robustft.train.validation import Validation, monitor, validate
 
 __all__ = ["MAX_ABS_WEIGHT", "EpochStats", "Loop", "NonFiniteLossError", "StepContext", "fit_config",
@@ -79,7 +79,8 @@ class Loop:
     ``opts.ema_decay``) are validated on ``validation`` (clean accuracy, ``val_adv_*``, the overfitting monitor).
     With ``run`` each epoch's row goes to metrics.jsonl and a checkpoint is written; a resume continues from it,
     after ``on_resume(checkpoint)``. ``on_epoch`` is called with each epoch's row after its checkpoint.
-    ``num_classes`` (chance level) goes to the summary. With ``carry`` (robustft/train/carry.py; ``data`` must be
+    ``num_classes`` (chance level) goes to the summary. ``tuning`` says what trains and how the head starts
+    (its probing epochs: robustft/train/tune.py; it was applied to the model before the optimiser was built). With ``carry`` (robustft/train/carry.py; ``data`` must be
     robustft's own :class:`SourceBatches`, one process) each example's attack starts from its perturbation of the
     previous epoch; the memory is checkpointed and restored with the rest.
     """
@@ -97,6 +98,7 @@ class Loop:
     micro_batch: int | None = None
     num_classes: int | None = None
     carry: CarriedPerturbations | None = None
+    tuning: Tuning = field(default_factory=Tuning)
     run: RunDir | None = None
     on_resume: Callable[[dict], None] | None = None
     on_epoch: Callable[[EpochRow], None] | None = None
@@ -173,7 +175,8 @@ class Loop:
         self.elapsed += time.perf_counter() - t0
         row = EpochRow(epoch=epoch, step=self.step, eps=eps, eps_mean=eps_mean,
                        lr=self.optimizer.param_groups[0]["lr"], train_loss=stats.loss / stats.n,
-                       train_acc=stats.correct / stats.n, elapsed_s=self.elapsed, **measured)
+                       train_acc=stats.correct / stats.n, elapsed_s=self.elapsed, phase=self.tuning.phase(epoch),
+                       **measured)
         if self.validation is not None:
             self.schedule, row = observe(self.schedule, epoch, row)
         log.info("epoch %d/%d  ε=%.2f/255  %s", epoch + 1, self.opts.epochs, eps * 255,
@@ -215,8 +218,9 @@ class Loop:
         elif self.ema is not None:
             self.model.load_state_dict(self.ema.state_dict(self.model))
         has_val = self.validation is not None and len(self.validation.source) > 0
-        summary = summarize(self.rows, [self.stopped] if self.stopped is not None else [], self.opts, self.schedule,
-                            self.num_classes, self.speed, select, has_val=has_val)
+        summary = replace(summarize(self.rows, [self.stopped] if self.stopped is not None else [], self.opts,
+                                    self.schedule, self.num_classes, self.speed, select, has_val=has_val),
+                          tuning=self.tuning.describe(self.model))
         if self.run is not None and self.shard.main:
             self.run.write_summary(summary)
         return summary
@@ -244,15 +248,17 @@ def train_loop(loop: Loop, resume: bool = False) -> TrainSummary:
     for epoch in range(loop.epochs_done, opts.epochs):
         t0, stats = time.perf_counter(), EpochStats()
         model.train()
+        loop.tuning.begin_epoch(model, epoch)  # a frozen backbone runs in eval mode
         bar = tqdm(loop.batches(epoch), total=steps_per_epoch, desc=f"epoch {epoch + 1}/{opts.epochs}", unit="batch",
                    disable=None if loop.shard.main else True, leave=False)
         for i, (x, y, *drawn) in enumerate(bar):
             # --- step: one optimiser step at the scheduled ε and LR, over this process's micro-batches
-            eps = loop.schedule.eps_at(epoch, i, steps_per_epoch)
+            eps = loop.tuning.eps(epoch, loop.eps_schedule.eps_target, loop.schedule.eps_at(epoch, i, steps_per_epoch))
             _set_lr(optimizer, loop.peaks, loop.lr_at(loop.step))
             optimizer.zero_grad(set_to_none=True)
             out = train_step(loop.ctx, model, x, y, eps, epoch, loop.step, stats,
                              (drawn[0], drawn[1]) if drawn else None)
+            loop.tuning.drop_frozen_grads(model, epoch)  # while the head is probed, the rest stays as it is
             if loop.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)
             optimizer.step()
@@ -292,7 +298,7 @@ def fit_config(cfg: Config, run: RunDir, resume: bool = False,
     shard = ddp.init_from_env(device)
     seed_everything(cfg.train.seed)
     data = build_data(cfg.data)
-    model = build_model(cfg.model, data.head_classes(cfg.model.num_classes)).to(device)
+    model = build_tuned_model(cfg.model, cfg.finetune, data.head_classes(cfg.model.num_classes)).to(device)
     if shard.world > 1 and len(data.train) < cfg.data.batch_size:
         raise ConfigError(f"data.batch_size: {cfg.data.batch_size} is more than the {len(data.train)} training "
                           f"examples, so {shard.world} processes cannot share a batch; lower it")
@@ -313,7 +319,7 @@ def fit_config(cfg: Config, run: RunDir, resume: bool = False,
                 build_lr_schedule(cfg.optim, cfg.train.epochs, batches.steps_per_epoch), cfg.train, device,
                 validation=Validation.from_config(cfg, data), grad_clip=cfg.optim.grad_clip,
                 micro_batch=micro_batch_size(cfg.data, shard.world), num_classes=data.num_classes, carry=carry,
-                run=run, on_resume=on_resume, on_epoch=on_epoch)
+                tuning=Tuning.from_config(cfg.finetune), run=run, on_resume=on_resume, on_epoch=on_epoch)
     summary = train_loop(loop, resume)
     if shard.main and cfg.data.n_val > 0:
         final = summary.final.get("val_clean_acc")
