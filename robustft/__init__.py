@@ -1,6 +1,6 @@
 """robustft: robust fine-tuning of non-robust pretrained classifiers with Epsilon-Scheduling.
 
-The public API, on your own model and data (README "Python API")::
+The public API, on your own model and data (docs/python-api.md)::
 
     import robustft
     summary = robustft.fit(model, train_loader, val=val_loader, epochs=10, objective=objective,

@@ -94,7 +94,7 @@ def fine_tune(cfg: Config, name: str | None = None, resume: bool = False,
 
 
 def _warn_thread_change(run: RunDir) -> None:
-    """A resume under another intra-op thread count continues correctly but not bit-identically (README)."""
+    """A resume under another intra-op thread count continues correctly but not bit-identically (docs/reproducibility.md)."""
     env = run.path / "env.json"
     started = json.loads(env.read_text()).get("threads") if env.is_file() else None
     if started is not None and started != torch.get_num_threads():

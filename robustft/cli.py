@@ -136,7 +136,7 @@ def _experiment_parsers(sub: argparse._SubParsersAction) -> None:
                    "failed, …) from the run directories and OUT_DIR/sweep.json, and stop; safe while the sweep runs")
     w.add_argument("--jobs", type=_positive_int, default=1, metavar="N", help=JOBS_HELP)
     w.add_argument("--report", action="store_true", help="render the report of the finished runs into OUT_DIR/report")
-    c = w.add_argument_group("on a Ray cluster (README \"From one machine to a cluster\")")
+    c = w.add_argument_group("on a Ray cluster (docs/experiments.md, the Ray cluster)")
     c.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="every point a Ray task on the cluster at ADDRESS (e.g. 10.0.0.1:6379, or auto); without "
                    "ADDRESS, Ray on this machine. Run it from a folder every node sees at the same path")
@@ -175,7 +175,7 @@ def _experiment_parsers(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--address", help="Ray cluster address (default: a local Ray on this machine)")
     u.add_argument("--seed", type=int, default=0, help="seed of the sampled configurations")
     m = sub.add_parser("demo", help="the finding on real data: standard vs fix vs Epsilon-Scheduling, evaluated, "
-                       "with a report (README \"The demo\" gives its time; resumable)")
+                       "with a report (docs/demo.md gives its time; resumable)")
     m.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder of the runs and the report")
     m.add_argument("--seeds", type=int, default=1, help="repeat each run over this many seeds (default 1)")
     m.add_argument("--jobs", type=_positive_int, default=1, metavar="N", help=JOBS_HELP)

@@ -74,7 +74,7 @@ def test_fit_refuses_a_schedule_built_for_other_epochs():
 def test_hinge_fractions_are_taken_of_the_epochs_in_describe_and_in_training():
     schedule = robustft.eps_schedule("hinge", eps=8 / 255, epochs=6, t1=0.25, t2=0.75)
     d = schedule.describe()
-    assert (d["t1"], d["t2"], d["epochs"]) == (1.5, 4.5, 6)  # f · E, as the README says
+    assert (d["t1"], d["t2"], d["epochs"]) == (1.5, 4.5, 6)  # f · E, as docs/schedules.md says
     x, y = toy_data(16, seed=0)
     used: list[float] = []
     robustft.fit(toy_cnn(), [(x, y)], objective=StandardObjective(), schedule=schedule, epochs=6,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The search for the demo's regime (README, "The demo and how its regime was chosen"): standard fine-tuning,
+# The search for the demo's regime (docs/demo.md and docs/research/recipe_search): standard fine-tuning,
 # fix and Epsilon-Scheduling (hinges at 25 % / 75 %) on ImageNet EfficientNet-Lite0 → Fashion-MNIST 32×32
 # with 300 training images (30 per class), 20 epochs, APGD-CE 7 steps while training, at ε_g = 32/255,
 # 16/255 and 8/255; evaluation on 500 test images, APGD-CE 10 steps over a 9-point grid, with the sanity

@@ -78,7 +78,7 @@ def evaluate(model: nn.Module, data: Any, eps_grid: Sequence[float] | str,
             8/255?"), or a ``START:STOP:STEP`` string such as ``"0:8/255:1/255"``.
         attacks: name → attack, run in this order at each ε (worst case over all of them); or evaluation
             attack names (``apgd-ce``, ``apgd-t``, ``fmn``, ``square``, ``autoattack``, the presets ``cheap``,
-            ``strong`` and ``curve``; README "Evaluation you can check") built with their default settings.
+            ``strong`` and ``curve``; docs/evaluation.md) built with their default settings.
             A minimum-norm attack (``fmn``) runs once per clean-correct example, before the grid: an
             example it breaks at radius ε* counts as broken at every ε ≥ ε*.
         device: where to attack (default: the model's).

@@ -52,7 +52,7 @@ def rule_hinges(run_dirs: Sequence[str | Path], fraction: float = 0.9) -> dict[i
     """The hinge rule applied to a demo's own runs, per seed: (T1, T2) = the epochs after which standard
     fine-tuning and fix first reach ``fraction`` of their final validation clean accuracy
     (:func:`robustft.eval.metrics.adaptation_epoch`); None where the seed's run is missing. ``DEMO_HINGES`` was
-    set by this rule (README, "The demo")."""
+    set by this rule (docs/demo.md)."""
     found: dict[int, dict[str, int | None]] = {}
     for path in map(RunDir, map(Path, run_dirs)):
         cfg = path.config()

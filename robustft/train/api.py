@@ -84,7 +84,7 @@ def tuning(mode: str = "full", *, head: str = "random", probe_epochs: int | None
 
 def eps_schedule(kind: str = "hinge", *, eps: float | str, epochs: int, seed: int = 0, **settings: Any) -> Schedule:
     """An ε schedule to ε_g = ``eps`` over ``epochs`` epochs: ``kind`` and ``settings`` as in a config's
-    ``schedule`` section (README, "ε schedules"), e.g. ``eps_schedule("hinge", eps=8/255, epochs=10, t1=0.25,
+    ``schedule`` section (docs/schedules.md), e.g. ``eps_schedule("hinge", eps=8/255, epochs=10, t1=0.25,
     t2=0.75)`` for Epsilon-Scheduling or ``eps_schedule("fix", eps=8/255, epochs=10)`` for RFT-fix.
 
     Checked by the config's rules: ``eps`` in [0, 1] (pixel units; ``"8/255"`` is read too), hinges (``t1``,
@@ -149,9 +149,11 @@ def fit(model: nn.Module, train: Iterable, *, objective: Objective, schedule: Sc
             head="linear_probe")``): applied to ``model`` in place before the optimiser is built (adapters added,
             the rest frozen; a model you froze or gave adapters yourself trains as it is with the default None).
             Pass the same tuning again with ``resume``.
-        ema_decay, select, on_overfit, monitor_n, monitor_steps, overfit_gap, delay_threshold, log_every,
-            precision, attack_fp32, channels_last, compile: the ``train`` section's settings of the same names
-            (README "Configuration"), with the same defaults; the device is the model's.
+
+    The other keyword arguments (``ema_decay``, ``select``, ``on_overfit``, ``monitor_n``, ``monitor_steps``,
+    ``overfit_gap``, ``delay_threshold``, ``log_every``, ``precision``, ``attack_fp32``, ``channels_last``,
+    ``compile``) are the ``train`` section's settings of the same names (docs/configuration.md), with the same
+    defaults; the device is the model's.
 
     When it returns, ``model`` holds the weights to evaluate (the weight average with ``ema_decay``), in the
     memory layout and train/eval modes it came in with (training lays it out channels-last with
