@@ -97,6 +97,7 @@ def test_probing_epochs_train_the_head_alone_at_their_eps_then_the_run_goes_on(t
     assert any(not torch.equal(final[k], start[k]) for k in backbone)  # fine-tuned after probing
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("kill_after", [1, 2], ids=["during-probing", "after-probing"])
 def test_a_run_killed_during_or_after_probing_resumes_bit_identically(tmp_path, monkeypatch, kill_after):
     cfg = _config(tmp_path, "finetune.head=robust_linear_probe", "finetune.probe_epochs=2", "finetune.mode=lora",
@@ -153,6 +154,7 @@ def test_object_api_and_config_path_train_the_same_weights_in_every_mode(tmp_pat
         assert torch.equal(state[k], ckpt["model"][k]), k
 
 
+@pytest.mark.integration
 def test_an_export_of_a_lora_run_holds_the_merged_plain_model(tmp_path):
     cfg = load_config(None, TINY + [f"train.out_dir={tmp_path}", "finetune.mode=lora", "finetune.rank=2"])
     run = fine_tune(cfg, name="lora")
@@ -218,3 +220,19 @@ def test_a_model_with_adapters_folds_every_batchnorm_and_its_copy_follows_the_ad
         torch.testing.assert_close(kept()(x), want, rtol=0, atol=1e-4)  # refreshed from the adapted weights
         torch.testing.assert_close(fold_batchnorm(model, x)(x), want, rtol=0, atol=1e-4)
     assert not any("lora" in k for k in kept().state_dict())
+
+
+@pytest.mark.integration
+def test_the_report_compares_remedies_with_the_papers_fine_tuning(tmp_path):
+    from robustft.report.render import build_report
+
+    fix = ["schedule.kind=fix", "schedule.t1=null", "schedule.t2=null", "train.epochs=2"]
+    for seed in (0, 1):
+        for name, extra in (("fix", []), ("lpft", ["finetune.head=linear_probe", "finetune.probe_epochs=1"])):
+            fine_tune(load_config(None, TINY + fix + extra + [f"train.out_dir={tmp_path}", f"train.seed={seed}"]),
+                      name=f"{name}-s{seed}")
+    sections = {s.title: s for s in build_report(sorted(tmp_path.iterdir()))}
+    remedies = sections["Remedies vs the paper's fine-tuning: paired t-tests"]
+    tests, sizes = remedies.blocks[1], remedies.blocks[2]
+    assert [row[:4] for row in tests.rows] == [["fix + linear_probe", "fix", m, "2"] for m in ("Clean", "Adv.", "E.adv")]
+    assert [row[0] for row in sizes.rows] == ["fix", "fix + linear_probe"]

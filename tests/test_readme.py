@@ -108,6 +108,7 @@ def test_the_files_configs_scripts_and_extras_the_readme_names_exist():
     assert "robustft demo" in (ROOT / "scripts" / "main.sh").read_text()
 
 
+@pytest.mark.integration  # subprocesses of the command line, each importing robustft
 def test_the_cheap_commands_run():
     """`robustft --help`-level commands: the program starts and lists what the README uses."""
     out = subprocess.run([sys.executable, "-m", "robustft", "--help"], capture_output=True, text=True, check=True).stdout

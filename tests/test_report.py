@@ -17,6 +17,8 @@ from robustft.report.render import render_report
 
 from helpers import TINY
 
+pytestmark = pytest.mark.integration  # six real runs, then the whole report with its figures
+
 PNG = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("robustness_curves", "training_curves", "clean_vs_eps", "schedules")
 SETTINGS = {"standard": ["objective.name=standard", "schedule.kind=fix", "schedule.t1=null", "schedule.t2=null"],

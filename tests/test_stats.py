@@ -198,3 +198,33 @@ def test_load_results_labels(tmp_path):
     assert [r.setting for r in only_one_kind] == ["auto", "auto"]
     with pytest.raises(FileNotFoundError, match="not a run directory"):
         load_results([tmp_path / "a"])
+
+
+def test_remedies_are_compared_with_fix_and_each_schedule_of_the_papers_fine_tuning():
+    from robustft.analysis.stats import compare_remedies
+
+    runs = []
+    for seed, (fix, hinge, lpft, lora_fix, lora_hinge) in enumerate([(0.60, 0.70, 0.66, 0.61, 0.72),
+                                                                     (0.62, 0.69, 0.70, 0.60, 0.70),
+                                                                     (0.58, 0.71, 0.61, 0.63, 0.69)]):
+        runs += [_run("fix", seed, clean=fix), _run("hinge", seed, clean=hinge), _run("standard", seed, clean=0.9),
+                 _run("fix", seed, clean=lpft, finetune__head="linear_probe", finetune__probe_epochs=5),
+                 _run("fix", seed, clean=lora_fix, finetune__mode="lora"),
+                 _run("hinge", seed, clean=lora_hinge, finetune__mode="lora")]
+    runs.append(_run("fix", 0, clean=0.5, finetune__mode="lora", data__n_train=300))  # another setting: unpaired
+    for r in runs:
+        f = r.config["finetune"]
+        r.setting += "".join(f" + {v}" for v, d in ((f["mode"], "full"), (f["head"], "random")) if v != d)
+        if r.config["data"]["n_train"] == 300:
+            r.setting += " (n_train=300)"
+    assert [r.is_remedy for r in runs[:6]] == [False, False, False, True, True, True]
+    tests = {(t.treatment, t.baseline): t for t in compare_remedies(runs) if t.metric == "clean"}
+    # the run of another setting (more data) has no pair; standard fine-tuning is no reference
+    assert set(tests) == {(remedy, reference) for remedy in ("fix + linear_probe", "fix + lora", "hinge + lora")
+                          for reference in ("fix", "hinge")}
+    lpft = tests[("fix + linear_probe", "fix")]
+    assert lpft.n == 3 and lpft.mean_diff == pytest.approx((0.06 + 0.08 + 0.03) / 3) and lpft.wins == 3
+    t, p = sps.ttest_rel([0.66, 0.70, 0.61], [0.60, 0.62, 0.58])
+    assert lpft.t == pytest.approx(t) and lpft.p == pytest.approx(p)
+    assert tests[("hinge + lora", "hinge")].mean_diff == pytest.approx((0.02 + 0.01 - 0.02) / 3)
+    assert tests[("fix + lora", "hinge")].wins == 0

@@ -63,16 +63,25 @@ class RunResult:
         return is_clean_objective(self.config["objective"]["name"])
 
     @property
+    def is_remedy(self) -> bool:
+        """Fine-tuned otherwise than the paper (``finetune``: a mode other than full, or a head start other than
+        random): LP-FT, RoLI, LoRA, ..."""
+        f = self.config.get("finetune", {})
+        return f.get("mode", "full") != "full" or f.get("head", "random") != "random"
+
+    @property
     def is_fix(self) -> bool:
         """The robust baseline: the ``baseline`` schedule (RFT-fix, ε_g from the first step), any robust objective."""
         kind = self.config["schedule"]["kind"]
         return not self.is_clean and kind in SCHEDULES and SCHEDULES[kind].baseline
 
-    def key(self, drop_schedule: bool = False) -> tuple:
+    def key(self, drop_schedule: bool = False, drop_finetune: bool = False) -> tuple:
         """What makes a setting: every key but the seed and incidental ones, with the objective and the
-        schedule reduced to the keys they use (the schedule left out if ``drop_schedule``); hashable."""
+        schedule reduced to the keys they use (the schedule left out if ``drop_schedule``, the ``finetune``
+        section if ``drop_finetune``); hashable."""
         drop = SEED_KEYS | INCIDENTAL_KEYS
-        rest = tuple(sorted((f"{s}.{k}", repr(v)) for s, sec in self.config.items() if s not in ("objective", "schedule")
+        left_out = ("objective", "schedule") + (("finetune",) if drop_finetune else ())
+        rest = tuple(sorted((f"{s}.{k}", repr(v)) for s, sec in self.config.items() if s not in left_out
                             for k, v in sec.items() if (s, k) not in drop))
         return rest + (objective_identity(self.config),) + (() if drop_schedule else (schedule_identity(self.config),))
 
@@ -214,14 +223,39 @@ def compare_to_fix(results: list[RunResult]) -> list[PairedTest]:
     tests = []
     for s in settings:
         pairs = matched_pairs(results, s)
-        baseline = pairs[0][0].setting if pairs else baseline_name()
-        for metric in METRICS:
-            values = [(a.row.metric(metric), b.row.metric(metric)) for a, b in pairs]
-            ok = [(x, y) for x, y in values if x is not None and y is not None]
-            if not ok:
-                continue
-            a, b = [x for x, _ in ok], [y for _, y in ok]
-            t, p = paired_ttest(a, b)
-            tests.append(PairedTest(metric, baseline, s, len(ok), sum(y - x for x, y in ok) / len(ok), t, p,
-                                    sum(y > x for x, y in ok)))
+        tests += paired_tests(pairs, pairs[0][0].setting if pairs else baseline_name(), s)
+    return tests
+
+
+def compare_remedies(results: list[RunResult]) -> list[PairedTest]:
+    """Paired t-tests of every remedy setting (:attr:`RunResult.is_remedy`: LP-FT, RoLI, LoRA, ...) against each
+    robust setting of the paper's fine-tuning (fix, Epsilon-Scheduling, ...), on each metric, over runs that
+    share everything but the schedule and the ``finetune`` section (data, model, attack, optimiser, objective and
+    seed)."""
+    def at(r: RunResult) -> tuple:
+        return r.key(drop_schedule=True, drop_finetune=True), r.seed
+
+    references = dict.fromkeys(r.setting for r in results if not r.is_clean and not r.is_remedy)
+    remedies = dict.fromkeys(r.setting for r in results if r.is_remedy)
+    tests = []
+    for reference in references:
+        base = {at(r): r for r in results if r.setting == reference}
+        for remedy in remedies:
+            pairs = [(base[at(r)], r) for r in results if r.setting == remedy and at(r) in base]
+            tests += paired_tests(pairs, reference, remedy)
+    return tests
+
+
+def paired_tests(pairs: list[tuple[RunResult, RunResult]], baseline: str, treatment: str) -> list[PairedTest]:
+    """The paired t-test of (baseline run, treatment run) ``pairs`` on each metric both runs of a pair have."""
+    tests = []
+    for metric in METRICS:
+        values = [(a.row.metric(metric), b.row.metric(metric)) for a, b in pairs]
+        ok = [(x, y) for x, y in values if x is not None and y is not None]
+        if not ok:
+            continue
+        a, b = [x for x, _ in ok], [y for _, y in ok]
+        t, p = paired_ttest(a, b)
+        tests.append(PairedTest(metric, baseline, treatment, len(ok), sum(y - x for x, y in ok) / len(ok), t, p,
+                                sum(y > x for x, y in ok)))
     return tests

@@ -21,6 +21,7 @@ from robustft.analysis.stats import (
     RunResult,
     aggregate,
     baseline_name,
+    compare_remedies,
     compare_to_fix,
     load_results,
     mean_std,
@@ -103,6 +104,26 @@ def stats_section(results: list[RunResult]) -> Section:
         finding=True)
 
 
+def remedies_section(results: list[RunResult]) -> list[Section]:
+    """Paired t-tests of each remedy (LP-FT, RoLI, LoRA, ...) against fix and the schedules of the paper's
+    fine-tuning, and the parameters each trained; none where no run is a remedy."""
+    if not any(r.is_remedy for r in results):
+        return []
+    tests = compare_remedies(results)
+    rows = [[t.treatment, t.baseline, LABELS[t.metric], str(t.n), f"{100 * t.mean_diff:+.1f}", f"{t.wins}/{t.n}",
+             "—" if t.t is None else f"{t.t:.2f}", "—" if t.p is None else f"{t.p:.2g}"] for t in tests]
+    trained = {r.setting: RunDir(r.path).summary() for r in results}
+    sizes = [[setting, f"{s.tuning['trained_parameters']:,} of {s.tuning['parameters']:,}"]
+             for setting, s in trained.items() if s is not None and "trained_parameters" in s.tuning]
+    return [Section("Remedies vs the paper's fine-tuning: paired t-tests", [
+        "Two-sided paired t-test over runs that share everything but the schedule and what fine-tuning trains or how "
+        "its head starts (configuration and seed); difference = remedy − reference in accuracy points. '—': "
+        "undefined (fewer than 2 pairs or identical differences).",
+        Table(["remedy", "vs", "metric", "pairs", "mean diff (points)", "remedy higher", "t", "p"], rows)
+        if rows else "No matched pairs: a remedy run needs a run of fix or a schedule with the same seed.",
+        Table(["setting", "trained parameters"], sizes)], finding=True)]
+
+
 def checks_section(results: list[RunResult]) -> Section:
     """Every sanity flag raised, with its message; runs whose checks did not run are named."""
     items, unchecked = [], []
@@ -183,7 +204,7 @@ def build_report(paths: Sequence[str | Path], evaluation: str | None = None, del
         raise DataError("report: none of the runs has finished an epoch yet (train them first): "
                         + ", ".join(r.name for r in empty))
     groups = aggregate(results)
-    sections = [results_section(groups), stats_section(results), checks_section(results),
+    sections = [results_section(groups), stats_section(results), *remedies_section(results), checks_section(results),
                 diagnosis_section(results, delay_threshold, gap, evaluation),
                 figures_section(results, groups, delay_threshold), runs_section(results)]
     training = [r.name for r in results if not RunDir(r.path).done]
