@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import robustft
-import robustft.train.trainer as trainer
 from robustft.api import fine_tune
 from robustft.attacks import APGD
 from robustft.config import ConfigError, apply_overrides, config_from_dict, config_to_dict, load_config
@@ -21,7 +20,7 @@ from robustft.schedules import build_lr_schedule
 from robustft.train import build_optimizer, build_tuned_model, fit_config, load_checkpoint
 from robustft.train.trainer import seed_everything
 
-from helpers import TINY
+from helpers import TINY, run_killed_and_resumed
 
 MODES = {"linear": [], "bitfit": [], "lora": ["finetune.rank=2"]}
 
@@ -102,21 +101,7 @@ def test_probing_epochs_train_the_head_alone_at_their_eps_then_the_run_goes_on(t
 def test_a_run_killed_during_or_after_probing_resumes_bit_identically(tmp_path, monkeypatch, kill_after):
     cfg = _config(tmp_path, "finetune.head=robust_linear_probe", "finetune.probe_epochs=2", "finetune.mode=lora",
                   "finetune.rank=2", "schedule.t1=0", "schedule.t2=3")
-    straight = fine_tune(cfg, name="straight")
-    saves = {"n": 0}
-    real_save = trainer.save_checkpoint
-
-    def save_then_die(*args, **kwargs):
-        real_save(*args, **kwargs)
-        saves["n"] += 1
-        if saves["n"] == kill_after:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        fine_tune(cfg, name="killed")
-    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
-    resumed = fine_tune(cfg, name="killed", resume=True)
+    straight, resumed = run_killed_and_resumed(cfg, monkeypatch, kill_after)  # killed after epoch 1 or 2
     a, b = load_checkpoint(straight.checkpoint_path), load_checkpoint(resumed.checkpoint_path)
     assert a["step"] == b["step"] and a["model"].keys() == b["model"].keys()
     for k in a["model"]:
