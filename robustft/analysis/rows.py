@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from robustft.config import OBJECTIVES, Config, format_eps, is_clean_objective
+from robustft.config import OBJECTIVES, Config, FinetuneConfig, format_eps, is_clean_objective
 from robustft.runs import RunDir, RunRecord
 
 METRICS = ("clean", "adv", "e_adv")
@@ -81,8 +81,9 @@ def schedule_label(cfg: Config) -> str:
     schedule = cfg.objective.name if is_clean_objective(cfg.objective.name) else cfg.schedule.kind
     label = OBJECTIVES[cfg.objective.name].extra.get("label") if cfg.objective.name in OBJECTIVES else None
     method = f"{schedule} ({label(cfg.objective)})" if label is not None else schedule
-    f = cfg.finetune
-    return method + "".join(f" + {part}" for part, default in ((f.mode, "full"), (f.head, "random")) if part != default)
+    f, paper = cfg.finetune, FinetuneConfig()
+    return method + "".join(f" + {part}" for part, default in ((f.mode, paper.mode), (f.head, paper.head))
+                            if part != default)
 
 
 def run_row(path: str | Path, evaluation: str | None = None) -> RunRow:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from robustft.analysis.rows import METRICS, RunRow
-from robustft.config import OBJECTIVES, SCHEDULES, config_to_dict, is_clean_objective
+from robustft.config import OBJECTIVES, SCHEDULES, FinetuneConfig, config_to_dict, is_clean_objective
 from robustft.runs import RunDir
 
 SEED_KEYS = {("train", "seed"), ("train", "run_name"), ("train", "out_dir")}
@@ -66,8 +66,8 @@ class RunResult:
     def is_remedy(self) -> bool:
         """Fine-tuned otherwise than the paper (``finetune``: a mode other than full, or a head start other than
         random): LP-FT, RoLI, LoRA, ..."""
-        f = self.config.get("finetune", {})
-        return f.get("mode", "full") != "full" or f.get("head", "random") != "random"
+        f, paper = self.config.get("finetune", {}), FinetuneConfig()
+        return f.get("mode", paper.mode) != paper.mode or f.get("head", paper.head) != paper.head
 
     @property
     def is_fix(self) -> bool:

@@ -49,7 +49,7 @@ from robustft.train.checkpoint import kept_rng_state
 from robustft.train.optim import build_optimizer
 from robustft.train.speed import kept_layout_and_modes
 from robustft.train.trainer import Loop, train_loop
-from robustft.train.tune import Tuning
+from robustft.train.tune import PAPER, Tuning
 from robustft.train.validation import Validation
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ LOOP_OPTIONS = frozenset(f.name for f in dataclasses.fields(TrainConfig)) - {
 (``ema_decay``, ``monitor_n``, ``on_overfit``, ``select``, ``precision``, ``channels_last``, ``compile``, ...)."""
 
 
-def tuning(mode: str = "full", *, head: str = "random", probe_epochs: int | None = None, head_module: str = "head",
+def tuning(mode: str = PAPER.mode, *, head: str = PAPER.head, probe_epochs: int | None = None, head_module: str = "head",
            **settings: Any) -> Tuning:
     """What :func:`fit` trains and how the head starts, as a config's ``finetune`` section says it: ``mode``
     (``full``, ``linear``, ``bitfit``, ``lora`` with ``rank``, ``alpha``, ``targets``), ``head`` (``random``,
@@ -265,7 +265,7 @@ def own_run_config(run: RunDir, opts: TrainConfig, objective: Objective, schedul
                                         "run_name": run.path.name}
     tuning = tuning or Tuning()
     finetune = {"mode": tuning.mode, "head": tuning.head, **dict(tuning.options),
-                **({"probe_epochs": tuning.probe_epochs} if tuning.head != "random" else {})}
+                **({"probe_epochs": tuning.probe_epochs} if tuning.probes else {})}
     return {"data": {"name": UNKNOWN, "n_val": n_val}, "model": {"name": UNKNOWN}, "finetune": finetune,
             "attack": _attack_section(getattr(objective, "attack", None), schedule.eps_target),
             "objective": _objective_section(objective), "schedule": _schedule_section(schedule, opts.epochs),

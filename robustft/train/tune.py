@@ -22,13 +22,15 @@ from torch import nn
 from robustft.config import HEAD_STARTS, TUNE_MODES, Config, FinetuneConfig, ModelConfig
 from robustft.errors import ConfigError
 from robustft.models import RobustClassifier, build_model
-from robustft.models.lora import add_lora, is_lora
+from robustft.models.lora import TARGETS, add_lora, is_lora
 
 log = logging.getLogger(__name__)
 
 HEAD = "head"
 """The name of the classifier's new head in robustft's models (:class:`robustft.models.RobustClassifier`)."""
-LORA_TARGETS = ("linear", "pointwise")
+LORA_TARGETS = tuple(TARGETS)
+PAPER = FinetuneConfig()
+"""The paper's fine-tuning: the section's defaults (every weight, a random head)."""
 NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
 
 
@@ -44,8 +46,8 @@ class Tuning:
         head_module: the name of the model's head (its child module); every other child is the backbone.
     """
 
-    mode: str = "full"
-    head: str = "random"
+    mode: str = PAPER.mode
+    head: str = PAPER.head
     probe_epochs: int = 0
     options: Mapping[str, Any] = field(default_factory=dict)
     head_module: str = HEAD
@@ -54,7 +56,7 @@ class Tuning:
         for registry, name in ((TUNE_MODES, self.mode), (HEAD_STARTS, self.head)):
             if name not in registry:
                 raise ConfigError(registry.unknown(name))
-        if self.head != "random" and self.probe_epochs < 1:
+        if self.probes and self.probe_epochs < 1:
             raise ConfigError(f"probe_epochs: the {self.head} head start needs at least one epoch of probing")
 
     @classmethod
@@ -67,7 +69,12 @@ class Tuning:
     @property
     def is_default(self) -> bool:
         """Every weight trained from a random head: the paper's fine-tuning, nothing to do."""
-        return self.mode == "full" and self.head == "random"
+        return self.mode == PAPER.mode and self.head == PAPER.head
+
+    @property
+    def probes(self) -> bool:
+        """Whether the head start probes the head first (its registry entry takes ``probe_epochs``)."""
+        return "probe_epochs" in HEAD_STARTS[self.head].keys
 
     def apply(self, model: nn.Module) -> None:
         """Adapt ``model`` in place for the mode (adapters added) and set which of its parameters train;
@@ -98,7 +105,7 @@ class Tuning:
     def begin_epoch(self, model: nn.Module, epoch: int) -> None:
         """After ``model.train()``: the backbone runs as a frozen feature extractor (eval mode: its normalisation
         statistics stay) in the probing epochs and, in the ``linear`` mode, always."""
-        if self.mode == "linear" or self.probing(epoch):
+        if TUNE_MODES[self.mode].extra.get("frozen_backbone") or self.probing(epoch):
             for name, child in model.named_children():
                 if not self.is_head(name):
                     child.eval()
@@ -186,7 +193,8 @@ def _probe_problems(f: FinetuneConfig, config: Config | None) -> list[str]:
 
 
 TUNE_MODES.register("full", _full, summary="every weight (the paper's fine-tuning)")
-TUNE_MODES.register("linear", _linear, summary="the head alone, on the frozen backbone (linear probing)")
+TUNE_MODES.register("linear", _linear, extra={"frozen_backbone": True},
+                    summary="the head alone, on the frozen backbone (linear probing)")
 TUNE_MODES.register("bitfit", _bitfit, summary="the head, every bias and the normalisation layers (BitFit)")
 TUNE_MODES.register("lora", _lora, keys=("rank", "alpha", "targets"), check=_lora_problems,
                     defaults={"rank": 8, "targets": list(LORA_TARGETS)},
