@@ -221,3 +221,15 @@ def test_the_report_compares_remedies_with_the_papers_fine_tuning(tmp_path):
     tests, sizes = remedies.blocks[1], remedies.blocks[2]
     assert [row[:4] for row in tests.rows] == [["fix + linear_probe", "fix", m, "2"] for m in ("Clean", "Adv.", "E.adv")]
     assert [row[0] for row in sizes.rows] == ["fix", "fix + linear_probe"]
+
+
+def test_fit_refuses_an_optimiser_built_before_the_adapters_and_a_model_without_the_head():
+    model = robustft.build_model(load_config(None, TINY).model, 10)
+    optimizer = torch.optim.AdamW(model.parameters())
+    schedule = robustft.eps_schedule("fix", eps=8 / 255, epochs=2)
+    x, y = torch.rand(8, 3, 16, 16), torch.randint(0, 10, (8,))
+    with pytest.raises(ConfigError, match="optimizer: it does not hold .* trained parameter"):
+        robustft.fit(model, [(x, y)], objective=AdversarialObjective(APGD(num_steps=1)), schedule=schedule, epochs=2,
+                     optimizer=optimizer, tuning=robustft.tuning("lora", rank=2))
+    with pytest.raises(ConfigError, match="no child module 'fc'.*it has normalize, backbone, head"):
+        robustft.tuning("linear", head_module="fc").apply(model)

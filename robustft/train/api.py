@@ -181,6 +181,7 @@ def fit(model: nn.Module, train: Iterable, *, objective: Objective, schedule: Sc
     run_dir = _prepare_run(run, resume) if run is not None else None
     resuming = resume and run_dir is not None and run_dir.checkpoint_path.exists()
     tuning.apply(model)
+    _check_optimizer(optimizer, model)
     with kept_rng_state(), kept_layout_and_modes(model):
         validation, num_classes = None, None
         if val is not None:
@@ -231,6 +232,23 @@ def _check(opts: TrainConfig, schedule: Schedule, val: Any) -> None:
         raise ConfigError(f"schedule: a {kind} schedule watches validation accuracy; pass val=...")
     if val is None and opts.select == "best_robust":
         raise ConfigError("select: best_robust picks the epoch by the monitor on validation data; pass val=...")
+
+
+def _check_optimizer(optimizer: torch.optim.Optimizer | None, model: nn.Module) -> None:
+    """A given optimiser must hold every parameter that trains (adapters a tuning added after it was built would
+    never move).
+
+    Raises:
+        ConfigError: a trained parameter the optimiser does not hold, named.
+    """
+    if optimizer is None:
+        return
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    missing = [name for name, p in model.named_parameters() if p.requires_grad and id(p) not in held]
+    if missing:
+        raise ConfigError(f"optimizer: it does not hold {len(missing)} trained parameter(s) of the model (e.g. "
+                          f"{', '.join(missing[:3])}): build it after robustft.tuning(...).apply(model), or let fit "
+                          "build it (optimizer=None)")
 
 
 def _prepare_run(path: str | Path, resume: bool) -> RunDir:

@@ -79,9 +79,11 @@ class Tuning:
     def apply(self, model: nn.Module) -> None:
         """Adapt ``model`` in place for the mode (adapters added) and set which of its parameters train;
         before the optimiser is built and before the model moves to its device or is wrapped."""
-        if HEAD not in dict(model.named_children()) and self.head_module == HEAD and not self.is_default:
-            raise ConfigError(f"finetune: the model has no child module {HEAD!r} (the head the {self.mode} mode and "
-                              f"the {self.head} head start train); pass head_module= the name of its classifier layer")
+        if self.head_module not in dict(model.named_children()) and not self.is_default:
+            raise ConfigError(f"finetune: the model has no child module {self.head_module!r} (the head the {self.mode} "
+                              f"mode and the {self.head} head start train; it has "
+                              f"{', '.join(dict(model.named_children())) or 'none'}); pass head_module= the name of its "
+                              "classifier layer")
         TUNE_MODES[self.mode].build(model, self)
 
     def is_head(self, name: str) -> bool:
