@@ -264,5 +264,5 @@ def merge_lora(module: nn.Module) -> int:
         assert isinstance(child, _LoRA)
         setattr(parent, attribute, child.merged())
     if wrappers:
-        log.info("merged %d LoRA updates into their layers", len(wrappers))
+        log.debug("merged %d LoRA updates into their layers", len(wrappers))
     return len(wrappers)
