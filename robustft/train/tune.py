@@ -85,6 +85,10 @@ class Tuning:
                               f"{', '.join(dict(model.named_children())) or 'none'}); pass head_module= the name of its "
                               "classifier layer")
         TUNE_MODES[self.mode].build(model, self)
+        if not self.is_default:
+            d = self.describe(model)
+            log.info("finetune: %s mode, %s head (%d probing epochs); %d of %d parameters trained", self.mode,
+                     self.head, self.probe_epochs, d["trained_parameters"], d["parameters"])
 
     def is_head(self, name: str) -> bool:
         """Whether the parameter or module ``name`` belongs to the head."""
@@ -164,9 +168,7 @@ def _bitfit(model: nn.Module, tuning: Tuning) -> None:
 def _lora(model: nn.Module, tuning: Tuning) -> None:
     o = tuning.options
     if not any(is_lora(m) for m in model.modules()):  # a model given its adapters already keeps them
-        wrapped = add_lora(model, rank=int(o["rank"]), alpha=o.get("alpha"), targets=tuple(o["targets"]),
-                           skip=(tuning.head_module,))
-        log.info("lora: adapters of rank %d on %d layers", o["rank"], len(wrapped))
+        add_lora(model, rank=int(o["rank"]), alpha=o.get("alpha"), targets=tuple(o["targets"]), skip=(tuning.head_module,))
     _train_only(model, tuning, lambda name, p: name.rsplit(".", 1)[-1] in ("lora_a", "lora_b"))
 
 
